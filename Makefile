@@ -1,0 +1,89 @@
+# PTCE platform — build, run and test the three services on a real PostgreSQL and Kafka.
+#   make run    install what is missing, build, start the whole stack (Ctrl-C stops it)
+#   make test   the same set-up on a throwaway state folder, then every test
+#   make lint / make bench / make clean
+
+CC      ?= cc
+BUILD   ?= build
+# SANITIZE=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer (make test does).
+SANITIZE ?= 0
+
+PKGS    := libulfius jansson libpq rdkafka libcurl openssl check
+CFLAGS  := -std=c17 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror \
+           -Wshadow -Wstrict-prototypes -Wformat=2 -g -Icommon -I$(BUILD)/gen \
+           $(shell pkg-config --cflags libpq libulfius 2>/dev/null)
+LDLIBS  := -lulfius -lorcania -ljansson -lpq -lrdkafka -lcurl -lcrypto -lqpdf -lpthread -lm
+ifeq ($(SANITIZE),1)
+CFLAGS  += -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+else
+CFLAGS  += -O2
+endif
+
+COMMON_SRC := $(wildcard common/*.c)
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/sql_common.o
+SERVICES   := submission instruction funding
+BINS       := $(SERVICES:%=$(BUILD)/ptce-%) $(BUILD)/ptce-admin
+
+.PHONY: all unit-bins deps run test unit-test system-test lint bench clean stack-stop
+all: $(BINS)
+
+deps:
+	@deploy/local/deps.sh
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/sql_common.c: $(wildcard common/sql/*.sql) tools/embed_sql.sh
+	@mkdir -p $(dir $@)
+	tools/embed_sql.sh sql_common_migrations $(sort $(wildcard common/sql/*.sql)) > $@
+
+$(BUILD)/libptce.a: $(COMMON_OBJ)
+	ar rcs $@ $^
+
+# One rule per service: its sources, its embedded migrations, the common library.
+define service_rules
+$(BUILD)/gen/$(1)_migrations.c: $$(wildcard services/$(1)/migrations/*.sql) tools/embed_sql.sh
+	@mkdir -p $$(dir $$@)
+	tools/embed_sql.sh $(1)_migrations $$(sort $$(wildcard services/$(1)/migrations/*.sql)) > $$@
+$(BUILD)/ptce-$(1): $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard services/$(1)/*.c)) \
+                    $(BUILD)/gen/$(1)_migrations.o $(BUILD)/libptce.a
+	$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS)
+endef
+$(foreach s,$(SERVICES),$(eval $(call service_rules,$(s))))
+
+$(BUILD)/ptce-admin: $(BUILD)/tools/ptce_admin.o $(BUILD)/libptce.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Unit tests: one Check binary per common module test, plus the services' domain tests.
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# A service's domain modules (everything but main.c) are linked into the unit tests too.
+DOMAIN_OBJ := $(foreach s,$(SERVICES),$(patsubst %.c,$(BUILD)/%.o,$(filter-out services/$(s)/main.c,$(wildcard services/$(s)/*.c))) $(BUILD)/gen/$(s)_migrations.o)
+$(BUILD)/tests/%: tests/unit/%.c $(DOMAIN_OBJ) $(BUILD)/libptce.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iservices $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs check)
+
+unit-bins: $(UNIT_BINS)
+
+run: deps all
+	@deploy/local/run.sh
+
+test: deps
+	@$(MAKE) --no-print-directory SANITIZE=1 BUILD=build/san all unit-bins
+	@tests/run.sh build/san
+
+lint:
+	@tools/lint.sh
+
+bench: deps all
+	@tests/bench/bench.sh $(BUILD)
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

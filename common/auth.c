@@ -1,0 +1,264 @@
+/* auth: API-key verification against hashed keys, with a small TTL cache. */
+#include "auth.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "uuid.h"
+#include "xalloc.h"
+
+static const char *const auth_role_names[] = {
+    "national_admin", "regional_instructor", "expert", "funding_officer", "partner", "dashboard",
+};
+
+const char *auth_role_name(enum auth_role role)
+{
+    for (size_t i = 0; i < sizeof auth_role_names / sizeof auth_role_names[0]; i++) {
+        if (role == (enum auth_role)(1 << i))
+            return auth_role_names[i];
+    }
+    return "unknown";
+}
+
+enum auth_role auth_role_parse(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof auth_role_names / sizeof auth_role_names[0]; i++) {
+        if (strcmp(name, auth_role_names[i]) == 0)
+            return (enum auth_role)(1 << i);
+    }
+    return (enum auth_role)0;
+}
+
+int auth_principal_sees_region(const struct auth_principal *p, const char *region)
+{
+    if (p->all_regions)
+        return 1;
+    for (int i = 0; region && i < p->nregions; i++) {
+        if (strcmp(p->regions[i], region) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int auth_is_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return 0;
+    }
+    return 1;
+}
+
+enum status auth_token_parse(const char *token, char *key_id)
+{
+    size_t len = token ? strlen(token) : 0;
+
+    /* "ptce_" + id + "_" + at least 32 secret characters; longer tokens are not ours. */
+    if (len < 5 + AUTH_KEY_ID_LEN + 1 + 32 || len > 128 || strncmp(token, "ptce_", 5) != 0 ||
+        token[5 + AUTH_KEY_ID_LEN] != '_' || !auth_is_hex(token + 5, AUTH_KEY_ID_LEN))
+        return STATUS_UNAUTHORIZED;
+    memcpy(key_id, token + 5, AUTH_KEY_ID_LEN);
+    key_id[AUTH_KEY_ID_LEN] = '\0';
+    return STATUS_OK;
+}
+
+void auth_token_hash(const char *token, char out[65])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+
+    if (EVP_Digest(token, strlen(token), md, &mdlen, EVP_sha256(), NULL) != 1)
+        abort();
+    for (unsigned int i = 0; i < mdlen && i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    out[64] = '\0';
+}
+
+char *auth_token_new(char *key_id)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char id[AUTH_KEY_ID_LEN / 2], secret[40];
+    char *token = xmalloc(5 + AUTH_KEY_ID_LEN + 1 + sizeof secret + 1);
+    size_t n = 0;
+
+    random_bytes(id, sizeof id);
+    random_bytes(secret, sizeof secret);
+    memcpy(token, "ptce_", 5);
+    n = 5;
+    for (size_t i = 0; i < sizeof id; i++, n += 2)
+        snprintf(token + n, 3, "%02x", id[i]);
+    memcpy(key_id, token + 5, AUTH_KEY_ID_LEN);
+    key_id[AUTH_KEY_ID_LEN] = '\0';
+    token[n++] = '_';
+    for (size_t i = 0; i < sizeof secret; i++)
+        token[n++] = alphabet[secret[i] & 63]; /* 40 × 6 bits = 240 bits of secret */
+    token[n] = '\0';
+    return token;
+}
+
+/* The cache: a small open-addressing table keyed by key id. */
+#define AUTH_CACHE_SLOTS 256
+
+struct auth_entry {
+    char hash[65];
+    struct auth_principal principal;
+    struct timespec fetched;
+    int used;
+};
+
+struct auth {
+    struct db_pool *pool;
+    long ttl_ms;
+    pthread_mutex_t lock;
+    struct auth_entry cache[AUTH_CACHE_SLOTS];
+};
+
+DB_STMT(auth_find_key, "SELECT secret_hash, role, regions IS NULL,"
+                       " coalesce(array_to_string(regions, ','), '')"
+                       " FROM iam.api_key WHERE key_id = $1 AND revoked_at IS NULL");
+
+struct auth *auth_new(struct db_pool *pool, long ttl_ms)
+{
+    struct auth *auth = xcalloc(1, sizeof *auth);
+
+    auth->pool = pool;
+    auth->ttl_ms = ttl_ms;
+    pthread_mutex_init(&auth->lock, NULL);
+    return auth;
+}
+
+void auth_free(struct auth *auth)
+{
+    if (!auth)
+        return;
+    pthread_mutex_destroy(&auth->lock);
+    free(auth);
+}
+
+static size_t auth_slot(const char *key_id)
+{
+    unsigned long h = 5381;
+
+    for (const char *p = key_id; *p; p++)
+        h = h * 33 + (unsigned char)*p;
+    return h % AUTH_CACHE_SLOTS;
+}
+
+static long auth_age_ms(const struct timespec *then)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - then->tv_sec) * 1000 + (now.tv_nsec - then->tv_nsec) / 1000000;
+}
+
+static int auth_cache_get(struct auth *auth, const char *key_id, char *hash,
+                          struct auth_principal *out)
+{
+    int hit = 0;
+
+    if (auth->ttl_ms <= 0)
+        return 0;
+    pthread_mutex_lock(&auth->lock);
+    struct auth_entry *e = &auth->cache[auth_slot(key_id)];
+    if (e->used && strcmp(e->principal.key_id, key_id) == 0 &&
+        auth_age_ms(&e->fetched) < auth->ttl_ms) {
+        memcpy(hash, e->hash, sizeof e->hash);
+        *out = e->principal;
+        hit = 1;
+    }
+    pthread_mutex_unlock(&auth->lock);
+    return hit;
+}
+
+static void auth_cache_put(struct auth *auth, const char *hash, const struct auth_principal *p)
+{
+    if (auth->ttl_ms <= 0)
+        return;
+    pthread_mutex_lock(&auth->lock);
+    struct auth_entry *e = &auth->cache[auth_slot(p->key_id)];
+    memcpy(e->hash, hash, sizeof e->hash);
+    e->principal = *p;
+    clock_gettime(CLOCK_MONOTONIC, &e->fetched);
+    e->used = 1;
+    pthread_mutex_unlock(&auth->lock);
+}
+
+/* Reads "84,11" into the principal's region list (at most AUTH_MAX_REGIONS codes). */
+static void auth_regions_parse(const char *csv, struct auth_principal *p)
+{
+    const char *s = csv;
+
+    while (*s && p->nregions < AUTH_MAX_REGIONS) {
+        size_t n = strcspn(s, ",");
+        if (n == 2) {
+            memcpy(p->regions[p->nregions], s, 2);
+            p->regions[p->nregions++][2] = '\0';
+        }
+        s += n;
+        if (*s == ',')
+            s++;
+    }
+}
+
+static enum status auth_load(struct auth *auth, const char *key_id, char *hash,
+                             struct auth_principal *out)
+{
+    struct db_conn *conn;
+    PGresult *r;
+    const char *params[] = {key_id};
+    enum status st = db_acquire(auth->pool, &conn);
+
+    if (st != STATUS_OK)
+        return st;
+    st = db_exec(conn, &auth_find_key, 1, params, &r);
+    db_release(auth->pool, conn);
+    if (st != STATUS_OK)
+        return st == STATUS_INVALID ? STATUS_UNAUTHORIZED : st;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return STATUS_UNAUTHORIZED;
+    }
+    memset(out, 0, sizeof *out);
+    snprintf(out->key_id, sizeof out->key_id, "%s", key_id);
+    snprintf(hash, 65, "%s", PQgetvalue(r, 0, 0));
+    out->role = auth_role_parse(PQgetvalue(r, 0, 1));
+    out->all_regions = PQgetvalue(r, 0, 2)[0] == 't';
+    auth_regions_parse(PQgetvalue(r, 0, 3), out);
+    PQclear(r); /* every PQgetvalue pointer above dies here: all were copied */
+    return out->role ? STATUS_OK : STATUS_UNAUTHORIZED;
+}
+
+enum status auth_authenticate(struct auth *auth, const char *authorization,
+                              struct auth_principal *out)
+{
+    char key_id[AUTH_KEY_ID_LEN + 1], stored[65], presented[65];
+    enum status st;
+
+    if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+        return STATUS_UNAUTHORIZED;
+    const char *token = authorization + 7;
+    while (*token == ' ')
+        token++;
+    if (auth_token_parse(token, key_id) != STATUS_OK)
+        return STATUS_UNAUTHORIZED;
+    if (!auth_cache_get(auth, key_id, stored, out)) {
+        st = auth_load(auth, key_id, stored, out);
+        if (st != STATUS_OK)
+            return st;
+        auth_cache_put(auth, stored, out);
+    }
+    auth_token_hash(token, presented);
+    /* Constant time, so the comparison leaks nothing about the stored hash. */
+    if (CRYPTO_memcmp(stored, presented, 64) != 0)
+        return STATUS_UNAUTHORIZED;
+    return STATUS_OK;
+}

@@ -1,0 +1,67 @@
+/* auth: bearer API keys stored as hashes, each with one role and a region scope. */
+#ifndef PTCE_AUTH_H
+#define PTCE_AUTH_H
+
+#include <stddef.h>
+
+#include "db.h"
+
+/* Roles as bits, so a route can allow several with one mask. */
+enum auth_role {
+    ROLE_NATIONAL_ADMIN = 1 << 0,
+    ROLE_REGIONAL_INSTRUCTOR = 1 << 1,
+    ROLE_EXPERT = 1 << 2,
+    ROLE_FUNDING_OFFICER = 1 << 3,
+    ROLE_PARTNER = 1 << 4,
+    ROLE_DASHBOARD = 1 << 5,
+};
+#define ROLE_ANY 0x3f
+
+#define AUTH_KEY_ID_LEN 16  /* hex characters */
+#define AUTH_MAX_REGIONS 18 /* there are 18 INSEE regions */
+
+/* Who is calling. all_regions is set for keys with no region restriction. */
+struct auth_principal {
+    char key_id[AUTH_KEY_ID_LEN + 1];
+    enum auth_role role;
+    int all_regions;
+    int nregions;
+    char regions[AUTH_MAX_REGIONS][3];
+};
+
+/* "national_admin" ↔ ROLE_NATIONAL_ADMIN …; parse returns 0 (unknown) for a bad name. */
+const char *auth_role_name(enum auth_role role);
+enum auth_role auth_role_parse(const char *name);
+
+/* 1 when the principal's scope includes this INSEE region code. */
+int auth_principal_sees_region(const struct auth_principal *p, const char *region);
+
+/*
+ * Splits "ptce_<16 hex id>_<secret>" into its id; returns STATUS_UNAUTHORIZED when the token
+ * does not have that shape. key_id receives AUTH_KEY_ID_LEN + 1 bytes.
+ */
+enum status auth_token_parse(const char *token, char *key_id);
+
+/* SHA-256 of the whole token, as 64 lower-case hex characters and a terminator. */
+void auth_token_hash(const char *token, char out[65]);
+
+/* Makes a fresh token (returned, caller frees) and its id (key_id, AUTH_KEY_ID_LEN + 1). */
+char *auth_token_new(char *key_id);
+
+struct auth;
+
+/*
+ * An authenticator reading iam.api_key through `pool`. Successful look-ups are cached for
+ * ttl_ms (0: no cache), which bounds how long a revoked key keeps working.
+ */
+struct auth *auth_new(struct db_pool *pool, long ttl_ms);
+void auth_free(struct auth *auth);
+
+/*
+ * Checks an Authorization header value ("Bearer <token>"). STATUS_UNAUTHORIZED for a missing,
+ * malformed, unknown or revoked key; STATUS_UNAVAILABLE when the database cannot answer.
+ */
+enum status auth_authenticate(struct auth *auth, const char *authorization,
+                              struct auth_principal *out);
+
+#endif

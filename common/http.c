@@ -1,0 +1,494 @@
+/* http: one dispatcher in front of ulfius that routes, limits, authenticates and measures. */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "log.h"
+#include "uuid.h"
+
+#define PROBLEM_TYPE_PREFIX "urn:ptce:problem:"
+
+/* Latency buckets (seconds) of the per-route histogram. */
+static const double http_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                      0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
+#define HTTP_NBUCKETS (sizeof http_buckets / sizeof http_buckets[0])
+
+/* Status codes counted separately; anything else falls in the last slot. */
+static const int http_codes[] = {200, 201, 202, 204, 304, 400, 401, 403, 404, 405,
+                                 409, 412, 413, 415, 422, 428, 429, 500, 503, 0};
+#define HTTP_NCODES (sizeof http_codes / sizeof http_codes[0])
+
+struct http_route_stats {
+    atomic_ulong by_code[HTTP_NCODES];
+    atomic_ulong buckets[HTTP_NBUCKETS + 1];
+    atomic_ulong sum_us;
+};
+
+/* ---- small accessors ---- */
+
+const char *http_param(const struct http_ctx *ctx, const char *name)
+{
+    for (int i = 0; i < ctx->nparams; i++) {
+        if (strcmp(ctx->param_names[i], name) == 0)
+            return ctx->params[i];
+    }
+    return NULL;
+}
+
+const char *http_query(const struct http_ctx *ctx, const char *name)
+{
+    return u_map_get(ctx->req->map_url, name);
+}
+
+const char *http_header(const struct http_ctx *ctx, const char *name)
+{
+    return u_map_get_case(ctx->req->map_header, name);
+}
+
+void http_set_header(struct http_ctx *ctx, const char *name, const char *value)
+{
+    u_map_put(ctx->res->map_header, name, value);
+}
+
+/* ---- replies ---- */
+
+int http_reply_raw(struct http_ctx *ctx, int code, const char *content_type, const char *data,
+                   size_t len)
+{
+    ctx->status_code = code;
+    ctx->res->status = code;
+    if (content_type)
+        u_map_put(ctx->res->map_header, "Content-Type", content_type);
+    ulfius_set_binary_body_response(ctx->res, (unsigned)code, data, len);
+    return U_CALLBACK_COMPLETE;
+}
+
+int http_reply_json(struct http_ctx *ctx, int code, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+
+    json_decref(body);
+    if (!text) {
+        static const char fallback[] = "{\"title\":\"Internal error\",\"status\":500}";
+        return http_reply_raw(ctx, 500, "application/problem+json", fallback,
+                              sizeof fallback - 1);
+    }
+    int rc = http_reply_raw(ctx, code, "application/json", text, strlen(text));
+    free(text);
+    return rc;
+}
+
+void http_field_error(json_t *errors, const char *field, const char *message)
+{
+    json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "message", message));
+}
+
+static int http_reply_problem_v(struct http_ctx *ctx, enum status st, json_t *errors,
+                                const char *fmt, va_list ap)
+{
+    char detail[512], type[96];
+    int code = status_http_code(st);
+
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    snprintf(type, sizeof type, PROBLEM_TYPE_PREFIX "%s", status_strerror(st));
+    json_t *p = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "type", type, "title",
+                          status_title(st), "status", code, "detail", detail, "instance",
+                          ctx->req->url_path, "request_id", ctx->request_id);
+    if (errors)
+        json_object_set_new(p, "errors", errors);
+    if (st == STATUS_UNAVAILABLE || st == STATUS_RETRY || st == STATUS_RATE_LIMITED) {
+        if (!u_map_has_key(ctx->res->map_header, "Retry-After"))
+            u_map_put(ctx->res->map_header, "Retry-After", "1");
+    }
+    if (st == STATUS_UNAUTHORIZED)
+        u_map_put(ctx->res->map_header, "WWW-Authenticate", "Bearer realm=\"ptce\"");
+    char *text = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    int rc = http_reply_raw(ctx, code, "application/problem+json", text, strlen(text));
+    free(text);
+    return rc;
+}
+
+int http_reply_problem(struct http_ctx *ctx, enum status st, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    int rc = http_reply_problem_v(ctx, st, NULL, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int http_reply_problem_fields(struct http_ctx *ctx, enum status st, json_t *errors,
+                              const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    int rc = http_reply_problem_v(ctx, st, errors, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+json_t *http_json_parse_object(const char *data, size_t len, char *why, size_t whylen)
+{
+    json_error_t err;
+    json_t *v;
+
+    if (!data || len == 0) {
+        snprintf(why, whylen, "the request body is empty; a JSON object is expected");
+        return NULL;
+    }
+    v = json_loadb(data, len, JSON_REJECT_DUPLICATES, &err);
+    if (!v) {
+        snprintf(why, whylen, "malformed JSON at line %d, column %d: %s", err.line, err.column,
+                 err.text);
+        return NULL;
+    }
+    if (!json_is_object(v)) {
+        snprintf(why, whylen, "the body must be a JSON object");
+        json_decref(v);
+        return NULL;
+    }
+    return v;
+}
+
+/* ---- routing ---- */
+
+/*
+ * Matches path against pattern, filling the ctx parameters. The path is copied into ctx->path
+ * with its segments NUL-separated, so parameters can point into it.
+ */
+static int http_route_match(const char *pattern, const char *path, struct http_ctx *ctx)
+{
+    const char *p = pattern, *s = path;
+
+    ctx->nparams = 0;
+    while (*p && *s) {
+        if (*p == '{') {
+            const char *close = strchr(p, '}');
+            size_t n = strcspn(s, "/");
+            if (!close || n == 0 || ctx->nparams == HTTP_MAX_PARAMS)
+                return 0;
+            size_t off = (size_t)(s - path);
+            ctx->params[ctx->nparams] = ctx->path + off;
+            ctx->param_names[ctx->nparams++] = p + 1; /* ends at '}', compared below */
+            ctx->path[off + n] = '\0';
+            p = close + 1;
+            s += n;
+            continue;
+        }
+        if (*p != *s)
+            return 0;
+        p++;
+        s++;
+    }
+    return *p == '\0' && (*s == '\0' || (*s == '/' && s[1] == '\0'));
+}
+
+/* Parameter names point into the pattern ("id}/…"); copy them out once per request. */
+static void http_params_finish(struct http_ctx *ctx, char names[][32])
+{
+    for (int i = 0; i < ctx->nparams; i++) {
+        size_t n = strcspn(ctx->param_names[i], "}");
+        snprintf(names[i], 32, "%.*s", (int)n, ctx->param_names[i]);
+        ctx->param_names[i] = names[i];
+    }
+}
+
+/* Finds the route; *path_matched tells a 405 from a 404. Returns the index or -1. */
+static long http_route_find(const struct http_server *srv, const char *method, struct http_ctx *ctx,
+                            int *path_matched, struct buf *allow)
+{
+    *path_matched = 0;
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        const struct http_route *r = &srv->routes[i];
+        snprintf(ctx->path, sizeof ctx->path, "%s", ctx->req->url_path);
+        if (!http_route_match(r->pattern, ctx->req->url_path, ctx))
+            continue;
+        if (strcmp(r->method, method) == 0 ||
+            (strcmp(method, "HEAD") == 0 && strcmp(r->method, "GET") == 0))
+            return (long)i;
+        *path_matched = 1;
+        buf_printf(allow, "%s%s", allow->len ? ", " : "", r->method);
+    }
+    return -1;
+}
+
+/* ---- the request pipeline ---- */
+
+static int http_request_id_valid(const char *s)
+{
+    size_t n = 0;
+
+    for (; s[n]; n++) {
+        char c = s[n];
+        if (n >= HTTP_REQUEST_ID_LEN || !(isalnum((unsigned char)c) || c == '-' || c == '_' ||
+                                          c == '.' || c == ':'))
+            return 0;
+    }
+    return n > 0;
+}
+
+static int http_media_is(const char *content_type, const char *media)
+{
+    size_t n = strlen(media);
+
+    if (!content_type || strncasecmp(content_type, media, n) != 0)
+        return 0;
+    return content_type[n] == '\0' || content_type[n] == ';' || content_type[n] == ' ';
+}
+
+/* Content-Type and body checks of a route; answers the problem itself when they fail. */
+static int http_check_body(struct http_server *srv, struct http_ctx *ctx, int *answered)
+{
+    const struct _u_request *req = ctx->req;
+    const char *ct = http_header(ctx, "Content-Type");
+    char why[256];
+
+    *answered = 1;
+    if (req->binary_body_length > srv->body_limit)
+        return http_reply_problem(ctx, STATUS_TOO_LARGE, "the body exceeds %zu bytes",
+                                  srv->body_limit);
+    if (ctx->route->flags & HTTP_BODY_JSON) {
+        if (!http_media_is(ct, "application/json"))
+            return http_reply_problem(ctx, STATUS_UNSUPPORTED_MEDIA,
+                                      "Content-Type must be application/json");
+        ctx->body = http_json_parse_object(req->binary_body, req->binary_body_length, why,
+                                           sizeof why);
+        if (!ctx->body)
+            return http_reply_problem(ctx, STATUS_INVALID, "%s", why);
+    } else if (ctx->route->flags & HTTP_BODY_FORM) {
+        if (req->binary_body_length > 0 &&
+            !http_media_is(ct, "application/x-www-form-urlencoded"))
+            return http_reply_problem(ctx, STATUS_UNSUPPORTED_MEDIA,
+                                      "Content-Type must be application/x-www-form-urlencoded");
+    }
+    *answered = 0;
+    return U_CALLBACK_COMPLETE;
+}
+
+static int http_run(struct http_server *srv, struct http_ctx *ctx, long idx, int path_matched,
+                    const char *allow)
+{
+    const char *method = ctx->req->http_verb;
+    int answered;
+
+    if (idx < 0 && path_matched) {
+        http_set_header(ctx, "Allow", allow);
+        return http_reply_problem(ctx, STATUS_METHOD_NOT_ALLOWED,
+                                  "%s is not allowed here; allowed: %s", method, allow);
+    }
+    if (idx < 0)
+        return http_reply_problem(ctx, STATUS_NOT_FOUND, "no such resource: %s",
+                                  ctx->req->url_path);
+    ctx->route = &srv->routes[idx];
+    if (ctx->route->roles) {
+        enum status st = srv->auth ? auth_authenticate(srv->auth, http_header(ctx, "Authorization"),
+                                                       &ctx->principal)
+                                   : STATUS_UNAUTHORIZED;
+        if (st == STATUS_UNAUTHORIZED)
+            return http_reply_problem(ctx, st, "a valid API key is required (Authorization: "
+                                               "Bearer <key>)");
+        if (st != STATUS_OK)
+            return http_reply_problem(ctx, st, "cannot check the API key right now");
+        if (!(ctx->route->roles & ctx->principal.role))
+            return http_reply_problem(ctx, STATUS_FORBIDDEN, "role %s may not do this",
+                                      auth_role_name(ctx->principal.role));
+    }
+    int rc = http_check_body(srv, ctx, &answered);
+    if (answered)
+        return rc;
+    return ctx->route->handler(ctx);
+}
+
+static double http_elapsed(const struct timespec *start)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+static void http_account(struct http_server *srv, const struct http_ctx *ctx, long idx,
+                         double secs)
+{
+    struct http_route_stats *s = &srv->stats[idx < 0 ? (long)srv->nroutes : idx];
+    size_t c = 0, b = 0;
+
+    while (http_codes[c] && http_codes[c] != ctx->status_code)
+        c++;
+    while (b < HTTP_NBUCKETS && secs > http_buckets[b])
+        b++;
+    atomic_fetch_add_explicit(&s->by_code[c], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->buckets[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->sum_us, (unsigned long)(secs * 1e6), memory_order_relaxed);
+
+    enum log_level lvl = ctx->route && (ctx->route->flags & HTTP_QUIET) ? LOG_DEBUG : LOG_INFO;
+    if (ctx->status_code >= 500)
+        lvl = LOG_ERROR;
+    if (log_enabled(lvl))
+        log_event(lvl, "http.request", "{s:s, s:s, s:s, s:i, s:f, s:s?}", "method",
+                  ctx->req->http_verb, "path", ctx->req->url_path, "route",
+                  ctx->route ? ctx->route->pattern : "-", "status", ctx->status_code, "ms",
+                  secs * 1000.0, "key_id", ctx->principal.key_id[0] ? ctx->principal.key_id : NULL);
+}
+
+static int http_dispatch(const struct _u_request *req, struct _u_response *res, void *user)
+{
+    struct http_server *srv = user;
+    struct http_ctx ctx;
+    struct timespec start;
+    char names[HTTP_MAX_PARAMS][32];
+    struct buf allow;
+    int path_matched;
+
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    memset(&ctx, 0, sizeof ctx);
+    ctx.req = req;
+    ctx.res = res;
+    ctx.app = srv->app;
+    const char *rid = u_map_get_case(req->map_header, "X-Request-Id");
+    if (rid && http_request_id_valid(rid))
+        snprintf(ctx.request_id, sizeof ctx.request_id, "%s", rid);
+    else
+        uuid_new(ctx.request_id);
+    log_set_request_id(ctx.request_id);
+    u_map_put(res->map_header, "X-Request-Id", ctx.request_id);
+
+    buf_init(&allow, 256);
+    long idx = http_route_find(srv, req->http_verb, &ctx, &path_matched, &allow);
+    http_params_finish(&ctx, names);
+    int rc = http_run(srv, &ctx, idx, path_matched, allow.data ? allow.data : "");
+    if (ctx.status_code == 0)
+        rc = http_reply_problem(&ctx, STATUS_INTERNAL, "the handler gave no answer");
+    http_account(srv, &ctx, idx, http_elapsed(&start));
+    json_decref(ctx.body);
+    buf_free(&allow);
+    log_set_request_id(NULL);
+    return rc;
+}
+
+/* ---- server life ---- */
+
+enum status http_server_start(struct http_server *srv, const struct http_server_config *cfg,
+                              const struct http_route *routes, size_t nroutes, void *app,
+                              struct auth *auth)
+{
+    static struct sockaddr_in addr;
+
+    memset(srv, 0, sizeof *srv);
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)cfg->port);
+    if (inet_pton(AF_INET, cfg->bind, &addr.sin_addr) != 1) {
+        log_event(LOG_ERROR, "http.bad_bind_address", "{s:s}", "bind", cfg->bind);
+        return STATUS_INVALID;
+    }
+    if (ulfius_init_instance(&srv->instance, (unsigned)cfg->port, &addr, NULL) != U_OK)
+        return STATUS_INTERNAL;
+    srv->routes = routes;
+    srv->nroutes = nroutes;
+    srv->app = app;
+    srv->auth = auth;
+    srv->body_limit = (size_t)cfg->body_limit;
+    srv->stats = xcalloc(nroutes + 1, sizeof *srv->stats);
+    /*
+     * ulfius truncates a body at max_post_body_size without telling anyone. One byte more than
+     * the limit lets the dispatcher see that a body was longer, and answer 413 instead.
+     */
+    srv->instance.max_post_body_size = srv->body_limit + 1;
+    srv->instance.check_utf8 = 1;
+    ulfius_set_default_endpoint(&srv->instance, http_dispatch, srv);
+
+    struct MHD_OptionItem ops[] = {
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)mhd_request_completed, NULL},
+        {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)ulfius_uri_logger, NULL},
+        {MHD_OPTION_SOCK_ADDR, 0, &addr},
+        {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)cfg->threads, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->timeout_s, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->connection_limit, NULL},
+        {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    if (ulfius_start_framework_with_mhd_options(&srv->instance, flags, ops) != U_OK) {
+        log_event(LOG_ERROR, "http.start_failed", "{s:s, s:i}", "bind", cfg->bind, "port",
+                  (int)cfg->port);
+        ulfius_clean_instance(&srv->instance);
+        free(srv->stats);
+        srv->stats = NULL;
+        return STATUS_UNAVAILABLE;
+    }
+    log_event(LOG_INFO, "http.listening", "{s:s, s:i, s:i}", "bind", cfg->bind, "port",
+              (int)cfg->port, "threads", (int)cfg->threads);
+    return STATUS_OK;
+}
+
+void http_server_stop(struct http_server *srv)
+{
+    if (!srv->stats)
+        return;
+    ulfius_stop_framework(&srv->instance);
+    ulfius_clean_instance(&srv->instance);
+    free(srv->stats);
+    srv->stats = NULL;
+}
+
+void http_metrics_render(const struct http_server *srv, struct buf *out)
+{
+    buf_printf(out, "# HELP ptce_http_requests_total HTTP requests by route and status.\n"
+                    "# TYPE ptce_http_requests_total counter\n");
+    for (size_t i = 0; i <= srv->nroutes; i++) {
+        const char *route = i < srv->nroutes ? srv->routes[i].pattern : "unmatched";
+        const char *method = i < srv->nroutes ? srv->routes[i].method : "";
+        for (size_t c = 0; c < HTTP_NCODES; c++) {
+            unsigned long n = atomic_load(&srv->stats[i].by_code[c]);
+            if (n == 0)
+                continue;
+            if (http_codes[c])
+                buf_printf(out,
+                           "ptce_http_requests_total{method=\"%s\",route=\"%s\",status=\"%d\"} "
+                           "%lu\n",
+                           method, route, http_codes[c], n);
+            else
+                buf_printf(out,
+                           "ptce_http_requests_total{method=\"%s\",route=\"%s\",status=\"other\"}"
+                           " %lu\n",
+                           method, route, n);
+        }
+    }
+    buf_printf(out, "# HELP ptce_http_request_duration_seconds Request latency by route.\n"
+                    "# TYPE ptce_http_request_duration_seconds histogram\n");
+    for (size_t i = 0; i <= srv->nroutes; i++) {
+        const char *route = i < srv->nroutes ? srv->routes[i].pattern : "unmatched";
+        const char *method = i < srv->nroutes ? srv->routes[i].method : "";
+        unsigned long cum = 0;
+        for (size_t b = 0; b <= HTTP_NBUCKETS; b++) {
+            cum += atomic_load(&srv->stats[i].buckets[b]);
+            if (b < HTTP_NBUCKETS)
+                buf_printf(out,
+                           "ptce_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\","
+                           "le=\"%g\"} %lu\n",
+                           method, route, http_buckets[b], cum);
+            else
+                buf_printf(out,
+                           "ptce_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\","
+                           "le=\"+Inf\"} %lu\n",
+                           method, route, cum);
+        }
+        buf_printf(out,
+                   "ptce_http_request_duration_seconds_sum{method=\"%s\",route=\"%s\"} %.6f\n"
+                   "ptce_http_request_duration_seconds_count{method=\"%s\",route=\"%s\"} %lu\n",
+                   method, route, (double)atomic_load(&srv->stats[i].sum_us) / 1e6, method, route,
+                   cum);
+    }
+}

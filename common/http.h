@@ -1,0 +1,119 @@
+/* http: the services' HTTP plumbing on ulfius — routing, limits, auth, problems, metrics. */
+#ifndef PTCE_HTTP_H
+#define PTCE_HTTP_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+#include <ulfius.h>
+
+#include "auth.h"
+#include "status.h"
+#include "xalloc.h"
+
+#define HTTP_MAX_PARAMS 4
+#define HTTP_REQUEST_ID_LEN 64
+
+struct http_ctx;
+
+/* A handler answers through http_reply_*() and returns what they return. */
+typedef int (*http_handler_fn)(struct http_ctx *ctx);
+
+/* Route flags. */
+enum {
+    HTTP_BODY_JSON = 1 << 0, /* requires application/json; body parsed into ctx->body */
+    HTTP_BODY_FORM = 1 << 1, /* accepts application/x-www-form-urlencoded (or no body) */
+    HTTP_QUIET = 1 << 2,     /* probes: access-logged at debug level only */
+};
+
+/*
+ * One operation. `pattern` is a path with {name} segments ("/v1/dossiers/{id}"); `roles` is
+ * the mask of roles allowed (0: no authentication, for probes and webhooks).
+ */
+struct http_route {
+    const char *method;
+    const char *pattern;
+    http_handler_fn handler;
+    unsigned roles;
+    unsigned flags;
+};
+
+struct http_ctx {
+    const struct _u_request *req;
+    struct _u_response *res;
+    const struct http_route *route;
+    void *app;                       /* the service's state, from http_server_start */
+    struct auth_principal principal; /* valid when route->roles != 0 */
+    json_t *body;                    /* the parsed JSON object (HTTP_BODY_JSON), borrowed */
+    char request_id[HTTP_REQUEST_ID_LEN + 1];
+    char path[512];
+    const char *params[HTTP_MAX_PARAMS]; /* point into path */
+    const char *param_names[HTTP_MAX_PARAMS];
+    int nparams;
+    int status_code; /* what was answered, for the access log and metrics */
+};
+
+struct http_server_config {
+    const char *bind;       /* IPv4 address to listen on */
+    long port;
+    long threads;           /* MHD worker threads; size it with the database pool */
+    long body_limit;        /* bytes; larger bodies answer 413 */
+    long timeout_s;         /* idle connection timeout */
+    long connection_limit;  /* simultaneous connections */
+};
+
+struct http_route_stats;
+
+struct http_server {
+    struct _u_instance instance;
+    const struct http_route *routes;
+    size_t nroutes;
+    void *app;
+    struct auth *auth;
+    size_t body_limit;
+    struct http_route_stats *stats; /* one per route, plus one for unmatched requests */
+};
+
+/* Starts listening. The routes array and app must outlive the server. auth may be NULL. */
+enum status http_server_start(struct http_server *srv, const struct http_server_config *cfg,
+                              const struct http_route *routes, size_t nroutes, void *app,
+                              struct auth *auth);
+/* Stops accepting, lets in-flight requests finish, releases everything. */
+void http_server_stop(struct http_server *srv);
+
+/* Appends the per-route request counters and latency histograms to out (Prometheus text). */
+void http_metrics_render(const struct http_server *srv, struct buf *out);
+
+/* The value of path parameter `name`, or NULL. Borrowed from ctx. */
+const char *http_param(const struct http_ctx *ctx, const char *name);
+/* A query-string value, or NULL. Borrowed from the request. */
+const char *http_query(const struct http_ctx *ctx, const char *name);
+/* A request header (case-insensitive), or NULL. Borrowed from the request. */
+const char *http_header(const struct http_ctx *ctx, const char *name);
+/* Sets a response header (copied). */
+void http_set_header(struct http_ctx *ctx, const char *name, const char *value);
+
+/* Answers `code` with body serialised as JSON. Takes the reference to body. */
+int http_reply_json(struct http_ctx *ctx, int code, json_t *body);
+/* Answers `code` with raw bytes of the given content type (copied). */
+int http_reply_raw(struct http_ctx *ctx, int code, const char *content_type, const char *data,
+                   size_t len);
+/* Answers an RFC 9457 problem for st, with a printf-style detail. */
+int http_reply_problem(struct http_ctx *ctx, enum status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/*
+ * Same, with field-level errors: an array of {"field": "...", "message": "..."} objects.
+ * Takes the reference to errors (may be NULL).
+ */
+int http_reply_problem_fields(struct http_ctx *ctx, enum status st, json_t *errors,
+                              const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Appends {"field": field, "message": message} to errors (an array). */
+void http_field_error(json_t *errors, const char *field, const char *message);
+
+/*
+ * Parses a JSON text strictly: duplicate keys rejected, an object required, nothing after it.
+ * On failure returns NULL and writes a human explanation into why.
+ */
+json_t *http_json_parse_object(const char *data, size_t len, char *why, size_t whylen);
+
+#endif

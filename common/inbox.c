@@ -1,0 +1,240 @@
+/* inbox: consume, record the event id with its effect in one transaction, then store the offset. */
+#include "inbox.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "xalloc.h"
+
+DB_STMT(inbox_record, "INSERT INTO inbox (event_id, topic, kafka_partition, kafka_offset, key,"
+                      " type, source) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                      " ON CONFLICT (event_id) DO NOTHING RETURNING seq");
+DB_STMT(inbox_dead, "INSERT INTO inbox_dead_letter (topic, kafka_partition, kafka_offset,"
+                    " reason, payload) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING");
+
+static struct metric m_applied = METRIC_COUNTER("ptce_inbox_applied_total",
+                                                "Events applied by this service's inbox.");
+static struct metric m_duplicates = METRIC_COUNTER("ptce_inbox_duplicates_total",
+                                                   "Events received again and ignored.");
+static struct metric m_dead = METRIC_COUNTER("ptce_inbox_dead_letters_total",
+                                             "Events set aside as impossible to apply.");
+static struct metric m_lag = METRIC_GAUGE("ptce_consumer_lag",
+                                          "Messages behind the end of the consumed partitions.");
+
+struct inbox {
+    struct inbox_config cfg;
+    char *conninfo;
+    char *schema;
+    char *brokers;
+    char *client_id;
+    char *group;
+    pthread_t thread;
+    atomic_int stop;
+    atomic_int healthy;
+    rd_kafka_t *consumer;
+    struct db_conn db;
+    long commits;
+};
+
+static int inbox_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    long lag = kafka_stats_consumer_lag(json, len);
+    if (lag >= 0)
+        metric_set(&m_lag, lag);
+    return 0; /* librdkafka frees json */
+}
+
+static void inbox_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+static void inbox_dead_letter(struct inbox *inbox, const rd_kafka_message_t *msg,
+                              const char *reason)
+{
+    char part[16], off[24];
+    char *payload = xstrndup(msg->payload ? msg->payload : "", msg->len);
+    const char *params[] = {rd_kafka_topic_name(msg->rkt), part, off, reason, payload};
+
+    snprintf(part, sizeof part, "%d", (int)msg->partition);
+    snprintf(off, sizeof off, "%lld", (long long)msg->offset);
+    if (db_exec(&inbox->db, &inbox_dead, 5, params, NULL) == STATUS_OK)
+        metric_add(&m_dead, 1);
+    log_event(LOG_ERROR, "inbox.dead_letter", "{s:s, s:s, s:s, s:s}", "topic", params[0],
+              "partition", part, "offset", off, "reason", reason);
+    free(payload);
+}
+
+/* Applies one message in one transaction. STATUS_OK also covers duplicates and dead letters. */
+static enum status inbox_apply(struct inbox *inbox, const rd_kafka_message_t *msg)
+{
+    struct cloudevent ev;
+    char why[256], part[16], off[24];
+    PGresult *r;
+
+    if (cloudevent_parse(msg->payload, msg->len, &ev, why, sizeof why) != STATUS_OK) {
+        inbox_dead_letter(inbox, msg, why);
+        return STATUS_OK;
+    }
+    snprintf(part, sizeof part, "%d", (int)msg->partition);
+    snprintf(off, sizeof off, "%lld", (long long)msg->offset);
+    const char *params[] = {ev.id, rd_kafka_topic_name(msg->rkt), part, off, ev.subject,
+                            ev.type, ev.source};
+    log_set_request_id(ev.request_id);
+    enum status st = db_begin(&inbox->db);
+    if (st == STATUS_OK)
+        st = db_exec(&inbox->db, &inbox_record, 7, params, &r);
+    if (st == STATUS_INVALID) { /* e.g. an id that is not a UUID */
+        db_rollback(&inbox->db);
+        inbox_dead_letter(inbox, msg, "event id or attributes rejected by the inbox table");
+        st = STATUS_OK;
+        goto out;
+    }
+    if (st != STATUS_OK)
+        goto out;
+    int fresh = PQntuples(r) == 1;
+    PQclear(r);
+    if (!fresh) {
+        metric_add(&m_duplicates, 1);
+        st = db_commit(&inbox->db);
+        goto out;
+    }
+    st = inbox->cfg.handler(&inbox->db, &ev, inbox->cfg.ud);
+    if (st == STATUS_OK) {
+        st = db_commit(&inbox->db);
+        if (st == STATUS_OK)
+            metric_add(&m_applied, 1);
+    } else if (st == STATUS_INVALID || st == STATUS_UNPROCESSABLE) {
+        db_rollback(&inbox->db);
+        inbox_dead_letter(inbox, msg, "the handler refused the event");
+        st = STATUS_OK;
+    } else {
+        db_rollback(&inbox->db);
+    }
+out:
+    log_set_request_id(NULL);
+    cloudevent_clear(&ev);
+    return st;
+}
+
+/* Keeps trying one message until it is applied or the inbox stops. 1 when applied. */
+static int inbox_apply_until_done(struct inbox *inbox, const rd_kafka_message_t *msg)
+{
+    long backoff = 100;
+
+    while (!atomic_load(&inbox->stop)) {
+        if (!inbox->db.pg || PQstatus(inbox->db.pg) != CONNECTION_OK) {
+            db_conn_close(&inbox->db);
+            if (db_conn_open(&inbox->db, inbox->conninfo, inbox->schema, 0) != STATUS_OK) {
+                atomic_store(&inbox->healthy, 0);
+                inbox_sleep_ms(backoff);
+                backoff = backoff < 5000 ? backoff * 2 : 5000;
+                continue;
+            }
+        }
+        atomic_store(&inbox->healthy, 1);
+        if (inbox_apply(inbox, msg) == STATUS_OK)
+            return 1;
+        inbox_sleep_ms(backoff);
+        backoff = backoff < 5000 ? backoff * 2 : 5000;
+    }
+    return 0;
+}
+
+static void *inbox_main(void *arg)
+{
+    struct inbox *inbox = arg;
+
+    while (!atomic_load(&inbox->stop)) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(inbox->consumer, 200);
+        if (!msg)
+            continue;
+        if (msg->err) {
+            log_event(LOG_WARN, "inbox.consume_error", "{s:s}", "error",
+                      rd_kafka_message_errstr(msg));
+            rd_kafka_message_destroy(msg);
+            continue;
+        }
+        if (inbox_apply_until_done(inbox, msg)) {
+            inbox->commits++;
+            if (inbox->cfg.exit_after_commits > 0 &&
+                inbox->commits >= inbox->cfg.exit_after_commits) {
+                log_event(LOG_WARN, "inbox.failpoint_exit", "{s:i}", "commits",
+                          (int)inbox->commits);
+                _exit(86); /* committed in the database, offset not stored: a crash */
+            }
+            /* Only now may the offset move past this message. */
+            rd_kafka_offset_store(msg->rkt, msg->partition, msg->offset);
+        }
+        rd_kafka_message_destroy(msg);
+    }
+    return NULL;
+}
+
+struct inbox *inbox_start(const struct inbox_config *cfg)
+{
+    struct inbox *inbox = xcalloc(1, sizeof *inbox);
+    char errstr[512];
+
+    inbox->cfg = *cfg;
+    inbox->conninfo = xstrdup(cfg->conninfo);
+    inbox->schema = xstrdup(cfg->schema);
+    inbox->brokers = xstrdup(cfg->kafka.brokers);
+    inbox->client_id = xstrdup(cfg->kafka.client_id);
+    inbox->group = xstrdup(cfg->group);
+    inbox->cfg.conninfo = inbox->conninfo;
+    inbox->cfg.schema = inbox->schema;
+    inbox->cfg.kafka.brokers = inbox->brokers;
+    inbox->cfg.kafka.client_id = inbox->client_id;
+    inbox->cfg.group = inbox->group;
+    metrics_register(&m_applied);
+    metrics_register(&m_duplicates);
+    metrics_register(&m_dead);
+    metrics_register(&m_lag);
+    inbox->consumer = kafka_consumer_new(&inbox->cfg.kafka, inbox->group, cfg->topics,
+                                         cfg->ntopics, inbox_stats_cb, inbox, errstr,
+                                         sizeof errstr);
+    if (!inbox->consumer) {
+        log_event(LOG_ERROR, "inbox.consumer_failed", "{s:s}", "error", errstr);
+        inbox_stop(inbox);
+        return NULL;
+    }
+    if (pthread_create(&inbox->thread, NULL, inbox_main, inbox) != 0)
+        abort();
+    return inbox;
+}
+
+void inbox_stop(struct inbox *inbox)
+{
+    if (!inbox)
+        return;
+    atomic_store(&inbox->stop, 1);
+    if (inbox->consumer) {
+        pthread_join(inbox->thread, NULL);
+        rd_kafka_consumer_close(inbox->consumer); /* commits the stored offsets */
+        rd_kafka_destroy(inbox->consumer);
+    }
+    db_conn_close(&inbox->db);
+    free(inbox->conninfo);
+    free(inbox->schema);
+    free(inbox->brokers);
+    free(inbox->client_id);
+    free(inbox->group);
+    free(inbox);
+}
+
+int inbox_healthy(struct inbox *inbox)
+{
+    return inbox && atomic_load(&inbox->healthy);
+}

@@ -1,0 +1,44 @@
+/* inbox: a Kafka consumer that applies each event exactly once, in order per key. */
+#ifndef PTCE_INBOX_H
+#define PTCE_INBOX_H
+
+#include "cloudevent.h"
+#include "db.h"
+#include "kafka.h"
+
+/*
+ * Applies one event inside the open transaction of conn. Return STATUS_OK to commit,
+ * STATUS_RETRY/STATUS_UNAVAILABLE to roll back and try the same event again later, and
+ * STATUS_INVALID/STATUS_UNPROCESSABLE to roll back and set the event aside (dead letter).
+ */
+typedef enum status (*inbox_handler_fn)(struct db_conn *conn, const struct cloudevent *ev,
+                                        void *ud);
+
+struct inbox_config {
+    const char *conninfo;
+    const char *schema;
+    struct kafka_config kafka;
+    const char *group;
+    const char *const *topics;
+    size_t ntopics;
+    inbox_handler_fn handler;
+    void *ud;
+    /*
+     * Fault injection for the system tests: when > 0, the process exits abruptly right after
+     * the N-th commit and before that offset is stored (PTCE_FAILPOINT_INBOX_EXIT_AFTER).
+     */
+    long exit_after_commits;
+};
+
+struct inbox;
+
+/* Starts the consumer thread. The topics array and ud must outlive the inbox. */
+struct inbox *inbox_start(const struct inbox_config *cfg);
+
+/* Stops polling, finishes the event under way, commits stored offsets, frees. */
+void inbox_stop(struct inbox *inbox);
+
+/* 1 when the consumer thread holds a working database connection. */
+int inbox_healthy(struct inbox *inbox);
+
+#endif

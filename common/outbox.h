@@ -1,0 +1,40 @@
+/* outbox: events written with the state change, published by a relay on delivery reports. */
+#ifndef PTCE_OUTBOX_H
+#define PTCE_OUTBOX_H
+
+#include <jansson.h>
+
+#include "db.h"
+#include "kafka.h"
+
+/*
+ * Appends a CloudEvent to the outbox of the connection's schema, inside the caller's open
+ * transaction: the event exists if and only if the caller commits. Takes the reference to
+ * data. event_id_out (may be NULL) receives the event id.
+ */
+enum status outbox_append(struct db_conn *conn, const char *topic, const char *source,
+                          const char *type, const char *subject, json_t *data,
+                          char *event_id_out);
+
+struct outbox_relay_config {
+    const char *conninfo;
+    const char *schema;
+    struct kafka_config kafka;
+    long batch;   /* rows per round */
+    long poll_ms; /* fallback wake-up when no NOTIFY arrives */
+};
+
+struct outbox_relay;
+
+/*
+ * Starts the relay thread: it takes unsent rows in id order (FOR UPDATE SKIP LOCKED, one relay
+ * active per schema at a time), produces them with an idempotent producer, and marks sent only
+ * the rows whose delivery report succeeded, stopping at the first failure so that a key's
+ * events keep their order. Copies what it needs from cfg.
+ */
+struct outbox_relay *outbox_relay_start(const struct outbox_relay_config *cfg);
+
+/* Finishes the round under way (its deliveries are flushed), then stops and frees. */
+void outbox_relay_stop(struct outbox_relay *relay);
+
+#endif

@@ -1,0 +1,282 @@
+/* service: wiring shared by the three services, and the probes every one of them serves. */
+#include "service.h"
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "sql_common.h"
+#include "xalloc.h"
+
+#define CFG(field) offsetof(struct service_config, field)
+
+static const struct config_var service_vars[] = {
+    {"PTCE_HTTP_BIND", CONFIG_STRING, "127.0.0.1", 0, 0, CFG(http_bind), "IPv4 address to listen on"},
+    {"PTCE_HTTP_PORT", CONFIG_INT, "0", 0, 65535, CFG(http_port), "HTTP port (0: the service's default)"},
+    {"PTCE_HTTP_THREADS", CONFIG_INT, "8", 1, 256, CFG(http_threads), "HTTP worker threads"},
+    {"PTCE_HTTP_BODY_LIMIT", CONFIG_INT, "1048576", 1024, 67108864, CFG(http_body_limit), "largest request body, bytes (413 beyond)"},
+    {"PTCE_HTTP_TIMEOUT_S", CONFIG_INT, "30", 1, 3600, CFG(http_timeout_s), "idle connection timeout, seconds"},
+    {"PTCE_HTTP_CONNECTION_LIMIT", CONFIG_INT, "1024", 8, 65536, CFG(http_connection_limit), "simultaneous connections"},
+    {"PTCE_DATABASE_URL", CONFIG_STRING, NULL, 0, 0, CFG(database_url), "libpq URL of the service's role"},
+    {"PTCE_DB_POOL_SIZE", CONFIG_INT, "8", 1, 512, CFG(db_pool_size), "database connections in the pool"},
+    {"PTCE_DB_POOL_WAIT_MS", CONFIG_INT, "2000", 1, 60000, CFG(db_pool_wait_ms), "wait for a free connection before 503"},
+    {"PTCE_DB_STATEMENT_TIMEOUT_MS", CONFIG_INT, "5000", 0, 600000, CFG(db_statement_timeout_ms), "statement_timeout of request queries"},
+    {"PTCE_KAFKA_BROKERS", CONFIG_STRING, NULL, 0, 0, CFG(kafka_brokers), "Kafka bootstrap servers"},
+    {"PTCE_KAFKA_PARTITIONS", CONFIG_INT, "6", 1, 1024, CFG(kafka_partitions), "partitions of topics created"},
+    {"PTCE_KAFKA_REPLICATION", CONFIG_INT, "1", 1, 16, CFG(kafka_replication), "replication factor of topics created"},
+    {"PTCE_KAFKA_MESSAGE_TIMEOUT_MS", CONFIG_INT, "60000", 1000, 3600000, CFG(kafka_message_timeout_ms), "producer delivery timeout"},
+    {"PTCE_OUTBOX_BATCH", CONFIG_INT, "500", 1, 10000, CFG(outbox_batch), "outbox rows per relay round"},
+    {"PTCE_OUTBOX_POLL_MS", CONFIG_INT, "1000", 10, 60000, CFG(outbox_poll_ms), "relay wake-up without NOTIFY"},
+    {"PTCE_AUTH_CACHE_TTL_MS", CONFIG_INT, "2000", 0, 600000, CFG(auth_cache_ttl_ms), "how long a checked key is trusted"},
+    {"PTCE_LOG_LEVEL", CONFIG_STRING, "info", 0, 0, CFG(log_level), "debug, info, warn or error"},
+    {"PTCE_FAILPOINT_INBOX_EXIT_AFTER", CONFIG_INT, "0", 0, 1000000000, CFG(failpoint_inbox_exit_after), "tests only: crash after N inbox commits"},
+};
+#define NVARS (sizeof service_vars / sizeof service_vars[0])
+
+/* ---- probes ---- */
+
+DB_STMT(service_ping, "SELECT 1");
+
+static int service_healthz(struct http_ctx *ctx)
+{
+    static const char ok[] = "{\"status\":\"ok\"}";
+
+    return http_reply_raw(ctx, 200, "application/json", ok, sizeof ok - 1);
+}
+
+static int service_db_ready(struct service *svc)
+{
+    struct db_conn *conn;
+
+    if (db_acquire(svc->db, &conn) != STATUS_OK)
+        return 0;
+    int ok = db_exec(conn, &service_ping, 0, NULL, NULL) == STATUS_OK;
+    db_release(svc->db, conn);
+    return ok;
+}
+
+static int service_readyz(struct http_ctx *ctx)
+{
+    struct service *svc = ctx->app;
+    int db = service_db_ready(svc);
+    int kafka = kafka_reachable(svc->probe, 1000);
+    json_t *body = json_pack("{s:s, s:{s:b, s:b}}", "status", db && kafka ? "ready" : "not_ready",
+                             "checks", "database", db, "kafka", kafka);
+
+    if (!(db && kafka))
+        http_set_header(ctx, "Retry-After", "1");
+    return http_reply_json(ctx, db && kafka ? 200 : 503, body);
+}
+
+static int service_metrics(struct http_ctx *ctx)
+{
+    struct service *svc = ctx->app;
+    struct db_pool_stats ps;
+    struct buf out;
+
+    buf_init(&out, 0);
+    http_metrics_render(&svc->http, &out);
+    metrics_render(&out);
+    db_pool_stats(svc->db, &ps);
+    buf_printf(&out,
+               "# HELP ptce_db_pool_connections Database pool size and connections in use.\n"
+               "# TYPE ptce_db_pool_connections gauge\n"
+               "ptce_db_pool_connections{state=\"size\"} %zu\n"
+               "ptce_db_pool_connections{state=\"in_use\"} %zu\n"
+               "# HELP ptce_db_pool_acquire_timeouts_total Requests that found no free connection.\n"
+               "# TYPE ptce_db_pool_acquire_timeouts_total counter\n"
+               "ptce_db_pool_acquire_timeouts_total %lu\n",
+               ps.size, ps.in_use, ps.acquire_timeouts);
+    int rc = http_reply_raw(ctx, 200, "text/plain; version=0.0.4", out.data, out.len);
+    buf_free(&out);
+    return rc;
+}
+
+static const struct http_route service_probe_routes[] = {
+    {"GET", "/healthz", service_healthz, 0, HTTP_QUIET},
+    {"GET", "/readyz", service_readyz, 0, HTTP_QUIET},
+    {"GET", "/metrics", service_metrics, 0, HTTP_QUIET},
+};
+#define NPROBES (sizeof service_probe_routes / sizeof service_probe_routes[0])
+
+/* ---- start and stop ---- */
+
+static enum status service_config_load(struct service *svc, const struct service_def *def)
+{
+    char errors[4096];
+    int problems = config_load(service_vars, NVARS, &svc->cfg, errors, sizeof errors);
+
+    if (def->nextra)
+        problems += config_load(def->extra_config, def->nextra, def->extra_out,
+                                errors + strlen(errors), sizeof errors - strlen(errors));
+    enum log_level lvl = LOG_INFO;
+    if (log_level_parse(svc->cfg.log_level ? svc->cfg.log_level : "info", &lvl) != 0) {
+        size_t n = strlen(errors);
+        snprintf(errors + n, sizeof errors - n, "PTCE_LOG_LEVEL=%s is not one of debug, info, "
+                 "warn, error\n", svc->cfg.log_level);
+        problems++;
+    }
+    log_init(def->name, lvl);
+    if (problems) {
+        fprintf(stderr, "%s: %d configuration problem(s):\n%s", def->name, problems, errors);
+        return STATUS_INVALID;
+    }
+    if (svc->cfg.http_port == 0)
+        svc->cfg.http_port = def->default_port;
+    return STATUS_OK;
+}
+
+static enum status service_migrate(struct service *svc)
+{
+    struct db_conn conn;
+    const struct migration *lists[] = {sql_common_migrations, svc->def->migrations};
+    const size_t counts[] = {sql_common_migrations_count, svc->def->nmigrations};
+    size_t applied = 0;
+    enum status st = db_conn_open(&conn, svc->cfg.database_url, svc->def->schema, 0);
+
+    if (st == STATUS_OK)
+        st = migrate_apply(&conn, lists, counts, 2, &applied);
+    db_conn_close(&conn);
+    if (st == STATUS_OK)
+        log_event(LOG_INFO, "migrations.done", "{s:i}", "applied", (int)applied);
+    return st;
+}
+
+static void service_probe_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)m;
+    (void)opaque;
+}
+
+static struct kafka_config service_kafka(const struct service *svc)
+{
+    struct kafka_config k = {svc->cfg.kafka_brokers, svc->def->name,
+                             svc->cfg.kafka_message_timeout_ms, svc->cfg.kafka_partitions,
+                             svc->cfg.kafka_replication};
+    return k;
+}
+
+static enum status service_kafka_start(struct service *svc)
+{
+    char errstr[512];
+    struct kafka_config k = service_kafka(svc);
+
+    svc->probe = kafka_producer_new(&k, service_probe_dr, NULL, errstr, sizeof errstr);
+    if (!svc->probe) {
+        log_event(LOG_ERROR, "kafka.config_invalid", "{s:s}", "error", errstr);
+        return STATUS_INVALID;
+    }
+    const char *topics[] = {svc->def->topic};
+    enum status st = kafka_topics_ensure(svc->probe, topics, 1, k.partitions, k.replication, 15000);
+    if (st != STATUS_OK)
+        return st;
+    struct outbox_relay_config rc = {svc->cfg.database_url, svc->def->schema, k,
+                                     svc->cfg.outbox_batch, svc->cfg.outbox_poll_ms};
+    svc->relay = outbox_relay_start(&rc);
+    if (!svc->relay)
+        return STATUS_INTERNAL;
+    if (svc->def->nconsume == 0)
+        return STATUS_OK;
+    /* The consumed topics may belong to a service not started yet: create them too. */
+    st = kafka_topics_ensure(svc->probe, svc->def->consume_topics, svc->def->nconsume,
+                             k.partitions, k.replication, 15000);
+    if (st != STATUS_OK)
+        return st;
+    struct inbox_config ic = {svc->cfg.database_url, svc->def->schema, k, svc->def->name,
+                              svc->def->consume_topics, svc->def->nconsume, svc->def->on_event,
+                              svc, svc->cfg.failpoint_inbox_exit_after};
+    svc->inbox = inbox_start(&ic);
+    return svc->inbox ? STATUS_OK : STATUS_INTERNAL;
+}
+
+static enum status service_http_start(struct service *svc)
+{
+    size_t n = svc->def->nroutes + NPROBES;
+    struct http_server_config hc = {svc->cfg.http_bind, svc->cfg.http_port, svc->cfg.http_threads,
+                                    svc->cfg.http_body_limit, svc->cfg.http_timeout_s,
+                                    svc->cfg.http_connection_limit};
+
+    svc->routes = xcalloc(n, sizeof *svc->routes);
+    memcpy(svc->routes, service_probe_routes, sizeof service_probe_routes);
+    if (svc->def->nroutes)
+        memcpy(svc->routes + NPROBES, svc->def->routes, svc->def->nroutes * sizeof *svc->routes);
+    return http_server_start(&svc->http, &hc, svc->routes, n, svc, svc->auth);
+}
+
+static void service_stop(struct service *svc)
+{
+    http_server_stop(&svc->http); /* first: no new work arrives */
+    if (svc->def->stop && svc->domain)
+        svc->def->stop(svc);
+    inbox_stop(svc->inbox);
+    outbox_relay_stop(svc->relay);
+    if (svc->probe)
+        rd_kafka_destroy(svc->probe);
+    auth_free(svc->auth);
+    db_pool_close(svc->db);
+    free(svc->routes);
+}
+
+static enum status service_start(struct service *svc)
+{
+    enum status st = db_pool_open(&svc->db, svc->cfg.database_url, svc->def->schema,
+                                  (size_t)svc->cfg.db_pool_size, svc->cfg.db_pool_wait_ms,
+                                  svc->cfg.db_statement_timeout_ms);
+    if (st != STATUS_OK) {
+        log_event(LOG_ERROR, "service.database_unreachable", NULL);
+        return st;
+    }
+    st = service_migrate(svc);
+    if (st == STATUS_OK) {
+        svc->auth = auth_new(svc->db, svc->cfg.auth_cache_ttl_ms);
+        st = service_kafka_start(svc);
+    }
+    if (st == STATUS_OK && svc->def->start)
+        st = svc->def->start(svc);
+    if (st == STATUS_OK)
+        st = service_http_start(svc);
+    return st;
+}
+
+int service_main(const struct service_def *def, int argc, char **argv)
+{
+    struct service svc;
+    sigset_t sigs;
+    int sig = 0;
+
+    if (argc > 1 && strcmp(argv[1], "--help") == 0) {
+        printf("ptce-%s: environment variables\n", def->name);
+        config_print_help(service_vars, NVARS);
+        config_print_help(def->extra_config, def->nextra);
+        return 0;
+    }
+    memset(&svc, 0, sizeof svc);
+    svc.def = def;
+    if (service_config_load(&svc, def) != STATUS_OK)
+        return 2;
+    /* Block the stop signals in every thread; the main thread waits for them below. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    enum status st = service_start(&svc);
+    if (st != STATUS_OK) {
+        log_event(LOG_ERROR, "service.start_failed", "{s:s}", "status", status_strerror(st));
+        service_stop(&svc);
+        return 1;
+    }
+    log_event(LOG_INFO, "service.started", "{s:i}", "port", (int)svc.cfg.http_port);
+    sigwait(&sigs, &sig);
+    log_event(LOG_INFO, "service.stopping", "{s:i}", "signal", sig);
+    service_stop(&svc);
+    log_event(LOG_INFO, "service.stopped", NULL);
+    return 0;
+}

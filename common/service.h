@@ -1,0 +1,81 @@
+/* service: the life of a PTCE service process — config, database, Kafka, HTTP, signals. */
+#ifndef PTCE_SERVICE_H
+#define PTCE_SERVICE_H
+
+#include "auth.h"
+#include "config.h"
+#include "db.h"
+#include "http.h"
+#include "inbox.h"
+#include "migrate.h"
+#include "outbox.h"
+
+/* Settings every service reads from the environment (see the README's table). */
+struct service_config {
+    const char *http_bind;
+    long http_port;
+    long http_threads;
+    long http_body_limit;
+    long http_timeout_s;
+    long http_connection_limit;
+    const char *database_url;
+    long db_pool_size;
+    long db_pool_wait_ms;
+    long db_statement_timeout_ms;
+    const char *kafka_brokers;
+    long kafka_partitions;
+    long kafka_replication;
+    long kafka_message_timeout_ms;
+    long outbox_batch;
+    long outbox_poll_ms;
+    long auth_cache_ttl_ms;
+    const char *log_level;
+    long failpoint_inbox_exit_after;
+};
+
+struct service;
+
+/* What makes one service different from another. Everything here is static data. */
+struct service_def {
+    const char *name;   /* "submission": log name, Kafka client id and consumer group */
+    const char *schema; /* its PostgreSQL schema */
+    long default_port;
+    const struct migration *migrations;
+    size_t nmigrations;
+    const struct http_route *routes;
+    size_t nroutes;
+    const char *topic;                 /* the topic its outbox publishes to */
+    const char *const *consume_topics; /* may be NULL */
+    size_t nconsume;
+    inbox_handler_fn on_event;
+    /* Extra configuration read into extra_out, after the common table. */
+    const struct config_var *extra_config;
+    size_t nextra;
+    void *extra_out;
+    /* Optional domain hooks, run after the common parts start and before they stop. */
+    enum status (*start)(struct service *svc);
+    void (*stop)(struct service *svc);
+};
+
+/* The running service; handlers receive it as ctx->app. */
+struct service {
+    const struct service_def *def;
+    struct service_config cfg;
+    struct db_pool *db;
+    struct auth *auth;
+    rd_kafka_t *probe; /* a producer handle used only for readiness and topic creation */
+    struct outbox_relay *relay;
+    struct inbox *inbox;
+    struct http_server http;
+    struct http_route *routes; /* the service's routes plus the probes */
+    void *domain;              /* the service's own state, set by def->start */
+};
+
+/*
+ * Runs the service until SIGTERM or SIGINT, then stops it gracefully: stop accepting, finish
+ * in-flight requests, stop the consumer (committing offsets), flush the producer.
+ * `--help` prints the configuration table. Returns the process exit code.
+ */
+int service_main(const struct service_def *def, int argc, char **argv);
+
+#endif

@@ -1,0 +1,18 @@
+/* uuid: random (version 4) UUIDs and their textual validation. */
+#ifndef PTCE_UUID_H
+#define PTCE_UUID_H
+
+#include <stddef.h>
+
+#define UUID_STR_LEN 37 /* 36 characters and the terminator */
+
+/* Writes a new random UUID in lower-case canonical form into out (UUID_STR_LEN bytes). */
+void uuid_new(char out[UUID_STR_LEN]);
+
+/* 1 when s is a canonical 8-4-4-4-12 hexadecimal UUID (any case), else 0. */
+int uuid_is_valid(const char *s);
+
+/* Fills buf with n cryptographically random bytes; aborts if the kernel cannot. */
+void random_bytes(void *buf, size_t n);
+
+#endif

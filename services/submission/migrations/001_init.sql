@@ -1,0 +1,2 @@
+-- The submission schema's own tables arrive with the DS intake; the outbox and inbox are common.
+SELECT 1;
