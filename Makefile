@@ -45,13 +45,22 @@ $(BUILD)/gen/sql_common.c: $(wildcard common/sql/*.sql) tools/embed_sql.sh
 $(BUILD)/libptce.a: $(COMMON_OBJ)
 	ar rcs $@ $^
 
+# Text files a service carries inside its binary (GraphQL documents, default mapping).
+submission_EMBED := $(BUILD)/gen/ds_queries.o $(BUILD)/gen/ds_mapping.o
+$(BUILD)/gen/ds_queries.c: services/submission/ds_queries.graphql tools/embed_text.sh
+	@mkdir -p $(dir $@)
+	tools/embed_text.sh ds_queries_text $< > $@
+$(BUILD)/gen/ds_mapping.c: services/submission/ds_mapping.json tools/embed_text.sh
+	@mkdir -p $(dir $@)
+	tools/embed_text.sh ds_mapping_text $< > $@
+
 # One rule per service: its sources, its embedded migrations, the common library.
 define service_rules
 $(BUILD)/gen/$(1)_migrations.c: $$(wildcard services/$(1)/migrations/*.sql) tools/embed_sql.sh
 	@mkdir -p $$(dir $$@)
 	tools/embed_sql.sh $(1)_migrations $$(sort $$(wildcard services/$(1)/migrations/*.sql)) > $$@
 $(BUILD)/ptce-$(1): $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard services/$(1)/*.c)) \
-                    $(BUILD)/gen/$(1)_migrations.o $(BUILD)/libptce.a
+                    $(BUILD)/gen/$(1)_migrations.o $$($(1)_EMBED) $(BUILD)/libptce.a
 	$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS)
 endef
 $(foreach s,$(SERVICES),$(eval $(call service_rules,$(s))))
@@ -63,7 +72,7 @@ $(BUILD)/ptce-admin: $(BUILD)/tools/ptce_admin.o $(BUILD)/libptce.a
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # A service's domain modules (everything but main.c) are linked into the unit tests too.
-DOMAIN_OBJ := $(foreach s,$(SERVICES),$(patsubst %.c,$(BUILD)/%.o,$(filter-out services/$(s)/main.c,$(wildcard services/$(s)/*.c))) $(BUILD)/gen/$(s)_migrations.o)
+DOMAIN_OBJ := $(foreach s,$(SERVICES),$(patsubst %.c,$(BUILD)/%.o,$(filter-out services/$(s)/main.c,$(wildcard services/$(s)/*.c))) $(BUILD)/gen/$(s)_migrations.o $($(s)_EMBED))
 $(BUILD)/tests/%: tests/unit/%.c $(DOMAIN_OBJ) $(BUILD)/libptce.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iservices $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs check)

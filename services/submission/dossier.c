@@ -1,0 +1,575 @@
+/* dossier (submission): pure domain code — mapping, validation and eligibility rules. */
+#include "dossier.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "region.h"
+#include "siret.h"
+#include "xalloc.h"
+
+/* ---- the DS mapping ---- */
+
+struct ds_mapping {
+    json_t *root;   /* the whole file */
+    json_t *champs; /* borrowed from root */
+    json_t *labels; /* member_kind_labels, borrowed from root */
+    long demarche;
+};
+
+struct ds_mapping *ds_mapping_load(const char *path, const char *text, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    const char *what = path && *path ? path : "embedded mapping";
+    json_t *root = path && *path ? json_load_file(path, JSON_REJECT_DUPLICATES, &jerr)
+                                 : json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+
+    if (!root) {
+        snprintf(err, errlen, "%s: %s (line %d)", what, jerr.text, jerr.line);
+        return NULL;
+    }
+    json_t *champs = json_object_get(root, "champs");
+    json_t *labels = json_object_get(root, "member_kind_labels");
+    json_t *demarche = json_object_get(root, "demarche_number");
+    if (!json_is_object(champs) || !json_is_object(labels) || !json_is_integer(demarche)) {
+        snprintf(err, errlen, "%s: champs, member_kind_labels and demarche_number are required",
+                 what);
+        json_decref(root);
+        return NULL;
+    }
+    struct ds_mapping *m = xcalloc(1, sizeof *m);
+    m->root = root;
+    m->champs = champs;
+    m->labels = labels;
+    m->demarche = (long)json_integer_value(demarche);
+    return m;
+}
+
+void ds_mapping_free(struct ds_mapping *m)
+{
+    if (!m)
+        return;
+    json_decref(m->root);
+    free(m);
+}
+
+long ds_mapping_demarche(const struct ds_mapping *m)
+{
+    return m->demarche;
+}
+
+/* Follows "a.b[0].c" through obj; returns a borrowed value or NULL. */
+static json_t *dossier_path(json_t *obj, const char *path)
+{
+    char key[128];
+    const char *p = path;
+
+    while (obj && *p) {
+        size_t n = strcspn(p, ".[");
+        if (n >= sizeof key)
+            return NULL;
+        memcpy(key, p, n);
+        key[n] = '\0';
+        if (n)
+            obj = json_object_get(obj, key);
+        p += n;
+        if (*p == '[') {
+            char *end;
+            long idx = strtol(p + 1, &end, 10);
+            if (*end != ']')
+                return NULL;
+            obj = json_array_get(obj, (size_t)idx);
+            p = end + 1;
+        }
+        if (*p == '.')
+            p++;
+    }
+    return json_is_null(obj) ? NULL : obj;
+}
+
+/* The content skeleton: every field present, unanswered ones null. */
+static json_t *dossier_content_empty(void)
+{
+    return json_pack("{s:{s:n, s:n, s:n}, s:{s:n, s:n}, s:[], s:n, s:n, s:n, s:n}", "carrier",
+                     "siret", "name", "legal_form", "territory", "name", "region", "members",
+                     "summary", "main_document", "legal_person_private", "prior_state_support");
+}
+
+/* Where each model field lands in the content object. */
+static void dossier_put(json_t *content, const char *field, json_t *value)
+{
+    static const struct {
+        const char *field;
+        const char *object;
+        const char *key;
+    } places[] = {
+        {"carrier_siret", "carrier", "siret"},
+        {"carrier_name", "carrier", "name"},
+        {"carrier_legal_form", "carrier", "legal_form"},
+        {"territory_name", "territory", "name"},
+        {"region", "territory", "region"},
+    };
+
+    for (size_t i = 0; i < sizeof places / sizeof places[0]; i++) {
+        if (strcmp(places[i].field, field) == 0) {
+            json_object_set(json_object_get(content, places[i].object), places[i].key, value);
+            return;
+        }
+    }
+    json_object_set(content, field, value); /* summary, main_document, yes/no answers */
+}
+
+/* Copies a DS File into our main_document shape (byteSizeBigInt is a string in DS). */
+static json_t *dossier_file(json_t *file)
+{
+    const char *size = json_string_value(json_object_get(file, "byteSizeBigInt"));
+
+    return json_pack("{s:O?, s:O?, s:I, s:O?, s:n, s:O?}", "filename",
+                     json_object_get(file, "filename"), "content_type",
+                     json_object_get(file, "contentType"), "byte_size",
+                     (json_int_t)(size ? strtoll(size, NULL, 10) : 0), "checksum",
+                     json_object_get(file, "checksum"), "pages", "url",
+                     json_object_get(file, "url"));
+}
+
+/* One repetition row → {name, siret, kind}. */
+static json_t *dossier_member(const struct ds_mapping *m, json_t *row_map, json_t *row)
+{
+    json_t *member = json_pack("{s:n, s:n, s:n}", "name", "siret", "kind");
+    size_t i;
+    json_t *champ;
+
+    json_array_foreach(json_object_get(row, "champs"), i, champ)
+    {
+        const char *desc = json_string_value(json_object_get(champ, "champDescriptorId"));
+        json_t *spec = desc ? json_object_get(row_map, desc) : NULL;
+        const char *field;
+        json_t *path;
+        json_object_foreach(json_object_get(spec, "fields"), field, path)
+        {
+            json_t *v = dossier_path(champ, json_string_value(path));
+            if (v && json_object_get(spec, "labels")) /* a drop-down label → our kind */
+                v = json_object_get(m->labels, json_string_value(v));
+            json_object_set(member, field, v ? v : json_null());
+        }
+    }
+    return member;
+}
+
+json_t *dossier_content_from_ds(const struct ds_mapping *m, json_t *ds_dossier)
+{
+    json_t *content = dossier_content_empty();
+    size_t i;
+    json_t *champ;
+
+    json_array_foreach(json_object_get(ds_dossier, "champs"), i, champ)
+    {
+        const char *desc = json_string_value(json_object_get(champ, "champDescriptorId"));
+        json_t *spec = desc ? json_object_get(m->champs, desc) : NULL;
+        const char *field;
+        json_t *path;
+        json_object_foreach(json_object_get(spec, "fields"), field, path)
+        {
+            json_t *v = dossier_path(champ, json_string_value(path));
+            if (strcmp(field, "members") == 0) {
+                size_t r;
+                json_t *row;
+                json_t *members = json_object_get(content, "members");
+                json_array_foreach(v, r, row)
+                {
+                    json_array_append_new(
+                        members, dossier_member(m, json_object_get(spec, "row_champs"), row));
+                }
+            } else if (strcmp(field, "main_document") == 0) {
+                if (v)
+                    json_object_set_new(content, field, dossier_file(v));
+            } else {
+                dossier_put(content, field, v ? v : json_null());
+            }
+        }
+    }
+    return content;
+}
+
+/* ---- partner deposits ---- */
+
+static const char *const dossier_member_kinds[] = {
+    "ess_enterprise", "other_enterprise", "local_authority", "research",
+    "higher_education", "training", "other",
+};
+
+static int dossier_kind_valid(const char *kind)
+{
+    for (size_t i = 0; kind && i < sizeof dossier_member_kinds / sizeof *dossier_member_kinds; i++) {
+        if (strcmp(kind, dossier_member_kinds[i]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* A string field of at most max characters; "required" decides whether null is accepted. */
+static int dossier_text(json_t *obj, const char *key, const char *field, size_t max, int required,
+                        json_t *errors)
+{
+    json_t *v = json_object_get(obj, key);
+    char msg[128];
+
+    if (!v || json_is_null(v)) {
+        if (required)
+            json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "message",
+                                                    "is required"));
+        return !required;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max) {
+        snprintf(msg, sizeof msg, "must be a non-empty string of at most %zu bytes", max);
+        json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "message", msg));
+        return 0;
+    }
+    return 1;
+}
+
+static void dossier_error(json_t *errors, const char *field, const char *message)
+{
+    json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "message", message));
+}
+
+static void dossier_partner_members(json_t *members, json_t *errors)
+{
+    size_t i;
+    json_t *mb;
+    char field[64];
+
+    if (!json_is_array(members) || json_array_size(members) > 100) {
+        dossier_error(errors, "members", "must be an array of at most 100 members");
+        return;
+    }
+    json_array_foreach(members, i, mb)
+    {
+        snprintf(field, sizeof field, "members[%zu]", i);
+        if (!json_is_object(mb)) {
+            dossier_error(errors, field, "must be an object {name, siret, kind}");
+            continue;
+        }
+        snprintf(field, sizeof field, "members[%zu].name", i);
+        dossier_text(mb, "name", field, 300, 1, errors);
+        snprintf(field, sizeof field, "members[%zu].siret", i);
+        dossier_text(mb, "siret", field, 14, 0, errors);
+        snprintf(field, sizeof field, "members[%zu].kind", i);
+        if (!dossier_kind_valid(json_string_value(json_object_get(mb, "kind"))))
+            dossier_error(errors, field,
+                          "must be one of ess_enterprise, other_enterprise, local_authority, "
+                          "research, higher_education, training, other");
+    }
+}
+
+static void dossier_partner_bool(json_t *body, const char *key, json_t *errors)
+{
+    json_t *v = json_object_get(body, key);
+
+    if (v && !json_is_boolean(v) && !json_is_null(v))
+        dossier_error(errors, key, "must be true, false or null");
+}
+
+json_t *dossier_content_from_partner(json_t *body, json_t *errors)
+{
+    static const char *const known[] = {"carrier", "territory", "members", "summary",
+                                        "main_document", "legal_person_private",
+                                        "prior_state_support", "partner_reference"};
+    json_t *carrier = json_object_get(body, "carrier");
+    json_t *territory = json_object_get(body, "territory");
+    json_t *doc = json_object_get(body, "main_document");
+    const char *key;
+    json_t *v;
+    size_t before = json_array_size(errors);
+
+    json_object_foreach(body, key, v)
+    {
+        size_t k = 0;
+        while (k < sizeof known / sizeof *known && strcmp(known[k], key) != 0)
+            k++;
+        if (k == sizeof known / sizeof *known)
+            dossier_error(errors, key, "is not a field of a dossier");
+    }
+    if (!json_is_object(carrier)) {
+        dossier_error(errors, "carrier", "is required: {siret, name, legal_form}");
+    } else {
+        dossier_text(carrier, "siret", "carrier.siret", 14, 1, errors);
+        dossier_text(carrier, "name", "carrier.name", 300, 1, errors);
+        dossier_text(carrier, "legal_form", "carrier.legal_form", 100, 0, errors);
+    }
+    if (!json_is_object(territory)) {
+        dossier_error(errors, "territory", "is required: {name, region}");
+    } else {
+        dossier_text(territory, "name", "territory.name", 300, 1, errors);
+        if (!region_is_valid(json_string_value(json_object_get(territory, "region"))))
+            dossier_error(errors, "territory.region", "must be an INSEE region code such as 84");
+    }
+    dossier_partner_members(json_object_get(body, "members"), errors);
+    dossier_text(body, "summary", "summary", 20000, 1, errors);
+    dossier_partner_bool(body, "legal_person_private", errors);
+    dossier_partner_bool(body, "prior_state_support", errors);
+    if (doc && !json_is_null(doc)) {
+        json_t *pages = json_object_get(doc, "pages");
+        if (!json_is_object(doc) || !dossier_text(doc, "filename", "main_document.filename", 255, 1,
+                                                  errors))
+            dossier_error(errors, "main_document", "must be {filename, pages?}");
+        else if (pages && !(json_is_integer(pages) && json_integer_value(pages) > 0 &&
+                            json_integer_value(pages) < 100000))
+            dossier_error(errors, "main_document.pages", "must be a positive integer");
+    }
+    if (json_array_size(errors) > before)
+        return NULL;
+
+    json_t *content = dossier_content_empty();
+    json_object_set(content, "carrier", carrier);
+    json_object_set(content, "territory", territory);
+    json_object_set(content, "members", json_object_get(body, "members"));
+    json_object_set(content, "summary", json_object_get(body, "summary"));
+    if (doc && !json_is_null(doc))
+        json_object_set_new(content, "main_document",
+                            json_pack("{s:O, s:n, s:n, s:n, s:O?}", "filename",
+                                      json_object_get(doc, "filename"), "content_type",
+                                      "byte_size", "checksum", "pages",
+                                      json_object_get(doc, "pages")));
+    json_t *lpp = json_object_get(body, "legal_person_private");
+    json_t *pss = json_object_get(body, "prior_state_support");
+    json_object_set(content, "legal_person_private", lpp ? lpp : json_null());
+    json_object_set(content, "prior_state_support", pss ? pss : json_null());
+    return content;
+}
+
+/* ---- rules ---- */
+
+enum outcome { PASS, FAIL, REVIEW };
+static const char *const outcome_names[] = {"pass", "fail", "needs_review"};
+
+static void dossier_check_add(json_t *checks, const char *rule, enum outcome o, json_t *evidence)
+{
+    json_array_append_new(checks, json_pack("{s:s, s:s, s:o}", "rule", rule, "outcome",
+                                             outcome_names[o], "evidence", evidence));
+}
+
+/* A yes/no answer: the wanted answer passes, the other fails, no answer needs review. */
+static void dossier_rule_yes_no(json_t *checks, const char *rule, json_t *answer, int wanted)
+{
+    enum outcome o = !json_is_boolean(answer)              ? REVIEW
+                     : json_is_true(answer) == (wanted != 0) ? PASS
+                                                           : FAIL;
+    dossier_check_add(checks, rule, o, json_pack("{s:O}", "answer", answer ? answer : json_null()));
+}
+
+static void dossier_rule_siret(json_t *checks, const char *rule, const char *siret)
+{
+    if (!siret) {
+        dossier_check_add(checks, rule, REVIEW, json_pack("{s:s}", "reason", "no SIRET given"));
+        return;
+    }
+    enum siret_check c = siret_check(siret);
+    dossier_check_add(checks, rule, c == SIRET_OK ? PASS : FAIL,
+                      json_pack("{s:s, s:s}", "siret", siret, "result", siret_check_strerror(c)));
+}
+
+/* Members: at least three, one ESS enterprise, one other enterprise, one article-9 actor. */
+static void dossier_rule_members(json_t *checks, json_t *members)
+{
+    size_t i, n = json_array_size(members), unknown = 0, bad_sirets = 0;
+    int ess = 0, other = 0, actor = 0;
+    json_t *mb, *bad = json_array();
+
+    json_array_foreach(members, i, mb)
+    {
+        const char *kind = json_string_value(json_object_get(mb, "kind"));
+        const char *siret = json_string_value(json_object_get(mb, "siret"));
+        if (!kind)
+            unknown++;
+        else if (strcmp(kind, "ess_enterprise") == 0)
+            ess = 1;
+        else if (strcmp(kind, "other_enterprise") == 0)
+            other = 1;
+        else
+            actor = 1;
+        if (siret && siret_check(siret) != SIRET_OK) {
+            bad_sirets++;
+            json_array_append_new(bad, json_string(siret));
+        }
+    }
+    dossier_check_add(checks, "members.at_least_three", n >= 3 ? PASS : FAIL,
+                      json_pack("{s:I}", "members", (json_int_t)n));
+    enum outcome mix = ess && other && actor ? PASS : unknown ? REVIEW : FAIL;
+    dossier_check_add(checks, "members.required_kinds", mix,
+                      json_pack("{s:b, s:b, s:b, s:I}", "ess_enterprise", ess, "other_enterprise",
+                                other, "other_actor", actor, "unknown_kind",
+                                (json_int_t)unknown));
+    dossier_check_add(checks, "members.siret_format", bad_sirets ? FAIL : PASS,
+                      json_pack("{s:o}", "invalid", bad));
+}
+
+static void dossier_rule_territory(json_t *checks, json_t *territory)
+{
+    const char *name = json_string_value(json_object_get(territory, "name"));
+    const char *region = json_string_value(json_object_get(territory, "region"));
+
+    dossier_check_add(checks, "territory.defined", name && *name ? PASS : REVIEW,
+                      json_pack("{s:s?}", "name", name));
+    dossier_check_add(checks, "territory.region_code",
+                      !region ? REVIEW : region_is_valid(region) ? PASS : FAIL,
+                      json_pack("{s:s?}", "region", region));
+}
+
+static void dossier_rule_pages(json_t *checks, json_t *doc)
+{
+    json_t *pages = json_object_get(doc, "pages");
+
+    if (!json_is_integer(pages)) {
+        dossier_check_add(checks, "main_document.max_pages", REVIEW,
+                          json_pack("{s:s}", "reason", doc ? "page count unknown"
+                                                           : "no main document"));
+        return;
+    }
+    json_int_t n = json_integer_value(pages);
+    dossier_check_add(checks, "main_document.max_pages", n <= DOSSIER_MAX_PAGES ? PASS : FAIL,
+                      json_pack("{s:I, s:i}", "pages", n, "max", DOSSIER_MAX_PAGES));
+}
+
+json_t *dossier_checks(json_t *content, const char **eligibility)
+{
+    json_t *checks = json_array();
+    json_t *carrier = json_object_get(content, "carrier");
+    size_t i;
+    json_t *c;
+    int fail = 0, review = 0;
+
+    dossier_rule_yes_no(checks, "carrier.private_legal_person",
+                        json_object_get(content, "legal_person_private"), 1);
+    dossier_rule_siret(checks, "carrier.siret", json_string_value(json_object_get(carrier, "siret")));
+    dossier_rule_members(checks, json_object_get(content, "members"));
+    dossier_rule_territory(checks, json_object_get(content, "territory"));
+    dossier_rule_yes_no(checks, "no_prior_state_support",
+                        json_object_get(content, "prior_state_support"), 0);
+    dossier_rule_pages(checks, json_object_get(content, "main_document"));
+    json_array_foreach(checks, i, c)
+    {
+        const char *o = json_string_value(json_object_get(c, "outcome"));
+        fail |= strcmp(o, "fail") == 0;
+        review |= strcmp(o, "needs_review") == 0;
+    }
+    *eligibility = fail ? "ineligible" : review ? "needs_review" : "eligible";
+    return checks;
+}
+
+/* ---- the document ---- */
+
+json_t *dossier_document(const struct dossier_meta *meta, json_t *content, json_t *checks)
+{
+    json_t *territory = json_object_get(content, "territory");
+    json_t *doc = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:O?, s:O?, s:s, s:s, s:s?}", "id", meta->id,
+        "origin", meta->origin, "wave", meta->wave, "state", meta->state, "eligibility",
+        meta->eligibility, "rules_version", meta->rules_version, "version", meta->version,
+        "region", json_object_get(territory, "region"), "title",
+        json_object_get(territory, "name"), "deposited_at", meta->deposited_at, "updated_at",
+        meta->updated_at, "ds_updated_at", meta->ds_updated_at);
+    json_t *copy = json_deep_copy(content);
+
+    if (meta->ds_number)
+        json_object_set_new(doc, "ds_number", json_integer(meta->ds_number));
+    json_object_del(json_object_get(copy, "main_document"), "url"); /* it expires in an hour */
+    json_object_update(doc, copy);
+    json_decref(copy);
+    json_object_set(doc, "checks", checks);
+    return doc;
+}
+
+/* ---- DS states and times ---- */
+
+int ds_state_is_valid(const char *state)
+{
+    static const char *const states[] = {"en_construction", "en_instruction", "accepte", "refuse",
+                                         "sans_suite"};
+
+    for (size_t i = 0; state && i < sizeof states / sizeof *states; i++) {
+        if (strcmp(state, states[i]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Reads exactly n digits at *p into *out and advances. */
+static int ds_digits(const char **p, int n, int *out)
+{
+    int v = 0;
+
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)(*p)[i]))
+            return -1;
+        v = v * 10 + ((*p)[i] - '0');
+    }
+    *p += n;
+    *out = v;
+    return 0;
+}
+
+/* Reads the zone: "UTC", "Z", "+0200", "+02:00", "-05:00". Offset in minutes east of UTC. */
+static int ds_zone(const char *p, int *minutes)
+{
+    int sign, hh, mm;
+
+    if (!strcmp(p, "UTC") || !strcmp(p, "Z")) {
+        *minutes = 0;
+        return 0;
+    }
+    /*
+     * A "+" that travelled unencoded through a form or a query string arrives as a space,
+     * which the caller already skipped: a bare "0200" is read as "+0200".
+     */
+    sign = *p == '-' ? -1 : 1;
+    if (*p == '+' || *p == '-')
+        p++;
+    else if (!isdigit((unsigned char)*p))
+        return -1;
+    if (ds_digits(&p, 2, &hh) != 0)
+        return -1;
+    if (*p == ':')
+        p++;
+    if (ds_digits(&p, 2, &mm) != 0 || *p != '\0' || hh > 14 || mm > 59)
+        return -1;
+    *minutes = sign * (hh * 60 + mm);
+    return 0;
+}
+
+int ds_time_parse(const char *text, char *out, size_t outlen)
+{
+    struct tm tm = {0};
+    int y, mo, d, h, mi, s, zone;
+    const char *p = text;
+
+    if (!text || ds_digits(&p, 4, &y) || *p++ != '-' || ds_digits(&p, 2, &mo) || *p++ != '-' ||
+        ds_digits(&p, 2, &d) || (*p != ' ' && *p != 'T') || !*p++ || ds_digits(&p, 2, &h) ||
+        *p++ != ':' || ds_digits(&p, 2, &mi) || *p++ != ':' || ds_digits(&p, 2, &s))
+        return -1;
+    if (*p == '.') { /* fractional seconds are dropped: DS's times are whole seconds */
+        p++;
+        while (isdigit((unsigned char)*p))
+            p++;
+    }
+    while (*p == ' ')
+        p++;
+    if (ds_zone(p, &zone) != 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
+        s > 60)
+        return -1;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = s;
+    time_t t = timegm(&tm) - (time_t)zone * 60;
+    struct tm utc;
+    gmtime_r(&t, &utc);
+    if (utc.tm_year + 1900 < 2000 || utc.tm_year + 1900 > 2200)
+        return -1;
+    return strftime(out, outlen, "%Y-%m-%dT%H:%M:%SZ", &utc) ? 0 : -1;
+}

@@ -1,0 +1,304 @@
+/* routes (submission): one thin handler per operation of api-spec/openapi.yaml. */
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "region.h"
+#include "service.h"
+#include "store.h"
+#include "submission.h"
+#include "uuid.h"
+
+#define READERS                                                                                \
+    (ROLE_NATIONAL_ADMIN | ROLE_REGIONAL_INSTRUCTOR | ROLE_EXPERT | ROLE_FUNDING_OFFICER |     \
+     ROLE_DASHBOARD)
+
+static struct submission *routes_domain(const struct http_ctx *ctx)
+{
+    return ((struct service *)ctx->app)->domain;
+}
+
+static struct db_pool *routes_db(const struct http_ctx *ctx)
+{
+    return ((struct service *)ctx->app)->db;
+}
+
+/* Answers a stored JSON text as is (the common case of reads). Takes text. */
+static int routes_reply_text(struct http_ctx *ctx, int code, char *text)
+{
+    int rc = http_reply_raw(ctx, code, "application/json", text, strlen(text));
+
+    free(text);
+    return rc;
+}
+
+/* ---- webhook ---- */
+
+/* A form field, from the body or else from the query string. Borrowed. */
+static const char *routes_field(const struct http_ctx *ctx, const char *name)
+{
+    const char *v = u_map_get(ctx->req->map_post_body, name);
+
+    return v ? v : http_query(ctx, name);
+}
+
+static int routes_is_number(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    if (n == 0 || n > 18)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    }
+    return 1;
+}
+
+static int handle_ds_webhook(struct http_ctx *ctx)
+{
+    struct submission *sub = routes_domain(ctx);
+    char presented[65], when[40];
+    struct ds_notice n;
+    int fresh = 0;
+
+    auth_token_hash(http_param(ctx, "token"), presented);
+    /* Constant time over fixed-length hashes: the comparison says nothing about the secret. */
+    if (!sub->webhook_token_hash[0] || CRYPTO_memcmp(presented, sub->webhook_token_hash, 64) != 0)
+        return http_reply_problem(ctx, STATUS_NOT_FOUND, "no such resource: %s",
+                                  ctx->req->url_path);
+    n.procedure_id = routes_field(ctx, "procedure_id");
+    n.dossier_number = routes_field(ctx, "dossier_id");
+    n.state = routes_field(ctx, "state");
+    n.updated_at_raw = routes_field(ctx, "updated_at");
+    json_t *errors = json_array();
+    if (!routes_is_number(n.procedure_id))
+        http_field_error(errors, "procedure_id", "must be a positive integer");
+    if (!routes_is_number(n.dossier_number))
+        http_field_error(errors, "dossier_id", "must be a positive integer");
+    if (!ds_state_is_valid(n.state))
+        http_field_error(errors, "state", "must be en_construction, en_instruction, accepte, "
+                                          "refuse or sans_suite");
+    if (!n.updated_at_raw || strlen(n.updated_at_raw) > 64 ||
+        ds_time_parse(n.updated_at_raw, when, sizeof when) != 0)
+        http_field_error(errors, "updated_at", "must be a time such as 2021-06-23 10:32:42 +0200");
+    if (json_array_size(errors))
+        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid DS notification");
+    json_decref(errors);
+    n.updated_at = when;
+    enum status st = store_notice_insert(routes_db(ctx), &n, &fresh);
+    if (st != STATUS_OK)
+        return http_reply_problem(ctx, st, "the notification could not be recorded");
+    return http_reply_json(ctx, 202, json_pack("{s:s, s:b}", "status", "accepted", "duplicate",
+                                               !fresh));
+}
+
+/* ---- dossiers ---- */
+
+static int handle_dossier_create(struct http_ctx *ctx)
+{
+    const char *key = http_header(ctx, "Idempotency-Key");
+    char hash[65], location[128];
+    char *doc = NULL;
+    int replayed = 0;
+
+    if (!key)
+        return http_reply_problem(ctx, STATUS_PRECONDITION_REQUIRED,
+                                  "an Idempotency-Key header is required");
+    if (strlen(key) == 0 || strlen(key) > 200)
+        return http_reply_problem(ctx, STATUS_INVALID, "Idempotency-Key must be 1 to 200 bytes");
+    json_t *errors = json_array();
+    json_t *content = dossier_content_from_partner(ctx->body, errors);
+    if (!content)
+        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid dossier");
+    json_decref(errors);
+    /* The raw bytes are the request's identity: the same key must come with the same body. */
+    char *raw = xstrndup(ctx->req->binary_body, ctx->req->binary_body_length);
+    auth_token_hash(raw, hash);
+    free(raw);
+    enum status st = store_partner_create(routes_db(ctx), &ctx->principal, key, hash, content,
+                                          &doc, &replayed);
+    json_decref(content);
+    if (st == STATUS_UNPROCESSABLE)
+        return http_reply_problem(ctx, st, "this Idempotency-Key was used with another body");
+    if (st != STATUS_OK)
+        return http_reply_problem(ctx, st, "the dossier could not be created");
+    json_t *parsed = json_loads(doc, 0, NULL);
+    snprintf(location, sizeof location, "/v1/dossiers/%s",
+             json_string_value(json_object_get(parsed, "id")));
+    json_decref(parsed);
+    http_set_header(ctx, "Location", location);
+    if (replayed)
+        http_set_header(ctx, "Idempotent-Replayed", "true");
+    return routes_reply_text(ctx, 201, doc);
+}
+
+static int handle_dossier_get(struct http_ctx *ctx)
+{
+    const char *id = http_param(ctx, "id");
+    char *doc;
+
+    if (!uuid_is_valid(id))
+        return http_reply_problem(ctx, STATUS_NOT_FOUND, "no dossier %s", id);
+    enum status st = store_dossier_get(routes_db(ctx), &ctx->principal, id, &doc);
+    if (st != STATUS_OK)
+        return http_reply_problem(ctx, st, "no dossier %s", id);
+    return routes_reply_text(ctx, 200, doc);
+}
+
+static int handle_dossier_history(struct http_ctx *ctx)
+{
+    const char *id = http_param(ctx, "id");
+    char *history;
+
+    if (!uuid_is_valid(id))
+        return http_reply_problem(ctx, STATUS_NOT_FOUND, "no dossier %s", id);
+    enum status st = store_dossier_history(routes_db(ctx), &ctx->principal, id, &history);
+    if (st != STATUS_OK)
+        return http_reply_problem(ctx, st, "no dossier %s", id);
+    return routes_reply_text(ctx, 200, history);
+}
+
+/* Reads and validates the list filters; appends field errors. */
+static void routes_list_filter(struct http_ctx *ctx, struct dossier_filter *f, char *since,
+                               size_t sincelen, json_t *errors)
+{
+    static const char *const states[] = {"deposited", "withdrawn", "en_construction",
+                                         "en_instruction", "accepte", "refuse", "sans_suite"};
+    const char *limit = http_query(ctx, "limit"), *cursor = http_query(ctx, "cursor");
+    const char *upd = http_query(ctx, "updated_since");
+    char *end;
+
+    memset(f, 0, sizeof *f);
+    f->limit = 50;
+    f->wave = http_query(ctx, "wave");
+    f->region = http_query(ctx, "region");
+    f->state = http_query(ctx, "state");
+    f->eligibility = http_query(ctx, "eligibility");
+    if (limit) {
+        f->limit = strtol(limit, &end, 10);
+        if (*end || f->limit < 1 || f->limit > 200)
+            http_field_error(errors, "limit", "must be an integer from 1 to 200");
+    }
+    if (cursor) {
+        f->after = strtoll(cursor, &end, 10);
+        if (*end || f->after < 0 || !*cursor)
+            http_field_error(errors, "cursor", "is not a cursor this API gave");
+    }
+    if (f->region && !region_is_valid(f->region))
+        http_field_error(errors, "region", "must be an INSEE region code");
+    if (f->eligibility && strcmp(f->eligibility, "eligible") &&
+        strcmp(f->eligibility, "ineligible") && strcmp(f->eligibility, "needs_review"))
+        http_field_error(errors, "eligibility", "must be eligible, ineligible or needs_review");
+    if (f->state) {
+        size_t i = 0;
+        while (i < sizeof states / sizeof *states && strcmp(states[i], f->state))
+            i++;
+        if (i == sizeof states / sizeof *states)
+            http_field_error(errors, "state", "is not a dossier state");
+    }
+    if (upd && ds_time_parse(upd, since, sincelen) != 0)
+        http_field_error(errors, "updated_since", "must be an RFC 3339 time");
+    f->updated_since = upd ? since : NULL;
+}
+
+static int handle_dossier_list(struct http_ctx *ctx)
+{
+    struct dossier_filter f;
+    char since[40];
+    long long next = 0;
+    struct buf out;
+    json_t *errors = json_array();
+
+    routes_list_filter(ctx, &f, since, sizeof since, errors);
+    if (json_array_size(errors))
+        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid filters");
+    json_decref(errors);
+    buf_init(&out, 0);
+    buf_append(&out, "{\"items\":", 9);
+    enum status st = store_dossier_list(routes_db(ctx), &ctx->principal, &f, &out, &next);
+    if (st != STATUS_OK) {
+        buf_free(&out);
+        return http_reply_problem(ctx, st, "the dossiers could not be listed");
+    }
+    if (next)
+        buf_printf(&out, ",\"next_cursor\":\"%lld\"}", next);
+    else
+        buf_printf(&out, ",\"next_cursor\":null}");
+    int rc = http_reply_raw(ctx, 200, "application/json", out.data, out.len);
+    buf_free(&out);
+    return rc;
+}
+
+/* ---- waves ---- */
+
+static int handle_wave_list(struct http_ctx *ctx)
+{
+    char *json;
+    enum status st = store_waves_list(routes_db(ctx), &json);
+
+    if (st != STATUS_OK)
+        return http_reply_problem(ctx, st, "the waves could not be listed");
+    return routes_reply_text(ctx, 200, json);
+}
+
+static void routes_wave_check(json_t *w, json_t *errors)
+{
+    static const char *const times[] = {"deposit_opens_at", "deposit_closes_at", "phase2_opens_at",
+                                        "phase2_closes_at"};
+    const char *id = json_string_value(json_object_get(w, "id"));
+    const char *label = json_string_value(json_object_get(w, "label"));
+    json_t *slots = json_object_get(w, "phase2_slots");
+    json_t *amount = json_object_get(w, "amount_per_laureate_cents");
+    char when[40];
+
+    if (!id || strlen(id) < 1 || strlen(id) > 32 || strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                               "abcdefghijklmnopqrstuvwxyz"
+                                                               "0123456789_-") != strlen(id))
+        http_field_error(errors, "id", "must be 1 to 32 letters, digits, '-' or '_'");
+    if (!label || !*label || strlen(label) > 200)
+        http_field_error(errors, "label", "is required (at most 200 bytes)");
+    for (size_t i = 0; i < sizeof times / sizeof *times; i++) {
+        json_t *t = json_object_get(w, times[i]);
+        if ((i == 0 && !t) || (t && !json_is_null(t) &&
+                               ds_time_parse(json_string_value(t), when, sizeof when) != 0))
+            http_field_error(errors, times[i], i == 0 ? "is required: an RFC 3339 time"
+                                                      : "must be an RFC 3339 time or null");
+    }
+    if (!json_is_integer(slots) || json_integer_value(slots) < 0 ||
+        json_integer_value(slots) > 1000)
+        http_field_error(errors, "phase2_slots", "must be an integer from 0 to 1000");
+    if (!json_is_integer(amount) || json_integer_value(amount) < 0)
+        http_field_error(errors, "amount_per_laureate_cents",
+                         "must be a non-negative integer (euro cents)");
+}
+
+static int handle_wave_create(struct http_ctx *ctx)
+{
+    char *json;
+    json_t *errors = json_array();
+
+    routes_wave_check(ctx->body, errors);
+    if (json_array_size(errors))
+        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid wave");
+    json_decref(errors);
+    enum status st = store_wave_create(routes_db(ctx), ctx->body, &json);
+    if (st == STATUS_CONFLICT)
+        return http_reply_problem(ctx, st, "a wave with this id exists");
+    if (st != STATUS_OK)
+        return http_reply_problem(ctx, st, "the wave could not be created");
+    return routes_reply_text(ctx, 201, json);
+}
+
+const struct http_route submission_routes[] = {
+    {"POST", "/v1/webhooks/ds/{token}", handle_ds_webhook, 0, HTTP_BODY_FORM},
+    {"POST", "/v1/dossiers", handle_dossier_create, ROLE_PARTNER | ROLE_NATIONAL_ADMIN,
+     HTTP_BODY_JSON},
+    {"GET", "/v1/dossiers", handle_dossier_list, READERS, 0},
+    {"GET", "/v1/dossiers/{id}", handle_dossier_get, READERS, 0},
+    {"GET", "/v1/dossiers/{id}/history", handle_dossier_history, READERS, 0},
+    {"GET", "/v1/waves", handle_wave_list, READERS | ROLE_PARTNER, 0},
+    {"POST", "/v1/waves", handle_wave_create, ROLE_NATIONAL_ADMIN, HTTP_BODY_JSON},
+};
+const size_t submission_nroutes = sizeof submission_routes / sizeof submission_routes[0];

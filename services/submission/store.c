@@ -1,0 +1,675 @@
+/* store (submission): SQL of the submission service; each function owns its transaction. */
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cloudevent.h"
+#include "dossier.h"
+#include "log.h"
+#include "outbox.h"
+#include "uuid.h"
+
+/* ---- notifications ---- */
+
+DB_STMT(st_notice_insert,
+        "INSERT INTO ds_notification (procedure_id, dossier_number, state, updated_at_raw,"
+        " updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id");
+
+enum status store_notice_insert(struct db_pool *db, const struct ds_notice *n, int *fresh)
+{
+    struct db_conn *conn;
+    PGresult *r;
+    const char *params[] = {n->procedure_id, n->dossier_number, n->state, n->updated_at_raw,
+                            n->updated_at};
+    enum status st = db_acquire(db, &conn);
+
+    if (st != STATUS_OK)
+        return st;
+    st = db_exec(conn, &st_notice_insert, 5, params, &r);
+    db_release(db, conn);
+    if (st != STATUS_OK)
+        return st;
+    *fresh = PQntuples(r) == 1;
+    PQclear(r);
+    return STATUS_OK;
+}
+
+/* ---- reads ---- */
+
+DB_STMT(st_dossier_get, "SELECT region, document::text FROM dossier WHERE id = $1");
+DB_STMT(st_dossier_history,
+        "SELECT d.region, coalesce(json_agg(json_build_object('at', h.at, 'actor', h.actor,"
+        " 'kind', h.kind, 'detail', h.detail) ORDER BY h.id) FILTER (WHERE h.id IS NOT NULL),"
+        " '[]')::text FROM dossier d LEFT JOIN dossier_history h ON h.dossier_id = d.id"
+        " WHERE d.id = $1 GROUP BY d.region");
+DB_STMT(st_dossier_list,
+        "SELECT change_seq, document::text FROM dossier WHERE change_seq > $1"
+        " AND ($2::text IS NULL OR wave_id = $2) AND ($3::text IS NULL OR region = $3)"
+        " AND ($4::text IS NULL OR state = $4) AND ($5::text IS NULL OR eligibility = $5)"
+        " AND ($6::timestamptz IS NULL OR updated_at >= $6)"
+        " AND ($7::text[] IS NULL OR region = ANY($7::text[]))"
+        " ORDER BY change_seq LIMIT $8");
+
+/* Runs a one-row read by dossier id and applies the region scope. */
+static enum status store_scoped_read(struct db_pool *db, struct db_stmt *stmt,
+                                     const struct auth_principal *who, const char *id, char **out)
+{
+    struct db_conn *conn;
+    PGresult *r;
+    const char *params[] = {id};
+    enum status st = db_acquire(db, &conn);
+
+    if (st != STATUS_OK)
+        return st;
+    st = db_exec(conn, stmt, 1, params, &r);
+    db_release(db, conn);
+    if (st != STATUS_OK)
+        return st;
+    if (PQntuples(r) != 1 || !auth_principal_sees_region(who, PQgetvalue(r, 0, 0))) {
+        PQclear(r);
+        return STATUS_NOT_FOUND; /* out of scope looks exactly like absent */
+    }
+    *out = xstrdup(PQgetvalue(r, 0, 1));
+    PQclear(r);
+    return STATUS_OK;
+}
+
+enum status store_dossier_get(struct db_pool *db, const struct auth_principal *who, const char *id,
+                              char **document)
+{
+    return store_scoped_read(db, &st_dossier_get, who, id, document);
+}
+
+enum status store_dossier_history(struct db_pool *db, const struct auth_principal *who,
+                                  const char *id, char **history)
+{
+    return store_scoped_read(db, &st_dossier_history, who, id, history);
+}
+
+/* "{84,11}" from the principal's regions, or NULL for all regions. */
+static char *store_region_array(const struct auth_principal *who)
+{
+    struct buf b;
+
+    if (who->all_regions)
+        return NULL;
+    buf_init(&b, 0);
+    buf_append(&b, "{", 1);
+    for (int i = 0; i < who->nregions; i++)
+        buf_printf(&b, "%s%s", i ? "," : "", who->regions[i]);
+    buf_append(&b, "}", 1);
+    return b.data;
+}
+
+enum status store_dossier_list(struct db_pool *db, const struct auth_principal *who,
+                               const struct dossier_filter *f, struct buf *out, long long *next)
+{
+    struct db_conn *conn;
+    PGresult *r;
+    char after[24], limit[24];
+    char *regions = store_region_array(who);
+
+    snprintf(after, sizeof after, "%lld", f->after);
+    snprintf(limit, sizeof limit, "%ld", f->limit + 1); /* one more tells if a page follows */
+    const char *params[] = {after, f->wave, f->region, f->state, f->eligibility,
+                            f->updated_since, regions, limit};
+    enum status st = db_acquire(db, &conn);
+    if (st == STATUS_OK) {
+        st = db_exec(conn, &st_dossier_list, 8, params, &r);
+        db_release(db, conn);
+    }
+    free(regions);
+    if (st != STATUS_OK)
+        return st;
+    int n = PQntuples(r);
+    int shown = n > f->limit ? (int)f->limit : n;
+    buf_append(out, "[", 1);
+    for (int i = 0; i < shown; i++) {
+        if (i)
+            buf_append(out, ",", 1);
+        buf_append(out, PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1));
+    }
+    buf_append(out, "]", 1);
+    *next = n > f->limit ? strtoll(PQgetvalue(r, shown - 1, 0), NULL, 10) : 0;
+    PQclear(r);
+    return STATUS_OK;
+}
+
+/* ---- writes shared by DS and partner deposits ---- */
+
+DB_STMT(st_wave_for, "SELECT id, rules_version FROM wave ORDER BY (deposit_opens_at <= $1"
+                     " AND (deposit_closes_at IS NULL OR deposit_closes_at > $1)) DESC,"
+                     " deposit_opens_at DESC LIMIT 1");
+DB_STMT(st_dossier_insert,
+        "INSERT INTO dossier (id, origin, ds_number, ds_procedure_id, ds_updated_at,"
+        " partner_key_id, wave_id, state, region, eligibility, document, deposited_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12)");
+DB_STMT(st_dossier_update,
+        "UPDATE dossier SET state = $2, region = $3, eligibility = $4, version = $5,"
+        " document = $6::jsonb, ds_updated_at = $7, change_seq = nextval('dossier_change_seq'),"
+        " updated_at = now(), withdrawn_at = NULL WHERE id = $1");
+DB_STMT(st_checks_insert,
+        "INSERT INTO dossier_check (dossier_id, version, rules_version, rule, outcome, evidence)"
+        " SELECT $1, $2, $3, c->>'rule', c->>'outcome', c->'evidence'"
+        " FROM jsonb_array_elements($4::jsonb) c");
+DB_STMT(st_history_insert,
+        "INSERT INTO dossier_history (dossier_id, actor, kind, detail) VALUES ($1, $2, $3, $4)");
+DB_STMT(st_attachment_upsert,
+        "INSERT INTO attachment (dossier_id, role, filename, content_type, byte_size, checksum,"
+        " pages, content) VALUES ($1, 'main_document', $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (dossier_id, role) DO UPDATE SET filename = EXCLUDED.filename,"
+        " content_type = EXCLUDED.content_type, byte_size = EXCLUDED.byte_size,"
+        " checksum = EXCLUDED.checksum, pages = EXCLUDED.pages, content = EXCLUDED.content,"
+        " fetched_at = now()");
+
+/* Everything about one version of a dossier that gets written. */
+struct store_version {
+    struct dossier_meta meta;
+    json_t *content;
+    json_t *checks;
+    const char *actor;
+    const char *history_kind;
+    const char *event_type;
+};
+
+static enum status store_wave_for(struct db_conn *conn, const char *when, char *wave, char *rules,
+                                  size_t len)
+{
+    PGresult *r;
+    const char *params[] = {when};
+    enum status st = db_exec(conn, &st_wave_for, 1, params, &r);
+
+    if (st != STATUS_OK)
+        return st;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return STATUS_UNPROCESSABLE; /* no wave at all: an administrator must create one */
+    }
+    snprintf(wave, len, "%s", PQgetvalue(r, 0, 0));
+    snprintf(rules, len, "%s", PQgetvalue(r, 0, 1));
+    PQclear(r);
+    return STATUS_OK;
+}
+
+/* Checks, history and event of a version; the dossier row itself is written by the caller. */
+static enum status store_version_extras(struct db_conn *conn, const struct store_version *v,
+                                        const char *document_text, json_t *document)
+{
+    char version[16];
+    char *checks = json_dumps(v->checks, JSON_COMPACT);
+    json_t *detail = json_pack("{s:s, s:s, s:i}", "state", v->meta.state, "eligibility",
+                               v->meta.eligibility, "version", v->meta.version);
+    char *detail_text = json_dumps(detail, JSON_COMPACT);
+
+    (void)document_text;
+    snprintf(version, sizeof version, "%d", v->meta.version);
+    const char *p1[] = {v->meta.id, version, v->meta.rules_version, checks};
+    const char *p2[] = {v->meta.id, v->actor, v->history_kind, detail_text};
+    enum status st = db_exec(conn, &st_checks_insert, 4, p1, NULL);
+    if (st == STATUS_OK)
+        st = db_exec(conn, &st_history_insert, 4, p2, NULL);
+    if (st == STATUS_OK)
+        st = outbox_append(conn, SUBMISSION_TOPIC, SUBMISSION_SOURCE, v->event_type, v->meta.id,
+                           json_pack("{s:O}", "dossier", document), NULL);
+    free(checks);
+    free(detail_text);
+    json_decref(detail);
+    return st;
+}
+
+/* Inserts a new dossier row (version 1). */
+static enum status store_dossier_new(struct db_conn *conn, const struct store_version *v,
+                                     const char *ds_number, const char *procedure,
+                                     const char *partner_key, char **document_out)
+{
+    json_t *doc = dossier_document(&v->meta, v->content, v->checks);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    const char *region = json_string_value(json_object_get(doc, "region"));
+    const char *params[] = {v->meta.id,         v->meta.origin, ds_number,     procedure,
+                            v->meta.ds_updated_at, partner_key, v->meta.wave,   v->meta.state,
+                            region,             v->meta.eligibility, text,       v->meta.deposited_at};
+    enum status st = db_exec(conn, &st_dossier_insert, 12, params, NULL);
+
+    if (st == STATUS_OK)
+        st = store_version_extras(conn, v, text, doc);
+    json_decref(doc);
+    if (st == STATUS_OK && document_out)
+        *document_out = text;
+    else
+        free(text);
+    return st;
+}
+
+/* ---- partner deposits ---- */
+
+DB_STMT(st_idem_claim, "INSERT INTO idempotency_key (key_id, key, request_hash)"
+                       " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1");
+DB_STMT(st_idem_get, "SELECT request_hash, response_body FROM idempotency_key"
+                     " WHERE key_id = $1 AND key = $2");
+DB_STMT(st_idem_store, "UPDATE idempotency_key SET response_status = 201, response_body = $3"
+                       " WHERE key_id = $1 AND key = $2");
+
+/* The key was used before: replay or refuse. */
+static enum status store_idem_replay(struct db_conn *conn, const char *const *params,
+                                     const char *request_hash, char **document)
+{
+    PGresult *r;
+    enum status st = db_exec(conn, &st_idem_get, 2, params, &r);
+
+    if (st != STATUS_OK)
+        return st;
+    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 1))
+        st = STATUS_CONFLICT;
+    else if (strcmp(PQgetvalue(r, 0, 0), request_hash) != 0)
+        st = STATUS_UNPROCESSABLE;
+    else
+        *document = xstrdup(PQgetvalue(r, 0, 1));
+    PQclear(r);
+    return st;
+}
+
+static enum status store_partner_insert(struct db_conn *conn, const struct auth_principal *who,
+                                        json_t *content, char **document)
+{
+    char id[UUID_STR_LEN], now[40], wave[64], rules[64];
+    const char *eligibility;
+    enum status st;
+
+    time_now_rfc3339(now, sizeof now);
+    st = store_wave_for(conn, now, wave, rules, sizeof wave);
+    if (st != STATUS_OK)
+        return st;
+    uuid_new(id);
+    json_t *checks = dossier_checks(content, &eligibility);
+    struct store_version v = {
+        {id, "partner", 0, wave, "deposited", eligibility, rules, 1, now, now, NULL},
+        content, checks, who->key_id, "deposited", "dossier.deposited"};
+    st = store_dossier_new(conn, &v, NULL, NULL, who->key_id, document);
+    json_decref(checks);
+    return st;
+}
+
+enum status store_partner_create(struct db_pool *db, const struct auth_principal *who,
+                                 const char *idem_key, const char *request_hash, json_t *content,
+                                 char **document, int *replayed)
+{
+    struct db_conn *conn;
+    PGresult *r;
+    const char *params[] = {who->key_id, idem_key, request_hash};
+    enum status st = db_acquire(db, &conn);
+
+    *replayed = 0;
+    *document = NULL;
+    if (st != STATUS_OK)
+        return st;
+    st = db_begin(conn);
+    /* A concurrent request with the same key waits here until the first one commits. */
+    if (st == STATUS_OK)
+        st = db_exec(conn, &st_idem_claim, 3, params, &r);
+    if (st == STATUS_OK) {
+        int claimed = PQntuples(r) == 1;
+        PQclear(r);
+        if (!claimed) {
+            st = store_idem_replay(conn, params, request_hash, document);
+            *replayed = st == STATUS_OK;
+        } else {
+            st = store_partner_insert(conn, who, content, document);
+            const char *p3[] = {who->key_id, idem_key, *document};
+            if (st == STATUS_OK)
+                st = db_exec(conn, &st_idem_store, 3, p3, NULL);
+        }
+    }
+    if (st == STATUS_OK)
+        st = db_commit(conn);
+    else
+        db_rollback(conn);
+    db_release(db, conn);
+    if (st != STATUS_OK) {
+        free(*document);
+        *document = NULL;
+        *replayed = 0;
+    }
+    return st;
+}
+
+/* ---- DS dossiers ---- */
+
+DB_STMT(st_ds_current,
+        "SELECT id, version, ds_updated_at >= $2::timestamptz, wave_id, document->>'rules_version',"
+        " to_char(deposited_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+        " FROM dossier WHERE ds_number = $1 FOR UPDATE");
+
+static enum status store_attachment(struct db_conn *conn, const char *id,
+                                    const struct ds_snapshot *s)
+{
+    json_t *doc = json_object_get(s->content, "main_document");
+    char size[24], pages[16];
+    json_t *jp = json_object_get(doc, "pages");
+    size_t hexlen = 0;
+
+    if (!s->file || !doc)
+        return STATUS_OK;
+    snprintf(size, sizeof size, "%zu", s->file_len);
+    snprintf(pages, sizeof pages, "%lld", (long long)json_integer_value(jp));
+    unsigned char *bytea = PQescapeByteaConn(conn->pg, s->file, s->file_len, &hexlen);
+    if (!bytea)
+        return STATUS_INTERNAL;
+    const char *params[] = {id,
+                            json_string_value(json_object_get(doc, "filename")),
+                            json_string_value(json_object_get(doc, "content_type")),
+                            size,
+                            json_string_value(json_object_get(doc, "checksum")),
+                            json_is_integer(jp) ? pages : NULL,
+                            (const char *)bytea};
+    enum status st = db_exec(conn, &st_attachment_upsert, 7, params, NULL);
+    PQfreemem(bytea);
+    return st;
+}
+
+/* Writes a new version over an existing DS dossier (row locked by the caller). */
+static enum status store_ds_update(struct db_conn *conn, const struct store_version *v)
+{
+    char version[16];
+    json_t *doc = dossier_document(&v->meta, v->content, v->checks);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    const char *region = json_string_value(json_object_get(doc, "region"));
+
+    snprintf(version, sizeof version, "%d", v->meta.version);
+    const char *params[] = {v->meta.id, v->meta.state, region, v->meta.eligibility, version, text,
+                            v->meta.ds_updated_at};
+    enum status st = db_exec(conn, &st_dossier_update, 7, params, NULL);
+    if (st == STATUS_OK)
+        st = store_version_extras(conn, v, text, doc);
+    json_decref(doc);
+    free(text);
+    return st;
+}
+
+static enum status store_ds_write(struct db_conn *conn, const struct ds_snapshot *s, PGresult *cur,
+                                  int *changed)
+{
+    char id[UUID_STR_LEN], now[40], wave[64], rules[64], number[24], procedure[24];
+    const char *eligibility;
+    int exists = PQntuples(cur) == 1;
+    enum status st = STATUS_OK;
+
+    if (exists && PQgetvalue(cur, 0, 2)[0] == 't')
+        return STATUS_OK; /* we already hold this version or a later one */
+    time_now_rfc3339(now, sizeof now);
+    if (exists) {
+        snprintf(id, sizeof id, "%s", PQgetvalue(cur, 0, 0));
+        snprintf(wave, sizeof wave, "%s", PQgetvalue(cur, 0, 3));
+        snprintf(rules, sizeof rules, "%s", PQgetvalue(cur, 0, 4));
+    } else {
+        uuid_new(id);
+        st = store_wave_for(conn, s->deposited_at ? s->deposited_at : now, wave, rules,
+                            sizeof wave);
+    }
+    if (st != STATUS_OK)
+        return st;
+    json_t *checks = dossier_checks(s->content, &eligibility);
+    struct store_version v = {
+        {id, "ds", s->number, wave, s->state, eligibility, rules,
+         exists ? (int)strtol(PQgetvalue(cur, 0, 1), NULL, 10) + 1 : 1,
+         exists ? PQgetvalue(cur, 0, 5) : (s->deposited_at ? s->deposited_at : now), now,
+         s->ds_updated_at},
+        s->content, checks, "ds", exists ? "ds.updated" : "ds.deposited",
+        exists ? "dossier.updated" : "dossier.deposited"};
+    snprintf(number, sizeof number, "%lld", s->number);
+    snprintf(procedure, sizeof procedure, "%lld", s->procedure_id);
+    st = exists ? store_ds_update(conn, &v)
+                : store_dossier_new(conn, &v, number, procedure, NULL, NULL);
+    if (st == STATUS_OK)
+        st = store_attachment(conn, id, s);
+    json_decref(checks);
+    *changed = st == STATUS_OK;
+    return st;
+}
+
+enum status store_ds_apply(struct db_conn *conn, const struct ds_snapshot *s, int *changed)
+{
+    char number[24];
+    PGresult *cur;
+    const char *params[] = {number, s->ds_updated_at};
+    enum status st = db_begin(conn);
+
+    *changed = 0;
+    snprintf(number, sizeof number, "%lld", s->number);
+    if (st == STATUS_OK)
+        st = db_exec(conn, &st_ds_current, 2, params, &cur);
+    if (st == STATUS_OK) {
+        st = store_ds_write(conn, s, cur, changed);
+        PQclear(cur);
+    }
+    if (st == STATUS_OK)
+        st = db_commit(conn);
+    else
+        db_rollback(conn);
+    if (st != STATUS_OK)
+        *changed = 0;
+    return st;
+}
+
+DB_STMT(st_ds_withdraw,
+        "UPDATE dossier SET state = 'withdrawn', withdrawn_at = $2, version = version + 1,"
+        " change_seq = nextval('dossier_change_seq'), updated_at = now(),"
+        " document = document || jsonb_build_object('state', 'withdrawn', 'version', version + 1,"
+        " 'updated_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))"
+        " WHERE ds_number = $1 AND withdrawn_at IS NULL RETURNING id, document::text");
+
+enum status store_ds_withdraw(struct db_conn *conn, long long number, const char *deleted_at,
+                              const char *reason, int *changed)
+{
+    char num[24];
+    PGresult *r;
+    const char *params[] = {num, deleted_at};
+    enum status st = db_begin(conn);
+
+    *changed = 0;
+    snprintf(num, sizeof num, "%lld", number);
+    if (st == STATUS_OK)
+        st = db_exec(conn, &st_ds_withdraw, 2, params, &r);
+    if (st == STATUS_OK && PQntuples(r) == 1) {
+        json_t *doc = json_loads(PQgetvalue(r, 0, 1), 0, NULL);
+        json_t *detail = json_pack("{s:s, s:s?}", "deleted_at", deleted_at, "reason", reason);
+        char *detail_text = json_dumps(detail, JSON_COMPACT);
+        const char *ph[] = {PQgetvalue(r, 0, 0), "ds", "ds.deleted", detail_text};
+        st = db_exec(conn, &st_history_insert, 4, ph, NULL);
+        if (st == STATUS_OK)
+            st = outbox_append(conn, SUBMISSION_TOPIC, SUBMISSION_SOURCE, "dossier.withdrawn",
+                               PQgetvalue(r, 0, 0),
+                               json_pack("{s:o, s:s?}", "dossier", doc, "reason", reason), NULL);
+        else
+            json_decref(doc);
+        *changed = st == STATUS_OK;
+        free(detail_text);
+        json_decref(detail);
+    }
+    if (st == STATUS_OK)
+        PQclear(r);
+    if (st == STATUS_OK)
+        st = db_commit(conn);
+    else
+        db_rollback(conn);
+    return st;
+}
+
+/* ---- the worker's queue ---- */
+
+DB_STMT(st_notice_claim,
+        "UPDATE ds_notification SET attempts = attempts + 1,"
+        " next_attempt_at = now() + interval '5 minutes' WHERE id = (SELECT id FROM ds_notification"
+        " WHERE status = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at, id"
+        " LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id, dossier_number, attempts");
+DB_STMT(st_notice_done, "UPDATE ds_notification SET status = 'done', done_at = now(),"
+                        " last_error = NULL WHERE dossier_number = $1 AND status = 'pending'"
+                        " AND id <= $2");
+DB_STMT(st_notice_retry, "UPDATE ds_notification SET next_attempt_at = now() + $2 * interval"
+                         " '1 millisecond', last_error = $3 WHERE id = $1");
+
+enum status store_notice_claim(struct db_conn *conn, struct ds_claim *out, int *found)
+{
+    PGresult *r;
+    enum status st = db_exec(conn, &st_notice_claim, 0, NULL, &r);
+
+    *found = 0;
+    if (st != STATUS_OK)
+        return st;
+    if (PQntuples(r) == 1) {
+        out->id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        out->number = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+        out->attempts = (int)strtol(PQgetvalue(r, 0, 2), NULL, 10);
+        *found = 1;
+    }
+    PQclear(r);
+    return STATUS_OK;
+}
+
+enum status store_notice_done(struct db_conn *conn, const struct ds_claim *c)
+{
+    char number[24], id[24];
+    const char *params[] = {number, id};
+
+    snprintf(number, sizeof number, "%lld", c->number);
+    snprintf(id, sizeof id, "%lld", c->id);
+    return db_exec(conn, &st_notice_done, 2, params, NULL);
+}
+
+enum status store_notice_retry(struct db_conn *conn, const struct ds_claim *c, long delay_ms,
+                               const char *error)
+{
+    char id[24], delay[24];
+    const char *params[] = {id, delay, error};
+
+    snprintf(id, sizeof id, "%lld", c->id);
+    snprintf(delay, sizeof delay, "%ld", delay_ms);
+    return db_exec(conn, &st_notice_retry, 3, params, NULL);
+}
+
+/* ---- the poller ---- */
+
+DB_STMT(st_sync_get, "SELECT coalesce(to_char(updated_watermark AT TIME ZONE 'UTC',"
+                     " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), coalesce(to_char(deleted_watermark"
+                     " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')"
+                     " FROM ds_sync WHERE demarche_number = $1");
+DB_STMT(st_sync_put, "INSERT INTO ds_sync (demarche_number, updated_watermark, deleted_watermark,"
+                     " last_run_at) VALUES ($1, $2, $3, now()) ON CONFLICT (demarche_number)"
+                     " DO UPDATE SET updated_watermark = greatest(ds_sync.updated_watermark,"
+                     " EXCLUDED.updated_watermark), deleted_watermark ="
+                     " greatest(ds_sync.deleted_watermark, EXCLUDED.deleted_watermark),"
+                     " last_run_at = now()");
+DB_STMT(st_notice_poll,
+        "INSERT INTO ds_notification (procedure_id, dossier_number, state, updated_at_raw,"
+        " updated_at, origin) SELECT $1::bigint, $2::bigint, $3::text, $4::text,"
+        " $4::text::timestamptz, 'poller' WHERE NOT EXISTS (SELECT 1 FROM dossier"
+        " WHERE ds_number = $2::bigint AND ds_updated_at >= $4::text::timestamptz) ON CONFLICT DO NOTHING RETURNING id");
+
+enum status store_sync_get(struct db_conn *conn, long long demarche, char *updated, char *deleted,
+                           size_t len)
+{
+    char num[24];
+    PGresult *r;
+    const char *params[] = {num};
+
+    snprintf(num, sizeof num, "%lld", demarche);
+    updated[0] = deleted[0] = '\0';
+    enum status st = db_exec(conn, &st_sync_get, 1, params, &r);
+    if (st != STATUS_OK)
+        return st;
+    if (PQntuples(r) == 1) {
+        snprintf(updated, len, "%s", PQgetvalue(r, 0, 0));
+        snprintf(deleted, len, "%s", PQgetvalue(r, 0, 1));
+    }
+    PQclear(r);
+    return STATUS_OK;
+}
+
+enum status store_sync_put(struct db_conn *conn, long long demarche, const char *updated,
+                           const char *deleted)
+{
+    char num[24];
+    const char *params[] = {num, updated && *updated ? updated : NULL,
+                            deleted && *deleted ? deleted : NULL};
+
+    snprintf(num, sizeof num, "%lld", demarche);
+    return db_exec(conn, &st_sync_put, 3, params, NULL);
+}
+
+enum status store_notice_from_poll(struct db_conn *conn, long long procedure, long long number,
+                                   const char *state, const char *updated_at, int *queued)
+{
+    char proc[24], num[24];
+    PGresult *r;
+    const char *params[] = {proc, num, state, updated_at};
+
+    snprintf(proc, sizeof proc, "%lld", procedure);
+    snprintf(num, sizeof num, "%lld", number);
+    enum status st = db_exec(conn, &st_notice_poll, 4, params, &r);
+    *queued = 0;
+    if (st != STATUS_OK)
+        return st;
+    *queued = PQntuples(r) == 1;
+    PQclear(r);
+    return STATUS_OK;
+}
+
+/* ---- waves ---- */
+
+DB_STMT(st_waves_list,
+        "SELECT coalesce(json_agg(json_build_object('id', id, 'label', label, 'deposit_opens_at',"
+        " deposit_opens_at, 'deposit_closes_at', deposit_closes_at, 'phase2_opens_at',"
+        " phase2_opens_at, 'phase2_closes_at', phase2_closes_at, 'phase2_slots', phase2_slots,"
+        " 'amount_per_laureate_cents', amount_per_laureate_cents, 'rules_version', rules_version)"
+        " ORDER BY deposit_opens_at), '[]')::text FROM wave");
+DB_STMT(st_wave_insert,
+        "INSERT INTO wave (id, label, deposit_opens_at, deposit_closes_at, phase2_opens_at,"
+        " phase2_closes_at, phase2_slots, amount_per_laureate_cents, rules_version)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        " RETURNING json_build_object('id', id, 'label', label, 'deposit_opens_at',"
+        " deposit_opens_at, 'deposit_closes_at', deposit_closes_at, 'phase2_opens_at',"
+        " phase2_opens_at, 'phase2_closes_at', phase2_closes_at, 'phase2_slots', phase2_slots,"
+        " 'amount_per_laureate_cents', amount_per_laureate_cents, 'rules_version',"
+        " rules_version)::text");
+
+static enum status store_one_text(struct db_pool *db, struct db_stmt *stmt, int n,
+                                  const char *const *params, char **out)
+{
+    struct db_conn *conn;
+    PGresult *r;
+    enum status st = db_acquire(db, &conn);
+
+    if (st != STATUS_OK)
+        return st;
+    st = db_exec(conn, stmt, n, params, &r);
+    db_release(db, conn);
+    if (st != STATUS_OK)
+        return st;
+    *out = xstrdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return STATUS_OK;
+}
+
+enum status store_waves_list(struct db_pool *db, char **json)
+{
+    return store_one_text(db, &st_waves_list, 0, NULL, json);
+}
+
+enum status store_wave_create(struct db_pool *db, json_t *w, char **json)
+{
+    char slots[24], amount[24];
+    const char *params[9];
+    static const char *const keys[] = {"id", "label", "deposit_opens_at", "deposit_closes_at",
+                                       "phase2_opens_at", "phase2_closes_at"};
+
+    for (size_t i = 0; i < 6; i++)
+        params[i] = json_string_value(json_object_get(w, keys[i]));
+    snprintf(slots, sizeof slots, "%lld", (long long)json_integer_value(json_object_get(w, "phase2_slots")));
+    snprintf(amount, sizeof amount, "%lld",
+             (long long)json_integer_value(json_object_get(w, "amount_per_laureate_cents")));
+    params[6] = slots;
+    params[7] = amount;
+    params[8] = DOSSIER_RULES_VERSION;
+    return store_one_text(db, &st_wave_insert, 9, params, json);
+}

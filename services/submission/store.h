@@ -1,0 +1,109 @@
+/* store (submission): every SQL statement of the service, one function per use case. */
+#ifndef PTCE_SUBMISSION_STORE_H
+#define PTCE_SUBMISSION_STORE_H
+
+#include <jansson.h>
+
+#include "auth.h"
+#include "db.h"
+#include "xalloc.h"
+
+#define SUBMISSION_TOPIC "ptce.submission.events"
+#define SUBMISSION_SOURCE "/ptce/submission"
+
+/* A webhook notification, validated. */
+struct ds_notice {
+    const char *procedure_id;
+    const char *dossier_number;
+    const char *state;
+    const char *updated_at_raw;
+    const char *updated_at; /* RFC 3339 */
+};
+
+/* Records a notification once (a duplicate is not an error); *fresh tells which. */
+enum status store_notice_insert(struct db_pool *db, const struct ds_notice *n, int *fresh);
+
+/*
+ * The stored document of dossier id as JSON text (caller frees), if the principal may see it;
+ * STATUS_NOT_FOUND otherwise, whether it does not exist or is out of scope.
+ */
+enum status store_dossier_get(struct db_pool *db, const struct auth_principal *who, const char *id,
+                              char **document);
+
+struct dossier_filter {
+    const char *wave;
+    const char *region;
+    const char *state;
+    const char *eligibility;
+    const char *updated_since; /* RFC 3339 */
+    long long after;           /* keyset cursor: change sequence, 0 for the first page */
+    long limit;
+};
+
+/* Appends a JSON array of documents to out; *next is the cursor of the next page or 0. */
+enum status store_dossier_list(struct db_pool *db, const struct auth_principal *who,
+                               const struct dossier_filter *f, struct buf *out, long long *next);
+
+/* The history of a dossier as a JSON array text (caller frees), scope-checked like get. */
+enum status store_dossier_history(struct db_pool *db, const struct auth_principal *who,
+                                  const char *id, char **history);
+
+/*
+ * Creates a partner dossier under an idempotency key, in one transaction: the same key with the
+ * same request hash replays the first answer (*replayed = 1); with another hash it is
+ * STATUS_UNPROCESSABLE. On success *document is the created document's text (caller frees).
+ */
+enum status store_partner_create(struct db_pool *db, const struct auth_principal *who,
+                                 const char *idem_key, const char *request_hash, json_t *content,
+                                 char **document, int *replayed);
+
+/* A DS dossier as fetched and mapped, ready to store. Strings borrowed. */
+struct ds_snapshot {
+    long long number;
+    long long procedure_id;
+    const char *state;
+    const char *ds_updated_at; /* dateDerniereModification, RFC 3339 */
+    const char *deposited_at;  /* dateDepot, may be NULL */
+    json_t *content;           /* main_document.pages already set when counted */
+    const unsigned char *file; /* the main document's bytes, or NULL */
+    size_t file_len;
+};
+
+/*
+ * Inserts or updates the dossier of a DS snapshot with its checks, history and event, in one
+ * transaction — unless what we hold is already as recent (*changed = 0, nothing written).
+ */
+enum status store_ds_apply(struct db_conn *conn, const struct ds_snapshot *s, int *changed);
+
+/* Marks a DS dossier deleted on DS as withdrawn (once), with its event. */
+enum status store_ds_withdraw(struct db_conn *conn, long long number, const char *deleted_at,
+                              const char *reason, int *changed);
+
+/* The worker's queue. A claimed notice carries its id and DS number. */
+struct ds_claim {
+    long long id;
+    long long number;
+    int attempts;
+};
+/* Takes the oldest due pending notification; *found = 0 when there is none. */
+enum status store_notice_claim(struct db_conn *conn, struct ds_claim *out, int *found);
+/* Done: this one and every older pending notice of the same dossier (one fetch saw them all). */
+enum status store_notice_done(struct db_conn *conn, const struct ds_claim *c);
+/* Failed: try again after delay_ms, keeping the error. */
+enum status store_notice_retry(struct db_conn *conn, const struct ds_claim *c, long delay_ms,
+                               const char *error);
+
+/* The poller's watermarks (RFC 3339 text or empty). */
+enum status store_sync_get(struct db_conn *conn, long long demarche, char *updated, char *deleted,
+                           size_t len);
+enum status store_sync_put(struct db_conn *conn, long long demarche, const char *updated,
+                           const char *deleted);
+/* A poller finding: queue a notice if we hold nothing as recent for that dossier. */
+enum status store_notice_from_poll(struct db_conn *conn, long long procedure, long long number,
+                                   const char *state, const char *updated_at, int *queued);
+
+/* Waves. */
+enum status store_waves_list(struct db_pool *db, char **json);
+enum status store_wave_create(struct db_pool *db, json_t *wave, char **json);
+
+#endif

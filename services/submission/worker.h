@@ -1,0 +1,32 @@
+/* worker (submission): the DS fetch workers and the reconciliation poller. */
+#ifndef PTCE_SUBMISSION_WORKER_H
+#define PTCE_SUBMISSION_WORKER_H
+
+#include "ds_client.h"
+#include "dossier.h"
+
+struct worker_config {
+    const char *conninfo;
+    const char *schema;
+    long workers;          /* fetch threads */
+    long poll_interval_s;  /* reconciliation period; 0 disables the poller */
+    long poll_overlap_s;   /* how far before the watermark each poll starts again */
+    long retry_max_ms;     /* cap of the exponential backoff */
+    long demarche;
+};
+
+struct ds_workers;
+
+/*
+ * Starts the fetch threads (each claims due notifications, fetches the dossier, downloads and
+ * verifies its main document, counts its pages, stores it with its event) and the poller.
+ * client and mapping are borrowed and must outlive the workers.
+ */
+struct ds_workers *ds_workers_start(const struct worker_config *cfg, struct ds_client *client,
+                                    const struct ds_mapping *mapping);
+void ds_workers_stop(struct ds_workers *w);
+
+/* Backoff before attempt n+1: exponential from 1 s, capped, with ±50 % jitter. */
+long ds_backoff_ms(int attempts, long cap_ms);
+
+#endif
