@@ -130,11 +130,11 @@ START_TEST(test_relay_marks_only_delivered)
 
     /* Every produce is refused: nothing may be marked sent. */
     rd_kafka_mock_topic_set_error(mc, TOPIC, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
-    struct outbox_relay_config rc = {db_url, schema, {boot, "unit-relay", 2000, 2, 1}, 500, 50};
+    struct outbox_relay_config rc = {db_url, schema, {boot, "unit-relay", 1000, 2, 1}, 500, 50};
     struct outbox_relay *relay = outbox_relay_start(&rc);
     ck_assert_ptr_nonnull(relay);
     append_events(&conn);
-    sleep_ms(1500);
+    sleep_ms(3500); /* past the 1 s message timeout: the failed reports have come back */
     ck_assert_int_eq(count_sent(&conn), 0);
 
     /* The broker accepts again: every row is delivered and marked, once, in order per key. */
