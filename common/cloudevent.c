@@ -23,10 +23,10 @@ json_t *cloudevent_new(const char *source, const char *type, const char *subject
 
     uuid_new(id);
     time_now_rfc3339(now, sizeof now);
-    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "specversion", "1.0", "id",
-                           id, "source", source, "type", type, "subject", subject, "time", now,
-                           "datacontenttype", "application/json", "data",
-                           data ? data : json_object());
+    json_t *ev =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "specversion", "1.0", "id", id,
+                  "source", source, "type", type, "subject", subject, "time", now,
+                  "datacontenttype", "application/json", "data", data ? data : json_object());
     if (request_id)
         json_object_set_new(ev, "requestid", json_string(request_id));
     if (id_out)

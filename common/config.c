@@ -46,8 +46,7 @@ static int config_parse_bool(const char *s, int *out)
     return -1;
 }
 
-int config_load(const struct config_var *vars, size_t count, void *out, char *errbuf,
-                size_t errlen)
+int config_load(const struct config_var *vars, size_t count, void *out, char *errbuf, size_t errlen)
 {
     size_t used = 0;
     int problems = 0;

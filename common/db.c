@@ -38,8 +38,7 @@ enum status db_status_from_sqlstate(const char *sqlstate)
         return STATUS_RETRY;
     if (!strncmp(sqlstate, "23", 2) || !strncmp(sqlstate, "22", 2))
         return STATUS_INVALID;
-    if (!strncmp(sqlstate, "08", 2) || !strncmp(sqlstate, "57", 2) ||
-        !strncmp(sqlstate, "53", 2))
+    if (!strncmp(sqlstate, "08", 2) || !strncmp(sqlstate, "57", 2) || !strncmp(sqlstate, "53", 2))
         return STATUS_UNAVAILABLE;
     return STATUS_INTERNAL;
 }
@@ -64,6 +63,17 @@ static enum status db_session_setup(struct db_conn *conn, long statement_timeout
     return st;
 }
 
+/* Server notices become log lines: libpq would otherwise print raw text on stderr. */
+static void db_notice(void *arg, const PGresult *r)
+{
+    const char *severity = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+
+    (void)arg;
+    log_event(severity && !strcmp(severity, "WARNING") ? LOG_WARN : LOG_DEBUG, "db.notice",
+              "{s:s?, s:s?}", "severity", severity, "message",
+              PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+}
+
 static enum status db_connect(struct db_conn *conn, const char *conninfo, long stmt_timeout)
 {
     memset(conn->prepared, 0, sizeof conn->prepared);
@@ -74,6 +84,7 @@ static enum status db_connect(struct db_conn *conn, const char *conninfo, long s
         conn->pg = NULL;
         return STATUS_UNAVAILABLE;
     }
+    PQsetNoticeReceiver(conn->pg, db_notice, NULL);
     enum status st = db_session_setup(conn, stmt_timeout);
     if (st != STATUS_OK) {
         PQfinish(conn->pg);

@@ -78,8 +78,7 @@ int http_reply_json(struct http_ctx *ctx, int code, json_t *body)
     json_decref(body);
     if (!text) {
         static const char fallback[] = "{\"title\":\"Internal error\",\"status\":500}";
-        return http_reply_raw(ctx, 500, "application/problem+json", fallback,
-                              sizeof fallback - 1);
+        return http_reply_raw(ctx, 500, "application/problem+json", fallback, sizeof fallback - 1);
     }
     int rc = http_reply_raw(ctx, code, "application/json", text, strlen(text));
     free(text);
@@ -99,9 +98,9 @@ static int http_reply_problem_v(struct http_ctx *ctx, enum status st, json_t *er
 
     vsnprintf(detail, sizeof detail, fmt, ap);
     snprintf(type, sizeof type, PROBLEM_TYPE_PREFIX "%s", status_strerror(st));
-    json_t *p = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "type", type, "title",
-                          status_title(st), "status", code, "detail", detail, "instance",
-                          ctx->req->url_path, "request_id", ctx->request_id);
+    json_t *p = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "type", type, "title", status_title(st),
+                          "status", code, "detail", detail, "instance", ctx->req->url_path,
+                          "request_id", ctx->request_id);
     if (errors)
         json_object_set_new(p, "errors", errors);
     if (st == STATUS_UNAVAILABLE || st == STATUS_RETRY || st == STATUS_RATE_LIMITED) {
@@ -127,8 +126,8 @@ int http_reply_problem(struct http_ctx *ctx, enum status st, const char *fmt, ..
     return rc;
 }
 
-int http_reply_problem_fields(struct http_ctx *ctx, enum status st, json_t *errors,
-                              const char *fmt, ...)
+int http_reply_problem_fields(struct http_ctx *ctx, enum status st, json_t *errors, const char *fmt,
+                              ...)
 {
     va_list ap;
 
@@ -209,6 +208,8 @@ static long http_route_find(const struct http_server *srv, const char *method, s
                             int *path_matched, struct buf *allow)
 {
     *path_matched = 0;
+    if (strlen(ctx->req->url_path) >= sizeof ctx->path)
+        return -1; /* longer than any route: parameters could not point into ctx->path */
     for (size_t i = 0; i < srv->nroutes; i++) {
         const struct http_route *r = &srv->routes[i];
         snprintf(ctx->path, sizeof ctx->path, "%s", ctx->req->url_path);
@@ -231,8 +232,8 @@ static int http_request_id_valid(const char *s)
 
     for (; s[n]; n++) {
         char c = s[n];
-        if (n >= HTTP_REQUEST_ID_LEN || !(isalnum((unsigned char)c) || c == '-' || c == '_' ||
-                                          c == '.' || c == ':'))
+        if (n >= HTTP_REQUEST_ID_LEN ||
+            !(isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.' || c == ':'))
             return 0;
     }
     return n > 0;
@@ -262,13 +263,12 @@ static int http_check_body(struct http_server *srv, struct http_ctx *ctx, int *a
         if (!http_media_is(ct, "application/json"))
             return http_reply_problem(ctx, STATUS_UNSUPPORTED_MEDIA,
                                       "Content-Type must be application/json");
-        ctx->body = http_json_parse_object(req->binary_body, req->binary_body_length, why,
-                                           sizeof why);
+        ctx->body =
+            http_json_parse_object(req->binary_body, req->binary_body_length, why, sizeof why);
         if (!ctx->body)
             return http_reply_problem(ctx, STATUS_INVALID, "%s", why);
     } else if (ctx->route->flags & HTTP_BODY_FORM) {
-        if (req->binary_body_length > 0 &&
-            !http_media_is(ct, "application/x-www-form-urlencoded"))
+        if (req->binary_body_length > 0 && !http_media_is(ct, "application/x-www-form-urlencoded"))
             return http_reply_problem(ctx, STATUS_UNSUPPORTED_MEDIA,
                                       "Content-Type must be application/x-www-form-urlencoded");
     }
@@ -296,8 +296,9 @@ static int http_run(struct http_server *srv, struct http_ctx *ctx, long idx, int
                                                        &ctx->principal)
                                    : STATUS_UNAUTHORIZED;
         if (st == STATUS_UNAUTHORIZED)
-            return http_reply_problem(ctx, st, "a valid API key is required (Authorization: "
-                                               "Bearer <key>)");
+            return http_reply_problem(ctx, st,
+                                      "a valid API key is required (Authorization: "
+                                      "Bearer <key>)");
         if (st != STATUS_OK)
             return http_reply_problem(ctx, st, "cannot check the API key right now");
         if (!(ctx->route->roles & ctx->principal.role))
@@ -318,8 +319,7 @@ static double http_elapsed(const struct timespec *start)
     return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
-static void http_account(struct http_server *srv, const struct http_ctx *ctx, long idx,
-                         double secs)
+static void http_account(struct http_server *srv, const struct http_ctx *ctx, long idx, double secs)
 {
     struct http_route_stats *s = &srv->stats[idx < 0 ? (long)srv->nroutes : idx];
     size_t c = 0, b = 0;
@@ -333,11 +333,13 @@ static void http_account(struct http_server *srv, const struct http_ctx *ctx, lo
     atomic_fetch_add_explicit(&s->sum_us, (unsigned long)(secs * 1e6), memory_order_relaxed);
 
     enum log_level lvl = ctx->route && (ctx->route->flags & HTTP_QUIET) ? LOG_DEBUG : LOG_INFO;
+    const char *path = ctx->route && (ctx->route->flags & HTTP_SECRET_PATH) ? ctx->route->pattern
+                                                                            : ctx->req->url_path;
     if (ctx->status_code >= 500)
         lvl = LOG_ERROR;
     if (log_enabled(lvl))
         log_event(lvl, "http.request", "{s:s, s:s, s:s, s:i, s:f, s:s?}", "method",
-                  ctx->req->http_verb, "path", ctx->req->url_path, "route",
+                  ctx->req->http_verb, "path", path, "route",
                   ctx->route ? ctx->route->pattern : "-", "status", ctx->status_code, "ms",
                   secs * 1000.0, "key_id", ctx->principal.key_id[0] ? ctx->principal.key_id : NULL);
 }

@@ -20,9 +20,10 @@ typedef int (*http_handler_fn)(struct http_ctx *ctx);
 
 /* Route flags. */
 enum {
-    HTTP_BODY_JSON = 1 << 0, /* requires application/json; body parsed into ctx->body */
-    HTTP_BODY_FORM = 1 << 1, /* accepts application/x-www-form-urlencoded (or no body) */
-    HTTP_QUIET = 1 << 2,     /* probes: access-logged at debug level only */
+    HTTP_BODY_JSON = 1 << 0,   /* requires application/json; body parsed into ctx->body */
+    HTTP_BODY_FORM = 1 << 1,   /* accepts application/x-www-form-urlencoded (or no body) */
+    HTTP_QUIET = 1 << 2,       /* probes: access-logged at debug level only */
+    HTTP_SECRET_PATH = 1 << 3, /* the path holds a secret: logs show the route pattern only */
 };
 
 /*
@@ -53,12 +54,12 @@ struct http_ctx {
 };
 
 struct http_server_config {
-    const char *bind;       /* IPv4 address to listen on */
+    const char *bind; /* IPv4 address to listen on */
     long port;
-    long threads;           /* MHD worker threads; size it with the database pool */
-    long body_limit;        /* bytes; larger bodies answer 413 */
-    long timeout_s;         /* idle connection timeout */
-    long connection_limit;  /* simultaneous connections */
+    long threads;          /* MHD worker threads; size it with the database pool */
+    long body_limit;       /* bytes; larger bodies answer 413 */
+    long timeout_s;        /* idle connection timeout */
+    long connection_limit; /* simultaneous connections */
 };
 
 struct http_route_stats;
@@ -104,8 +105,8 @@ int http_reply_problem(struct http_ctx *ctx, enum status st, const char *fmt, ..
  * Same, with field-level errors: an array of {"field": "...", "message": "..."} objects.
  * Takes the reference to errors (may be NULL).
  */
-int http_reply_problem_fields(struct http_ctx *ctx, enum status st, json_t *errors,
-                              const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+int http_reply_problem_fields(struct http_ctx *ctx, enum status st, json_t *errors, const char *fmt,
+                              ...) __attribute__((format(printf, 4, 5)));
 
 /* Appends {"field": field, "message": message} to errors (an array). */
 void http_field_error(json_t *errors, const char *field, const char *message);

@@ -19,14 +19,14 @@ DB_STMT(inbox_record, "INSERT INTO inbox (event_id, topic, kafka_partition, kafk
 DB_STMT(inbox_dead, "INSERT INTO inbox_dead_letter (topic, kafka_partition, kafka_offset,"
                     " reason, payload) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING");
 
-static struct metric m_applied = METRIC_COUNTER("ptce_inbox_applied_total",
-                                                "Events applied by this service's inbox.");
-static struct metric m_duplicates = METRIC_COUNTER("ptce_inbox_duplicates_total",
-                                                   "Events received again and ignored.");
-static struct metric m_dead = METRIC_COUNTER("ptce_inbox_dead_letters_total",
-                                             "Events set aside as impossible to apply.");
-static struct metric m_lag = METRIC_GAUGE("ptce_consumer_lag",
-                                          "Messages behind the end of the consumed partitions.");
+static struct metric m_applied =
+    METRIC_COUNTER("ptce_inbox_applied_total", "Events applied by this service's inbox.");
+static struct metric m_duplicates =
+    METRIC_COUNTER("ptce_inbox_duplicates_total", "Events received again and ignored.");
+static struct metric m_dead =
+    METRIC_COUNTER("ptce_inbox_dead_letters_total", "Events set aside as impossible to apply.");
+static struct metric m_lag =
+    METRIC_GAUGE("ptce_consumer_lag", "Messages behind the end of the consumed partitions.");
 
 struct inbox {
     struct inbox_config cfg;
@@ -37,7 +37,6 @@ struct inbox {
     char *group;
     pthread_t thread;
     atomic_int stop;
-    atomic_int healthy;
     rd_kafka_t *consumer;
     struct db_conn db;
     long commits;
@@ -89,8 +88,8 @@ static enum status inbox_apply(struct inbox *inbox, const rd_kafka_message_t *ms
     }
     snprintf(part, sizeof part, "%d", (int)msg->partition);
     snprintf(off, sizeof off, "%lld", (long long)msg->offset);
-    const char *params[] = {ev.id, rd_kafka_topic_name(msg->rkt), part, off, ev.subject,
-                            ev.type, ev.source};
+    const char *params[] = {ev.id,    rd_kafka_topic_name(msg->rkt), part, off, ev.subject, ev.type,
+                            ev.source};
     log_set_request_id(ev.request_id);
     enum status st = db_begin(&inbox->db);
     if (st == STATUS_OK)
@@ -101,8 +100,10 @@ static enum status inbox_apply(struct inbox *inbox, const rd_kafka_message_t *ms
         st = STATUS_OK;
         goto out;
     }
-    if (st != STATUS_OK)
+    if (st != STATUS_OK) {
+        db_rollback(&inbox->db); /* an aborted transaction would make every retry's BEGIN fail */
         goto out;
+    }
     int fresh = PQntuples(r) == 1;
     PQclear(r);
     if (!fresh) {
@@ -137,13 +138,11 @@ static int inbox_apply_until_done(struct inbox *inbox, const rd_kafka_message_t 
         if (!inbox->db.pg || PQstatus(inbox->db.pg) != CONNECTION_OK) {
             db_conn_close(&inbox->db);
             if (db_conn_open(&inbox->db, inbox->conninfo, inbox->schema, 0) != STATUS_OK) {
-                atomic_store(&inbox->healthy, 0);
                 inbox_sleep_ms(backoff);
                 backoff = backoff < 5000 ? backoff * 2 : 5000;
                 continue;
             }
         }
-        atomic_store(&inbox->healthy, 1);
         if (inbox_apply(inbox, msg) == STATUS_OK)
             return 1;
         inbox_sleep_ms(backoff);
@@ -202,9 +201,8 @@ struct inbox *inbox_start(const struct inbox_config *cfg)
     metrics_register(&m_duplicates);
     metrics_register(&m_dead);
     metrics_register(&m_lag);
-    inbox->consumer = kafka_consumer_new(&inbox->cfg.kafka, inbox->group, cfg->topics,
-                                         cfg->ntopics, inbox_stats_cb, inbox, errstr,
-                                         sizeof errstr);
+    inbox->consumer = kafka_consumer_new(&inbox->cfg.kafka, inbox->group, cfg->topics, cfg->ntopics,
+                                         inbox_stats_cb, inbox, errstr, sizeof errstr);
     if (!inbox->consumer) {
         log_event(LOG_ERROR, "inbox.consumer_failed", "{s:s}", "error", errstr);
         inbox_stop(inbox);
@@ -232,9 +230,4 @@ void inbox_stop(struct inbox *inbox)
     free(inbox->client_id);
     free(inbox->group);
     free(inbox);
-}
-
-int inbox_healthy(struct inbox *inbox)
-{
-    return inbox && atomic_load(&inbox->healthy);
 }

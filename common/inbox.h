@@ -38,7 +38,4 @@ struct inbox *inbox_start(const struct inbox_config *cfg);
 /* Stops polling, finishes the event under way, commits stored offsets, frees. */
 void inbox_stop(struct inbox *inbox);
 
-/* 1 when the consumer thread holds a working database connection. */
-int inbox_healthy(struct inbox *inbox);
-
 #endif

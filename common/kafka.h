@@ -7,11 +7,11 @@
 #include "status.h"
 
 struct kafka_config {
-    const char *brokers;       /* bootstrap.servers */
-    const char *client_id;     /* the service name */
-    long message_timeout_ms;   /* how long the producer keeps trying to deliver one message */
-    long partitions;           /* for topics this service creates */
-    long replication;          /* likewise */
+    const char *brokers;     /* bootstrap.servers */
+    const char *client_id;   /* the service name */
+    long message_timeout_ms; /* how long the producer keeps trying to deliver one message */
+    long partitions;         /* for topics this service creates */
+    long replication;        /* likewise */
 };
 
 /*
@@ -30,8 +30,8 @@ rd_kafka_t *kafka_producer_new(const struct kafka_config *cfg,
  */
 rd_kafka_t *kafka_consumer_new(const struct kafka_config *cfg, const char *group,
                                const char *const *topics, size_t ntopics,
-                               int (*stats_cb)(rd_kafka_t *, char *, size_t, void *),
-                               void *opaque, char *errstr, size_t errlen);
+                               int (*stats_cb)(rd_kafka_t *, char *, size_t, void *), void *opaque,
+                               char *errstr, size_t errlen);
 
 /* Creates the topics that are missing (existing ones are left as they are). */
 enum status kafka_topics_ensure(rd_kafka_t *rk, const char *const *topics, size_t ntopics,

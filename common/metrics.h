@@ -20,8 +20,14 @@ struct metric {
     struct metric *next;
 };
 
-#define METRIC_COUNTER(n, h) {(n), (h), "counter", NULL, 0, NULL}
-#define METRIC_GAUGE(n, h) {(n), (h), "gauge", NULL, 0, NULL}
+#define METRIC_COUNTER(n, h)                                                                       \
+    {                                                                                              \
+        (n), (h), "counter", NULL, 0, NULL                                                         \
+    }
+#define METRIC_GAUGE(n, h)                                                                         \
+    {                                                                                              \
+        (n), (h), "gauge", NULL, 0, NULL                                                           \
+    }
 
 /* Adds m to the registry (idempotent). Thread-safe. */
 void metrics_register(struct metric *m);

@@ -24,16 +24,15 @@ DB_STMT(outbox_pending, "SELECT id, topic, key, payload FROM outbox WHERE sent_a
 DB_STMT(outbox_mark_sent, "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])");
 DB_STMT(outbox_backlog, "SELECT count(*) FROM outbox WHERE sent_at IS NULL");
 
-static struct metric m_published = METRIC_COUNTER("ptce_outbox_published_total",
-                                                  "Outbox events acknowledged by the broker.");
+static struct metric m_published =
+    METRIC_COUNTER("ptce_outbox_published_total", "Outbox events acknowledged by the broker.");
 static struct metric m_failed = METRIC_COUNTER("ptce_outbox_delivery_failures_total",
                                                "Outbox events whose delivery failed (retried).");
-static struct metric m_backlog = METRIC_GAUGE("ptce_outbox_backlog",
-                                              "Outbox events not yet acknowledged by the broker.");
+static struct metric m_backlog =
+    METRIC_GAUGE("ptce_outbox_backlog", "Outbox events not yet acknowledged by the broker.");
 
 enum status outbox_append(struct db_conn *conn, const char *topic, const char *source,
-                          const char *type, const char *subject, json_t *data,
-                          char *event_id_out)
+                          const char *type, const char *subject, json_t *data, char *event_id_out)
 {
     char id[UUID_STR_LEN];
     json_t *ev = cloudevent_new(source, type, subject, data, log_request_id(), id);
@@ -76,8 +75,7 @@ static void outbox_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *op
 
     (void)rk;
     if (msg->err) {
-        log_event(LOG_WARN, "outbox.delivery_failed", "{s:s}", "error",
-                  rd_kafka_err2str(msg->err));
+        log_event(LOG_WARN, "outbox.delivery_failed", "{s:s}", "error", rd_kafka_err2str(msg->err));
         *slot = DELIVERY_FAILED;
     } else {
         *slot = DELIVERY_OK;
@@ -99,8 +97,8 @@ static int outbox_produce(struct outbox_relay *relay, const char *topic, const c
     for (;;) {
         rd_kafka_resp_err_t err = rd_kafka_producev(
             relay->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
-            RD_KAFKA_V_VALUE((void *)payload, strlen(payload)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
+            RD_KAFKA_V_VALUE((void *)payload, strlen(payload)),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
             return 0;
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
@@ -144,8 +142,10 @@ static int outbox_round(struct outbox_relay *relay)
 
     if (st == STATUS_OK)
         st = db_exec(&relay->db, &outbox_lock, 0, NULL, &lock);
-    if (st != STATUS_OK)
+    if (st != STATUS_OK) {
+        db_rollback(&relay->db); /* an aborted transaction would make every later BEGIN fail */
         return -1;
+    }
     int leader = PQgetvalue(lock, 0, 0)[0] == 't';
     PQclear(lock);
     if (!leader) { /* another replica is relaying this schema right now */
@@ -154,8 +154,10 @@ static int outbox_round(struct outbox_relay *relay)
     }
     snprintf(limit, sizeof limit, "%ld", relay->batch);
     params[0] = limit;
-    if (db_exec(&relay->db, &outbox_pending, 1, params, &r) != STATUS_OK)
+    if (db_exec(&relay->db, &outbox_pending, 1, params, &r) != STATUS_OK) {
+        db_rollback(&relay->db);
         return -1;
+    }
 
     int n = PQntuples(r), sent = 0;
     enum delivery *results = xcalloc((size_t)n, sizeof *results);

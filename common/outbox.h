@@ -13,8 +13,7 @@
  * data. event_id_out (may be NULL) receives the event id.
  */
 enum status outbox_append(struct db_conn *conn, const char *topic, const char *source,
-                          const char *type, const char *subject, json_t *data,
-                          char *event_id_out);
+                          const char *type, const char *subject, json_t *data, char *event_id_out);
 
 struct outbox_relay_config {
     const char *conninfo;

@@ -16,25 +16,42 @@
 #define CFG(field) offsetof(struct service_config, field)
 
 static const struct config_var service_vars[] = {
-    {"PTCE_HTTP_BIND", CONFIG_STRING, "127.0.0.1", 0, 0, CFG(http_bind), "IPv4 address to listen on"},
-    {"PTCE_HTTP_PORT", CONFIG_INT, "0", 0, 65535, CFG(http_port), "HTTP port (0: the service's default)"},
+    {"PTCE_HTTP_BIND", CONFIG_STRING, "127.0.0.1", 0, 0, CFG(http_bind),
+     "IPv4 address to listen on"},
+    {"PTCE_HTTP_PORT", CONFIG_INT, "0", 0, 65535, CFG(http_port),
+     "HTTP port (0: the service's default)"},
     {"PTCE_HTTP_THREADS", CONFIG_INT, "8", 1, 256, CFG(http_threads), "HTTP worker threads"},
-    {"PTCE_HTTP_BODY_LIMIT", CONFIG_INT, "1048576", 1024, 67108864, CFG(http_body_limit), "largest request body, bytes (413 beyond)"},
-    {"PTCE_HTTP_TIMEOUT_S", CONFIG_INT, "30", 1, 3600, CFG(http_timeout_s), "idle connection timeout, seconds"},
-    {"PTCE_HTTP_CONNECTION_LIMIT", CONFIG_INT, "1024", 8, 65536, CFG(http_connection_limit), "simultaneous connections"},
-    {"PTCE_DATABASE_URL", CONFIG_STRING, NULL, 0, 0, CFG(database_url), "libpq URL of the service's role"},
-    {"PTCE_DB_POOL_SIZE", CONFIG_INT, "8", 1, 512, CFG(db_pool_size), "database connections in the pool"},
-    {"PTCE_DB_POOL_WAIT_MS", CONFIG_INT, "2000", 1, 60000, CFG(db_pool_wait_ms), "wait for a free connection before 503"},
-    {"PTCE_DB_STATEMENT_TIMEOUT_MS", CONFIG_INT, "5000", 0, 600000, CFG(db_statement_timeout_ms), "statement_timeout of request queries"},
-    {"PTCE_KAFKA_BROKERS", CONFIG_STRING, NULL, 0, 0, CFG(kafka_brokers), "Kafka bootstrap servers"},
-    {"PTCE_KAFKA_PARTITIONS", CONFIG_INT, "6", 1, 1024, CFG(kafka_partitions), "partitions of topics created"},
-    {"PTCE_KAFKA_REPLICATION", CONFIG_INT, "1", 1, 16, CFG(kafka_replication), "replication factor of topics created"},
-    {"PTCE_KAFKA_MESSAGE_TIMEOUT_MS", CONFIG_INT, "60000", 1000, 3600000, CFG(kafka_message_timeout_ms), "producer delivery timeout"},
-    {"PTCE_OUTBOX_BATCH", CONFIG_INT, "500", 1, 10000, CFG(outbox_batch), "outbox rows per relay round"},
-    {"PTCE_OUTBOX_POLL_MS", CONFIG_INT, "1000", 10, 60000, CFG(outbox_poll_ms), "relay wake-up without NOTIFY"},
-    {"PTCE_AUTH_CACHE_TTL_MS", CONFIG_INT, "2000", 0, 600000, CFG(auth_cache_ttl_ms), "how long a checked key is trusted"},
+    {"PTCE_HTTP_BODY_LIMIT", CONFIG_INT, "1048576", 1024, 67108864, CFG(http_body_limit),
+     "largest request body, bytes (413 beyond)"},
+    {"PTCE_HTTP_TIMEOUT_S", CONFIG_INT, "30", 1, 3600, CFG(http_timeout_s),
+     "idle connection timeout, seconds"},
+    {"PTCE_HTTP_CONNECTION_LIMIT", CONFIG_INT, "1024", 8, 65536, CFG(http_connection_limit),
+     "simultaneous connections"},
+    {"PTCE_DATABASE_URL", CONFIG_STRING, NULL, 0, 0, CFG(database_url),
+     "libpq URL of the service's role"},
+    {"PTCE_DB_POOL_SIZE", CONFIG_INT, "8", 1, 512, CFG(db_pool_size),
+     "database connections in the pool"},
+    {"PTCE_DB_POOL_WAIT_MS", CONFIG_INT, "2000", 1, 60000, CFG(db_pool_wait_ms),
+     "wait for a free connection before 503"},
+    {"PTCE_DB_STATEMENT_TIMEOUT_MS", CONFIG_INT, "5000", 0, 600000, CFG(db_statement_timeout_ms),
+     "statement_timeout of request queries"},
+    {"PTCE_KAFKA_BROKERS", CONFIG_STRING, NULL, 0, 0, CFG(kafka_brokers),
+     "Kafka bootstrap servers"},
+    {"PTCE_KAFKA_PARTITIONS", CONFIG_INT, "6", 1, 1024, CFG(kafka_partitions),
+     "partitions of topics created"},
+    {"PTCE_KAFKA_REPLICATION", CONFIG_INT, "1", 1, 16, CFG(kafka_replication),
+     "replication factor of topics created"},
+    {"PTCE_KAFKA_MESSAGE_TIMEOUT_MS", CONFIG_INT, "60000", 1000, 3600000,
+     CFG(kafka_message_timeout_ms), "producer delivery timeout"},
+    {"PTCE_OUTBOX_BATCH", CONFIG_INT, "500", 1, 10000, CFG(outbox_batch),
+     "outbox rows per relay round"},
+    {"PTCE_OUTBOX_POLL_MS", CONFIG_INT, "1000", 10, 60000, CFG(outbox_poll_ms),
+     "relay wake-up without NOTIFY"},
+    {"PTCE_AUTH_CACHE_TTL_MS", CONFIG_INT, "2000", 0, 600000, CFG(auth_cache_ttl_ms),
+     "how long a checked key is trusted"},
     {"PTCE_LOG_LEVEL", CONFIG_STRING, "info", 0, 0, CFG(log_level), "debug, info, warn or error"},
-    {"PTCE_FAILPOINT_INBOX_EXIT_AFTER", CONFIG_INT, "0", 0, 1000000000, CFG(failpoint_inbox_exit_after), "tests only: crash after N inbox commits"},
+    {"PTCE_FAILPOINT_INBOX_EXIT_AFTER", CONFIG_INT, "0", 0, 1000000000,
+     CFG(failpoint_inbox_exit_after), "tests only: crash after N inbox commits"},
 };
 #define NVARS (sizeof service_vars / sizeof service_vars[0])
 
@@ -83,15 +100,16 @@ static int service_metrics(struct http_ctx *ctx)
     http_metrics_render(&svc->http, &out);
     metrics_render(&out);
     db_pool_stats(svc->db, &ps);
-    buf_printf(&out,
-               "# HELP ptce_db_pool_connections Database pool size and connections in use.\n"
-               "# TYPE ptce_db_pool_connections gauge\n"
-               "ptce_db_pool_connections{state=\"size\"} %zu\n"
-               "ptce_db_pool_connections{state=\"in_use\"} %zu\n"
-               "# HELP ptce_db_pool_acquire_timeouts_total Requests that found no free connection.\n"
-               "# TYPE ptce_db_pool_acquire_timeouts_total counter\n"
-               "ptce_db_pool_acquire_timeouts_total %lu\n",
-               ps.size, ps.in_use, ps.acquire_timeouts);
+    buf_printf(
+        &out,
+        "# HELP ptce_db_pool_connections Database pool size and connections in use.\n"
+        "# TYPE ptce_db_pool_connections gauge\n"
+        "ptce_db_pool_connections{state=\"size\"} %zu\n"
+        "ptce_db_pool_connections{state=\"in_use\"} %zu\n"
+        "# HELP ptce_db_pool_acquire_timeouts_total Requests that found no free connection.\n"
+        "# TYPE ptce_db_pool_acquire_timeouts_total counter\n"
+        "ptce_db_pool_acquire_timeouts_total %lu\n",
+        ps.size, ps.in_use, ps.acquire_timeouts);
     int rc = http_reply_raw(ctx, 200, "text/plain; version=0.0.4", out.data, out.len);
     buf_free(&out);
     return rc;
@@ -117,8 +135,10 @@ static enum status service_config_load(struct service *svc, const struct service
     enum log_level lvl = LOG_INFO;
     if (log_level_parse(svc->cfg.log_level ? svc->cfg.log_level : "info", &lvl) != 0) {
         size_t n = strlen(errors);
-        snprintf(errors + n, sizeof errors - n, "PTCE_LOG_LEVEL=%s is not one of debug, info, "
-                 "warn, error\n", svc->cfg.log_level);
+        snprintf(errors + n, sizeof errors - n,
+                 "PTCE_LOG_LEVEL=%s is not one of debug, info, "
+                 "warn, error\n",
+                 svc->cfg.log_level);
         problems++;
     }
     log_init(def->name, lvl);
@@ -184,13 +204,19 @@ static enum status service_kafka_start(struct service *svc)
     if (svc->def->nconsume == 0)
         return STATUS_OK;
     /* The consumed topics may belong to a service not started yet: create them too. */
-    st = kafka_topics_ensure(svc->probe, svc->def->consume_topics, svc->def->nconsume,
-                             k.partitions, k.replication, 15000);
+    st = kafka_topics_ensure(svc->probe, svc->def->consume_topics, svc->def->nconsume, k.partitions,
+                             k.replication, 15000);
     if (st != STATUS_OK)
         return st;
-    struct inbox_config ic = {svc->cfg.database_url, svc->def->schema, k, svc->def->name,
-                              svc->def->consume_topics, svc->def->nconsume, svc->def->on_event,
-                              svc, svc->cfg.failpoint_inbox_exit_after};
+    struct inbox_config ic = {svc->cfg.database_url,
+                              svc->def->schema,
+                              k,
+                              svc->def->name,
+                              svc->def->consume_topics,
+                              svc->def->nconsume,
+                              svc->def->on_event,
+                              svc,
+                              svc->cfg.failpoint_inbox_exit_after};
     svc->inbox = inbox_start(&ic);
     return svc->inbox ? STATUS_OK : STATUS_INTERNAL;
 }
@@ -198,9 +224,9 @@ static enum status service_kafka_start(struct service *svc)
 static enum status service_http_start(struct service *svc)
 {
     size_t n = svc->def->nroutes + NPROBES;
-    struct http_server_config hc = {svc->cfg.http_bind, svc->cfg.http_port, svc->cfg.http_threads,
-                                    svc->cfg.http_body_limit, svc->cfg.http_timeout_s,
-                                    svc->cfg.http_connection_limit};
+    struct http_server_config hc = {svc->cfg.http_bind,      svc->cfg.http_port,
+                                    svc->cfg.http_threads,   svc->cfg.http_body_limit,
+                                    svc->cfg.http_timeout_s, svc->cfg.http_connection_limit};
 
     svc->routes = xcalloc(n, sizeof *svc->routes);
     memcpy(svc->routes, service_probe_routes, sizeof service_probe_routes);

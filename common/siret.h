@@ -10,7 +10,8 @@ enum siret_check {
 
 /*
  * Checks a SIRET: 14 digits with a valid Luhn check digit. The establishments of La Poste
- * (SIREN 356000000) do not follow Luhn: their digits must add up to a multiple of 5.
+ * (SIREN 356000000) do not follow Luhn: their digits must add up to a multiple of 5 — all but
+ * the head office, 35600000000048, which keeps the ordinary Luhn rule.
  */
 enum siret_check siret_check(const char *siret);
 

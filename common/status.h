@@ -8,21 +8,21 @@
  */
 enum status {
     STATUS_OK = 0,
-    STATUS_INVALID,             /* bad input: 400 */
-    STATUS_UNAUTHORIZED,        /* missing, unknown or revoked key: 401 */
-    STATUS_FORBIDDEN,           /* role not allowed for this operation: 403 */
-    STATUS_NOT_FOUND,           /* absent, or out of the caller's scope: 404 */
-    STATUS_METHOD_NOT_ALLOWED,  /* 405 */
-    STATUS_CONFLICT,            /* unique violation, state clash: 409 */
-    STATUS_PRECONDITION_FAILED, /* If-Match mismatch: 412 */
-    STATUS_TOO_LARGE,           /* body over the limit: 413 */
-    STATUS_UNSUPPORTED_MEDIA,   /* wrong Content-Type: 415 */
-    STATUS_UNPROCESSABLE,       /* well-formed but semantically wrong: 422 */
+    STATUS_INVALID,               /* bad input: 400 */
+    STATUS_UNAUTHORIZED,          /* missing, unknown or revoked key: 401 */
+    STATUS_FORBIDDEN,             /* role not allowed for this operation: 403 */
+    STATUS_NOT_FOUND,             /* absent, or out of the caller's scope: 404 */
+    STATUS_METHOD_NOT_ALLOWED,    /* 405 */
+    STATUS_CONFLICT,              /* unique violation, state clash: 409 */
+    STATUS_PRECONDITION_FAILED,   /* If-Match mismatch: 412 */
+    STATUS_TOO_LARGE,             /* body over the limit: 413 */
+    STATUS_UNSUPPORTED_MEDIA,     /* wrong Content-Type: 415 */
+    STATUS_UNPROCESSABLE,         /* well-formed but semantically wrong: 422 */
     STATUS_PRECONDITION_REQUIRED, /* missing Idempotency-Key or If-Match: 428 */
-    STATUS_RATE_LIMITED,        /* 429 */
-    STATUS_INTERNAL,            /* a bug or an unexpected library failure: 500 */
-    STATUS_UNAVAILABLE,         /* database or broker unreachable, pool exhausted: 503 */
-    STATUS_RETRY,               /* transient (serialization failure, deadlock): retry the unit */
+    STATUS_RATE_LIMITED,          /* 429 */
+    STATUS_INTERNAL,              /* a bug or an unexpected library failure: 500 */
+    STATUS_UNAVAILABLE,           /* database or broker unreachable, pool exhausted: 503 */
+    STATUS_RETRY,                 /* transient (serialization failure, deadlock): retry the unit */
     STATUS__COUNT
 };
 

@@ -1,0 +1,495 @@
+/* test_http: strict JSON parsing, and a real server on 127.0.0.1 called with libcurl. */
+#include <arpa/inet.h>
+#include <check.h>
+#include <curl/curl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "uuid.h"
+
+/* ---- http_json_parse_object: no server ---- */
+
+START_TEST(test_http_json_parse_object)
+{
+    static const struct {
+        const char *text;
+        const char *why; /* NULL: accepted */
+    } cases[] = {
+        {"", "empty"},
+        {"{\"a\":", "malformed JSON"},
+        {"{'a':1}", "malformed JSON"},
+        {"[1,2]", "must be a JSON object"},
+        {"42", "JSON"}, /* jansson itself refuses a bare value */
+        {"{\"a\":1,\"a\":2}", "malformed JSON"},
+        {"{\"a\":1} x", "malformed JSON"},
+        {"{\"a\":1}{}", "malformed JSON"},
+        {"{\"a\":1}", NULL},
+        {" {\"a\":1}\n", NULL},
+    };
+    char why[256];
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        why[0] = '\0';
+        json_t *v = http_json_parse_object(cases[i].text, strlen(cases[i].text), why, sizeof why);
+        if (!cases[i].why) {
+            ck_assert_msg(v != NULL, "%s refused: %s", cases[i].text, why);
+            ck_assert_int_eq(json_integer_value(json_object_get(v, "a")), 1);
+            json_decref(v);
+            continue;
+        }
+        ck_assert_msg(v == NULL, "%s accepted", cases[i].text);
+        ck_assert_msg(strstr(why, cases[i].why) != NULL, "%s: why = %s", cases[i].text, why);
+    }
+    ck_assert_ptr_null(http_json_parse_object(NULL, 0, why, sizeof why));
+}
+END_TEST
+
+/* ---- the in-process server ---- */
+
+#define BODY_LIMIT 1024
+
+static int handle_echo(struct http_ctx *ctx)
+{
+    return http_reply_json(ctx, 200,
+                           json_pack("{s:s?, s:s?, s:s?, s:s?}", "id", http_param(ctx, "id"), "x",
+                                     http_param(ctx, "x"), "y", http_param(ctx, "y"), "q",
+                                     http_query(ctx, "q")));
+}
+
+static int handle_create(struct http_ctx *ctx)
+{
+    return http_reply_json(ctx, 201, json_pack("{s:O}", "got", ctx->body)); /* O: body borrowed */
+}
+
+static int handle_silent(struct http_ctx *ctx)
+{
+    (void)ctx;
+    return U_CALLBACK_COMPLETE; /* forgets to answer */
+}
+
+static const struct http_route routes[] = {
+    {"GET", "/v1/items/{id}", handle_echo, 0, 0},
+    {"PUT", "/v1/items/{id}", handle_echo, 0, HTTP_BODY_JSON},
+    {"POST", "/v1/items", handle_create, 0, HTTP_BODY_JSON},
+    {"GET", "/v1/a/{x}/b/{y}", handle_echo, 0, 0},
+    {"GET", "/v1/secure", handle_echo, ROLE_ANY, 0},
+    {"GET", "/v1/silent", handle_silent, 0, 0},
+};
+#define NROUTES (sizeof routes / sizeof routes[0])
+
+static struct http_server server;
+static char base[64];
+
+/* A port nobody listens on right now (the kernel picks it; a small race is acceptable). */
+static long free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void server_setup(void)
+{
+    struct http_server_config cfg = {"127.0.0.1", free_port(), 2, BODY_LIMIT, 5, 16};
+
+    ck_assert_int_eq(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK);
+    ck_assert_int_eq(http_server_start(&server, &cfg, routes, NROUTES, NULL, NULL), STATUS_OK);
+    snprintf(base, sizeof base, "http://127.0.0.1:%ld", cfg.port);
+}
+
+static void server_teardown(void)
+{
+    http_server_stop(&server);
+    curl_global_cleanup();
+}
+
+struct reply {
+    long code;
+    char body[8192];
+    size_t len;
+    char content_type[128];
+    char allow[128];
+    char request_id[128];
+    char www_authenticate[128];
+};
+
+static size_t on_body(char *data, size_t size, size_t n, void *ud)
+{
+    struct reply *r = ud;
+    size_t len = size * n;
+
+    ck_assert_uint_lt(r->len + len, sizeof r->body);
+    memcpy(r->body + r->len, data, len);
+    r->len += len;
+    r->body[r->len] = '\0';
+    return len;
+}
+
+/* Keeps the headers the tests look at, without their trailing CR LF. */
+static size_t on_header(char *data, size_t size, size_t n, void *ud)
+{
+    static const struct {
+        const char *name;
+        size_t offset;
+    } wanted[] = {
+        {"Content-Type:", offsetof(struct reply, content_type)},
+        {"Allow:", offsetof(struct reply, allow)},
+        {"X-Request-Id:", offsetof(struct reply, request_id)},
+        {"WWW-Authenticate:", offsetof(struct reply, www_authenticate)},
+    };
+    size_t len = size * n;
+
+    for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++) {
+        size_t k = strlen(wanted[i].name);
+        if (len > k && strncasecmp(data, wanted[i].name, k) == 0) {
+            int vlen = (int)strcspn(data + k + 1, "\r\n");
+            snprintf((char *)ud + wanted[i].offset, 128, "%.*s", vlen, data + k + 1);
+        }
+    }
+    return len;
+}
+
+/* Feeds a chunked upload: *ud bytes of spaces, then the end. */
+static size_t on_read(char *buf, size_t size, size_t n, void *ud)
+{
+    size_t *left = ud;
+    size_t len = size * n < *left ? size * n : *left;
+
+    memset(buf, ' ', len);
+    *left -= len;
+    return len;
+}
+
+/*
+ * Calls method path. body (may be NULL) is sent with content_type; chunked > 0 sends that many
+ * bytes with Transfer-Encoding: chunked instead. header is one extra header line, or NULL.
+ */
+static void call(const char *method, const char *path, const char *content_type, const char *body,
+                 size_t chunked, const char *header, struct reply *r)
+{
+    char url[2048], ct[128];
+    struct curl_slist *headers = NULL;
+    CURL *c = curl_easy_init();
+
+    memset(r, 0, sizeof *r);
+    snprintf(url, sizeof url, "%s%s", base, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+    if (strcmp(method, "HEAD") == 0)
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    else
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    } else if (chunked) {
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(c, CURLOPT_READDATA, &chunked);
+        headers = curl_slist_append(headers, "Transfer-Encoding: chunked");
+    }
+    snprintf(ct, sizeof ct, "Content-Type: %s", content_type ? content_type : "");
+    headers = curl_slist_append(headers, content_type ? ct : "Content-Type:");
+    headers = curl_slist_append(headers, "Expect:"); /* no 100-continue round trip */
+    if (header)
+        headers = curl_slist_append(headers, header);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    CURLcode rc = curl_easy_perform(c);
+    ck_assert_msg(rc == CURLE_OK, "%s %s: %s", method, path, curl_easy_strerror(rc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->code);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(c);
+}
+
+static json_t *reply_json(const struct reply *r)
+{
+    json_error_t err;
+    json_t *v = json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES, &err);
+
+    ck_assert_msg(json_is_object(v), "body is not a JSON object: %s (%s)", r->body, err.text);
+    return v;
+}
+
+/* Asserts an RFC 9457 problem for st about path, with the reply's request id and a detail. */
+static void check_problem(const struct reply *r, enum status st, const char *path)
+{
+    json_t *p = reply_json(r);
+
+    ck_assert_int_eq(r->code, status_http_code(st));
+    ck_assert_str_eq(r->content_type, "application/problem+json");
+    ck_assert_int_eq(json_integer_value(json_object_get(p, "status")), status_http_code(st));
+    ck_assert_str_eq(json_string_value(json_object_get(p, "title")), status_title(st));
+    const char *type = json_string_value(json_object_get(p, "type"));
+    ck_assert_msg(type && strstr(type, status_strerror(st)), "type %s", type ? type : "(none)");
+    const char *detail = json_string_value(json_object_get(p, "detail"));
+    ck_assert_msg(detail && detail[0], "no detail");
+    ck_assert_str_eq(json_string_value(json_object_get(p, "instance")), path);
+    ck_assert_str_eq(json_string_value(json_object_get(p, "request_id")), r->request_id);
+    json_decref(p);
+}
+
+START_TEST(test_http_get_with_param)
+{
+    struct reply r;
+
+    call("GET", "/v1/items/abc-123?q=hello", NULL, NULL, 0, NULL, &r);
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_str_eq(r.content_type, "application/json");
+    json_t *v = reply_json(&r);
+    ck_assert_str_eq(json_string_value(json_object_get(v, "id")), "abc-123");
+    ck_assert_str_eq(json_string_value(json_object_get(v, "q")), "hello");
+    json_decref(v);
+
+    call("GET", "/v1/a/first/b/second/", NULL, NULL, 0, NULL, &r); /* trailing slash too */
+    ck_assert_int_eq(r.code, 200);
+    v = reply_json(&r);
+    ck_assert_str_eq(json_string_value(json_object_get(v, "x")), "first");
+    ck_assert_str_eq(json_string_value(json_object_get(v, "y")), "second");
+    json_decref(v);
+
+    call("HEAD", "/v1/items/abc", NULL, NULL, 0, NULL, &r); /* HEAD is served by GET */
+    ck_assert_int_eq(r.code, 200);
+}
+END_TEST
+
+START_TEST(test_http_not_found)
+{
+    struct reply r;
+
+    call("GET", "/v1/nothing", NULL, NULL, 0, NULL, &r);
+    check_problem(&r, STATUS_NOT_FOUND, "/v1/nothing");
+    call("GET", "/v1/items/abc/extra", NULL, NULL, 0, NULL, &r);
+    check_problem(&r, STATUS_NOT_FOUND, "/v1/items/abc/extra");
+    call("GET", "/v1/a/x/b/", NULL, NULL, 0, NULL, &r); /* an empty parameter is no match */
+    check_problem(&r, STATUS_NOT_FOUND, "/v1/a/x/b/");
+}
+END_TEST
+
+START_TEST(test_http_long_path)
+{
+    /* Longer than the dispatcher's path copy: answered as a problem, nothing overwritten. */
+    char path[1200];
+    struct reply r;
+
+    snprintf(path, sizeof path, "/v1/items/");
+    memset(path + 10, 'a', 1100);
+    path[1110] = '\0';
+    call("GET", path, NULL, NULL, 0, NULL, &r);
+    ck_assert_int_ge(r.code, 400);
+    ck_assert_int_lt(r.code, 500);
+    ck_assert_str_eq(r.content_type, "application/problem+json");
+}
+END_TEST
+
+START_TEST(test_http_method_not_allowed)
+{
+    struct reply r;
+
+    call("DELETE", "/v1/items/abc", NULL, NULL, 0, NULL, &r);
+    check_problem(&r, STATUS_METHOD_NOT_ALLOWED, "/v1/items/abc");
+    ck_assert_str_eq(r.allow, "GET, PUT");
+    call("GET", "/v1/items", NULL, NULL, 0, NULL, &r);
+    check_problem(&r, STATUS_METHOD_NOT_ALLOWED, "/v1/items");
+    ck_assert_str_eq(r.allow, "POST");
+}
+END_TEST
+
+START_TEST(test_http_post_json)
+{
+    struct reply r;
+
+    call("POST", "/v1/items", "application/json; charset=utf-8", "{\"name\":\"x\"}", 0, NULL, &r);
+    ck_assert_int_eq(r.code, 201);
+    json_t *v = reply_json(&r);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(v, "got"), "name")), "x");
+    json_decref(v);
+}
+END_TEST
+
+START_TEST(test_http_unsupported_media_type)
+{
+    struct reply r;
+
+    call("POST", "/v1/items", "text/plain", "{\"name\":\"x\"}", 0, NULL, &r);
+    check_problem(&r, STATUS_UNSUPPORTED_MEDIA, "/v1/items");
+    call("POST", "/v1/items", NULL, "{\"name\":\"x\"}", 0, NULL, &r);
+    check_problem(&r, STATUS_UNSUPPORTED_MEDIA, "/v1/items");
+    call("POST", "/v1/items", "application/jsonp", "{\"name\":\"x\"}", 0, NULL, &r);
+    check_problem(&r, STATUS_UNSUPPORTED_MEDIA, "/v1/items");
+}
+END_TEST
+
+START_TEST(test_http_bad_json)
+{
+    static const char *const bodies[] = {"{\"name\":", "{\"a\":1,\"a\":2}", "[1]", "{} trailing"};
+    struct reply r;
+
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        call("POST", "/v1/items", "application/json", bodies[i], 0, NULL, &r);
+        check_problem(&r, STATUS_INVALID, "/v1/items");
+    }
+    call("PUT", "/v1/items/abc", "application/json", "", 0, NULL, &r);
+    check_problem(&r, STATUS_INVALID, "/v1/items/abc");
+}
+END_TEST
+
+START_TEST(test_http_body_limit)
+{
+    char body[BODY_LIMIT + 2];
+    struct reply r;
+
+    /* {"k":"…"} of exactly BODY_LIMIT bytes is accepted; one byte more is not. */
+    memset(body, 'v', sizeof body);
+    memcpy(body, "{\"k\":\"", 6);
+    memcpy(body + BODY_LIMIT - 2, "\"}", 3);
+    call("POST", "/v1/items", "application/json", body, 0, NULL, &r);
+    ck_assert_int_eq(r.code, 201);
+    memset(body, 'v', sizeof body);
+    memcpy(body, "{\"k\":\"", 6);
+    memcpy(body + BODY_LIMIT - 1, "\"}", 3);
+    call("POST", "/v1/items", "application/json", body, 0, NULL, &r);
+    check_problem(&r, STATUS_TOO_LARGE, "/v1/items");
+}
+END_TEST
+
+START_TEST(test_http_body_limit_chunked)
+{
+    struct reply r;
+
+    call("POST", "/v1/items", "application/json", NULL, 64 * 1024, NULL, &r);
+    check_problem(&r, STATUS_TOO_LARGE, "/v1/items");
+    call("POST", "/v1/items", "application/json", NULL, BODY_LIMIT + 1, NULL, &r);
+    check_problem(&r, STATUS_TOO_LARGE, "/v1/items");
+    /* A small chunked body is read whole: spaces only, so the JSON is malformed, not too big. */
+    call("POST", "/v1/items", "application/json", NULL, 100, NULL, &r);
+    check_problem(&r, STATUS_INVALID, "/v1/items");
+}
+END_TEST
+
+START_TEST(test_http_request_id)
+{
+    struct reply r;
+
+    call("GET", "/v1/nothing", NULL, NULL, 0, "X-Request-Id: abc-123_x.y:z", &r);
+    ck_assert_str_eq(r.request_id, "abc-123_x.y:z");
+    check_problem(&r, STATUS_NOT_FOUND, "/v1/nothing"); /* also in the problem body */
+
+    call("GET", "/v1/items/1", NULL, NULL, 0, NULL, &r);
+    ck_assert_int_eq(uuid_is_valid(r.request_id), 1);
+
+    call("GET", "/v1/items/1", NULL, NULL, 0, "X-Request-Id: has space", &r);
+    ck_assert_int_eq(uuid_is_valid(r.request_id), 1);
+    call("GET", "/v1/items/1", NULL, NULL, 0, "X-Request-Id: <script>", &r);
+    ck_assert_int_eq(uuid_is_valid(r.request_id), 1);
+
+    char header[128], id[HTTP_REQUEST_ID_LEN + 2];
+    memset(id, 'r', sizeof id - 1);
+    id[HTTP_REQUEST_ID_LEN] = '\0'; /* the longest accepted */
+    snprintf(header, sizeof header, "X-Request-Id: %s", id);
+    call("GET", "/v1/items/1", NULL, NULL, 0, header, &r);
+    ck_assert_str_eq(r.request_id, id);
+    id[HTTP_REQUEST_ID_LEN] = 'r'; /* one more */
+    id[HTTP_REQUEST_ID_LEN + 1] = '\0';
+    snprintf(header, sizeof header, "X-Request-Id: %s", id);
+    call("GET", "/v1/items/1", NULL, NULL, 0, header, &r);
+    ck_assert_int_eq(uuid_is_valid(r.request_id), 1);
+}
+END_TEST
+
+START_TEST(test_http_roles_without_auth)
+{
+    struct reply r;
+
+    call("GET", "/v1/secure", NULL, NULL, 0, NULL, &r);
+    check_problem(&r, STATUS_UNAUTHORIZED, "/v1/secure");
+    ck_assert_str_eq(r.www_authenticate, "Bearer realm=\"ptce\"");
+    call("GET", "/v1/secure", NULL, NULL, 0,
+         "Authorization: Bearer ptce_0123456789abcdef_ssssssssssssssssssssssssssssssss", &r);
+    check_problem(&r, STATUS_UNAUTHORIZED, "/v1/secure");
+}
+END_TEST
+
+START_TEST(test_http_handler_without_answer)
+{
+    struct reply r;
+
+    call("GET", "/v1/silent", NULL, NULL, 0, NULL, &r);
+    check_problem(&r, STATUS_INTERNAL, "/v1/silent");
+}
+END_TEST
+
+START_TEST(test_http_metrics)
+{
+    struct reply r;
+    struct buf b;
+
+    call("GET", "/v1/items/1", NULL, NULL, 0, NULL, &r);
+    call("GET", "/v1/items/2", NULL, NULL, 0, NULL, &r);
+    call("GET", "/v1/nothing", NULL, NULL, 0, NULL, &r);
+    buf_init(&b, 0);
+    http_metrics_render(&server, &b);
+    ck_assert_ptr_nonnull(strstr(
+        b.data,
+        "ptce_http_requests_total{method=\"GET\",route=\"/v1/items/{id}\",status=\"200\"} 2\n"));
+    ck_assert_ptr_nonnull(strstr(
+        b.data, "ptce_http_requests_total{method=\"\",route=\"unmatched\",status=\"404\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(b.data, "ptce_http_request_duration_seconds_count{method=\"GET\","
+                                         "route=\"/v1/items/{id}\"} 2\n"));
+    buf_free(&b);
+}
+END_TEST
+
+static Suite *http_suite(void)
+{
+    Suite *s = suite_create("http");
+    TCase *json = tcase_create("json");
+    TCase *tc = tcase_create("server");
+
+    tcase_set_timeout(json, 10);
+    tcase_add_test(json, test_http_json_parse_object);
+    suite_add_tcase(s, json);
+
+    tcase_set_timeout(tc, 30);
+    tcase_add_checked_fixture(tc, server_setup, server_teardown);
+    tcase_add_test(tc, test_http_get_with_param);
+    tcase_add_test(tc, test_http_not_found);
+    tcase_add_test(tc, test_http_long_path);
+    tcase_add_test(tc, test_http_method_not_allowed);
+    tcase_add_test(tc, test_http_post_json);
+    tcase_add_test(tc, test_http_unsupported_media_type);
+    tcase_add_test(tc, test_http_bad_json);
+    tcase_add_test(tc, test_http_body_limit);
+    tcase_add_test(tc, test_http_body_limit_chunked);
+    tcase_add_test(tc, test_http_request_id);
+    tcase_add_test(tc, test_http_roles_without_auth);
+    tcase_add_test(tc, test_http_handler_without_answer);
+    tcase_add_test(tc, test_http_metrics);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(http_suite());
+
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

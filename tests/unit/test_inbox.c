@@ -1,0 +1,343 @@
+/* test_inbox: events from librdkafka's mock broker are applied once, in order, or set aside. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "inbox.h"
+#include "metrics.h"
+#include "sql_common.h"
+
+#include <librdkafka/rdkafka_mock.h> /* must follow rdkafka.h, which inbox.h includes */
+
+#define TOPIC "unit.events"
+
+static pid_t runner_pid; /* names this run's schemas, so the runner can sweep what failures left */
+static char schema[64];
+static struct db_conn conn; /* the test's own view of the schema */
+static rd_kafka_t *mock_owner, *producer;
+static rd_kafka_mock_cluster_t *mock;
+
+static const char *test_db_url(void)
+{
+    const char *url = getenv("PTCE_TEST_DATABASE_URL");
+
+    ck_assert_msg(url && *url, "PTCE_TEST_DATABASE_URL is not set: the database tests need the URL "
+                               "of a PostgreSQL superuser (deploy/local/pg.sh start, then url)");
+    return url;
+}
+
+static void notice_ignore(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message; /* "drop cascades to …" is expected here */
+}
+
+/* Runs "<command> <schema><tail>" as the superuser (DDL: the name is ours, unit_<pids>). */
+static void admin_schema_sql(const char *command, const char *tail)
+{
+    char sql[256];
+    PGconn *pg = PQconnectdb(test_db_url());
+
+    ck_assert_msg(PQstatus(pg) == CONNECTION_OK, "connect: %s", PQerrorMessage(pg));
+    PQsetNoticeProcessor(pg, notice_ignore, NULL);
+    snprintf(sql, sizeof sql, "%s %s%s", command, schema, tail);
+    PGresult *r = PQexec(pg, sql);
+    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+    PQfinish(pg);
+}
+
+static void setup(void)
+{
+    const struct migration *const lists[] = {sql_common_migrations};
+    const size_t counts[] = {sql_common_migrations_count};
+    char errstr[256];
+    size_t applied;
+
+    snprintf(schema, sizeof schema, "unit_%d_%d", (int)runner_pid, (int)getpid());
+    admin_schema_sql("CREATE SCHEMA", "");
+    ck_assert_int_eq(db_conn_open(&conn, test_db_url(), schema, 0), STATUS_OK);
+    ck_assert_int_eq(migrate_apply(&conn, lists, counts, 1, &applied), STATUS_OK);
+    ck_assert_int_eq(db_command(&conn, "CREATE TABLE applied (event_id uuid PRIMARY KEY,"
+                                       " subject text, n serial)"),
+                     STATUS_OK);
+
+    rd_kafka_conf_t *conf = rd_kafka_conf_new(); /* the mock lives in a handle of its own */
+    ck_assert_int_eq(rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    mock_owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    ck_assert_msg(mock_owner != NULL, "%s", errstr);
+    mock = rd_kafka_mock_cluster_new(mock_owner, 1);
+    ck_assert_ptr_nonnull(mock);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mock, TOPIC, 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    conf = rd_kafka_conf_new();
+    ck_assert_int_eq(rd_kafka_conf_set(conf, "bootstrap.servers",
+                                       rd_kafka_mock_cluster_bootstraps(mock), errstr,
+                                       sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    ck_assert_msg(producer != NULL, "%s", errstr);
+}
+
+static void teardown(void)
+{
+    rd_kafka_destroy(producer);
+    rd_kafka_mock_cluster_destroy(mock);
+    rd_kafka_destroy(mock_owner);
+    db_conn_close(&conn);
+    admin_schema_sql("DROP SCHEMA", " CASCADE");
+}
+
+/* Runs in the runner process after the case: drops the schemas of tests that failed midway. */
+static void sweep(void)
+{
+    char pattern[64];
+    const char *params[] = {pattern};
+    const char *url = getenv("PTCE_TEST_DATABASE_URL");
+    PGconn *pg = url ? PQconnectdb(url) : NULL;
+
+    snprintf(pattern, sizeof pattern, "unit\\_%d\\_%%", (int)runner_pid);
+    if (pg && PQstatus(pg) == CONNECTION_OK) {
+        PQsetNoticeProcessor(pg, notice_ignore, NULL);
+        PGresult *r = PQexecParams(pg,
+                                   "SELECT format('DROP SCHEMA %I CASCADE', nspname)"
+                                   " FROM pg_namespace WHERE nspname LIKE $1",
+                                   1, NULL, params, NULL, NULL, 0);
+        for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++)
+            PQclear(PQexec(pg, PQgetvalue(r, i, 0)));
+        PQclear(r);
+    }
+    PQfinish(pg);
+}
+
+/* The handler: records the event; refuses type "unit.refused" after writing (to be undone). */
+DB_STMT(q_apply, "INSERT INTO applied (event_id, subject) VALUES ($1, $2)");
+
+static enum status handle(struct db_conn *c, const struct cloudevent *ev, void *ud)
+{
+    const char *params[] = {ev->id, ev->subject};
+    enum status st = db_exec(c, &q_apply, 2, params, NULL);
+
+    (void)ud;
+    if (st == STATUS_OK && strcmp(ev->type, "unit.refused") == 0)
+        return STATUS_UNPROCESSABLE;
+    return st;
+}
+
+static struct inbox *inbox_open(void)
+{
+    static const char *const topics[] = {TOPIC};
+    struct inbox_config cfg = {
+        .conninfo = test_db_url(),
+        .schema = schema,
+        .kafka = {rd_kafka_mock_cluster_bootstraps(mock), "unit-inbox", 5000, 1, 1},
+        .group = "unit-inbox",
+        .topics = topics,
+        .ntopics = 1,
+        .handler = handle,
+    };
+    struct inbox *inbox = inbox_start(&cfg);
+
+    ck_assert_ptr_nonnull(inbox);
+    return inbox;
+}
+
+static void produce(const char *key, const char *payload)
+{
+    rd_kafka_resp_err_t err =
+        rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(TOPIC), RD_KAFKA_V_KEY(key, strlen(key)),
+                          RD_KAFKA_V_VALUE((void *)payload, strlen(payload)),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+
+    ck_assert_int_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR);
+    ck_assert_int_eq(rd_kafka_flush(producer, 5000), RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+static void produce_event(const char *id, const char *type, const char *subject)
+{
+    char text[512];
+
+    snprintf(text, sizeof text,
+             "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/unit\",\"type\":\"%s\","
+             "\"subject\":\"%s\",\"data\":{}}",
+             id, type, subject);
+    produce(subject, text);
+}
+
+/* The first value of a query with at most one parameter, as text (static storage). */
+static const char *scalar_p(const char *sql, const char *param)
+{
+    static char value[512];
+    const char *params[] = {param};
+    PGresult *r = PQexecParams(conn.pg, sql, param ? 1 : 0, NULL, params, NULL, NULL, 0);
+
+    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQresultErrorMessage(r));
+    snprintf(value, sizeof value, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return value;
+}
+
+static const char *scalar(const char *sql)
+{
+    return scalar_p(sql, NULL);
+}
+
+/* Waits (20 s at most) until the event with this id has been applied. */
+static void wait_applied(const char *id)
+{
+    static const char sql[] = "SELECT count(*) FROM applied WHERE event_id = $1::uuid";
+
+    for (int i = 0; i < 200 && strcmp(scalar_p(sql, id), "1") != 0; i++)
+        usleep(100000);
+    ck_assert_msg(strcmp(scalar_p(sql, id), "1") == 0, "event %s never applied", id);
+}
+
+#define E1 "00000000-0000-4000-8000-000000000001"
+#define E2 "00000000-0000-4000-8000-000000000002"
+#define E3 "00000000-0000-4000-8000-000000000003"
+
+START_TEST(test_inbox_applies_once_in_order)
+{
+    struct inbox *inbox = inbox_open();
+
+    produce_event(E1, "unit.ok", "k");
+    produce_event(E2, "unit.ok", "k");
+    produce_event(E1, "unit.ok", "k"); /* delivered again */
+    produce_event(E3, "unit.ok", "k"); /* same key, so it comes after the duplicate */
+    wait_applied(E3);
+    ck_assert_str_eq(scalar("SELECT string_agg(right(event_id::text, 1), ',' ORDER BY n)"
+                            " FROM applied"),
+                     "1,2,3");
+    ck_assert_str_eq(scalar("SELECT string_agg(right(event_id::text, 1), ',' ORDER BY seq)"
+                            " FROM inbox"),
+                     "1,2,3");
+    ck_assert_str_eq(scalar("SELECT string_agg(kafka_offset::text, ',' ORDER BY seq) FROM inbox"),
+                     "0,1,3");
+    ck_assert_str_eq(scalar("SELECT count(*) FROM inbox_dead_letter"), "0");
+    ck_assert_int_eq(inbox_healthy(inbox), 1);
+    inbox_stop(inbox);
+}
+END_TEST
+
+START_TEST(test_inbox_dead_letters)
+{
+    struct inbox *inbox = inbox_open();
+
+    produce("k", "this is not JSON");
+    produce_event("not-a-uuid", "unit.ok", "k");
+    produce_event(E1, "unit.refused", "k");
+    produce_event(E2, "unit.ok", "k");
+    wait_applied(E2);
+    ck_assert_str_eq(scalar("SELECT string_agg(kafka_offset::text, ',' ORDER BY kafka_offset)"
+                            " FROM inbox_dead_letter"),
+                     "0,1,2");
+    ck_assert_str_eq(scalar("SELECT payload FROM inbox_dead_letter WHERE kafka_offset = 0"),
+                     "this is not JSON");
+    /* The refused event's own writes were rolled back with its inbox row. */
+    ck_assert_str_eq(scalar("SELECT count(*) FROM applied"), "1");
+    ck_assert_str_eq(scalar("SELECT count(*) FROM inbox"), "1");
+    inbox_stop(inbox);
+}
+END_TEST
+
+/* The offset group "unit-inbox" committed for partition 0 of TOPIC. */
+static long committed_offset(void)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+    ck_assert_int_eq(rd_kafka_conf_set(conf, "bootstrap.servers",
+                                       rd_kafka_mock_cluster_bootstraps(mock), errstr,
+                                       sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    ck_assert_int_eq(rd_kafka_conf_set(conf, "group.id", "unit-inbox", errstr, sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    ck_assert_msg(rk != NULL, "%s", errstr);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(parts, TOPIC, 0);
+    ck_assert_int_eq(rd_kafka_committed(rk, parts, 5000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    long offset = (long)parts->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_destroy(rk);
+    return offset;
+}
+
+START_TEST(test_inbox_stop_commits_offsets)
+{
+    struct inbox *inbox = inbox_open();
+
+    produce_event(E1, "unit.ok", "k");
+    produce_event(E2, "unit.ok", "k");
+    wait_applied(E2);
+    inbox_stop(inbox);
+    /* Both messages (offsets 0 and 1) were applied: a restart resumes at offset 2. */
+    ck_assert_int_eq(committed_offset(), 2);
+}
+END_TEST
+
+START_TEST(test_inbox_metrics)
+{
+    struct inbox *inbox = inbox_open();
+    struct buf b;
+
+    produce_event(E1, "unit.ok", "k");
+    produce_event(E1, "unit.ok", "k");
+    produce("k", "[]");
+    produce_event(E2, "unit.ok", "k");
+    wait_applied(E2);
+    inbox_stop(inbox);
+    buf_init(&b, 0);
+    metrics_render(&b);
+    ck_assert_msg(strstr(b.data, "ptce_inbox_applied_total 2\n") != NULL, "%s", b.data);
+    ck_assert_msg(strstr(b.data, "ptce_inbox_duplicates_total 1\n") != NULL, "%s", b.data);
+    ck_assert_msg(strstr(b.data, "ptce_inbox_dead_letters_total 1\n") != NULL, "%s", b.data);
+    buf_free(&b);
+}
+END_TEST
+
+START_TEST(test_inbox_recovers_from_failed_apply)
+{
+    /* While the table is away, each attempt fails inside its transaction; it must not stay stuck.
+     */
+    ck_assert_int_eq(db_command(&conn, "ALTER TABLE inbox RENAME TO inbox_away"), STATUS_OK);
+    struct inbox *inbox = inbox_open();
+    produce_event(E1, "unit.ok", "k");
+    sleep(5); /* the group forms, then the first attempts fail */
+    ck_assert_str_eq(scalar("SELECT count(*) FROM applied"), "0");
+    ck_assert_int_eq(db_command(&conn, "ALTER TABLE inbox_away RENAME TO inbox"), STATUS_OK);
+    wait_applied(E1);
+    ck_assert_str_eq(scalar("SELECT count(*) FROM inbox"), "1");
+    inbox_stop(inbox);
+}
+END_TEST
+
+static Suite *inbox_suite(void)
+{
+    Suite *s = suite_create("inbox");
+    TCase *tc = tcase_create("mock");
+
+    tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_unchecked_fixture(tc, NULL, sweep);
+    tcase_add_test(tc, test_inbox_applies_once_in_order);
+    tcase_add_test(tc, test_inbox_dead_letters);
+    tcase_add_test(tc, test_inbox_stop_commits_offsets);
+    tcase_add_test(tc, test_inbox_metrics);
+    tcase_add_test(tc, test_inbox_recovers_from_failed_apply);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    runner_pid = getpid();
+    SRunner *sr = srunner_create(inbox_suite());
+
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,285 @@
+/* test_migrate: migrations run in order, once, atomically, even with replicas racing. */
+#include <check.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "migrate.h"
+#include "sql_common.h"
+
+static pid_t runner_pid; /* names this run's schemas, so the runner can sweep what failures left */
+static char schema[64];
+static struct db_conn conn;
+
+static const char *test_db_url(void)
+{
+    const char *url = getenv("PTCE_TEST_DATABASE_URL");
+
+    ck_assert_msg(url && *url, "PTCE_TEST_DATABASE_URL is not set: the database tests need the URL "
+                               "of a PostgreSQL superuser (deploy/local/pg.sh start, then url)");
+    return url;
+}
+
+static void notice_ignore(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message; /* "drop cascades to …" is expected here */
+}
+
+/* Runs "<command> <schema><tail>" as the superuser (DDL: the name is ours, unit_<pids>). */
+static void admin_schema_sql(const char *command, const char *tail)
+{
+    char sql[256];
+    PGconn *pg = PQconnectdb(test_db_url());
+
+    ck_assert_msg(PQstatus(pg) == CONNECTION_OK, "connect: %s", PQerrorMessage(pg));
+    PQsetNoticeProcessor(pg, notice_ignore, NULL);
+    snprintf(sql, sizeof sql, "%s %s%s", command, schema, tail);
+    PGresult *r = PQexec(pg, sql);
+    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+    PQfinish(pg);
+}
+
+static void schema_setup(void)
+{
+    snprintf(schema, sizeof schema, "unit_%d_%d", (int)runner_pid, (int)getpid());
+    admin_schema_sql("CREATE SCHEMA", "");
+    ck_assert_int_eq(db_conn_open(&conn, test_db_url(), schema, 0), STATUS_OK);
+}
+
+static void schema_teardown(void)
+{
+    db_conn_close(&conn);
+    admin_schema_sql("DROP SCHEMA", " CASCADE");
+}
+
+/* Runs in the runner process after the case: drops the schemas of tests that failed midway. */
+static void schema_sweep(void)
+{
+    char pattern[64];
+    const char *params[] = {pattern};
+    const char *url = getenv("PTCE_TEST_DATABASE_URL");
+    PGconn *pg = url ? PQconnectdb(url) : NULL;
+
+    snprintf(pattern, sizeof pattern, "unit\\_%d\\_%%", (int)runner_pid);
+    if (pg && PQstatus(pg) == CONNECTION_OK) {
+        PQsetNoticeProcessor(pg, notice_ignore, NULL);
+        PGresult *r = PQexecParams(pg,
+                                   "SELECT format('DROP SCHEMA %I CASCADE', nspname)"
+                                   " FROM pg_namespace WHERE nspname LIKE $1",
+                                   1, NULL, params, NULL, NULL, 0);
+        for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++)
+            PQclear(PQexec(pg, PQgetvalue(r, i, 0)));
+        PQclear(r);
+    }
+    PQfinish(pg);
+}
+
+DB_STMT(q_regclass, "SELECT coalesce(to_regclass($1)::text, '')");
+DB_STMT(q_recorded, "SELECT string_agg(name, ',' ORDER BY name) FROM schema_migrations");
+
+/* 1 when relation `name` exists in the test's schema. */
+static int relation_exists(struct db_conn *c, const char *name)
+{
+    char qualified[128];
+    const char *params[] = {qualified};
+    PGresult *r;
+
+    snprintf(qualified, sizeof qualified, "%s.%s", schema, name);
+    ck_assert_int_eq(db_exec(c, &q_regclass, 1, params, &r), STATUS_OK);
+    int exists = PQgetvalue(r, 0, 0)[0] != '\0';
+    PQclear(r);
+    return exists;
+}
+
+static const char *recorded(struct db_conn *c)
+{
+    static char names[512];
+    PGresult *r;
+
+    ck_assert_int_eq(db_exec(c, &q_recorded, 0, NULL, &r), STATUS_OK);
+    snprintf(names, sizeof names, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return names;
+}
+
+static enum status apply_one_list(struct db_conn *c, const struct migration *list, size_t count,
+                                  size_t *applied)
+{
+    const struct migration *const lists[] = {list};
+    const size_t counts[] = {count};
+
+    return migrate_apply(c, lists, counts, 1, applied);
+}
+
+START_TEST(test_migrate_common_once)
+{
+    size_t applied = 99;
+
+    ck_assert_uint_ge(sql_common_migrations_count, 1);
+    ck_assert_int_eq(
+        apply_one_list(&conn, sql_common_migrations, sql_common_migrations_count, &applied),
+        STATUS_OK);
+    ck_assert_uint_eq(applied, sql_common_migrations_count);
+    ck_assert(relation_exists(&conn, "outbox"));
+    ck_assert(relation_exists(&conn, "inbox"));
+    ck_assert(relation_exists(&conn, "inbox_dead_letter"));
+    ck_assert_str_eq(recorded(&conn), "001_outbox_inbox.sql");
+    ck_assert_int_eq(PQtransactionStatus(conn.pg), PQTRANS_IDLE); /* committed */
+
+    ck_assert_int_eq(
+        apply_one_list(&conn, sql_common_migrations, sql_common_migrations_count, &applied),
+        STATUS_OK);
+    ck_assert_uint_eq(applied, 0);
+    ck_assert_str_eq(recorded(&conn), "001_outbox_inbox.sql");
+}
+END_TEST
+
+START_TEST(test_migrate_lists_in_order)
+{
+    /* b references a, across lists; c references b: any other order fails. */
+    static const struct migration first[] = {{"001_a.sql", "CREATE TABLE a (id int PRIMARY KEY)"}};
+    static const struct migration second[] = {
+        {"101_b.sql", "CREATE TABLE b (id int PRIMARY KEY REFERENCES a)"},
+        {"102_c.sql", "CREATE TABLE c (id int PRIMARY KEY REFERENCES b)"},
+    };
+    const struct migration *const lists[] = {first, second};
+    size_t counts[] = {1, 1};
+    size_t applied = 0;
+
+    ck_assert_int_eq(migrate_apply(&conn, lists, counts, 2, &applied), STATUS_OK);
+    ck_assert_uint_eq(applied, 2);
+    ck_assert(!relation_exists(&conn, "c"));
+    counts[1] = 2; /* a release adds a migration: only that one runs */
+    ck_assert_int_eq(migrate_apply(&conn, lists, counts, 2, &applied), STATUS_OK);
+    ck_assert_uint_eq(applied, 1);
+    ck_assert(relation_exists(&conn, "c"));
+    ck_assert_str_eq(recorded(&conn), "001_a.sql,101_b.sql,102_c.sql");
+}
+END_TEST
+
+START_TEST(test_migrate_failure_rolls_back_everything)
+{
+    static const struct migration broken[] = {
+        {"001_ok.sql", "CREATE TABLE ok_t (id int)"},
+        {"002_bad.sql", "CREATE TABLE bad_t (id int); SELEC 1"},
+    };
+    size_t applied = 0;
+
+    ck_assert_int_ne(apply_one_list(&conn, broken, 2, &applied), STATUS_OK);
+    ck_assert_int_eq(PQtransactionStatus(conn.pg), PQTRANS_IDLE); /* rolled back, usable */
+    ck_assert(!relation_exists(&conn, "ok_t"));
+    ck_assert(!relation_exists(&conn, "bad_t"));
+    ck_assert(!relation_exists(&conn, "schema_migrations"));
+    /* Once fixed, both apply. */
+    static const struct migration fixed[] = {
+        {"001_ok.sql", "CREATE TABLE ok_t (id int)"},
+        {"002_bad.sql", "CREATE TABLE bad_t (id int)"},
+    };
+    ck_assert_int_eq(apply_one_list(&conn, fixed, 2, &applied), STATUS_OK);
+    ck_assert_uint_eq(applied, 2);
+    ck_assert_str_eq(recorded(&conn), "001_ok.sql,002_bad.sql");
+}
+END_TEST
+
+/* Two replicas starting together: each applies on its own connection. */
+static const struct migration slow[] = {
+    {"001_slow.sql", "SELECT pg_sleep(0.3); CREATE TABLE once_t (id int)"},
+};
+
+struct replica {
+    struct db_conn db;
+    enum status st;
+    size_t applied;
+};
+
+static void *replica_run(void *arg)
+{
+    struct replica *r = arg;
+
+    r->st = apply_one_list(&r->db, slow, 1, &r->applied);
+    return NULL;
+}
+
+START_TEST(test_migrate_concurrent_replicas_apply_once)
+{
+    struct replica reps[2];
+    pthread_t threads[2];
+
+    for (int i = 0; i < 2; i++) {
+        memset(&reps[i], 0, sizeof reps[i]);
+        ck_assert_int_eq(db_conn_open(&reps[i].db, test_db_url(), schema, 0), STATUS_OK);
+    }
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, replica_run, &reps[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(threads[i], NULL);
+    ck_assert_int_eq(reps[0].st, STATUS_OK);
+    ck_assert_int_eq(reps[1].st, STATUS_OK);
+    ck_assert_uint_eq(reps[0].applied + reps[1].applied, 1);
+    ck_assert_str_eq(recorded(&conn), "001_slow.sql");
+    for (int i = 0; i < 2; i++)
+        db_conn_close(&reps[i].db);
+}
+END_TEST
+
+START_TEST(test_migrate_writes_only_json_to_stderr)
+{
+    /* The log contract: stderr carries JSON lines only, even when the server sends notices. */
+    static const struct migration one[] = {{"001_t.sql", "CREATE TABLE t (id int)"}};
+    char text[4096];
+    size_t applied;
+    FILE *tmp = tmpfile();
+    int saved = dup(STDERR_FILENO);
+
+    ck_assert_int_eq(apply_one_list(&conn, one, 1, &applied), STATUS_OK);
+    ck_assert_ptr_nonnull(tmp);
+    dup2(fileno(tmp), STDERR_FILENO);
+    /* schema_migrations exists now: CREATE TABLE IF NOT EXISTS makes the server send a NOTICE. */
+    enum status st = apply_one_list(&conn, one, 1, &applied);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    ck_assert_int_eq(st, STATUS_OK);
+    rewind(tmp);
+    size_t n = fread(text, 1, sizeof text - 1, tmp);
+    text[n] = '\0';
+    fclose(tmp);
+    for (char *line = text, *eol; *line; line = eol + 1) {
+        eol = strchr(line, '\n');
+        ck_assert_msg(eol != NULL, "unterminated stderr output: %s", line);
+        ck_assert_msg(line[0] == '{' && eol[-1] == '}', "not a JSON line on stderr: %.*s",
+                      (int)(eol - line), line);
+    }
+}
+END_TEST
+
+static Suite *migrate_suite(void)
+{
+    Suite *s = suite_create("migrate");
+    TCase *tc = tcase_create("postgresql");
+
+    tcase_set_timeout(tc, 30);
+    tcase_add_checked_fixture(tc, schema_setup, schema_teardown);
+    tcase_add_unchecked_fixture(tc, NULL, schema_sweep);
+    tcase_add_test(tc, test_migrate_common_once);
+    tcase_add_test(tc, test_migrate_lists_in_order);
+    tcase_add_test(tc, test_migrate_failure_rolls_back_everything);
+    tcase_add_test(tc, test_migrate_concurrent_replicas_apply_once);
+    tcase_add_test(tc, test_migrate_writes_only_json_to_stderr);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    runner_pid = getpid();
+    SRunner *sr = srunner_create(migrate_suite());
+
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,388 @@
+/* test_outbox: an event exists if and only if its transaction commits; the relay sends it on. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cloudevent.h"
+#include "log.h"
+#include "outbox.h"
+#include "sql_common.h"
+
+#include <librdkafka/rdkafka_mock.h> /* must follow rdkafka.h, which outbox.h includes */
+
+static pid_t runner_pid; /* names this run's schemas, so the runner can sweep what failures left */
+static char schema[64];
+static struct db_pool *pool;
+
+static const char *test_db_url(void)
+{
+    const char *url = getenv("PTCE_TEST_DATABASE_URL");
+
+    ck_assert_msg(url && *url, "PTCE_TEST_DATABASE_URL is not set: the database tests need the URL "
+                               "of a PostgreSQL superuser (deploy/local/pg.sh start, then url)");
+    return url;
+}
+
+static void notice_ignore(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message; /* "drop cascades to …" is expected here */
+}
+
+/* Runs "<command> <schema><tail>" as the superuser (DDL: the name is ours, unit_<pids>). */
+static void admin_schema_sql(const char *command, const char *tail)
+{
+    char sql[256];
+    PGconn *pg = PQconnectdb(test_db_url());
+
+    ck_assert_msg(PQstatus(pg) == CONNECTION_OK, "connect: %s", PQerrorMessage(pg));
+    PQsetNoticeProcessor(pg, notice_ignore, NULL);
+    snprintf(sql, sizeof sql, "%s %s%s", command, schema, tail);
+    PGresult *r = PQexec(pg, sql);
+    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+    PQfinish(pg);
+}
+
+/* A fresh schema with the common migrations, and a pool of two connections on it. */
+static void schema_setup(void)
+{
+    const struct migration *const lists[] = {sql_common_migrations};
+    const size_t counts[] = {sql_common_migrations_count};
+    struct db_conn *conn;
+    size_t applied;
+
+    snprintf(schema, sizeof schema, "unit_%d_%d", (int)runner_pid, (int)getpid());
+    admin_schema_sql("CREATE SCHEMA", "");
+    ck_assert_int_eq(db_pool_open(&pool, test_db_url(), schema, 2, 1000, 5000), STATUS_OK);
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    ck_assert_int_eq(migrate_apply(conn, lists, counts, 1, &applied), STATUS_OK);
+    db_release(pool, conn);
+}
+
+static void schema_teardown(void)
+{
+    db_pool_close(pool);
+    admin_schema_sql("DROP SCHEMA", " CASCADE");
+}
+
+/* Runs in the runner process after the case: drops the schemas of tests that failed midway. */
+static void schema_sweep(void)
+{
+    char pattern[64];
+    const char *params[] = {pattern};
+    const char *url = getenv("PTCE_TEST_DATABASE_URL");
+    PGconn *pg = url ? PQconnectdb(url) : NULL;
+
+    snprintf(pattern, sizeof pattern, "unit\\_%d\\_%%", (int)runner_pid);
+    if (pg && PQstatus(pg) == CONNECTION_OK) {
+        PQsetNoticeProcessor(pg, notice_ignore, NULL);
+        PGresult *r = PQexecParams(pg,
+                                   "SELECT format('DROP SCHEMA %I CASCADE', nspname)"
+                                   " FROM pg_namespace WHERE nspname LIKE $1",
+                                   1, NULL, params, NULL, NULL, 0);
+        for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++)
+            PQclear(PQexec(pg, PQgetvalue(r, i, 0)));
+        PQclear(r);
+    }
+    PQfinish(pg);
+}
+
+DB_STMT(q_rows, "SELECT event_id, topic, key, type, payload, sent_at IS NULL FROM outbox"
+                " ORDER BY id");
+
+/* The outbox rows as another session sees them; the caller PQclear()s. */
+static PGresult *outbox_rows(void)
+{
+    struct db_conn *other;
+    PGresult *r;
+
+    ck_assert_int_eq(db_acquire(pool, &other), STATUS_OK);
+    ck_assert_int_eq(db_exec(other, &q_rows, 0, NULL, &r), STATUS_OK);
+    db_release(pool, other);
+    return r;
+}
+
+START_TEST(test_outbox_append_visible_only_after_commit)
+{
+    struct db_conn *conn;
+    char id[UUID_STR_LEN] = "", why[256];
+    struct cloudevent ev;
+
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    log_set_request_id("req-outbox-1");
+    ck_assert_int_eq(db_begin(conn), STATUS_OK);
+    ck_assert_int_eq(outbox_append(conn, "submission.events", "/ptce/submission",
+                                   "fr.ptce.dossier.submitted", "dossier-17",
+                                   json_pack("{s:s, s:i}", "status", "submitted", "version", 2),
+                                   id),
+                     STATUS_OK);
+    ck_assert_int_eq(uuid_is_valid(id), 1);
+    PGresult *r = outbox_rows();
+    ck_assert_int_eq(PQntuples(r), 0); /* not committed yet */
+    PQclear(r);
+    ck_assert_int_eq(db_commit(conn), STATUS_OK);
+    db_release(pool, conn);
+
+    r = outbox_rows();
+    ck_assert_int_eq(PQntuples(r), 1);
+    ck_assert_str_eq(PQgetvalue(r, 0, 0), id);
+    ck_assert_str_eq(PQgetvalue(r, 0, 1), "submission.events");
+    ck_assert_str_eq(PQgetvalue(r, 0, 2), "dossier-17"); /* the Kafka key is the subject */
+    ck_assert_str_eq(PQgetvalue(r, 0, 3), "fr.ptce.dossier.submitted");
+    ck_assert_str_eq(PQgetvalue(r, 0, 5), "t"); /* not sent yet */
+    const char *payload = PQgetvalue(r, 0, 4);
+    ck_assert_int_eq(cloudevent_parse(payload, strlen(payload), &ev, why, sizeof why), STATUS_OK);
+    ck_assert_str_eq(ev.id, id);
+    ck_assert_str_eq(ev.source, "/ptce/submission");
+    ck_assert_str_eq(ev.type, "fr.ptce.dossier.submitted");
+    ck_assert_str_eq(ev.subject, "dossier-17");
+    ck_assert_str_eq(ev.request_id, "req-outbox-1");
+    ck_assert_ptr_nonnull(ev.time);
+    ck_assert_str_eq(json_string_value(json_object_get(ev.data, "status")), "submitted");
+    ck_assert_int_eq(json_integer_value(json_object_get(ev.data, "version")), 2);
+    cloudevent_clear(&ev);
+    PQclear(r);
+    log_set_request_id(NULL);
+}
+END_TEST
+
+START_TEST(test_outbox_append_rollback_leaves_nothing)
+{
+    struct db_conn *conn;
+
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    ck_assert_int_eq(db_begin(conn), STATUS_OK);
+    ck_assert_int_eq(outbox_append(conn, "t", "/s", "x.y", "k", json_object(), NULL), STATUS_OK);
+    ck_assert_int_eq(outbox_append(conn, "t", "/s", "x.y", "k", NULL, NULL), STATUS_OK);
+    db_rollback(conn);
+    db_release(pool, conn);
+    PGresult *r = outbox_rows();
+    ck_assert_int_eq(PQntuples(r), 0);
+    PQclear(r);
+}
+END_TEST
+
+START_TEST(test_outbox_append_keeps_order)
+{
+    struct db_conn *conn;
+    char ids[3][UUID_STR_LEN];
+
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    ck_assert_int_eq(db_begin(conn), STATUS_OK);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(
+            outbox_append(conn, "t", "/s", "x.y", "same-key", json_pack("{s:i}", "n", i), ids[i]),
+            STATUS_OK);
+    ck_assert_int_eq(db_commit(conn), STATUS_OK);
+    db_release(pool, conn);
+    PGresult *r = outbox_rows();
+    ck_assert_int_eq(PQntuples(r), 3);
+    for (int i = 0; i < 3; i++)
+        ck_assert_str_eq(PQgetvalue(r, i, 0), ids[i]);
+    ck_assert_str_ne(ids[0], ids[1]);
+    PQclear(r);
+}
+END_TEST
+
+START_TEST(test_outbox_append_without_table_fails)
+{
+    struct db_conn conn;
+    char id[UUID_STR_LEN] = "unchanged";
+
+    /* search_path "pg_catalog" has no outbox: a failure, the data still released (ASan). */
+    ck_assert_int_eq(db_conn_open(&conn, test_db_url(), "pg_catalog", 0), STATUS_OK);
+    ck_assert_int_ne(outbox_append(&conn, "t", "/s", "x.y", "k", json_pack("{s:s}", "a", "b"), id),
+                     STATUS_OK);
+    ck_assert_str_eq(id, "unchanged");
+    db_conn_close(&conn);
+}
+END_TEST
+
+/*
+ * ---- the relay, against librdkafka's mock broker ----
+ * test_outbox_relay.c checks that only delivered rows are marked sent; these tests check the
+ * NOTIFY wake-up, the order, and recovery from a failed round.
+ */
+
+#define TOPIC "unit.outbox"
+
+static rd_kafka_t *mock_owner;
+static rd_kafka_mock_cluster_t *mock;
+
+static void mock_start(void)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new(); /* the mock lives in a handle of its own */
+
+    ck_assert_int_eq(rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    mock_owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    ck_assert_msg(mock_owner != NULL, "%s", errstr);
+    mock = rd_kafka_mock_cluster_new(mock_owner, 1);
+    ck_assert_ptr_nonnull(mock);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mock, TOPIC, 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+static void mock_stop(void)
+{
+    rd_kafka_mock_cluster_destroy(mock);
+    rd_kafka_destroy(mock_owner);
+}
+
+static struct outbox_relay *relay_open(long message_timeout_ms, long poll_ms)
+{
+    struct outbox_relay_config cfg = {
+        test_db_url(),
+        schema,
+        {rd_kafka_mock_cluster_bootstraps(mock), "unit-relay", message_timeout_ms, 1, 1},
+        10,
+        poll_ms};
+    struct outbox_relay *relay = outbox_relay_start(&cfg);
+
+    ck_assert_ptr_nonnull(relay);
+    return relay;
+}
+
+/* Appends n events with key "k" in one committed transaction. */
+static void append_committed(int n, char ids[][UUID_STR_LEN])
+{
+    struct db_conn *conn;
+
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    ck_assert_int_eq(db_begin(conn), STATUS_OK);
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(outbox_append(conn, TOPIC, "/unit", "unit.t", "k", NULL, ids[i]),
+                         STATUS_OK);
+    ck_assert_int_eq(db_commit(conn), STATUS_OK);
+    db_release(pool, conn);
+}
+
+DB_STMT(q_unsent, "SELECT count(*) FROM outbox WHERE sent_at IS NULL");
+
+static long unsent(void)
+{
+    struct db_conn *conn;
+    PGresult *r;
+
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    ck_assert_int_eq(db_exec(conn, &q_unsent, 0, NULL, &r), STATUS_OK);
+    long n = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    db_release(pool, conn);
+    return n;
+}
+
+/* Waits up to `seconds` for every row to be marked sent. */
+static void wait_all_sent(int seconds)
+{
+    for (int i = 0; i < seconds * 10 && unsent() > 0; i++)
+        usleep(100000);
+    ck_assert_int_eq(unsent(), 0);
+}
+
+/* Reads partition 0 of TOPIC from the start; checks keys and that the ids come in this order. */
+static void check_published(char ids[][UUID_STR_LEN], int n)
+{
+    char errstr[256], why[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int seen = 0;
+
+    rd_kafka_conf_set(conf, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(mock), errstr,
+                      sizeof errstr);
+    rd_kafka_conf_set(conf, "group.id", "unit-reader", errstr, sizeof errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    ck_assert_msg(rk != NULL, "%s", errstr);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(parts, TOPIC, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    ck_assert_int_eq(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_topic_partition_list_destroy(parts);
+    for (int polls = 0; seen < n && polls < 100; polls++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (!m)
+            continue;
+        if (!m->err) {
+            struct cloudevent ev;
+            ck_assert_int_eq(m->key_len, 1);
+            ck_assert_int_eq(((const char *)m->key)[0], 'k');
+            ck_assert_int_eq(cloudevent_parse(m->payload, m->len, &ev, why, sizeof why), STATUS_OK);
+            ck_assert_str_eq(ev.id, ids[seen++]);
+            cloudevent_clear(&ev);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    ck_assert_int_eq(seen, n);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+}
+
+START_TEST(test_outbox_relay_publishes_in_order)
+{
+    char ids[5][UUID_STR_LEN];
+
+    mock_start();
+    append_committed(3, ids);
+    /* With a 5 s fallback poll, rows appended 1 s into an idle wait and sent within 2 s were
+     * picked up through NOTIFY. Stopping waits for the end of the poll. */
+    struct outbox_relay *relay = relay_open(5000, 5000);
+    wait_all_sent(20);
+    sleep(1);
+    append_committed(2, ids + 3);
+    wait_all_sent(2);
+    outbox_relay_stop(relay);
+    check_published(ids, 5);
+    mock_stop();
+}
+END_TEST
+
+START_TEST(test_outbox_relay_recovers_from_failed_round)
+{
+    char ids[1][UUID_STR_LEN];
+    struct db_conn *conn;
+
+    /* While the table is away, rounds fail inside their transaction; they must not stay stuck. */
+    mock_start();
+    append_committed(1, ids);
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    ck_assert_int_eq(db_command(conn, "ALTER TABLE outbox RENAME TO outbox_away"), STATUS_OK);
+    struct outbox_relay *relay = relay_open(5000, 100);
+    sleep(1);
+    ck_assert_int_eq(db_command(conn, "ALTER TABLE outbox_away RENAME TO outbox"), STATUS_OK);
+    db_release(pool, conn);
+    wait_all_sent(15);
+    outbox_relay_stop(relay);
+    check_published(ids, 1);
+    mock_stop();
+}
+END_TEST
+
+static Suite *outbox_suite(void)
+{
+    Suite *s = suite_create("outbox");
+    TCase *tc = tcase_create("append");
+
+    tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, schema_setup, schema_teardown);
+    tcase_add_unchecked_fixture(tc, NULL, schema_sweep);
+    tcase_add_test(tc, test_outbox_append_visible_only_after_commit);
+    tcase_add_test(tc, test_outbox_append_rollback_leaves_nothing);
+    tcase_add_test(tc, test_outbox_append_keeps_order);
+    tcase_add_test(tc, test_outbox_append_without_table_fails);
+    tcase_add_test(tc, test_outbox_relay_publishes_in_order);
+    tcase_add_test(tc, test_outbox_relay_recovers_from_failed_round);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    runner_pid = getpid();
+    SRunner *sr = srunner_create(outbox_suite());
+
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
