@@ -28,9 +28,16 @@ service_port() {
 }
 service_db_url() { echo "postgresql://ptce_$1:ptce_$1@127.0.0.1:$PTCE_PG_PORT/ptce"; }
 
+# alive PID: the process exists and is not a zombie waiting to be reaped (kill -0 says yes then).
+alive() {
+    local state
+    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "${state:0:1}" != Z ]
+}
+
 service_start() {
     local name=$1 bin=$2/ptce-$1 pidf=$RUN_DIR/$1.pid
-    if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then return 0; fi
+    if [ -f "$pidf" ] && alive "$(cat "$pidf")"; then return 0; fi
     # shellcheck disable=SC2086 # PTCE_SERVICE_ENV is a list of words on purpose
     env PTCE_DATABASE_URL="$(service_db_url "$name")" \
         PTCE_KAFKA_BROKERS="127.0.0.1:$PTCE_KAFKA_PORT" \
@@ -45,7 +52,7 @@ wait_ready() {
     port=$(service_port "$name")
     for i in $(seq 1 150); do
         if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then return 0; fi
-        if ! kill -0 "$(cat "$RUN_DIR/$name.pid")" 2>/dev/null; then
+        if ! alive "$(cat "$RUN_DIR/$name.pid")"; then
             echo "stack: $name exited; last lines of its log:" >&2
             tail -n 20 "$RUN_DIR/$name.log" >&2
             return 1
@@ -61,9 +68,9 @@ service_stop() {
     local pidf=$RUN_DIR/$1.pid pid i
     [ -f "$pidf" ] || return 0
     pid=$(cat "$pidf")
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
         kill -TERM "$pid" 2>/dev/null || true
-        for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        for i in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
     fi
     rm -f "$pidf"

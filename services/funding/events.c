@@ -8,7 +8,6 @@ enum status funding_on_event(struct db_conn *conn, const struct cloudevent *ev, 
     (void)conn;
     (void)ud;
     /* The inbox row written by the caller is the whole effect until agreements exist. */
-    log_event(LOG_DEBUG, "event.recorded", "{s:s, s:s?}", "type", ev->type, "subject",
-              ev->subject);
+    log_event(LOG_DEBUG, "event.recorded", "{s:s, s:s?}", "type", ev->type, "subject", ev->subject);
     return STATUS_OK;
 }

@@ -127,12 +127,11 @@ static json_t *dossier_file(json_t *file)
 {
     const char *size = json_string_value(json_object_get(file, "byteSizeBigInt"));
 
-    return json_pack("{s:O?, s:O?, s:I, s:O?, s:n, s:O?}", "filename",
-                     json_object_get(file, "filename"), "content_type",
-                     json_object_get(file, "contentType"), "byte_size",
-                     (json_int_t)(size ? strtoll(size, NULL, 10) : 0), "checksum",
-                     json_object_get(file, "checksum"), "pages", "url",
-                     json_object_get(file, "url"));
+    return json_pack(
+        "{s:O?, s:O?, s:I, s:O?, s:n, s:O?}", "filename", json_object_get(file, "filename"),
+        "content_type", json_object_get(file, "contentType"), "byte_size",
+        (json_int_t)(size ? strtoll(size, NULL, 10) : 0), "checksum",
+        json_object_get(file, "checksum"), "pages", "url", json_object_get(file, "url"));
 }
 
 /* One repetition row → {name, siret, kind}. */
@@ -197,13 +196,14 @@ json_t *dossier_content_from_ds(const struct ds_mapping *m, json_t *ds_dossier)
 /* ---- partner deposits ---- */
 
 static const char *const dossier_member_kinds[] = {
-    "ess_enterprise", "other_enterprise", "local_authority", "research",
-    "higher_education", "training", "other",
+    "ess_enterprise",   "other_enterprise", "local_authority", "research",
+    "higher_education", "training",         "other",
 };
 
 static int dossier_kind_valid(const char *kind)
 {
-    for (size_t i = 0; kind && i < sizeof dossier_member_kinds / sizeof *dossier_member_kinds; i++) {
+    for (size_t i = 0; kind && i < sizeof dossier_member_kinds / sizeof *dossier_member_kinds;
+         i++) {
         if (strcmp(kind, dossier_member_kinds[i]) == 0)
             return 1;
     }
@@ -219,8 +219,8 @@ static int dossier_text(json_t *obj, const char *key, const char *field, size_t 
 
     if (!v || json_is_null(v)) {
         if (required)
-            json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "message",
-                                                    "is required"));
+            json_array_append_new(
+                errors, json_pack("{s:s, s:s}", "field", field, "message", "is required"));
         return !required;
     }
     if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max) {
@@ -275,9 +275,14 @@ static void dossier_partner_bool(json_t *body, const char *key, json_t *errors)
 
 json_t *dossier_content_from_partner(json_t *body, json_t *errors)
 {
-    static const char *const known[] = {"carrier", "territory", "members", "summary",
-                                        "main_document", "legal_person_private",
-                                        "prior_state_support", "partner_reference"};
+    static const char *const known[] = {"carrier",
+                                        "territory",
+                                        "members",
+                                        "summary",
+                                        "main_document",
+                                        "legal_person_private",
+                                        "prior_state_support",
+                                        "partner_reference"};
     json_t *carrier = json_object_get(body, "carrier");
     json_t *territory = json_object_get(body, "territory");
     json_t *doc = json_object_get(body, "main_document");
@@ -313,8 +318,8 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
     dossier_partner_bool(body, "prior_state_support", errors);
     if (doc && !json_is_null(doc)) {
         json_t *pages = json_object_get(doc, "pages");
-        if (!json_is_object(doc) || !dossier_text(doc, "filename", "main_document.filename", 255, 1,
-                                                  errors))
+        if (!json_is_object(doc) ||
+            !dossier_text(doc, "filename", "main_document.filename", 255, 1, errors))
             dossier_error(errors, "main_document", "must be {filename, pages?}");
         else if (pages && !(json_is_integer(pages) && json_integer_value(pages) > 0 &&
                             json_integer_value(pages) < 100000))
@@ -331,9 +336,8 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
     if (doc && !json_is_null(doc))
         json_object_set_new(content, "main_document",
                             json_pack("{s:O, s:n, s:n, s:n, s:O?}", "filename",
-                                      json_object_get(doc, "filename"), "content_type",
-                                      "byte_size", "checksum", "pages",
-                                      json_object_get(doc, "pages")));
+                                      json_object_get(doc, "filename"), "content_type", "byte_size",
+                                      "checksum", "pages", json_object_get(doc, "pages")));
     json_t *lpp = json_object_get(body, "legal_person_private");
     json_t *pss = json_object_get(body, "prior_state_support");
     json_object_set(content, "legal_person_private", lpp ? lpp : json_null());
@@ -349,15 +353,15 @@ static const char *const outcome_names[] = {"pass", "fail", "needs_review"};
 static void dossier_check_add(json_t *checks, const char *rule, enum outcome o, json_t *evidence)
 {
     json_array_append_new(checks, json_pack("{s:s, s:s, s:o}", "rule", rule, "outcome",
-                                             outcome_names[o], "evidence", evidence));
+                                            outcome_names[o], "evidence", evidence));
 }
 
 /* A yes/no answer: the wanted answer passes, the other fails, no answer needs review. */
 static void dossier_rule_yes_no(json_t *checks, const char *rule, json_t *answer, int wanted)
 {
-    enum outcome o = !json_is_boolean(answer)              ? REVIEW
+    enum outcome o = !json_is_boolean(answer)                ? REVIEW
                      : json_is_true(answer) == (wanted != 0) ? PASS
-                                                           : FAIL;
+                                                             : FAIL;
     dossier_check_add(checks, rule, o, json_pack("{s:O}", "answer", answer ? answer : json_null()));
 }
 
@@ -401,8 +405,7 @@ static void dossier_rule_members(json_t *checks, json_t *members)
     enum outcome mix = ess && other && actor ? PASS : unknown ? REVIEW : FAIL;
     dossier_check_add(checks, "members.required_kinds", mix,
                       json_pack("{s:b, s:b, s:b, s:I}", "ess_enterprise", ess, "other_enterprise",
-                                other, "other_actor", actor, "unknown_kind",
-                                (json_int_t)unknown));
+                                other, "other_actor", actor, "unknown_kind", (json_int_t)unknown));
     dossier_check_add(checks, "members.siret_format", bad_sirets ? FAIL : PASS,
                       json_pack("{s:o}", "invalid", bad));
 }
@@ -415,7 +418,9 @@ static void dossier_rule_territory(json_t *checks, json_t *territory)
     dossier_check_add(checks, "territory.defined", name && *name ? PASS : REVIEW,
                       json_pack("{s:s?}", "name", name));
     dossier_check_add(checks, "territory.region_code",
-                      !region ? REVIEW : region_is_valid(region) ? PASS : FAIL,
+                      !region                   ? REVIEW
+                      : region_is_valid(region) ? PASS
+                                                : FAIL,
                       json_pack("{s:s?}", "region", region));
 }
 
@@ -424,9 +429,9 @@ static void dossier_rule_pages(json_t *checks, json_t *doc)
     json_t *pages = json_object_get(doc, "pages");
 
     if (!json_is_integer(pages)) {
-        dossier_check_add(checks, "main_document.max_pages", REVIEW,
-                          json_pack("{s:s}", "reason", doc ? "page count unknown"
-                                                           : "no main document"));
+        dossier_check_add(
+            checks, "main_document.max_pages", REVIEW,
+            json_pack("{s:s}", "reason", doc ? "page count unknown" : "no main document"));
         return;
     }
     json_int_t n = json_integer_value(pages);
@@ -444,7 +449,8 @@ json_t *dossier_checks(json_t *content, const char **eligibility)
 
     dossier_rule_yes_no(checks, "carrier.private_legal_person",
                         json_object_get(content, "legal_person_private"), 1);
-    dossier_rule_siret(checks, "carrier.siret", json_string_value(json_object_get(carrier, "siret")));
+    dossier_rule_siret(checks, "carrier.siret",
+                       json_string_value(json_object_get(carrier, "siret")));
     dossier_rule_members(checks, json_object_get(content, "members"));
     dossier_rule_territory(checks, json_object_get(content, "territory"));
     dossier_rule_yes_no(checks, "no_prior_state_support",
@@ -465,13 +471,13 @@ json_t *dossier_checks(json_t *content, const char **eligibility)
 json_t *dossier_document(const struct dossier_meta *meta, json_t *content, json_t *checks)
 {
     json_t *territory = json_object_get(content, "territory");
-    json_t *doc = json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:O?, s:O?, s:s, s:s, s:s?}", "id", meta->id,
-        "origin", meta->origin, "wave", meta->wave, "state", meta->state, "eligibility",
-        meta->eligibility, "rules_version", meta->rules_version, "version", meta->version,
-        "region", json_object_get(territory, "region"), "title",
-        json_object_get(territory, "name"), "deposited_at", meta->deposited_at, "updated_at",
-        meta->updated_at, "ds_updated_at", meta->ds_updated_at);
+    json_t *doc =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:O?, s:O?, s:s, s:s, s:s?}", "id", meta->id,
+                  "origin", meta->origin, "wave", meta->wave, "state", meta->state, "eligibility",
+                  meta->eligibility, "rules_version", meta->rules_version, "version", meta->version,
+                  "region", json_object_get(territory, "region"), "title",
+                  json_object_get(territory, "name"), "deposited_at", meta->deposited_at,
+                  "updated_at", meta->updated_at, "ds_updated_at", meta->ds_updated_at);
     json_t *copy = json_deep_copy(content);
 
     if (meta->ds_number)

@@ -52,7 +52,7 @@ json_t *dossier_checks(json_t *content, const char **eligibility);
 /* What a dossier is besides its content; strings are borrowed. */
 struct dossier_meta {
     const char *id;
-    const char *origin; /* "ds" or "partner" */
+    const char *origin;  /* "ds" or "partner" */
     long long ds_number; /* 0 for partner deposits */
     const char *wave;
     const char *state;

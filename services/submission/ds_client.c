@@ -23,8 +23,8 @@ struct ds_client {
     time_t paused_until; /* set by a 429, shared by every worker: one token, one budget */
 };
 
-static const char *const ds_result_names[] = {"ok", "not_found", "rate_limited", "retry",
-                                              "expired", "fatal"};
+static const char *const ds_result_names[] = {"ok",    "not_found", "rate_limited",
+                                              "retry", "expired",   "fatal"};
 
 const char *ds_result_name(enum ds_result r)
 {
@@ -147,9 +147,11 @@ static int ds_wait_pause(struct ds_client *c, atomic_int *stop)
 static time_t ds_pause(struct ds_client *c, const struct ds_exchange *x)
 {
     time_t now = time(NULL);
-    time_t until = x->rate_reset > now && x->rate_reset < now + 3600 ? x->rate_reset
-                   : x->retry_after > 0 && x->retry_after < 3600 ? now + x->retry_after
-                                                                 : now + 60;
+    /* A reset already past (clock skew, a late answer) means "soon", not "in a minute". */
+    time_t until = x->rate_reset > 0 && x->rate_reset <= now           ? now + 1
+                   : x->rate_reset > now && x->rate_reset < now + 3600 ? x->rate_reset
+                   : x->retry_after > 0 && x->retry_after < 3600       ? now + x->retry_after
+                                                                       : now + 60;
 
     pthread_mutex_lock(&c->lock);
     if (until > c->paused_until)
@@ -174,10 +176,10 @@ static enum ds_result ds_read_answer(const struct buf *body, json_t **data, char
     if (json_array_size(errors) > 0) {
         json_t *first = json_array_get(errors, 0);
         const char *msg = json_string_value(json_object_get(first, "message"));
-        const char *code = json_string_value(json_object_get(json_object_get(first, "extensions"),
-                                                             "code"));
+        const char *code =
+            json_string_value(json_object_get(json_object_get(first, "extensions"), "code"));
         snprintf(err, errlen, "DS error %s: %s", code ? code : "-", msg ? msg : "-");
-        enum ds_result r = code && !strcmp(code, "not_found") ? DS_NOT_FOUND
+        enum ds_result r = code && !strcmp(code, "not_found")               ? DS_NOT_FOUND
                            : code && !strcmp(code, "internal_server_error") ? DS_RETRY
                                                                             : DS_FATAL;
         json_decref(root);
@@ -226,8 +228,8 @@ enum ds_result ds_client_query(struct ds_client *c, const char *op, json_t *vari
     snprintf(url, sizeof url, "%s/api/v2/graphql", c->api_url);
     long code = ds_perform(c, url, post, &x, 64L * 1024 * 1024, err, errlen);
     free(post);
-    enum ds_result r = code == 200 ? ds_read_answer(&x.body, data, err, errlen)
-                                   : ds_classify(code, err, errlen);
+    enum ds_result r =
+        code == 200 ? ds_read_answer(&x.body, data, err, errlen) : ds_classify(code, err, errlen);
     if (r == DS_RATE_LIMITED) {
         time_t until = ds_pause(c, &x);
         log_event(LOG_WARN, "ds.rate_limited", "{s:I}", "paused_until", (json_int_t)until);
@@ -236,8 +238,8 @@ enum ds_result ds_client_query(struct ds_client *c, const char *op, json_t *vari
     return r;
 }
 
-enum ds_result ds_client_download(struct ds_client *c, const char *url, struct buf *out,
-                                  char *err, size_t errlen)
+enum ds_result ds_client_download(struct ds_client *c, const char *url, struct buf *out, char *err,
+                                  size_t errlen)
 {
     struct ds_exchange x;
     long code = ds_perform(c, url, NULL, &x, c->max_file_bytes, err, errlen);

@@ -40,8 +40,8 @@ enum ds_result ds_client_query(struct ds_client *c, const char *op, json_t *vari
                                json_t **data, char *err, size_t errlen, atomic_int *stop);
 
 /* Downloads a file URL into out (capped at max_file_bytes). */
-enum ds_result ds_client_download(struct ds_client *c, const char *url, struct buf *out,
-                                  char *err, size_t errlen);
+enum ds_result ds_client_download(struct ds_client *c, const char *url, struct buf *out, char *err,
+                                  size_t errlen);
 
 /* Base64 of the MD5 of data, as DS gives file checksums (25 bytes with the terminator). */
 void ds_checksum(const unsigned char *data, size_t len, char out[25]);

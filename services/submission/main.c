@@ -18,17 +18,26 @@ extern const char ds_mapping_text[];
 static struct submission_config submission_cfg_storage;
 
 static const struct config_var submission_vars[] = {
-    {"PTCE_DS_API_URL", CONFIG_STRING, "", 0, 0, SCFG(ds_api_url), "DS base URL; empty: no fetching"},
+    {"PTCE_DS_API_URL", CONFIG_STRING, "", 0, 0, SCFG(ds_api_url),
+     "DS base URL; empty: no fetching"},
     {"PTCE_DS_TOKEN", CONFIG_STRING, "", 0, 0, SCFG(ds_token), "DS API token (Bearer)"},
-    {"PTCE_DS_WEBHOOK_TOKEN", CONFIG_STRING, "", 0, 0, SCFG(ds_webhook_token), "secret path token of the webhook; empty: disabled"},
-    {"PTCE_DS_MAPPING_FILE", CONFIG_STRING, "", 0, 0, SCFG(ds_mapping_file), "champ mapping; empty: the embedded one"},
-    {"PTCE_DS_DEMARCHE", CONFIG_INT, "0", 0, 2147483647, SCFG(ds_demarche), "démarche number; 0: the mapping's"},
+    {"PTCE_DS_WEBHOOK_TOKEN", CONFIG_STRING, "", 0, 0, SCFG(ds_webhook_token),
+     "secret path token of the webhook; empty: disabled"},
+    {"PTCE_DS_MAPPING_FILE", CONFIG_STRING, "", 0, 0, SCFG(ds_mapping_file),
+     "champ mapping; empty: the embedded one"},
+    {"PTCE_DS_DEMARCHE", CONFIG_INT, "0", 0, 2147483647, SCFG(ds_demarche),
+     "démarche number; 0: the mapping's"},
     {"PTCE_DS_WORKERS", CONFIG_INT, "2", 1, 64, SCFG(ds_workers), "fetch worker threads"},
-    {"PTCE_DS_POLL_INTERVAL_S", CONFIG_INT, "300", 0, 86400, SCFG(ds_poll_interval_s), "reconciliation period; 0: off"},
-    {"PTCE_DS_POLL_OVERLAP_S", CONFIG_INT, "600", 0, 86400, SCFG(ds_poll_overlap_s), "poll from the watermark minus this"},
-    {"PTCE_DS_TIMEOUT_MS", CONFIG_INT, "15000", 100, 600000, SCFG(ds_timeout_ms), "timeout of one DS request"},
-    {"PTCE_DS_MAX_FILE_BYTES", CONFIG_INT, "20971520", 1024, 1073741824, SCFG(ds_max_file_bytes), "largest attachment downloaded"},
-    {"PTCE_DS_RETRY_MAX_MS", CONFIG_INT, "600000", 100, 86400000, SCFG(ds_retry_max_ms), "cap of the retry backoff"},
+    {"PTCE_DS_POLL_INTERVAL_S", CONFIG_INT, "300", 0, 86400, SCFG(ds_poll_interval_s),
+     "reconciliation period; 0: off"},
+    {"PTCE_DS_POLL_OVERLAP_S", CONFIG_INT, "600", 0, 86400, SCFG(ds_poll_overlap_s),
+     "poll from the watermark minus this"},
+    {"PTCE_DS_TIMEOUT_MS", CONFIG_INT, "15000", 100, 600000, SCFG(ds_timeout_ms),
+     "timeout of one DS request"},
+    {"PTCE_DS_MAX_FILE_BYTES", CONFIG_INT, "20971520", 1024, 1073741824, SCFG(ds_max_file_bytes),
+     "largest attachment downloaded"},
+    {"PTCE_DS_RETRY_MAX_MS", CONFIG_INT, "600000", 100, 86400000, SCFG(ds_retry_max_ms),
+     "cap of the retry backoff"},
 };
 
 static enum status submission_start(struct service *svc)
@@ -45,7 +54,9 @@ static enum status submission_start(struct service *svc)
     if (sub.cfg.ds_webhook_token[0])
         auth_token_hash(sub.cfg.ds_webhook_token, sub.webhook_token_hash);
     else
-        log_event(LOG_WARN, "ds.webhook_disabled", "{s:s}", "reason", "PTCE_DS_WEBHOOK_TOKEN unset");
+        log_event(LOG_WARN, "ds.webhook_disabled", "{s:s}", "reason",
+                  "PTCE_DS_WEBHOOK_TOKEN unset");
+    sub.demarche = sub.cfg.ds_demarche ? sub.cfg.ds_demarche : ds_mapping_demarche(sub.mapping);
     svc->domain = &sub;
     if (!sub.cfg.ds_api_url[0]) {
         log_event(LOG_WARN, "ds.fetch_disabled", "{s:s}", "reason",
@@ -61,8 +72,7 @@ static enum status submission_start(struct service *svc)
                                sub.cfg.ds_poll_interval_s,
                                sub.cfg.ds_poll_overlap_s,
                                sub.cfg.ds_retry_max_ms,
-                               sub.cfg.ds_demarche ? sub.cfg.ds_demarche
-                                                   : ds_mapping_demarche(sub.mapping)};
+                               sub.demarche};
     sub.workers = ds_workers_start(&wc, sub.client, sub.mapping);
     return STATUS_OK;
 }

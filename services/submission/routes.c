@@ -10,8 +10,8 @@
 #include "submission.h"
 #include "uuid.h"
 
-#define READERS                                                                                \
-    (ROLE_NATIONAL_ADMIN | ROLE_REGIONAL_INSTRUCTOR | ROLE_EXPERT | ROLE_FUNDING_OFFICER |     \
+#define READERS                                                                                    \
+    (ROLE_NATIONAL_ADMIN | ROLE_REGIONAL_INSTRUCTOR | ROLE_EXPERT | ROLE_FUNDING_OFFICER |         \
      ROLE_DASHBOARD)
 
 static struct submission *routes_domain(const struct http_ctx *ctx)
@@ -78,20 +78,27 @@ static int handle_ds_webhook(struct http_ctx *ctx)
     if (!routes_is_number(n.dossier_number))
         http_field_error(errors, "dossier_id", "must be a positive integer");
     if (!ds_state_is_valid(n.state))
-        http_field_error(errors, "state", "must be en_construction, en_instruction, accepte, "
-                                          "refuse or sans_suite");
+        http_field_error(errors, "state",
+                         "must be en_construction, en_instruction, accepte, "
+                         "refuse or sans_suite");
     if (!n.updated_at_raw || strlen(n.updated_at_raw) > 64 ||
         ds_time_parse(n.updated_at_raw, when, sizeof when) != 0)
         http_field_error(errors, "updated_at", "must be a time such as 2021-06-23 10:32:42 +0200");
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid DS notification");
     json_decref(errors);
+    if (strtol(n.procedure_id, NULL, 10) != sub->demarche)
+        return http_reply_problem(ctx, STATUS_UNPROCESSABLE,
+                                  "procedure %s is not the PTCE démarche (%ld)", n.procedure_id,
+                                  sub->demarche);
     n.updated_at = when;
     enum status st = store_notice_insert(routes_db(ctx), &n, &fresh);
     if (st != STATUS_OK)
         return http_reply_problem(ctx, st, "the notification could not be recorded");
-    return http_reply_json(ctx, 202, json_pack("{s:s, s:b}", "status", "accepted", "duplicate",
-                                               !fresh));
+    if (fresh)
+        ds_workers_wake(sub->workers);
+    return http_reply_json(ctx, 202,
+                           json_pack("{s:s, s:b}", "status", "accepted", "duplicate", !fresh));
 }
 
 /* ---- dossiers ---- */
@@ -117,8 +124,8 @@ static int handle_dossier_create(struct http_ctx *ctx)
     char *raw = xstrndup(ctx->req->binary_body, ctx->req->binary_body_length);
     auth_token_hash(raw, hash);
     free(raw);
-    enum status st = store_partner_create(routes_db(ctx), &ctx->principal, key, hash, content,
-                                          &doc, &replayed);
+    enum status st =
+        store_partner_create(routes_db(ctx), &ctx->principal, key, hash, content, &doc, &replayed);
     json_decref(content);
     if (st == STATUS_UNPROCESSABLE)
         return http_reply_problem(ctx, st, "this Idempotency-Key was used with another body");
@@ -164,8 +171,9 @@ static int handle_dossier_history(struct http_ctx *ctx)
 static void routes_list_filter(struct http_ctx *ctx, struct dossier_filter *f, char *since,
                                size_t sincelen, json_t *errors)
 {
-    static const char *const states[] = {"deposited", "withdrawn", "en_construction",
-                                         "en_instruction", "accepte", "refuse", "sans_suite"};
+    static const char *const states[] = {"deposited",      "withdrawn", "en_construction",
+                                         "en_instruction", "accepte",   "refuse",
+                                         "sans_suite"};
     const char *limit = http_query(ctx, "limit"), *cursor = http_query(ctx, "cursor");
     const char *upd = http_query(ctx, "updated_since");
     char *end;
@@ -253,18 +261,20 @@ static void routes_wave_check(json_t *w, json_t *errors)
     json_t *amount = json_object_get(w, "amount_per_laureate_cents");
     char when[40];
 
-    if (!id || strlen(id) < 1 || strlen(id) > 32 || strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                                               "abcdefghijklmnopqrstuvwxyz"
-                                                               "0123456789_-") != strlen(id))
+    if (!id || strlen(id) < 1 || strlen(id) > 32 ||
+        strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                   "abcdefghijklmnopqrstuvwxyz"
+                   "0123456789_-") != strlen(id))
         http_field_error(errors, "id", "must be 1 to 32 letters, digits, '-' or '_'");
     if (!label || !*label || strlen(label) > 200)
         http_field_error(errors, "label", "is required (at most 200 bytes)");
     for (size_t i = 0; i < sizeof times / sizeof *times; i++) {
         json_t *t = json_object_get(w, times[i]);
-        if ((i == 0 && !t) || (t && !json_is_null(t) &&
-                               ds_time_parse(json_string_value(t), when, sizeof when) != 0))
-            http_field_error(errors, times[i], i == 0 ? "is required: an RFC 3339 time"
-                                                      : "must be an RFC 3339 time or null");
+        if ((i == 0 && !t) ||
+            (t && !json_is_null(t) && ds_time_parse(json_string_value(t), when, sizeof when) != 0))
+            http_field_error(errors, times[i],
+                             i == 0 ? "is required: an RFC 3339 time"
+                                    : "must be an RFC 3339 time or null");
     }
     if (!json_is_integer(slots) || json_integer_value(slots) < 0 ||
         json_integer_value(slots) > 1000)
@@ -292,7 +302,7 @@ static int handle_wave_create(struct http_ctx *ctx)
 }
 
 const struct http_route submission_routes[] = {
-    {"POST", "/v1/webhooks/ds/{token}", handle_ds_webhook, 0, HTTP_BODY_FORM},
+    {"POST", "/v1/webhooks/ds/{token}", handle_ds_webhook, 0, HTTP_BODY_FORM | HTTP_SECRET_PATH},
     {"POST", "/v1/dossiers", handle_dossier_create, ROLE_PARTNER | ROLE_NATIONAL_ADMIN,
      HTTP_BODY_JSON},
     {"GET", "/v1/dossiers", handle_dossier_list, READERS, 0},

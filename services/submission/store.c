@@ -113,8 +113,8 @@ enum status store_dossier_list(struct db_pool *db, const struct auth_principal *
 
     snprintf(after, sizeof after, "%lld", f->after);
     snprintf(limit, sizeof limit, "%ld", f->limit + 1); /* one more tells if a page follows */
-    const char *params[] = {after, f->wave, f->region, f->state, f->eligibility,
-                            f->updated_since, regions, limit};
+    const char *params[] = {after,          f->wave,          f->region, f->state,
+                            f->eligibility, f->updated_since, regions,   limit};
     enum status st = db_acquire(db, &conn);
     if (st == STATUS_OK) {
         st = db_exec(conn, &st_dossier_list, 8, params, &r);
@@ -227,9 +227,10 @@ static enum status store_dossier_new(struct db_conn *conn, const struct store_ve
     json_t *doc = dossier_document(&v->meta, v->content, v->checks);
     char *text = json_dumps(doc, JSON_COMPACT);
     const char *region = json_string_value(json_object_get(doc, "region"));
-    const char *params[] = {v->meta.id,         v->meta.origin, ds_number,     procedure,
-                            v->meta.ds_updated_at, partner_key, v->meta.wave,   v->meta.state,
-                            region,             v->meta.eligibility, text,       v->meta.deposited_at};
+    const char *params[] = {
+        v->meta.id,  v->meta.origin,      ds_number,     procedure, v->meta.ds_updated_at,
+        partner_key, v->meta.wave,        v->meta.state, region,    v->meta.eligibility,
+        text,        v->meta.deposited_at};
     enum status st = db_exec(conn, &st_dossier_insert, 12, params, NULL);
 
     if (st == STATUS_OK)
@@ -285,7 +286,11 @@ static enum status store_partner_insert(struct db_conn *conn, const struct auth_
     json_t *checks = dossier_checks(content, &eligibility);
     struct store_version v = {
         {id, "partner", 0, wave, "deposited", eligibility, rules, 1, now, now, NULL},
-        content, checks, who->key_id, "deposited", "dossier.deposited"};
+        content,
+        checks,
+        who->key_id,
+        "deposited",
+        "dossier.deposited"};
     st = store_dossier_new(conn, &v, NULL, NULL, who->key_id, document);
     json_decref(checks);
     return st;
@@ -336,6 +341,8 @@ enum status store_partner_create(struct db_pool *db, const struct auth_principal
 
 /* ---- DS dossiers ---- */
 
+/* Serialises the writers of one DS dossier, even before its row exists. */
+DB_STMT(st_ds_lock, "SELECT pg_advisory_xact_lock(hashtext('ptce.ds_dossier'), $1::int)");
 DB_STMT(st_ds_current,
         "SELECT id, version, ds_updated_at >= $2::timestamptz, wave_id, document->>'rules_version',"
         " to_char(deposited_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
@@ -377,8 +384,8 @@ static enum status store_ds_update(struct db_conn *conn, const struct store_vers
     const char *region = json_string_value(json_object_get(doc, "region"));
 
     snprintf(version, sizeof version, "%d", v->meta.version);
-    const char *params[] = {v->meta.id, v->meta.state, region, v->meta.eligibility, version, text,
-                            v->meta.ds_updated_at};
+    const char *params[] = {v->meta.id, v->meta.state,        region, v->meta.eligibility, version,
+                            text,       v->meta.ds_updated_at};
     enum status st = db_exec(conn, &st_dossier_update, 7, params, NULL);
     if (st == STATUS_OK)
         st = store_version_extras(conn, v, text, doc);
@@ -404,8 +411,8 @@ static enum status store_ds_write(struct db_conn *conn, const struct ds_snapshot
         snprintf(rules, sizeof rules, "%s", PQgetvalue(cur, 0, 4));
     } else {
         uuid_new(id);
-        st = store_wave_for(conn, s->deposited_at ? s->deposited_at : now, wave, rules,
-                            sizeof wave);
+        st =
+            store_wave_for(conn, s->deposited_at ? s->deposited_at : now, wave, rules, sizeof wave);
     }
     if (st != STATUS_OK)
         return st;
@@ -415,7 +422,10 @@ static enum status store_ds_write(struct db_conn *conn, const struct ds_snapshot
          exists ? (int)strtol(PQgetvalue(cur, 0, 1), NULL, 10) + 1 : 1,
          exists ? PQgetvalue(cur, 0, 5) : (s->deposited_at ? s->deposited_at : now), now,
          s->ds_updated_at},
-        s->content, checks, "ds", exists ? "ds.updated" : "ds.deposited",
+        s->content,
+        checks,
+        "ds",
+        exists ? "ds.updated" : "ds.deposited",
         exists ? "dossier.updated" : "dossier.deposited"};
     snprintf(number, sizeof number, "%lld", s->number);
     snprintf(procedure, sizeof procedure, "%lld", s->procedure_id);
@@ -438,6 +448,8 @@ enum status store_ds_apply(struct db_conn *conn, const struct ds_snapshot *s, in
     *changed = 0;
     snprintf(number, sizeof number, "%lld", s->number);
     if (st == STATUS_OK)
+        st = db_exec(conn, &st_ds_lock, 1, params, NULL);
+    if (st == STATUS_OK)
         st = db_exec(conn, &st_ds_current, 2, params, &cur);
     if (st == STATUS_OK) {
         st = store_ds_write(conn, s, cur, changed);
@@ -452,6 +464,9 @@ enum status store_ds_apply(struct db_conn *conn, const struct ds_snapshot *s, in
     return st;
 }
 
+DB_STMT(st_notice_close, "UPDATE ds_notification SET status = 'done', done_at = now(),"
+                         " last_error = 'dossier deleted on DS' WHERE dossier_number = $1"
+                         " AND status = 'pending'");
 DB_STMT(st_ds_withdraw,
         "UPDATE dossier SET state = 'withdrawn', withdrawn_at = $2, version = version + 1,"
         " change_seq = nextval('dossier_change_seq'), updated_at = now(),"
@@ -477,6 +492,8 @@ enum status store_ds_withdraw(struct db_conn *conn, long long number, const char
         char *detail_text = json_dumps(detail, JSON_COMPACT);
         const char *ph[] = {PQgetvalue(r, 0, 0), "ds", "ds.deleted", detail_text};
         st = db_exec(conn, &st_history_insert, 4, ph, NULL);
+        if (st == STATUS_OK) /* nothing left to fetch for a dossier DS deleted */
+            st = db_exec(conn, &st_notice_close, 1, params, NULL);
         if (st == STATUS_OK)
             st = outbox_append(conn, SUBMISSION_TOPIC, SUBMISSION_SOURCE, "dossier.withdrawn",
                                PQgetvalue(r, 0, 0),
@@ -506,6 +523,8 @@ DB_STMT(st_notice_claim,
 DB_STMT(st_notice_done, "UPDATE ds_notification SET status = 'done', done_at = now(),"
                         " last_error = NULL WHERE dossier_number = $1 AND status = 'pending'"
                         " AND id <= $2");
+DB_STMT(st_notice_fail, "UPDATE ds_notification SET status = 'failed', last_error = $2"
+                        " WHERE id = $1");
 DB_STMT(st_notice_retry, "UPDATE ds_notification SET next_attempt_at = now() + $2 * interval"
                          " '1 millisecond', last_error = $3 WHERE id = $1");
 
@@ -537,6 +556,15 @@ enum status store_notice_done(struct db_conn *conn, const struct ds_claim *c)
     return db_exec(conn, &st_notice_done, 2, params, NULL);
 }
 
+enum status store_notice_fail(struct db_conn *conn, const struct ds_claim *c, const char *error)
+{
+    char id[24];
+    const char *params[] = {id, error};
+
+    snprintf(id, sizeof id, "%lld", c->id);
+    return db_exec(conn, &st_notice_fail, 2, params, NULL);
+}
+
 enum status store_notice_retry(struct db_conn *conn, const struct ds_claim *c, long delay_ms,
                                const char *error)
 {
@@ -564,7 +592,8 @@ DB_STMT(st_notice_poll,
         "INSERT INTO ds_notification (procedure_id, dossier_number, state, updated_at_raw,"
         " updated_at, origin) SELECT $1::bigint, $2::bigint, $3::text, $4::text,"
         " $4::text::timestamptz, 'poller' WHERE NOT EXISTS (SELECT 1 FROM dossier"
-        " WHERE ds_number = $2::bigint AND ds_updated_at >= $4::text::timestamptz) ON CONFLICT DO NOTHING RETURNING id");
+        " WHERE ds_number = $2::bigint AND ds_updated_at >= $4::text::timestamptz) ON CONFLICT DO "
+        "NOTHING RETURNING id");
 
 enum status store_sync_get(struct db_conn *conn, long long demarche, char *updated, char *deleted,
                            size_t len)
@@ -660,12 +689,17 @@ enum status store_wave_create(struct db_pool *db, json_t *w, char **json)
 {
     char slots[24], amount[24];
     const char *params[9];
-    static const char *const keys[] = {"id", "label", "deposit_opens_at", "deposit_closes_at",
-                                       "phase2_opens_at", "phase2_closes_at"};
+    static const char *const keys[] = {"id",
+                                       "label",
+                                       "deposit_opens_at",
+                                       "deposit_closes_at",
+                                       "phase2_opens_at",
+                                       "phase2_closes_at"};
 
     for (size_t i = 0; i < 6; i++)
         params[i] = json_string_value(json_object_get(w, keys[i]));
-    snprintf(slots, sizeof slots, "%lld", (long long)json_integer_value(json_object_get(w, "phase2_slots")));
+    snprintf(slots, sizeof slots, "%lld",
+             (long long)json_integer_value(json_object_get(w, "phase2_slots")));
     snprintf(amount, sizeof amount, "%lld",
              (long long)json_integer_value(json_object_get(w, "amount_per_laureate_cents")));
     params[6] = slots;

@@ -89,6 +89,8 @@ struct ds_claim {
 enum status store_notice_claim(struct db_conn *conn, struct ds_claim *out, int *found);
 /* Done: this one and every older pending notice of the same dossier (one fetch saw them all). */
 enum status store_notice_done(struct db_conn *conn, const struct ds_claim *c);
+/* Hopeless (DS keeps answering not found): set aside as 'failed', kept with its error. */
+enum status store_notice_fail(struct db_conn *conn, const struct ds_claim *c, const char *error);
 /* Failed: try again after delay_ms, keeping the error. */
 enum status store_notice_retry(struct db_conn *conn, const struct ds_claim *c, long delay_ms,
                                const char *error);

@@ -8,11 +8,11 @@
 #include "worker.h"
 
 struct submission_config {
-    const char *ds_api_url;        /* empty: no fetching (notifications wait, pending) */
+    const char *ds_api_url; /* empty: no fetching (notifications wait, pending) */
     const char *ds_token;
-    const char *ds_webhook_token;  /* the secret path segment of the webhook URL */
-    const char *ds_mapping_file;   /* empty: the mapping embedded at build time */
-    long ds_demarche;              /* 0: the mapping's démarche */
+    const char *ds_webhook_token; /* the secret path segment of the webhook URL */
+    const char *ds_mapping_file;  /* empty: the mapping embedded at build time */
+    long ds_demarche;             /* 0: the mapping's démarche */
     long ds_workers;
     long ds_poll_interval_s;
     long ds_poll_overlap_s;
@@ -26,6 +26,7 @@ struct submission {
     struct ds_mapping *mapping;
     struct ds_client *client;
     struct ds_workers *workers;
+    long demarche;               /* the PTCE démarche: webhooks of others are refused */
     char webhook_token_hash[65]; /* SHA-256 of the token; empty when the webhook is disabled */
 };
 

@@ -2,7 +2,6 @@
 #define _XOPEN_SOURCE 700 /* strptime */
 #include "worker.h"
 
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,12 +13,15 @@
 #include "store.h"
 #include "uuid.h"
 
-static struct metric m_fetched = METRIC_COUNTER("ptce_ds_dossiers_fetched_total",
-                                                "DS dossiers fetched and stored.");
-static struct metric m_fetch_errors = METRIC_COUNTER("ptce_ds_fetch_failures_total",
-                                                     "DS fetch attempts that will be retried.");
-static struct metric m_polled = METRIC_COUNTER("ptce_ds_poller_notices_total",
-                                               "Notifications queued by the reconciliation poller.");
+static struct metric m_fetched =
+    METRIC_COUNTER("ptce_ds_dossiers_fetched_total", "DS dossiers fetched and stored.");
+static struct metric m_fetch_errors =
+    METRIC_COUNTER("ptce_ds_fetch_failures_total", "DS fetch attempts that will be retried.");
+static struct metric m_polled = METRIC_COUNTER(
+    "ptce_ds_poller_notices_total", "Notifications queued by the reconciliation poller.");
+
+/* Attempts after which a notice DS answers "not found" (or refuses) is set aside as failed. */
+#define DS_MAX_HOPELESS_ATTEMPTS 8
 
 struct ds_workers {
     struct worker_config cfg;
@@ -32,6 +34,9 @@ struct ds_workers {
     long nthreads;
     pthread_t poller;
     int has_poller;
+    pthread_mutex_t wake_lock;
+    pthread_cond_t wake;
+    unsigned long wakeups; /* bumped by ds_workers_wake, so a wake-up is never missed */
 };
 
 long ds_backoff_ms(int attempts, long cap_ms)
@@ -44,7 +49,8 @@ long ds_backoff_ms(int attempts, long cap_ms)
     if (base > cap_ms)
         base = cap_ms;
     random_bytes(&r, 1);
-    return base / 2 + (base * r) / 255; /* between 50 % and 150 % */
+    long delay = base / 2 + (base * r) / 255; /* between 50 % and 150 % */
+    return delay < cap_ms ? delay : cap_ms;
 }
 
 static void ds_sleep_ms(struct ds_workers *w, long ms)
@@ -102,19 +108,27 @@ static enum ds_result ds_fetch_once(struct ds_workers *w, struct db_conn *conn, 
     json_t *data, *dossier;
     char updated[40], deposited[40];
     struct buf file;
-    enum ds_result r = ds_client_query(w->client, "getDossier",
-                                       json_pack("{s:I}", "number", (json_int_t)number), &data,
-                                       err, errlen, &w->stop);
+    enum ds_result r =
+        ds_client_query(w->client, "getDossier", json_pack("{s:I}", "number", (json_int_t)number),
+                        &data, err, errlen, &w->stop);
 
     if (r != DS_OK)
         return r;
     dossier = json_object_get(data, "dossier");
-    if (!json_is_object(dossier) || ds_time_field(dossier, "dateDerniereModification", updated,
-                                                  sizeof updated) != 0) {
+    if (!json_is_object(dossier) ||
+        ds_time_field(dossier, "dateDerniereModification", updated, sizeof updated) != 0) {
         snprintf(err, errlen, "dossier %lld: answer without a dossier or a modification date",
                  number);
         json_decref(data);
         return json_is_object(dossier) ? DS_FATAL : DS_NOT_FOUND;
+    }
+    json_int_t demarche =
+        json_integer_value(json_object_get(json_object_get(dossier, "demarche"), "number"));
+    if (demarche != w->cfg.demarche) {
+        snprintf(err, errlen, "dossier %lld belongs to démarche %lld, not %ld", number,
+                 (long long)demarche, w->cfg.demarche);
+        json_decref(data);
+        return DS_FATAL;
     }
     json_t *content = dossier_content_from_ds(w->mapping, dossier);
     json_t *doc = json_object_get(content, "main_document");
@@ -123,16 +137,14 @@ static enum ds_result ds_fetch_once(struct ds_workers *w, struct db_conn *conn, 
         r = ds_fetch_document(w, doc, &file, err, errlen);
     if (r == DS_OK) {
         int has_dep = ds_time_field(dossier, "dateDepot", deposited, sizeof deposited) == 0;
-        struct ds_snapshot s = {
-            number,
-            (long long)json_integer_value(json_object_get(json_object_get(dossier, "demarche"),
-                                                          "number")),
-            json_string_value(json_object_get(dossier, "state")),
-            updated,
-            has_dep ? deposited : NULL,
-            content,
-            file.len ? (const unsigned char *)file.data : NULL,
-            file.len};
+        struct ds_snapshot s = {number,
+                                (long long)demarche,
+                                json_string_value(json_object_get(dossier, "state")),
+                                updated,
+                                has_dep ? deposited : NULL,
+                                content,
+                                file.len ? (const unsigned char *)file.data : NULL,
+                                file.len};
         enum status st = s.state ? store_ds_apply(conn, &s, changed) : STATUS_INVALID;
         if (st != STATUS_OK) {
             snprintf(err, errlen, "storing dossier %lld: %s", number, status_strerror(st));
@@ -170,6 +182,13 @@ static void ds_process(struct ds_workers *w, struct db_conn *conn, const struct 
         return;
     }
     metric_add(&m_fetch_errors, 1);
+    if ((r == DS_NOT_FOUND || r == DS_FATAL) && c->attempts >= DS_MAX_HOPELESS_ATTEMPTS) {
+        /* Kept, with its error, for a human: a dossier DS no longer has, or not ours. */
+        store_notice_fail(conn, c, err);
+        log_event(LOG_ERROR, "ds.notification_failed", "{s:I, s:s, s:i}", "number",
+                  (json_int_t)c->number, "error", err, "attempts", c->attempts);
+        return;
+    }
     long delay = ds_backoff_ms(c->attempts, w->cfg.retry_max_ms);
     if (r == DS_NOT_FOUND || r == DS_FATAL) /* a human must act: retry, but rarely */
         delay = w->cfg.retry_max_ms;
@@ -181,41 +200,52 @@ static void ds_process(struct ds_workers *w, struct db_conn *conn, const struct 
 
 /* ---- threads ---- */
 
-static int ds_connect(struct ds_workers *w, struct db_conn *conn, const char *listen)
+static int ds_connect(struct ds_workers *w, struct db_conn *conn)
 {
-    char sql[128];
-
     if (conn->pg && PQstatus(conn->pg) == CONNECTION_OK)
         return 0;
     db_conn_close(conn);
-    if (db_conn_open(conn, w->conninfo, w->schema, 0) != STATUS_OK)
-        return -1;
-    if (!listen)
-        return 0;
-    snprintf(sql, sizeof sql, "LISTEN \"%s_%s\"", w->schema, listen);
-    return db_command(conn, sql) == STATUS_OK ? 0 : -1;
+    return db_conn_open(conn, w->conninfo, w->schema, 0) == STATUS_OK ? 0 : -1;
 }
 
-static void ds_wait_notify(struct db_conn *conn, int timeout_ms)
+void ds_workers_wake(struct ds_workers *w)
 {
-    struct pollfd pfd = {PQsocket(conn->pg), POLLIN, 0};
-    PGnotify *n;
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->wake_lock);
+    w->wakeups++;
+    pthread_cond_broadcast(&w->wake);
+    pthread_mutex_unlock(&w->wake_lock);
+}
 
-    if (pfd.fd >= 0 && poll(&pfd, 1, timeout_ms) > 0)
-        PQconsumeInput(conn->pg);
-    while ((n = PQnotifies(conn->pg)) != NULL)
-        PQfreemem(n);
+/* Sleeps until woken or timeout_ms passes; seen is the wake-up count of the last look. */
+static void ds_wait_work(struct ds_workers *w, unsigned long *seen, long timeout_ms)
+{
+    struct timespec deadline;
+
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_nsec += timeout_ms * 1000000L;
+    deadline.tv_sec += deadline.tv_nsec / 1000000000L;
+    deadline.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&w->wake_lock);
+    while (*seen == w->wakeups && !atomic_load(&w->stop)) {
+        if (pthread_cond_timedwait(&w->wake, &w->wake_lock, &deadline) != 0)
+            break;
+    }
+    *seen = w->wakeups;
+    pthread_mutex_unlock(&w->wake_lock);
 }
 
 static void *ds_worker_main(void *arg)
 {
     struct ds_workers *w = arg;
     struct db_conn conn = {0};
+    unsigned long seen = 0;
 
     while (!atomic_load(&w->stop)) {
         struct ds_claim c;
         int found = 0;
-        if (ds_connect(w, &conn, "ds_notification") != 0) {
+        if (ds_connect(w, &conn) != 0) {
             ds_sleep_ms(w, 1000);
             continue;
         }
@@ -226,7 +256,7 @@ static void *ds_worker_main(void *arg)
         if (found)
             ds_process(w, &conn, &c);
         else
-            ds_wait_notify(&conn, 1000); /* also the fallback for retries coming due */
+            ds_wait_work(w, &seen, 250); /* polling finds other replicas' rows and retries */
     }
     db_conn_close(&conn);
     return NULL;
@@ -244,8 +274,8 @@ static enum ds_result ds_poll_pages(struct ds_workers *w, const char *op, const 
     char cursor[512] = "";
 
     for (int page = 0; page < 10000 && !atomic_load(&w->stop); page++) {
-        json_t *vars = json_pack("{s:I, s:i}", "demarcheNumber", (json_int_t)w->cfg.demarche,
-                                 "first", 100);
+        json_t *vars =
+            json_pack("{s:I, s:i}", "demarcheNumber", (json_int_t)w->cfg.demarche, "first", 100);
         if (since && *since)
             json_object_set_new(vars, since_name, json_string(since));
         if (after)
@@ -312,9 +342,9 @@ static enum status ds_poll_deleted_node(struct ds_workers *w, struct db_conn *co
     (void)w;
     if (ds_time_field(node, "dateSupression", when, sizeof when) != 0)
         return STATUS_OK;
-    enum status st = store_ds_withdraw(conn, json_integer_value(json_object_get(node, "number")),
-                                       when, json_string_value(json_object_get(node, "reason")),
-                                       &changed);
+    enum status st =
+        store_ds_withdraw(conn, json_integer_value(json_object_get(node, "number")), when,
+                          json_string_value(json_object_get(node, "reason")), &changed);
     if (st == STATUS_OK && strcmp(when, watermark) > 0)
         snprintf(watermark, 40, "%s", when);
     return st;
@@ -358,7 +388,7 @@ static void *ds_poller_main(void *arg)
     struct db_conn conn = {0};
 
     while (!atomic_load(&w->stop)) {
-        if (ds_connect(w, &conn, NULL) == 0)
+        if (ds_connect(w, &conn) == 0)
             ds_poll_once(w, &conn);
         ds_sleep_ms(w, w->cfg.poll_interval_s * 1000);
     }
@@ -379,6 +409,12 @@ struct ds_workers *ds_workers_start(const struct worker_config *cfg, struct ds_c
     metrics_register(&m_fetched);
     metrics_register(&m_fetch_errors);
     metrics_register(&m_polled);
+    pthread_mutex_init(&w->wake_lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->wake, &attr);
+    pthread_condattr_destroy(&attr);
     w->threads = xcalloc((size_t)cfg->workers, sizeof *w->threads);
     for (long i = 0; i < cfg->workers; i++) {
         if (pthread_create(&w->threads[i], NULL, ds_worker_main, w) != 0)
@@ -398,10 +434,13 @@ void ds_workers_stop(struct ds_workers *w)
     if (!w)
         return;
     atomic_store(&w->stop, 1);
+    ds_workers_wake(w);
     for (long i = 0; i < w->nthreads; i++)
         pthread_join(w->threads[i], NULL);
     if (w->has_poller)
         pthread_join(w->poller, NULL);
+    pthread_cond_destroy(&w->wake);
+    pthread_mutex_destroy(&w->wake_lock);
     free(w->threads);
     free(w->conninfo);
     free(w->schema);

@@ -8,10 +8,10 @@
 struct worker_config {
     const char *conninfo;
     const char *schema;
-    long workers;          /* fetch threads */
-    long poll_interval_s;  /* reconciliation period; 0 disables the poller */
-    long poll_overlap_s;   /* how far before the watermark each poll starts again */
-    long retry_max_ms;     /* cap of the exponential backoff */
+    long workers;         /* fetch threads */
+    long poll_interval_s; /* reconciliation period; 0 disables the poller */
+    long poll_overlap_s;  /* how far before the watermark each poll starts again */
+    long retry_max_ms;    /* cap of the exponential backoff */
     long demarche;
 };
 
@@ -25,6 +25,9 @@ struct ds_workers;
 struct ds_workers *ds_workers_start(const struct worker_config *cfg, struct ds_client *client,
                                     const struct ds_mapping *mapping);
 void ds_workers_stop(struct ds_workers *w);
+
+/* Tells the local fetch threads that a notification was just stored (NULL: no-op). */
+void ds_workers_wake(struct ds_workers *w);
 
 /* Backoff before attempt n+1: exponential from 1 s, capped, with ±50 % jitter. */
 long ds_backoff_ms(int attempts, long cap_ms);

@@ -62,7 +62,10 @@ Control API (JSON in and out, no authentication, for tests only):
   DELETE /_control/faults             remove every fault
   POST   /_control/config             {"rate_limit": N or null, "url_ttl": seconds}
   POST   /_control/reset              reload the fixtures; clear faults, stats, limiter, config
-  GET    /_control/stats              request counters
+  GET    /_control/stats              request counters, and "graphql_log": the latest
+                                      GraphQL requests in arrival order, each {"at": epoch
+                                      seconds (float) of arrival, "operation", "status" (absent
+                                      for a dropped connection), "rate_limit_reset" (429 only)}
 Fault examples:
   {"mode": "429", "count": 5, "reset_in": 2}   429 like DS's rate limiter, reset in 2 s
   {"mode": "500", "count": 3}                  HTTP 500 like DS ("status": 502/503 also)
@@ -131,6 +134,7 @@ DEFAULT_PAGE_SIZE = 100  # DS: default_page_size 100
 DEFAULT_URL_TTL = 3600  # DS: active_storage.service_urls_expire_in = 1.hour
 MAX_BODY_BYTES = 10 * 1024 * 1024
 RATE_LIMIT_PERIOD = 60  # rack-attack throttle period for /api/v2/graphql, in seconds
+GRAPHQL_LOG_SIZE = 5000  # entries of stats["graphql_log"] kept (the oldest are dropped)
 
 # DS (app/graphql/types/champ_type.rb) reports these champ types as themselves only when
 # the query document holds a fragment (inline or named) on that type; otherwise it answers
@@ -505,6 +509,7 @@ def new_stats() -> dict:
         "file_downloads_denied": 0,  # 403 on expired or tampered URLs
         "file_urls_issued": 0,
         "faults_served": {},  # mode -> times a fault was applied
+        "graphql_log": [],  # the latest GraphQL requests: {at, operation, status, rate_limit_reset}
     }
 
 
@@ -960,6 +965,13 @@ class Handler(BaseHTTPRequestHandler):
             log(f"{self.address_string()} {fmt % args}")
 
     def _send(self, status: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
+        entry = getattr(self, "_log_entry", None)
+        if entry is not None:  # a GraphQL request: its answer goes into stats["graphql_log"]
+            self._log_entry = None
+            with self.app.lock:
+                entry["status"] = status
+                if headers and "RateLimit-Reset" in headers:
+                    entry["rate_limit_reset"] = int(headers["RateLimit-Reset"])
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -1091,6 +1103,13 @@ class Handler(BaseHTTPRequestHandler):
     # POST /api/v2/graphql ----------------------------------------------------------
 
     def _graphql(self) -> None:
+        arrived = time.time()
+        try:
+            self._graphql_answer(arrived)
+        finally:
+            self._log_entry = None
+
+    def _graphql_answer(self, arrived: float) -> None:
         app = self.app
         raw = self._read_body()
         if raw is None:
@@ -1108,6 +1127,11 @@ class Handler(BaseHTTPRequestHandler):
             counts = app.stats["graphql_requests"]
             counts[operation] = counts.get(operation, 0) + 1
             app.stats["graphql_requests_total"] += 1
+            self._log_entry = {"at": arrived, "operation": operation}
+            log_entries = app.stats["graphql_log"]
+            log_entries.append(self._log_entry)
+            if len(log_entries) > GRAPHQL_LOG_SIZE:
+                del log_entries[: len(log_entries) - GRAPHQL_LOG_SIZE]
 
         # rack-attack runs before the application, keyed on the Authorization header.
         authorization = self.headers.get("Authorization")

@@ -88,7 +88,7 @@ CREATE TABLE ds_notification (
     updated_at_raw  text NOT NULL,
     updated_at      timestamptz NOT NULL,
     origin          text NOT NULL DEFAULT 'webhook' CHECK (origin IN ('webhook', 'poller')),
-    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done')),
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'failed')),
     attempts        integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     last_error      text,
@@ -99,13 +99,9 @@ CREATE TABLE ds_notification (
 CREATE INDEX ds_notification_pending ON ds_notification (next_attempt_at, id)
     WHERE status = 'pending';
 
-CREATE FUNCTION ds_notification_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify(TG_TABLE_SCHEMA || '_ds_notification', '');
-    RETURN NULL;
-END $$;
-CREATE TRIGGER ds_notification_notify AFTER INSERT ON ds_notification
-    FOR EACH STATEMENT EXECUTE FUNCTION ds_notification_notify();
+-- No NOTIFY trigger here on purpose: a notifying commit holds a database-wide lock until it
+-- ends, which would serialise webhook intake (no group commit). The handler wakes the local
+-- workers directly, and workers of other replicas find new rows by polling.
 
 -- The reconciliation poller's watermarks, per démarche.
 CREATE TABLE ds_sync (
