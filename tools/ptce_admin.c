@@ -84,16 +84,18 @@ static int admin_bootstrap_service(PGconn *pg, const char *svc)
             " THEN format('ALTER ROLE %I LOGIN PASSWORD %L', $1::text, $2::text)"
             " ELSE format('CREATE ROLE %I LOGIN PASSWORD %L', $1::text, $2::text) END",
             2, p1) != 0 ||
-        admin_exec_formatted(pg, "SELECT format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I',"
-                                 " $1::text, $2::text)",
+        admin_exec_formatted(pg,
+                             "SELECT format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I',"
+                             " $1::text, $2::text)",
                              2, p2) != 0 ||
-        admin_exec_formatted(pg, "SELECT format('GRANT CONNECT ON DATABASE %I TO %I',"
-                                 " current_database(), $1::text)",
+        admin_exec_formatted(pg,
+                             "SELECT format('GRANT CONNECT ON DATABASE %I TO %I',"
+                             " current_database(), $1::text)",
                              1, p3) != 0 ||
         admin_exec_formatted(pg, "SELECT format('GRANT USAGE ON SCHEMA iam TO %I', $1::text)", 1,
                              p3) != 0 ||
-        admin_exec_formatted(pg, "SELECT format('GRANT SELECT ON iam.api_key TO %I', $1::text)",
-                             1, p3) != 0)
+        admin_exec_formatted(pg, "SELECT format('GRANT SELECT ON iam.api_key TO %I', $1::text)", 1,
+                             p3) != 0)
         return -1;
     return 0;
 }
@@ -108,8 +110,9 @@ static int admin_bootstrap(PGconn *pg)
     PQclear(r);
     if (!ok)
         return -1;
-    if (admin_exec_formatted(pg, "SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC',"
-                                 " current_database())",
+    if (admin_exec_formatted(pg,
+                             "SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC',"
+                             " current_database())",
                              0, NULL) != 0)
         return -1;
     for (size_t i = 0; i < sizeof admin_services / sizeof admin_services[0]; i++) {
@@ -154,8 +157,7 @@ static int admin_key_create(PGconn *pg, int argc, char **argv)
         snprintf(regions_array, sizeof regions_array, "{%s}", regions);
     char *token = auth_token_new(key_id);
     auth_token_hash(token, hash);
-    const char *params[] = {key_id, hash, role, regions ? regions_array : NULL,
-                            label ? label : ""};
+    const char *params[] = {key_id, hash, role, regions ? regions_array : NULL, label ? label : ""};
     int rc = admin_exec(pg,
                         "INSERT INTO iam.api_key (key_id, secret_hash, role, regions, label)"
                         " VALUES ($1, $2, $3, $4::text[], $5)",
@@ -170,10 +172,11 @@ static int admin_key_list(PGconn *pg)
 {
     PGresult *r;
 
-    if (admin_exec(pg,
-                   "SELECT key_id, role, coalesce(array_to_string(regions, ','), '*'), label,"
-                   " created_at, coalesce(revoked_at::text, '') FROM iam.api_key ORDER BY created_at",
-                   0, NULL, &r) != 0)
+    if (admin_exec(
+            pg,
+            "SELECT key_id, role, coalesce(array_to_string(regions, ','), '*'), label,"
+            " created_at, coalesce(revoked_at::text, '') FROM iam.api_key ORDER BY created_at",
+            0, NULL, &r) != 0)
         return 1;
     printf("%-16s  %-20s  %-12s  %-20s  %-32s  %s\n", "key_id", "role", "regions", "label",
            "created_at", "revoked_at");
@@ -206,12 +209,11 @@ static int admin_key_revoke(PGconn *pg, const char *key_id)
 
 static void admin_usage(void)
 {
-    fprintf(stderr,
-            "usage: ptce-admin bootstrap\n"
-            "       ptce-admin key create --role ROLE [--regions 84,11] [--label TEXT]\n"
-            "       ptce-admin key list\n"
-            "       ptce-admin key revoke KEY_ID\n"
-            "The database is PTCE_ADMIN_DATABASE_URL (a role that owns the database).\n");
+    fprintf(stderr, "usage: ptce-admin bootstrap\n"
+                    "       ptce-admin key create --role ROLE [--regions 84,11] [--label TEXT]\n"
+                    "       ptce-admin key list\n"
+                    "       ptce-admin key revoke KEY_ID\n"
+                    "The database is PTCE_ADMIN_DATABASE_URL (a role that owns the database).\n");
 }
 
 int main(int argc, char **argv)

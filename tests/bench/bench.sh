@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# bench.sh BUILD_DIR — `make bench`: wrk against the services and pgbench against PostgreSQL, on
+# the same machine in the same run, on a throwaway stack bound to 127.0.0.1. Prints each figure
+# and the ratios the issues ask for. Bounded: every load lasts PTCE_BENCH_SECONDS (default 10).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=$(realpath "${1:?usage: bench.sh BUILD_DIR}")
+HERE=$ROOT/tests/bench
+STACK=$ROOT/deploy/local/stack.sh
+SECS=${PTCE_BENCH_SECONDS:-10}
+CONNS=64
+
+export PTCE_STATE_DIR=$(mktemp -d /tmp/ptce-bench.XXXXXX)
+chmod 755 "$PTCE_STATE_DIR"
+export PTCE_PG_PORT=57532 PTCE_KAFKA_PORT=57592 PTCE_KAFKA_CONTROLLER_PORT=57593 PTCE_PORT_BASE=17080
+export PTCE_SERVICE_ENV="PTCE_DS_WEBHOOK_TOKEN=bench-secret PTCE_HTTP_THREADS=${PTCE_BENCH_HTTP_THREADS:-4} \
+PTCE_DB_POOL_SIZE=${PTCE_BENCH_DB_POOL:-8} PTCE_LOG_LEVEL=warn"
+trap '"$STACK" down >/dev/null 2>&1; rm -rf "$PTCE_STATE_DIR"' EXIT
+
+"$STACK" up "$BUILD" >/dev/null
+eval "$("$STACK" env | sed 's/^/export /')"
+DB=$PTCE_ADMIN_DATABASE_URL
+SUB=$PTCE_URL_SUBMISSION
+RESULTS=$PTCE_STATE_DIR/results
+mkdir -p "$RESULTS"
+
+# wrk's summary → "rps p99_ms".
+wrk_run() {
+    local name=$1
+    shift
+    wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "$@" >"$RESULTS/$name.txt"
+    local rps p99
+    rps=$(awk '/Requests\/sec/ {print $2}' "$RESULTS/$name.txt")
+    p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' "$RESULTS/$name.txt")
+    local non2xx
+    non2xx=$(awk '/Non-2xx/ {print $NF}' "$RESULTS/$name.txt")
+    echo "$rps $p99 ${non2xx:-0}"
+}
+
+pgbench_tps() {
+    awk '/^tps/ {print $3; exit}' "$1"
+}
+
+echo "== pgbench (database alone, ${CONNS} clients, ${SECS}s each, fsync on)"
+psql "$DB" -qc "CREATE TABLE IF NOT EXISTS bench_insert (id bigserial PRIMARY KEY, procedure_id bigint, dossier_number bigint, payload text, received_at timestamptz DEFAULT now())"
+pgbench -q -i -s 10 "$DB" >/dev/null 2>&1
+pgbench -n -M prepared -c "$CONNS" -j 2 -T "$SECS" -f "$HERE/insert.sql" -D aid=1 "$DB" >"$RESULTS/pg_insert.txt" 2>&1 || true
+pgbench -n -M prepared -S -c "$CONNS" -j 2 -T "$SECS" "$DB" >"$RESULTS/pg_select.txt" 2>&1
+PG_INSERT=$(pgbench_tps "$RESULTS/pg_insert.txt")
+PG_SELECT=$(pgbench_tps "$RESULTS/pg_select.txt")
+echo "pgbench single-row insert: $PG_INSERT tps"
+echo "pgbench prepared point select: $PG_SELECT tps"
+
+echo "== wrk (${CONNS} keep-alive connections, 2 threads, ${SECS}s each)"
+read -r HZ_RPS HZ_P99 HZ_BAD <<<"$(wrk_run healthz "$SUB/healthz")"
+echo "GET /healthz: $HZ_RPS req/s, p99 ${HZ_P99} ms, non-2xx $HZ_BAD"
+
+read -r WH_RPS WH_P99 WH_BAD <<<"$(wrk_run webhook -s "$HERE/webhook.lua" "$SUB/v1/webhooks/ds/bench-secret")"
+echo "POST /v1/webhooks/ds/{token}: $WH_RPS req/s, p99 ${WH_P99} ms, non-2xx $WH_BAD"
+
+# Dossiers to read: partner deposits through the API, as a partner platform would make them.
+KEY=$(PTCE_ADMIN_DATABASE_URL=$DB "$BUILD/ptce-admin" key create --role national_admin --label bench)
+body='{"carrier":{"siret":"73282932000074","name":"Bench"},"territory":{"name":"T","region":"84"},"members":[{"name":"a","kind":"ess_enterprise"},{"name":"b","kind":"other_enterprise"},{"name":"c","kind":"local_authority"}],"summary":"bench","legal_person_private":true,"prior_state_support":false}'
+for i in $(seq 1 200); do
+    curl -fsS -o /dev/null -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+        -H "Idempotency-Key: bench-$i" -d "$body" "$SUB/v1/dossiers"
+done
+psql "$DB" -Atc "SELECT id FROM submission.dossier LIMIT 200" >"$RESULTS/ids.txt"
+read -r GD_RPS GD_P99 GD_BAD <<<"$(wrk_run get_dossier -s "$HERE/get_dossier.lua" "$SUB" -- "$RESULTS/ids.txt" "$KEY")"
+echo "GET /v1/dossiers/{id}: $GD_RPS req/s, p99 ${GD_P99} ms, non-2xx $GD_BAD"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+echo "== figures of the issues (same run)"
+echo "healthz: $HZ_RPS req/s (target >= 40000)"
+echo "webhook intake / pgbench insert: $(ratio "$WH_RPS" "$PG_INSERT") (target >= 0.40), p99 ${WH_P99} ms (target <= 25)"
+echo "GET dossier / pgbench point select: $(ratio "$GD_RPS" "$PG_SELECT") (target >= 0.40), p99 ${GD_P99} ms (target <= 10)"
