@@ -1,17 +1,108 @@
 /* log: structured JSON lines on stderr with a per-thread request id. */
 #include "log.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "xalloc.h"
 
 static const char *log_service = "ptce";
 static enum log_level log_min = LOG_INFO;
 static _Thread_local char log_rid[64];
 
 static const char *const log_names[] = {"debug", "info", "warn", "error"};
+
+/* Buffered mode: a queue of whole lines and the thread that writes it out. */
+#define LOG_QUEUE_FLUSH (64 * 1024)     /* write as soon as this much is queued */
+#define LOG_QUEUE_MAX (8 * 1024 * 1024) /* past this, the writer of the line waits its turn */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t log_more = PTHREAD_COND_INITIALIZER;
+static struct buf log_queue;
+static int log_async;
+
+static void log_write_all(const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(STDERR_FILENO, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return; /* stderr is gone: nothing better to do with a log line */
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Takes the queue out under the lock and writes it outside. Caller holds log_lock. */
+static void log_drain_locked(void)
+{
+    struct buf out = log_queue;
+
+    buf_init(&log_queue, 0);
+    pthread_mutex_unlock(&log_lock);
+    if (out.len)
+        log_write_all(out.data, out.len);
+    buf_free(&out);
+    pthread_mutex_lock(&log_lock);
+}
+
+static void *log_writer(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&log_lock);
+    for (;;) {
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_nsec += 50 * 1000000L;
+        deadline.tv_sec += deadline.tv_nsec / 1000000000L;
+        deadline.tv_nsec %= 1000000000L;
+        if (log_queue.len < LOG_QUEUE_FLUSH)
+            pthread_cond_timedwait(&log_more, &log_lock, &deadline);
+        log_drain_locked();
+    }
+    return NULL;
+}
+
+void log_flush(void)
+{
+    pthread_mutex_lock(&log_lock);
+    log_drain_locked();
+    pthread_mutex_unlock(&log_lock);
+}
+
+void log_set_async(void)
+{
+    pthread_t t;
+
+    pthread_mutex_lock(&log_lock);
+    if (!log_async && pthread_create(&t, NULL, log_writer, NULL) == 0) {
+        pthread_detach(t);
+        log_async = 1;
+        atexit(log_flush);
+    }
+    pthread_mutex_unlock(&log_lock);
+}
+
+/* Queues one line (buffered mode) or writes it (default, and for errors). */
+static void log_emit(enum log_level level, const char *line, size_t n)
+{
+    pthread_mutex_lock(&log_lock);
+    if (!log_async || level >= LOG_ERROR || log_queue.len + n > LOG_QUEUE_MAX) {
+        log_drain_locked(); /* keep the order: what was queued goes first */
+        log_write_all(line, n);
+    } else {
+        buf_append(&log_queue, line, n);
+        if (log_queue.len >= LOG_QUEUE_FLUSH)
+            pthread_cond_signal(&log_more);
+    }
+    pthread_mutex_unlock(&log_lock);
+}
 
 void log_init(const char *service, enum log_level min_level)
 {
@@ -92,8 +183,7 @@ void log_event(enum log_level level, const char *event, const char *fields_fmt, 
     if (!text)
         return;
     size_t n = strlen(text);
-    text[n] = '\n'; /* overwrite the terminator: one write of exactly one line */
-    ssize_t w = write(STDERR_FILENO, text, n + 1);
-    (void)w;
+    text[n] = '\n'; /* overwrite the terminator: the line and its newline go out together */
+    log_emit(level, text, n + 1);
     free(text);
 }

@@ -22,6 +22,15 @@ int log_enabled(enum log_level level);
  */
 void log_event(enum log_level level, const char *event, const char *fields_fmt, ...);
 
+/*
+ * Switches to buffered writing: lines are queued and written by a background thread at least
+ * every 50 ms (errors at once, with whatever is queued before them), which keeps 64 request
+ * threads from queueing on the file lock. log_flush() writes what is queued; services call it
+ * when they stop, and it is registered with atexit.
+ */
+void log_set_async(void);
+void log_flush(void);
+
 /* The request id of the calling thread, stamped on its lines; NULL clears it. Copied. */
 void log_set_request_id(const char *request_id);
 const char *log_request_id(void);

@@ -20,7 +20,7 @@ static const struct config_var service_vars[] = {
      "IPv4 address to listen on"},
     {"PTCE_HTTP_PORT", CONFIG_INT, "0", 0, 65535, CFG(http_port),
      "HTTP port (0: the service's default)"},
-    {"PTCE_HTTP_THREADS", CONFIG_INT, "8", 1, 256, CFG(http_threads), "HTTP worker threads"},
+    {"PTCE_HTTP_THREADS", CONFIG_INT, "64", 1, 512, CFG(http_threads), "HTTP worker threads"},
     {"PTCE_HTTP_BODY_LIMIT", CONFIG_INT, "1048576", 1024, 67108864, CFG(http_body_limit),
      "largest request body, bytes (413 beyond)"},
     {"PTCE_HTTP_TIMEOUT_S", CONFIG_INT, "30", 1, 3600, CFG(http_timeout_s),
@@ -29,7 +29,7 @@ static const struct config_var service_vars[] = {
      "simultaneous connections"},
     {"PTCE_DATABASE_URL", CONFIG_STRING, NULL, 0, 0, CFG(database_url),
      "libpq URL of the service's role"},
-    {"PTCE_DB_POOL_SIZE", CONFIG_INT, "8", 1, 512, CFG(db_pool_size),
+    {"PTCE_DB_POOL_SIZE", CONFIG_INT, "16", 1, 512, CFG(db_pool_size),
      "database connections in the pool"},
     {"PTCE_DB_POOL_WAIT_MS", CONFIG_INT, "2000", 1, 60000, CFG(db_pool_wait_ms),
      "wait for a free connection before 503"},
@@ -286,6 +286,7 @@ int service_main(const struct service_def *def, int argc, char **argv)
     svc.def = def;
     if (service_config_load(&svc, def) != STATUS_OK)
         return 2;
+    log_set_async();
     /* Block the stop signals in every thread; the main thread waits for them below. */
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
@@ -297,6 +298,7 @@ int service_main(const struct service_def *def, int argc, char **argv)
     if (st != STATUS_OK) {
         log_event(LOG_ERROR, "service.start_failed", "{s:s}", "status", status_strerror(st));
         service_stop(&svc);
+        log_flush();
         return 1;
     }
     log_event(LOG_INFO, "service.started", "{s:i}", "port", (int)svc.cfg.http_port);
@@ -304,5 +306,6 @@ int service_main(const struct service_def *def, int argc, char **argv)
     log_event(LOG_INFO, "service.stopping", "{s:i}", "signal", sig);
     service_stop(&svc);
     log_event(LOG_INFO, "service.stopped", NULL);
+    log_flush();
     return 0;
 }

@@ -5,6 +5,7 @@
 
 #include "log.h"
 #include "service.h"
+#include "intake.h"
 #include "store.h"
 #include "submission.h"
 
@@ -57,6 +58,7 @@ static enum status submission_start(struct service *svc)
         log_event(LOG_WARN, "ds.webhook_disabled", "{s:s}", "reason",
                   "PTCE_DS_WEBHOOK_TOKEN unset");
     sub.demarche = sub.cfg.ds_demarche ? sub.cfg.ds_demarche : ds_mapping_demarche(sub.mapping);
+    sub.intake = intake_start(svc->cfg.database_url, svc->def->schema, 2);
     svc->domain = &sub;
     if (!sub.cfg.ds_api_url[0]) {
         log_event(LOG_WARN, "ds.fetch_disabled", "{s:s}", "reason",
@@ -81,6 +83,7 @@ static void submission_stop(struct service *svc)
 {
     struct submission *sub = svc->domain;
 
+    intake_stop(sub->intake);
     ds_workers_stop(sub->workers);
     ds_client_free(sub->client);
     ds_mapping_free(sub->mapping);

@@ -6,6 +6,7 @@
 
 #include "region.h"
 #include "service.h"
+#include "intake.h"
 #include "store.h"
 #include "submission.h"
 #include "uuid.h"
@@ -91,8 +92,14 @@ static int handle_ds_webhook(struct http_ctx *ctx)
         return http_reply_problem(ctx, STATUS_UNPROCESSABLE,
                                   "procedure %s is not the PTCE démarche (%ld)", n.procedure_id,
                                   sub->demarche);
+    /* Canonical numbers ("0042" is 42), so duplicates are recognised whatever the spelling. */
+    char proc[24], num[24];
+    snprintf(proc, sizeof proc, "%lld", strtoll(n.procedure_id, NULL, 10));
+    snprintf(num, sizeof num, "%lld", strtoll(n.dossier_number, NULL, 10));
+    n.procedure_id = proc;
+    n.dossier_number = num;
     n.updated_at = when;
-    enum status st = store_notice_insert(routes_db(ctx), &n, &fresh);
+    enum status st = intake_record(sub->intake, &n, &fresh);
     if (st != STATUS_OK)
         return http_reply_problem(ctx, st, "the notification could not be recorded");
     if (fresh)

@@ -13,25 +13,70 @@
 
 /* ---- notifications ---- */
 
-DB_STMT(st_notice_insert,
+DB_STMT(st_notice_insert_batch,
         "INSERT INTO ds_notification (procedure_id, dossier_number, state, updated_at_raw,"
-        " updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id");
+        " updated_at) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],"
+        " $5::timestamptz[]) ON CONFLICT DO NOTHING"
+        " RETURNING procedure_id, dossier_number, state, updated_at_raw");
 
-enum status store_notice_insert(struct db_pool *db, const struct ds_notice *n, int *fresh)
+/* Appends s to a PostgreSQL array literal as a quoted element. */
+static void store_array_elem(struct buf *b, const char *s)
 {
-    struct db_conn *conn;
-    PGresult *r;
-    const char *params[] = {n->procedure_id, n->dossier_number, n->state, n->updated_at_raw,
-                            n->updated_at};
-    enum status st = db_acquire(db, &conn);
+    buf_append(b, b->len > 1 ? ",\"" : "\"", b->len > 1 ? 2 : 1);
+    for (const char *p = s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            buf_append(b, "\\", 1);
+        buf_append(b, p, 1);
+    }
+    buf_append(b, "\"", 1);
+}
 
+/* 1 when row r of the result is notice n. */
+static int store_notice_is(PGresult *r, int row, const struct ds_notice *n)
+{
+    return !strcmp(PQgetvalue(r, row, 0), n->procedure_id) &&
+           !strcmp(PQgetvalue(r, row, 1), n->dossier_number) &&
+           !strcmp(PQgetvalue(r, row, 2), n->state) &&
+           !strcmp(PQgetvalue(r, row, 3), n->updated_at_raw);
+}
+
+enum status store_notice_insert_batch(struct db_conn *conn, const struct ds_notice *const *n,
+                                      size_t count, int *fresh)
+{
+    struct buf cols[5];
+    const char *params[5];
+    PGresult *r;
+
+    for (int c = 0; c < 5; c++) {
+        buf_init(&cols[c], 0);
+        buf_append(&cols[c], "{", 1);
+    }
+    for (size_t i = 0; i < count; i++) {
+        store_array_elem(&cols[0], n[i]->procedure_id);
+        store_array_elem(&cols[1], n[i]->dossier_number);
+        store_array_elem(&cols[2], n[i]->state);
+        store_array_elem(&cols[3], n[i]->updated_at_raw);
+        store_array_elem(&cols[4], n[i]->updated_at);
+        fresh[i] = 0;
+    }
+    for (int c = 0; c < 5; c++) {
+        buf_append(&cols[c], "}", 1);
+        params[c] = cols[c].data;
+    }
+    enum status st = db_exec(conn, &st_notice_insert_batch, 5, params, &r);
+    for (int c = 0; c < 5; c++)
+        buf_free(&cols[c]);
     if (st != STATUS_OK)
         return st;
-    st = db_exec(conn, &st_notice_insert, 5, params, &r);
-    db_release(db, conn);
-    if (st != STATUS_OK)
-        return st;
-    *fresh = PQntuples(r) == 1;
+    /* Each inserted row is fresh for the first request that carried it; the others are repeats. */
+    for (int row = 0; row < PQntuples(r); row++) {
+        for (size_t i = 0; i < count; i++) {
+            if (!fresh[i] && store_notice_is(r, row, n[i])) {
+                fresh[i] = 1;
+                break;
+            }
+        }
+    }
     PQclear(r);
     return STATUS_OK;
 }

@@ -20,8 +20,12 @@ struct ds_notice {
     const char *updated_at; /* RFC 3339 */
 };
 
-/* Records a notification once (a duplicate is not an error); *fresh tells which. */
-enum status store_notice_insert(struct db_pool *db, const struct ds_notice *n, int *fresh);
+/*
+ * Records notifications in one statement (one commit). A notice already stored, or repeated
+ * within the batch, is not an error: fresh[i] says which were new.
+ */
+enum status store_notice_insert_batch(struct db_conn *conn, const struct ds_notice *const *n,
+                                      size_t count, int *fresh);
 
 /*
  * The stored document of dossier id as JSON text (caller frees), if the principal may see it;

@@ -26,6 +26,7 @@ struct submission {
     struct ds_mapping *mapping;
     struct ds_client *client;
     struct ds_workers *workers;
+    struct intake *intake;       /* webhook notices, committed in batches */
     long demarche;               /* the PTCE démarche: webhooks of others are refused */
     char webhook_token_hash[65]; /* SHA-256 of the token; empty when the webhook is disabled */
 };
