@@ -171,7 +171,8 @@ static void *inbox_main(void *arg)
                 inbox->commits >= inbox->cfg.exit_after_commits) {
                 log_event(LOG_WARN, "inbox.failpoint_exit", "{s:i}", "commits",
                           (int)inbox->commits);
-                _exit(86); /* committed in the database, offset not stored: a crash */
+                log_flush(); /* _exit skips atexit: write the queued lines first */
+                _exit(86);   /* committed in the database, offset not stored: a crash */
             }
             /* Only now may the offset move past this message. */
             rd_kafka_offset_store(msg->rkt, msg->partition, msg->offset);

@@ -113,7 +113,7 @@ enum status kafka_topics_ensure(rd_kafka_t *rk, const char *const *topics, size_
 {
     char errstr[256];
     enum status st = STATUS_OK;
-    rd_kafka_NewTopic_t **nt = xcalloc(ntopics, sizeof *nt);
+    rd_kafka_NewTopic_t **nt = xcalloc(ntopics, sizeof *nt); // NOLINT(bugprone-sizeof-expression)
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
 
     for (size_t i = 0; i < ntopics; i++)

@@ -98,7 +98,10 @@ static int outbox_produce(struct outbox_relay *relay, const char *topic, const c
         rd_kafka_resp_err_t err = rd_kafka_producev(
             relay->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
             RD_KAFKA_V_VALUE((void *)payload, strlen(payload)),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            /* The CloudEvents Kafka binding, structured mode: the value is the whole event. */
+            RD_KAFKA_V_HEADER("content-type", "application/cloudevents+json", -1),
+            RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
             return 0;
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {

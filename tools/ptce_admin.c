@@ -73,7 +73,8 @@ static int admin_bootstrap_service(PGconn *pg, const char *svc)
     for (char *p = envname; *p; p++)
         *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
     snprintf(defpw, sizeof defpw, "ptce_%s", svc);
-    const char *pw = getenv(envname) && *getenv(envname) ? getenv(envname) : defpw;
+    const char *env = getenv(envname);
+    const char *pw = env && *env ? env : defpw;
     const char *p1[] = {role, pw};
     const char *p2[] = {svc, role};
     const char *p3[] = {role};

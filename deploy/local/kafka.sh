@@ -8,16 +8,16 @@
 # Environment:
 #   PTCE_STATE_DIR              state folder (default: <repo>/.state)
 #   PTCE_CACHE_DIR              cache folder holding kafka/libs (default: <repo>/.cache)
-#   PTCE_KAFKA_PORT             client listener on 127.0.0.1 (default: 59092)
-#   PTCE_KAFKA_CONTROLLER_PORT  controller listener on 127.0.0.1 (default: 59093)
+#   PTCE_KAFKA_PORT             client listener on 127.0.0.1 (default: 19092)
+#   PTCE_KAFKA_CONTROLLER_PORT  controller listener on 127.0.0.1 (default: 19093)
 #   JAVA_HOME                   optional; otherwise java from PATH
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STATE_DIR=$(realpath -m "${PTCE_STATE_DIR:-$ROOT/.state}")
 LIBS=$(realpath -m "${PTCE_CACHE_DIR:-$ROOT/.cache}")/kafka/libs
-PORT=${PTCE_KAFKA_PORT:-59092}
-CONTROLLER_PORT=${PTCE_KAFKA_CONTROLLER_PORT:-59093}
+PORT=${PTCE_KAFKA_PORT:-19092}
+CONTROLLER_PORT=${PTCE_KAFKA_CONTROLLER_PORT:-19093}
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 K_DIR=$STATE_DIR/kafka
 PROPS=$K_DIR/server.properties

@@ -8,7 +8,7 @@
 # PostgreSQL refuses to run as root: when run as root, the server runs as the "postgres" user.
 # Environment:
 #   PTCE_STATE_DIR           state folder (default: <repo>/.state)
-#   PTCE_PG_PORT             TCP port (default: 55432)
+#   PTCE_PG_PORT             TCP port (default: 15432)
 #   PTCE_PG_ADMIN_PASSWORD   password of superuser ptce_admin (default: ptce_admin; used at initdb)
 #   PTCE_PG_BIN              PostgreSQL binaries (default: /usr/lib/postgresql/15/bin)
 set -euo pipefail
@@ -19,7 +19,7 @@ PG_DIR=$STATE_DIR/pg
 DATA=$PG_DIR/data
 SOCK_DIR=$PG_DIR/run
 LOG=$PG_DIR/postgresql.log
-PORT=${PTCE_PG_PORT:-55432}
+PORT=${PTCE_PG_PORT:-15432}
 PASSWORD=${PTCE_PG_ADMIN_PASSWORD:-ptce_admin}
 BIN=${PTCE_PG_BIN:-/usr/lib/postgresql/15/bin}
 cd /   # the server user may not be able to enter the caller's folder

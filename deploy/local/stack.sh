@@ -5,8 +5,8 @@
 #   stack.sh env             print the variables a client needs (URLs, admin database URL)
 # Environment (defaults are those of `make run`; `make test` overrides them):
 #   PTCE_STATE_DIR      state folder (default <repo>/.state)
-#   PTCE_PG_PORT        PostgreSQL port (55432)
-#   PTCE_KAFKA_PORT     Kafka client port (59092); PTCE_KAFKA_CONTROLLER_PORT (59093)
+#   PTCE_PG_PORT        PostgreSQL port (15432)
+#   PTCE_KAFKA_PORT     Kafka client port (19092); PTCE_KAFKA_CONTROLLER_PORT (19093)
 #   PTCE_PORT_BASE      the services listen on BASE+1 (submission), +2 (instruction), +3 (funding)
 #                       (default 8080)
 #   PTCE_SERVICE_ENV    extra "NAME=value" words given to every service (tests use it)
@@ -14,9 +14,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export PTCE_STATE_DIR=$(realpath -m "${PTCE_STATE_DIR:-$ROOT/.state}")
-export PTCE_PG_PORT=${PTCE_PG_PORT:-55432}
-export PTCE_KAFKA_PORT=${PTCE_KAFKA_PORT:-59092}
-export PTCE_KAFKA_CONTROLLER_PORT=${PTCE_KAFKA_CONTROLLER_PORT:-59093}
+export PTCE_PG_PORT=${PTCE_PG_PORT:-15432}
+export PTCE_KAFKA_PORT=${PTCE_KAFKA_PORT:-19092}
+export PTCE_KAFKA_CONTROLLER_PORT=${PTCE_KAFKA_CONTROLLER_PORT:-19093}
 PORT_BASE=${PTCE_PORT_BASE:-8080}
 SERVICES=(submission instruction funding)
 RUN_DIR=$PTCE_STATE_DIR/services

@@ -136,6 +136,8 @@ static int handle_dossier_create(struct http_ctx *ctx)
     json_decref(content);
     if (st == STATUS_UNPROCESSABLE)
         return http_reply_problem(ctx, st, "this Idempotency-Key was used with another body");
+    if (st == STATUS_CONFLICT)
+        return http_reply_problem(ctx, st, "no wave accepts deposits: a wave must be created");
     if (st != STATUS_OK)
         return http_reply_problem(ctx, st, "the dossier could not be created");
     json_t *parsed = json_loads(doc, 0, NULL);
@@ -203,12 +205,12 @@ static void routes_list_filter(struct http_ctx *ctx, struct dossier_filter *f, c
     }
     if (f->region && !region_is_valid(f->region))
         http_field_error(errors, "region", "must be an INSEE region code");
-    if (f->eligibility && strcmp(f->eligibility, "eligible") &&
-        strcmp(f->eligibility, "ineligible") && strcmp(f->eligibility, "needs_review"))
+    if (f->eligibility && strcmp(f->eligibility, "eligible") != 0 &&
+        strcmp(f->eligibility, "ineligible") != 0 && strcmp(f->eligibility, "needs_review") != 0)
         http_field_error(errors, "eligibility", "must be eligible, ineligible or needs_review");
     if (f->state) {
         size_t i = 0;
-        while (i < sizeof states / sizeof *states && strcmp(states[i], f->state))
+        while (i < sizeof states / sizeof *states && strcmp(states[i], f->state) != 0)
             i++;
         if (i == sizeof states / sizeof *states)
             http_field_error(errors, "state", "is not a dossier state");
@@ -277,7 +279,7 @@ static void routes_wave_check(json_t *w, json_t *errors)
         http_field_error(errors, "label", "is required (at most 200 bytes)");
     for (size_t i = 0; i < sizeof times / sizeof *times; i++) {
         json_t *t = json_object_get(w, times[i]);
-        if ((i == 0 && !t) ||
+        if ((i == 0 && (!t || json_is_null(t))) ||
             (t && !json_is_null(t) && ds_time_parse(json_string_value(t), when, sizeof when) != 0))
             http_field_error(errors, times[i],
                              i == 0 ? "is required: an RFC 3339 time"

@@ -230,7 +230,7 @@ static enum status store_wave_for(struct db_conn *conn, const char *when, char *
         return st;
     if (PQntuples(r) != 1) {
         PQclear(r);
-        return STATUS_UNPROCESSABLE; /* no wave at all: an administrator must create one */
+        return STATUS_CONFLICT; /* no wave at all: an administrator must create one */
     }
     snprintf(wave, len, "%s", PQgetvalue(r, 0, 0));
     snprintf(rules, len, "%s", PQgetvalue(r, 0, 1));

