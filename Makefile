@@ -86,7 +86,7 @@ test: deps
 	@$(MAKE) --no-print-directory SANITIZE=1 BUILD=build/san all unit-bins
 	@tests/run.sh build/san
 
-lint:
+lint: deps
 	@tools/lint.sh
 
 bench: deps all
