@@ -315,8 +315,9 @@ const struct http_route submission_routes[] = {
     {"POST", "/v1/dossiers", handle_dossier_create, ROLE_PARTNER | ROLE_NATIONAL_ADMIN,
      HTTP_BODY_JSON},
     {"GET", "/v1/dossiers", handle_dossier_list, READERS, 0},
-    {"GET", "/v1/dossiers/{id}", handle_dossier_get, READERS, 0},
-    {"GET", "/v1/dossiers/{id}/history", handle_dossier_history, READERS, 0},
+    /* A partner reads back the dossiers it deposited, and only those. */
+    {"GET", "/v1/dossiers/{id}", handle_dossier_get, READERS | ROLE_PARTNER, 0},
+    {"GET", "/v1/dossiers/{id}/history", handle_dossier_history, READERS | ROLE_PARTNER, 0},
     {"GET", "/v1/waves", handle_wave_list, READERS | ROLE_PARTNER, 0},
     {"POST", "/v1/waves", handle_wave_create, ROLE_NATIONAL_ADMIN, HTTP_BODY_JSON},
 };

@@ -83,12 +83,14 @@ enum status store_notice_insert_batch(struct db_conn *conn, const struct ds_noti
 
 /* ---- reads ---- */
 
-DB_STMT(st_dossier_get, "SELECT region, document::text FROM dossier WHERE id = $1");
+DB_STMT(st_dossier_get,
+        "SELECT region, document::text, coalesce(partner_key_id, '') FROM dossier WHERE id = $1");
 DB_STMT(st_dossier_history,
         "SELECT d.region, coalesce(json_agg(json_build_object('at', h.at, 'actor', h.actor,"
         " 'kind', h.kind, 'detail', h.detail) ORDER BY h.id) FILTER (WHERE h.id IS NOT NULL),"
-        " '[]')::text FROM dossier d LEFT JOIN dossier_history h ON h.dossier_id = d.id"
-        " WHERE d.id = $1 GROUP BY d.region");
+        " '[]')::text, coalesce(d.partner_key_id, '') FROM dossier d"
+        " LEFT JOIN dossier_history h ON h.dossier_id = d.id WHERE d.id = $1"
+        " GROUP BY d.region, d.partner_key_id");
 DB_STMT(st_dossier_list,
         "SELECT change_seq, document::text FROM dossier WHERE change_seq > $1"
         " AND ($2::text IS NULL OR wave_id = $2) AND ($3::text IS NULL OR region = $3)"
@@ -97,7 +99,19 @@ DB_STMT(st_dossier_list,
         " AND ($7::text[] IS NULL OR region = ANY($7::text[]))"
         " ORDER BY change_seq LIMIT $8");
 
-/* Runs a one-row read by dossier id and applies the region scope. */
+/*
+ * Whether the caller may see a dossier: partners see the dossiers they deposited, every other
+ * role the dossiers of its regions.
+ */
+static int store_visible(const struct auth_principal *who, const char *region,
+                         const char *partner_key)
+{
+    if (who->role == ROLE_PARTNER)
+        return strcmp(partner_key, who->key_id) == 0;
+    return auth_principal_sees_region(who, region);
+}
+
+/* Runs a one-row read by dossier id and applies the caller's scope. */
 static enum status store_scoped_read(struct db_pool *db, struct db_stmt *stmt,
                                      const struct auth_principal *who, const char *id, char **out)
 {
@@ -112,7 +126,7 @@ static enum status store_scoped_read(struct db_pool *db, struct db_stmt *stmt,
     db_release(db, conn);
     if (st != STATUS_OK)
         return st;
-    if (PQntuples(r) != 1 || !auth_principal_sees_region(who, PQgetvalue(r, 0, 0))) {
+    if (PQntuples(r) != 1 || !store_visible(who, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 2))) {
         PQclear(r);
         return STATUS_NOT_FOUND; /* out of scope looks exactly like absent */
     }

@@ -202,7 +202,7 @@ def test_unmatched_path_and_method(sub, admin):
     assert r.status_code == 405 and r.headers["Allow"] == "POST, GET"
 
 
-def test_partner_deposit_read_list_history(sub, partner, admin, instructor_11, db):
+def test_partner_deposit_read_list_history(sub, partner, admin, instructor_11, db, keys):
     key = str(uuid.uuid4())
     body = partner_body(partner_reference="conformance")
     raw = json.dumps(body)
@@ -222,10 +222,13 @@ def test_partner_deposit_read_list_history(sub, partner, admin, instructor_11, d
     conform(r, "/v1/dossiers", "post")
     assert r.status_code == 422
 
-    # The partner may deposit but not read back; a reader may.
+    # The partner reads back what it deposited, and nothing another partner deposited.
     r = requests.get(sub + f"/v1/dossiers/{created['id']}", headers=partner, timeout=TIMEOUT)
+    assert conform(r, "/v1/dossiers/{id}", "get") == created
+    other_partner = bearer(keys.create("partner"))
+    r = requests.get(sub + f"/v1/dossiers/{created['id']}", headers=other_partner, timeout=TIMEOUT)
     conform(r, "/v1/dossiers/{id}", "get")
-    assert r.status_code == 403
+    assert r.status_code == 404
     r = requests.get(sub + f"/v1/dossiers/{created['id']}", headers=admin, timeout=TIMEOUT)
     assert conform(r, "/v1/dossiers/{id}", "get") == created
     # Out of the key's regions looks exactly like absent.
