@@ -69,12 +69,27 @@ enum status auth_token_parse(const char *token, char *key_id)
     return STATUS_OK;
 }
 
+/*
+ * The SHA-256 implementation, fetched once: with OpenSSL 3, EVP_sha256() makes every digest
+ * look the algorithm up again under a global lock, which 16 request threads then queue on.
+ */
+static EVP_MD *auth_sha256;
+static pthread_once_t auth_sha256_once = PTHREAD_ONCE_INIT;
+
+static void auth_sha256_fetch(void)
+{
+    auth_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (!auth_sha256)
+        abort();
+}
+
 void auth_token_hash(const char *token, char out[65])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
 
-    if (EVP_Digest(token, strlen(token), md, &mdlen, EVP_sha256(), NULL) != 1)
+    pthread_once(&auth_sha256_once, auth_sha256_fetch);
+    if (EVP_Digest(token, strlen(token), md, &mdlen, auth_sha256, NULL) != 1)
         abort();
     for (unsigned int i = 0; i < mdlen && i < 32; i++)
         snprintf(out + 2 * i, 3, "%02x", md[i]);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/random.h>
 
 void random_bytes(void *buf, size_t n)
@@ -23,11 +24,24 @@ void random_bytes(void *buf, size_t n)
     }
 }
 
+/*
+ * Per-thread reserve of kernel randomness: one getrandom(2) serves 256 UUIDs instead of one,
+ * which matters when every request and every event needs a fresh id.
+ */
+static _Thread_local unsigned char uuid_pool[4096];
+static _Thread_local size_t uuid_pool_left;
+
 void uuid_new(char out[UUID_STR_LEN])
 {
     unsigned char b[16];
 
-    random_bytes(b, sizeof b);
+    if (uuid_pool_left < sizeof b) {
+        random_bytes(uuid_pool, sizeof uuid_pool);
+        uuid_pool_left = sizeof uuid_pool;
+    }
+    memcpy(b, uuid_pool + sizeof uuid_pool - uuid_pool_left, sizeof b);
+    memset(uuid_pool + sizeof uuid_pool - uuid_pool_left, 0, sizeof b); /* used once only */
+    uuid_pool_left -= sizeof b;
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
     snprintf(out, UUID_STR_LEN,
