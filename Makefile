@@ -73,7 +73,11 @@ UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # A service's domain modules (everything but main.c) are linked into the unit tests too.
 DOMAIN_OBJ := $(foreach s,$(SERVICES),$(patsubst %.c,$(BUILD)/%.o,$(filter-out services/$(s)/main.c,$(wildcard services/$(s)/*.c))) $(BUILD)/gen/$(s)_migrations.o $($(s)_EMBED))
-$(BUILD)/tests/%: tests/unit/%.c $(DOMAIN_OBJ) $(BUILD)/libptce.a
+# The tests' shared PostgreSQL scaffolding (tests/unit/testdb.c): compiled once, linked into each.
+$(BUILD)/tests/testdb.o: tests/unit/testdb.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/tests/testdb.o $(DOMAIN_OBJ) $(BUILD)/libptce.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iservices $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs check)
 

@@ -3,9 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "auth.h"
+#include "testdb.h"
 
 /* ---- tokens, roles, scopes: no database ---- */
 
@@ -140,18 +140,8 @@ END_TEST
 
 /* ---- auth_authenticate: PostgreSQL ---- */
 
-static pid_t runner_pid; /* labels this run's keys, so the runner can sweep what failures left */
-static char label[64];
+static char label[64]; /* unit_<pids>: labels this test's keys, so the runner can sweep them */
 static struct db_pool *pool;
-
-static const char *test_db_url(void)
-{
-    const char *url = getenv("PTCE_TEST_DATABASE_URL");
-
-    ck_assert_msg(url && *url, "PTCE_TEST_DATABASE_URL is not set: the database tests need the URL "
-                               "of a PostgreSQL superuser (deploy/local/pg.sh start, then url)");
-    return url;
-}
 
 static void sql_ok(PGconn *pg, const char *sql, int nparams, const char *const *params)
 {
@@ -165,18 +155,10 @@ static void sql_ok(PGconn *pg, const char *sql, int nparams, const char *const *
     PQclear(r);
 }
 
-static PGconn *admin_open(void)
-{
-    PGconn *pg = PQconnectdb(test_db_url());
-
-    ck_assert_msg(PQstatus(pg) == CONNECTION_OK, "connect: %s", PQerrorMessage(pg));
-    return pg;
-}
-
 /* iam is a fixed schema shared by every test run: create it once, under a lock. */
 static void iam_setup(void)
 {
-    PGconn *pg = admin_open();
+    PGconn *pg = testdb_admin_open();
 
     sql_ok(pg,
            "SET client_min_messages = warning;"
@@ -191,14 +173,14 @@ static void iam_setup(void)
            "  created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz)",
            0, NULL);
     PQfinish(pg);
-    snprintf(label, sizeof label, "unit_%d_%d", (int)runner_pid, (int)getpid());
-    ck_assert_int_eq(db_pool_open(&pool, test_db_url(), NULL, 1, 2000, 5000), STATUS_OK);
+    testdb_name(label, sizeof label);
+    ck_assert_int_eq(db_pool_open(&pool, testdb_url(), NULL, 1, 2000, 5000), STATUS_OK);
 }
 
 static void iam_teardown(void)
 {
     const char *params[] = {label};
-    PGconn *pg = admin_open();
+    PGconn *pg = testdb_admin_open();
 
     sql_ok(pg, "DELETE FROM iam.api_key WHERE label = $1", 1, params);
     PQfinish(pg);
@@ -208,16 +190,7 @@ static void iam_teardown(void)
 /* Runs in the runner process after the case: removes the keys of tests that failed midway. */
 static void iam_sweep(void)
 {
-    char pattern[64];
-    const char *params[] = {pattern};
-    const char *url = getenv("PTCE_TEST_DATABASE_URL");
-    PGconn *pg = url ? PQconnectdb(url) : NULL;
-
-    snprintf(pattern, sizeof pattern, "unit\\_%d\\_%%", (int)runner_pid);
-    if (pg && PQstatus(pg) == CONNECTION_OK)
-        PQclear(PQexecParams(pg, "DELETE FROM iam.api_key WHERE label LIKE $1", 1, NULL, params,
-                             NULL, NULL, 0));
-    PQfinish(pg);
+    testdb_sweep("DELETE FROM iam.api_key WHERE label LIKE $1");
 }
 
 /* Stores a new key; returns the "Bearer <token>" header value (caller frees). */
@@ -226,7 +199,7 @@ static char *key_insert(const char *role, const char *regions, int revoked)
     char id[AUTH_KEY_ID_LEN + 1], hash[65];
     char *token = auth_token_new(id);
     const char *params[] = {id, hash, role, regions, label, revoked ? "t" : "f"};
-    PGconn *pg = admin_open();
+    PGconn *pg = testdb_admin_open();
 
     auth_token_hash(token, hash);
     sql_ok(pg,
@@ -312,7 +285,7 @@ START_TEST(test_auth_authenticate_cache)
     snprintf(wrong, sizeof wrong, "%s", key);
     wrong[strlen(wrong) - 1] = wrong[strlen(wrong) - 1] == 'A' ? 'B' : 'A';
     ck_assert_int_eq(auth_authenticate(cached, key, &p), STATUS_OK);
-    PGconn *pg = admin_open();
+    PGconn *pg = testdb_admin_open();
     sql_ok(pg, "UPDATE iam.api_key SET revoked_at = now() WHERE key_id = left($1, 16)", 1, params);
     PQfinish(pg);
     /* The cache answers until its TTL passes; without a cache, revocation is immediate. */
@@ -334,7 +307,7 @@ START_TEST(test_auth_authenticate_database_busy)
     struct auth_principal p;
 
     /* With the only connection taken, the key cannot be checked: 503, not 401. */
-    ck_assert_int_eq(db_pool_open(&small, test_db_url(), NULL, 1, 100, 5000), STATUS_OK);
+    ck_assert_int_eq(db_pool_open(&small, testdb_url(), NULL, 1, 100, 5000), STATUS_OK);
     struct auth *auth = auth_new(small, 0);
     ck_assert_int_eq(db_acquire(small, &held), STATUS_OK);
     ck_assert_int_eq(auth_authenticate(auth, key, &p), STATUS_UNAVAILABLE);
@@ -374,7 +347,7 @@ static Suite *auth_suite(void)
 
 int main(void)
 {
-    runner_pid = getpid();
+    testdb_init();
     SRunner *sr = srunner_create(auth_suite());
 
     srunner_run_all(sr, CK_NORMAL);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "testdb.h"
 
 /* ---- SQLSTATE mapping: no database ---- */
 
@@ -33,87 +34,24 @@ END_TEST
 
 /* ---- fixtures: one schema per test, dropped at the end ---- */
 
-static pid_t runner_pid; /* names this run's schemas, so the runner can sweep what failures left */
 static char schema[64];
 static struct db_pool *pool;
 
-static const char *test_db_url(void)
-{
-    const char *url = getenv("PTCE_TEST_DATABASE_URL");
-
-    ck_assert_msg(url && *url, "PTCE_TEST_DATABASE_URL is not set: the database tests need the URL "
-                               "of a PostgreSQL superuser (deploy/local/pg.sh start, then url)");
-    return url;
-}
-
-static void notice_ignore(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message; /* "drop cascades to …" is expected here */
-}
-
-static PGconn *admin_open(void)
-{
-    PGconn *pg = PQconnectdb(test_db_url());
-
-    ck_assert_msg(PQstatus(pg) == CONNECTION_OK, "connect: %s", PQerrorMessage(pg));
-    PQsetNoticeProcessor(pg, notice_ignore, NULL);
-    return pg;
-}
-
-/* Runs "<command> <schema><tail>" as the superuser (DDL: the name is ours, unit_<pids>). */
-static void admin_schema_sql(const char *command, const char *tail)
-{
-    char sql[256];
-    PGconn *pg = admin_open();
-
-    snprintf(sql, sizeof sql, "%s %s%s", command, schema, tail);
-    PGresult *r = PQexec(pg, sql);
-    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK,
-                  "%s: %s", sql, PQresultErrorMessage(r));
-    PQclear(r);
-    PQfinish(pg);
-}
-
 static void schema_setup(void)
 {
-    snprintf(schema, sizeof schema, "unit_%d_%d", (int)runner_pid, (int)getpid());
-    admin_schema_sql("CREATE SCHEMA", "");
+    testdb_schema_create(schema, sizeof schema);
     pool = NULL;
 }
 
 static void schema_teardown(void)
 {
     db_pool_close(pool);
-    admin_schema_sql("DROP SCHEMA", " CASCADE");
-}
-
-/* Runs in the runner process after the case: drops the schemas of tests that failed midway. */
-static void schema_sweep(void)
-{
-    char pattern[64];
-    const char *params[] = {pattern};
-    const char *url = getenv("PTCE_TEST_DATABASE_URL");
-    PGconn *pg = url ? PQconnectdb(url) : NULL;
-
-    snprintf(pattern, sizeof pattern, "unit\\_%d\\_%%", (int)runner_pid);
-    if (pg && PQstatus(pg) == CONNECTION_OK) {
-        PQsetNoticeProcessor(pg, notice_ignore, NULL);
-        PGresult *r = PQexecParams(pg,
-                                   "SELECT format('DROP SCHEMA %I CASCADE', nspname)"
-                                   " FROM pg_namespace WHERE nspname LIKE $1",
-                                   1, NULL, params, NULL, NULL, 0);
-        for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++)
-            PQclear(PQexec(pg, PQgetvalue(r, i, 0)));
-        PQclear(r);
-    }
-    PQfinish(pg);
+    testdb_schema_drop(schema);
 }
 
 static void pool_open(size_t size, long wait_ms, long statement_timeout_ms)
 {
-    enum status st =
-        db_pool_open(&pool, test_db_url(), schema, size, wait_ms, statement_timeout_ms);
+    enum status st = db_pool_open(&pool, testdb_url(), schema, size, wait_ms, statement_timeout_ms);
 
     ck_assert_int_eq(st, STATUS_OK);
 }
@@ -296,7 +234,7 @@ END_TEST
 static void backend_kill(const char *pid)
 {
     const char *params[] = {pid};
-    PGconn *pg = admin_open();
+    PGconn *pg = testdb_admin_open();
     PGresult *r =
         PQexecParams(pg, "SELECT pg_terminate_backend($1::int)", 1, NULL, params, NULL, NULL, 0);
 
@@ -337,7 +275,7 @@ START_TEST(test_db_dedicated_connection)
 {
     struct db_conn conn;
 
-    ck_assert_int_eq(db_conn_open(&conn, test_db_url(), schema, 0), STATUS_OK);
+    ck_assert_int_eq(db_conn_open(&conn, testdb_url(), schema, 0), STATUS_OK);
     ck_assert_str_eq(scalar(&conn, &q_schema, 0, NULL), schema);
     db_conn_close(&conn);
     ck_assert_ptr_null(conn.pg);
@@ -351,7 +289,7 @@ START_TEST(test_db_open_unreachable)
     struct db_pool *p = (struct db_pool *)1;
     struct db_conn conn;
 
-    (void)test_db_url();
+    (void)testdb_url();
     ck_assert_int_eq(
         db_pool_open(&p, "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2", NULL, 2, 100, 0),
         STATUS_UNAVAILABLE);
@@ -375,7 +313,7 @@ static Suite *db_suite(void)
 
     tcase_set_timeout(tc, 30);
     tcase_add_checked_fixture(tc, schema_setup, schema_teardown);
-    tcase_add_unchecked_fixture(tc, NULL, schema_sweep);
+    tcase_add_unchecked_fixture(tc, NULL, testdb_schema_sweep);
     tcase_add_test(tc, test_db_pool_acquire_release);
     tcase_add_test(tc, test_db_pool_acquire_timeout);
     tcase_add_test(tc, test_db_pool_waiter_woken_by_release);
@@ -391,7 +329,7 @@ static Suite *db_suite(void)
 
 int main(void)
 {
-    runner_pid = getpid();
+    testdb_init();
     SRunner *sr = srunner_create(db_suite());
 
     srunner_run_all(sr, CK_NORMAL);

@@ -8,46 +8,16 @@
 #include "inbox.h"
 #include "metrics.h"
 #include "sql_common.h"
+#include "testdb.h"
 
 #include <librdkafka/rdkafka_mock.h> /* must follow rdkafka.h, which inbox.h includes */
 
 #define TOPIC "unit.events"
 
-static pid_t runner_pid; /* names this run's schemas, so the runner can sweep what failures left */
 static char schema[64];
 static struct db_conn conn; /* the test's own view of the schema */
 static rd_kafka_t *mock_owner, *producer;
 static rd_kafka_mock_cluster_t *mock;
-
-static const char *test_db_url(void)
-{
-    const char *url = getenv("PTCE_TEST_DATABASE_URL");
-
-    ck_assert_msg(url && *url, "PTCE_TEST_DATABASE_URL is not set: the database tests need the URL "
-                               "of a PostgreSQL superuser (deploy/local/pg.sh start, then url)");
-    return url;
-}
-
-static void notice_ignore(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message; /* "drop cascades to …" is expected here */
-}
-
-/* Runs "<command> <schema><tail>" as the superuser (DDL: the name is ours, unit_<pids>). */
-static void admin_schema_sql(const char *command, const char *tail)
-{
-    char sql[256];
-    PGconn *pg = PQconnectdb(test_db_url());
-
-    ck_assert_msg(PQstatus(pg) == CONNECTION_OK, "connect: %s", PQerrorMessage(pg));
-    PQsetNoticeProcessor(pg, notice_ignore, NULL);
-    snprintf(sql, sizeof sql, "%s %s%s", command, schema, tail);
-    PGresult *r = PQexec(pg, sql);
-    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s: %s", sql, PQresultErrorMessage(r));
-    PQclear(r);
-    PQfinish(pg);
-}
 
 static void setup(void)
 {
@@ -56,9 +26,8 @@ static void setup(void)
     char errstr[256];
     size_t applied;
 
-    snprintf(schema, sizeof schema, "unit_%d_%d", (int)runner_pid, (int)getpid());
-    admin_schema_sql("CREATE SCHEMA", "");
-    ck_assert_int_eq(db_conn_open(&conn, test_db_url(), schema, 0), STATUS_OK);
+    testdb_schema_create(schema, sizeof schema);
+    ck_assert_int_eq(db_conn_open(&conn, testdb_url(), schema, 0), STATUS_OK);
     ck_assert_int_eq(migrate_apply(&conn, lists, counts, 1, &applied), STATUS_OK);
     ck_assert_int_eq(db_command(&conn, "CREATE TABLE applied (event_id uuid PRIMARY KEY,"
                                        " subject text, n serial)"),
@@ -87,29 +56,7 @@ static void teardown(void)
     rd_kafka_mock_cluster_destroy(mock);
     rd_kafka_destroy(mock_owner);
     db_conn_close(&conn);
-    admin_schema_sql("DROP SCHEMA", " CASCADE");
-}
-
-/* Runs in the runner process after the case: drops the schemas of tests that failed midway. */
-static void sweep(void)
-{
-    char pattern[64];
-    const char *params[] = {pattern};
-    const char *url = getenv("PTCE_TEST_DATABASE_URL");
-    PGconn *pg = url ? PQconnectdb(url) : NULL;
-
-    snprintf(pattern, sizeof pattern, "unit\\_%d\\_%%", (int)runner_pid);
-    if (pg && PQstatus(pg) == CONNECTION_OK) {
-        PQsetNoticeProcessor(pg, notice_ignore, NULL);
-        PGresult *r = PQexecParams(pg,
-                                   "SELECT format('DROP SCHEMA %I CASCADE', nspname)"
-                                   " FROM pg_namespace WHERE nspname LIKE $1",
-                                   1, NULL, params, NULL, NULL, 0);
-        for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++)
-            PQclear(PQexec(pg, PQgetvalue(r, i, 0)));
-        PQclear(r);
-    }
-    PQfinish(pg);
+    testdb_schema_drop(schema);
 }
 
 /* The handler: records the event; refuses type "unit.refused" after writing (to be undone). */
@@ -130,7 +77,7 @@ static struct inbox *inbox_open(void)
 {
     static const char *const topics[] = {TOPIC};
     struct inbox_config cfg = {
-        .conninfo = test_db_url(),
+        .conninfo = testdb_url(),
         .schema = schema,
         .kafka = {rd_kafka_mock_cluster_bootstraps(mock), "unit-inbox", 5000, 1, 1},
         .group = "unit-inbox",
@@ -320,7 +267,7 @@ static Suite *inbox_suite(void)
 
     tcase_set_timeout(tc, 60);
     tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_unchecked_fixture(tc, NULL, sweep);
+    tcase_add_unchecked_fixture(tc, NULL, testdb_schema_sweep);
     tcase_add_test(tc, test_inbox_applies_once_in_order);
     tcase_add_test(tc, test_inbox_dead_letters);
     tcase_add_test(tc, test_inbox_stop_commits_offsets);
@@ -332,7 +279,7 @@ static Suite *inbox_suite(void)
 
 int main(void)
 {
-    runner_pid = getpid();
+    testdb_init();
     SRunner *sr = srunner_create(inbox_suite());
 
     srunner_run_all(sr, CK_NORMAL);

@@ -8,74 +8,21 @@
 
 #include "migrate.h"
 #include "sql_common.h"
+#include "testdb.h"
 
-static pid_t runner_pid; /* names this run's schemas, so the runner can sweep what failures left */
 static char schema[64];
 static struct db_conn conn;
 
-static const char *test_db_url(void)
-{
-    const char *url = getenv("PTCE_TEST_DATABASE_URL");
-
-    ck_assert_msg(url && *url, "PTCE_TEST_DATABASE_URL is not set: the database tests need the URL "
-                               "of a PostgreSQL superuser (deploy/local/pg.sh start, then url)");
-    return url;
-}
-
-static void notice_ignore(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message; /* "drop cascades to …" is expected here */
-}
-
-/* Runs "<command> <schema><tail>" as the superuser (DDL: the name is ours, unit_<pids>). */
-static void admin_schema_sql(const char *command, const char *tail)
-{
-    char sql[256];
-    PGconn *pg = PQconnectdb(test_db_url());
-
-    ck_assert_msg(PQstatus(pg) == CONNECTION_OK, "connect: %s", PQerrorMessage(pg));
-    PQsetNoticeProcessor(pg, notice_ignore, NULL);
-    snprintf(sql, sizeof sql, "%s %s%s", command, schema, tail);
-    PGresult *r = PQexec(pg, sql);
-    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s: %s", sql, PQresultErrorMessage(r));
-    PQclear(r);
-    PQfinish(pg);
-}
-
 static void schema_setup(void)
 {
-    snprintf(schema, sizeof schema, "unit_%d_%d", (int)runner_pid, (int)getpid());
-    admin_schema_sql("CREATE SCHEMA", "");
-    ck_assert_int_eq(db_conn_open(&conn, test_db_url(), schema, 0), STATUS_OK);
+    testdb_schema_create(schema, sizeof schema);
+    ck_assert_int_eq(db_conn_open(&conn, testdb_url(), schema, 0), STATUS_OK);
 }
 
 static void schema_teardown(void)
 {
     db_conn_close(&conn);
-    admin_schema_sql("DROP SCHEMA", " CASCADE");
-}
-
-/* Runs in the runner process after the case: drops the schemas of tests that failed midway. */
-static void schema_sweep(void)
-{
-    char pattern[64];
-    const char *params[] = {pattern};
-    const char *url = getenv("PTCE_TEST_DATABASE_URL");
-    PGconn *pg = url ? PQconnectdb(url) : NULL;
-
-    snprintf(pattern, sizeof pattern, "unit\\_%d\\_%%", (int)runner_pid);
-    if (pg && PQstatus(pg) == CONNECTION_OK) {
-        PQsetNoticeProcessor(pg, notice_ignore, NULL);
-        PGresult *r = PQexecParams(pg,
-                                   "SELECT format('DROP SCHEMA %I CASCADE', nspname)"
-                                   " FROM pg_namespace WHERE nspname LIKE $1",
-                                   1, NULL, params, NULL, NULL, 0);
-        for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++)
-            PQclear(PQexec(pg, PQgetvalue(r, i, 0)));
-        PQclear(r);
-    }
-    PQfinish(pg);
+    testdb_schema_drop(schema);
 }
 
 DB_STMT(q_regclass, "SELECT coalesce(to_regclass($1)::text, '')");
@@ -211,7 +158,7 @@ START_TEST(test_migrate_concurrent_replicas_apply_once)
 
     for (int i = 0; i < 2; i++) {
         memset(&reps[i], 0, sizeof reps[i]);
-        ck_assert_int_eq(db_conn_open(&reps[i].db, test_db_url(), schema, 0), STATUS_OK);
+        ck_assert_int_eq(db_conn_open(&reps[i].db, testdb_url(), schema, 0), STATUS_OK);
     }
     for (int i = 0; i < 2; i++)
         ck_assert_int_eq(pthread_create(&threads[i], NULL, replica_run, &reps[i]), 0);
@@ -263,7 +210,7 @@ static Suite *migrate_suite(void)
 
     tcase_set_timeout(tc, 30);
     tcase_add_checked_fixture(tc, schema_setup, schema_teardown);
-    tcase_add_unchecked_fixture(tc, NULL, schema_sweep);
+    tcase_add_unchecked_fixture(tc, NULL, testdb_schema_sweep);
     tcase_add_test(tc, test_migrate_common_once);
     tcase_add_test(tc, test_migrate_lists_in_order);
     tcase_add_test(tc, test_migrate_failure_rolls_back_everything);
@@ -275,7 +222,7 @@ static Suite *migrate_suite(void)
 
 int main(void)
 {
-    runner_pid = getpid();
+    testdb_init();
     SRunner *sr = srunner_create(migrate_suite());
 
     srunner_run_all(sr, CK_NORMAL);

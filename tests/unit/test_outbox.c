@@ -9,42 +9,12 @@
 #include "log.h"
 #include "outbox.h"
 #include "sql_common.h"
+#include "testdb.h"
 
 #include <librdkafka/rdkafka_mock.h> /* must follow rdkafka.h, which outbox.h includes */
 
-static pid_t runner_pid; /* names this run's schemas, so the runner can sweep what failures left */
 static char schema[64];
 static struct db_pool *pool;
-
-static const char *test_db_url(void)
-{
-    const char *url = getenv("PTCE_TEST_DATABASE_URL");
-
-    ck_assert_msg(url && *url, "PTCE_TEST_DATABASE_URL is not set: the database tests need the URL "
-                               "of a PostgreSQL superuser (deploy/local/pg.sh start, then url)");
-    return url;
-}
-
-static void notice_ignore(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message; /* "drop cascades to …" is expected here */
-}
-
-/* Runs "<command> <schema><tail>" as the superuser (DDL: the name is ours, unit_<pids>). */
-static void admin_schema_sql(const char *command, const char *tail)
-{
-    char sql[256];
-    PGconn *pg = PQconnectdb(test_db_url());
-
-    ck_assert_msg(PQstatus(pg) == CONNECTION_OK, "connect: %s", PQerrorMessage(pg));
-    PQsetNoticeProcessor(pg, notice_ignore, NULL);
-    snprintf(sql, sizeof sql, "%s %s%s", command, schema, tail);
-    PGresult *r = PQexec(pg, sql);
-    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s: %s", sql, PQresultErrorMessage(r));
-    PQclear(r);
-    PQfinish(pg);
-}
 
 /* A fresh schema with the common migrations, and a pool of two connections on it. */
 static void schema_setup(void)
@@ -54,9 +24,8 @@ static void schema_setup(void)
     struct db_conn *conn;
     size_t applied;
 
-    snprintf(schema, sizeof schema, "unit_%d_%d", (int)runner_pid, (int)getpid());
-    admin_schema_sql("CREATE SCHEMA", "");
-    ck_assert_int_eq(db_pool_open(&pool, test_db_url(), schema, 2, 1000, 5000), STATUS_OK);
+    testdb_schema_create(schema, sizeof schema);
+    ck_assert_int_eq(db_pool_open(&pool, testdb_url(), schema, 2, 1000, 5000), STATUS_OK);
     ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
     ck_assert_int_eq(migrate_apply(conn, lists, counts, 1, &applied), STATUS_OK);
     db_release(pool, conn);
@@ -65,29 +34,7 @@ static void schema_setup(void)
 static void schema_teardown(void)
 {
     db_pool_close(pool);
-    admin_schema_sql("DROP SCHEMA", " CASCADE");
-}
-
-/* Runs in the runner process after the case: drops the schemas of tests that failed midway. */
-static void schema_sweep(void)
-{
-    char pattern[64];
-    const char *params[] = {pattern};
-    const char *url = getenv("PTCE_TEST_DATABASE_URL");
-    PGconn *pg = url ? PQconnectdb(url) : NULL;
-
-    snprintf(pattern, sizeof pattern, "unit\\_%d\\_%%", (int)runner_pid);
-    if (pg && PQstatus(pg) == CONNECTION_OK) {
-        PQsetNoticeProcessor(pg, notice_ignore, NULL);
-        PGresult *r = PQexecParams(pg,
-                                   "SELECT format('DROP SCHEMA %I CASCADE', nspname)"
-                                   " FROM pg_namespace WHERE nspname LIKE $1",
-                                   1, NULL, params, NULL, NULL, 0);
-        for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++)
-            PQclear(PQexec(pg, PQgetvalue(r, i, 0)));
-        PQclear(r);
-    }
-    PQfinish(pg);
+    testdb_schema_drop(schema);
 }
 
 DB_STMT(q_rows, "SELECT event_id, topic, key, type, payload, sent_at IS NULL FROM outbox"
@@ -193,7 +140,7 @@ START_TEST(test_outbox_append_without_table_fails)
     char id[UUID_STR_LEN] = "unchanged";
 
     /* search_path "pg_catalog" has no outbox: a failure, the data still released (ASan). */
-    ck_assert_int_eq(db_conn_open(&conn, test_db_url(), "pg_catalog", 0), STATUS_OK);
+    ck_assert_int_eq(db_conn_open(&conn, testdb_url(), "pg_catalog", 0), STATUS_OK);
     ck_assert_int_ne(outbox_append(&conn, "t", "/s", "x.y", "k", json_pack("{s:s}", "a", "b"), id),
                      STATUS_OK);
     ck_assert_str_eq(id, "unchanged");
@@ -235,7 +182,7 @@ static void mock_stop(void)
 static struct outbox_relay *relay_open(long message_timeout_ms, long poll_ms)
 {
     struct outbox_relay_config cfg = {
-        test_db_url(),
+        testdb_url(),
         schema,
         {rd_kafka_mock_cluster_bootstraps(mock), "unit-relay", message_timeout_ms, 1, 1},
         10,
@@ -365,7 +312,7 @@ static Suite *outbox_suite(void)
 
     tcase_set_timeout(tc, 60);
     tcase_add_checked_fixture(tc, schema_setup, schema_teardown);
-    tcase_add_unchecked_fixture(tc, NULL, schema_sweep);
+    tcase_add_unchecked_fixture(tc, NULL, testdb_schema_sweep);
     tcase_add_test(tc, test_outbox_append_visible_only_after_commit);
     tcase_add_test(tc, test_outbox_append_rollback_leaves_nothing);
     tcase_add_test(tc, test_outbox_append_keeps_order);
@@ -378,7 +325,7 @@ static Suite *outbox_suite(void)
 
 int main(void)
 {
-    runner_pid = getpid();
+    testdb_init();
     SRunner *sr = srunner_create(outbox_suite());
 
     srunner_run_all(sr, CK_NORMAL);
