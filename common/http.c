@@ -162,25 +162,29 @@ json_t *http_json_parse_object(const char *data, size_t len, char *why, size_t w
 
 /* ---- routing ---- */
 
-/*
- * Matches path against pattern, filling the ctx parameters. The path is copied into ctx->path
- * with its segments NUL-separated, so parameters can point into it.
- */
-static int http_route_match(const char *pattern, const char *path, struct http_ctx *ctx)
+/* Where the parameters of a matched path are: offsets and lengths into the path. */
+struct http_match {
+    size_t off[HTTP_MAX_PARAMS];
+    size_t len[HTTP_MAX_PARAMS];
+    const char *names[HTTP_MAX_PARAMS]; /* into the pattern: "id}/…" */
+    int n;
+};
+
+/* Matches path against pattern without writing anything; 1 on a match, m then filled. */
+static int http_route_match(const char *pattern, const char *path, struct http_match *m)
 {
     const char *p = pattern, *s = path;
 
-    ctx->nparams = 0;
+    m->n = 0;
     while (*p && *s) {
         if (*p == '{') {
             const char *close = strchr(p, '}');
             size_t n = strcspn(s, "/");
-            if (!close || n == 0 || ctx->nparams == HTTP_MAX_PARAMS)
+            if (!close || n == 0 || m->n == HTTP_MAX_PARAMS)
                 return 0;
-            size_t off = (size_t)(s - path);
-            ctx->params[ctx->nparams] = ctx->path + off;
-            ctx->param_names[ctx->nparams++] = p + 1; /* ends at '}', compared below */
-            ctx->path[off + n] = '\0';
+            m->off[m->n] = (size_t)(s - path);
+            m->len[m->n] = n;
+            m->names[m->n++] = p + 1;
             p = close + 1;
             s += n;
             continue;
@@ -193,31 +197,41 @@ static int http_route_match(const char *pattern, const char *path, struct http_c
     return *p == '\0' && (*s == '\0' || (*s == '/' && s[1] == '\0'));
 }
 
-/* Parameter names point into the pattern ("id}/…"); copy them out once per request. */
-static void http_params_finish(struct http_ctx *ctx, char names[][32])
+/*
+ * Gives the chosen route's parameters to ctx: the path is copied once into ctx->path with each
+ * parameter NUL-terminated in place, and the names are copied out of the pattern.
+ */
+static void http_params_set(struct http_ctx *ctx, const struct http_match *m, char names[][32])
 {
-    for (int i = 0; i < ctx->nparams; i++) {
-        size_t n = strcspn(ctx->param_names[i], "}");
-        snprintf(names[i], 32, "%.*s", (int)n, ctx->param_names[i]);
+    snprintf(ctx->path, sizeof ctx->path, "%s", ctx->req->url_path);
+    ctx->nparams = m->n;
+    for (int i = 0; i < m->n; i++) {
+        ctx->path[m->off[i] + m->len[i]] = '\0';
+        ctx->params[i] = ctx->path + m->off[i];
+        size_t n = strcspn(m->names[i], "}");
+        snprintf(names[i], 32, "%.*s", (int)n, m->names[i]);
         ctx->param_names[i] = names[i];
     }
 }
 
 /* Finds the route; *path_matched tells a 405 from a 404. Returns the index or -1. */
 static long http_route_find(const struct http_server *srv, const char *method, struct http_ctx *ctx,
-                            int *path_matched, struct buf *allow)
+                            int *path_matched, struct buf *allow, char names[][32])
 {
+    struct http_match m;
+
     *path_matched = 0;
     if (strlen(ctx->req->url_path) >= sizeof ctx->path)
         return -1; /* longer than any route: parameters could not point into ctx->path */
     for (size_t i = 0; i < srv->nroutes; i++) {
         const struct http_route *r = &srv->routes[i];
-        snprintf(ctx->path, sizeof ctx->path, "%s", ctx->req->url_path);
-        if (!http_route_match(r->pattern, ctx->req->url_path, ctx))
+        if (!http_route_match(r->pattern, ctx->req->url_path, &m))
             continue;
         if (strcmp(r->method, method) == 0 ||
-            (strcmp(method, "HEAD") == 0 && strcmp(r->method, "GET") == 0))
+            (strcmp(method, "HEAD") == 0 && strcmp(r->method, "GET") == 0)) {
+            http_params_set(ctx, &m, names);
             return (long)i;
+        }
         *path_matched = 1;
         buf_printf(allow, "%s%s", allow->len ? ", " : "", r->method);
     }
@@ -338,10 +352,11 @@ static void http_account(struct http_server *srv, const struct http_ctx *ctx, lo
     if (ctx->status_code >= 500)
         lvl = LOG_ERROR;
     if (log_enabled(lvl))
-        log_event(lvl, "http.request", "{s:s, s:s, s:s, s:i, s:f, s:s?}", "method",
+        log_event(lvl, "http.request", "{s:s, s:s, s:s, s:i, s:I, s:s?}", "method",
                   ctx->req->http_verb, "path", path, "route",
-                  ctx->route ? ctx->route->pattern : "-", "status", ctx->status_code, "ms",
-                  secs * 1000.0, "key_id", ctx->principal.key_id[0] ? ctx->principal.key_id : NULL);
+                  ctx->route ? ctx->route->pattern : "-", "status", ctx->status_code, "duration_us",
+                  (json_int_t)(secs * 1e6), "key_id",
+                  ctx->principal.key_id[0] ? ctx->principal.key_id : NULL);
 }
 
 static int http_dispatch(const struct _u_request *req, struct _u_response *res, void *user)
@@ -367,8 +382,7 @@ static int http_dispatch(const struct _u_request *req, struct _u_response *res, 
     u_map_put(res->map_header, "X-Request-Id", ctx.request_id);
 
     buf_init(&allow, 256);
-    long idx = http_route_find(srv, req->http_verb, &ctx, &path_matched, &allow);
-    http_params_finish(&ctx, names);
+    long idx = http_route_find(srv, req->http_verb, &ctx, &path_matched, &allow, names);
     int rc = http_run(srv, &ctx, idx, path_matched, allow.data ? allow.data : "");
     if (ctx.status_code == 0)
         rc = http_reply_problem(&ctx, STATUS_INTERNAL, "the handler gave no answer");
