@@ -204,10 +204,10 @@ DB_STMT(st_wave_for, "SELECT id, rules_version FROM wave ORDER BY (deposit_opens
 DB_STMT(st_dossier_insert,
         "INSERT INTO dossier (id, origin, ds_number, ds_procedure_id, ds_updated_at,"
         " partner_key_id, wave_id, state, region, eligibility, document, deposited_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12)");
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::json, $12)");
 DB_STMT(st_dossier_update,
         "UPDATE dossier SET state = $2, region = $3, eligibility = $4, version = $5,"
-        " document = $6::jsonb, ds_updated_at = $7, change_seq = nextval('dossier_change_seq'),"
+        " document = $6::json, ds_updated_at = $7, change_seq = nextval('dossier_change_seq'),"
         " updated_at = now(), withdrawn_at = NULL WHERE id = $1");
 DB_STMT(st_checks_insert,
         "INSERT INTO dossier_check (dossier_id, version, rules_version, rule, outcome, evidence)"
@@ -526,12 +526,14 @@ enum status store_ds_apply(struct db_conn *conn, const struct ds_snapshot *s, in
 DB_STMT(st_notice_close, "UPDATE ds_notification SET status = 'done', done_at = now(),"
                          " last_error = 'dossier deleted on DS' WHERE dossier_number = $1"
                          " AND status = 'pending'");
-DB_STMT(st_ds_withdraw,
-        "UPDATE dossier SET state = 'withdrawn', withdrawn_at = $2, version = version + 1,"
-        " change_seq = nextval('dossier_change_seq'), updated_at = now(),"
-        " document = document || jsonb_build_object('state', 'withdrawn', 'version', version + 1,"
-        " 'updated_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))"
-        " WHERE ds_number = $1 AND withdrawn_at IS NULL RETURNING id, document::text");
+DB_STMT(
+    st_ds_withdraw,
+    "UPDATE dossier SET state = 'withdrawn', withdrawn_at = $2, version = version + 1,"
+    " change_seq = nextval('dossier_change_seq'), updated_at = now(),"
+    " document = (document::jsonb || jsonb_build_object('state', 'withdrawn', 'version',"
+    " version + 1,"
+    " 'updated_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')))::json"
+    " WHERE ds_number = $1 AND withdrawn_at IS NULL RETURNING id, document::text");
 
 enum status store_ds_withdraw(struct db_conn *conn, long long number, const char *deleted_at,
                               const char *reason, int *changed)

@@ -33,7 +33,9 @@ CREATE TABLE dossier (
     region          text,
     eligibility     text NOT NULL CHECK (eligibility IN ('eligible', 'ineligible', 'needs_review')),
     version         integer NOT NULL DEFAULT 1,
-    document        jsonb NOT NULL,        -- the API representation, served as is
+    -- The API representation, served byte for byte: json (not jsonb) keeps the text as written,
+    -- so a read costs no re-serialisation.
+    document        json NOT NULL,
     change_seq      bigint NOT NULL DEFAULT nextval('dossier_change_seq'),
     deposited_at    timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
