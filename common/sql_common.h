@@ -1,4 +1,4 @@
-/* sql_common: the migrations each service schema receives (outbox, inbox), embedded at build time. */
+/* sql_common: the migrations of every service schema (outbox, inbox), embedded at build time. */
 #ifndef PTCE_SQL_COMMON_H
 #define PTCE_SQL_COMMON_H
 
