@@ -5,17 +5,6 @@
 #include <string.h>
 #include <time.h>
 
-void time_now_rfc3339(char *out, size_t len)
-{
-    struct timespec ts;
-    struct tm tm;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000);
-}
-
 json_t *cloudevent_new(const char *source, const char *type, const char *subject, json_t *data,
                        const char *request_id, char *id_out)
 {

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "clock.h"
 #include "status.h"
 #include "uuid.h"
 
@@ -34,8 +35,5 @@ struct cloudevent {
 enum status cloudevent_parse(const char *text, size_t len, struct cloudevent *out, char *why,
                              size_t whylen);
 void cloudevent_clear(struct cloudevent *ev);
-
-/* Writes the current UTC time as RFC 3339 with milliseconds ("2026-11-26T14:00:00.000Z"). */
-void time_now_rfc3339(char *out, size_t len);
 
 #endif

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "xalloc.h"
 
@@ -156,22 +157,11 @@ void db_pool_close(struct db_pool *pool)
     free(pool);
 }
 
-static void db_deadline(struct timespec *ts, long ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 enum status db_acquire(struct db_pool *pool, struct db_conn **out)
 {
     struct timespec deadline;
 
-    db_deadline(&deadline, pool->wait_ms);
+    clock_deadline(CLOCK_MONOTONIC, pool->wait_ms, &deadline);
     pthread_mutex_lock(&pool->lock);
     while (pool->nfree == 0) {
         if (pthread_cond_timedwait(&pool->freed, &pool->lock, &deadline) == ETIMEDOUT &&

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "xalloc.h"
@@ -50,13 +51,6 @@ static int inbox_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
     if (lag >= 0)
         metric_set(&m_lag, lag);
     return 0; /* librdkafka frees json */
-}
-
-static void inbox_sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
 }
 
 static void inbox_dead_letter(struct inbox *inbox, const rd_kafka_message_t *msg,
@@ -138,14 +132,14 @@ static int inbox_apply_until_done(struct inbox *inbox, const rd_kafka_message_t 
         if (!inbox->db.pg || PQstatus(inbox->db.pg) != CONNECTION_OK) {
             db_conn_close(&inbox->db);
             if (db_conn_open(&inbox->db, inbox->conninfo, inbox->schema, 0) != STATUS_OK) {
-                inbox_sleep_ms(backoff);
+                clock_sleep_ms(backoff);
                 backoff = backoff < 5000 ? backoff * 2 : 5000;
                 continue;
             }
         }
         if (inbox_apply(inbox, msg) == STATUS_OK)
             return 1;
-        inbox_sleep_ms(backoff);
+        clock_sleep_ms(backoff);
         backoff = backoff < 5000 ? backoff * 2 : 5000;
     }
     return 0;

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "xalloc.h"
 
 static const char *log_service = "ptce";
@@ -58,10 +59,7 @@ static void *log_writer(void *arg)
     pthread_mutex_lock(&log_lock);
     for (;;) {
         struct timespec deadline;
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_nsec += 50 * 1000000L;
-        deadline.tv_sec += deadline.tv_nsec / 1000000000L;
-        deadline.tv_nsec %= 1000000000L;
+        clock_deadline(CLOCK_REALTIME, 50, &deadline);
         if (log_queue.len < LOG_QUEUE_FLUSH)
             pthread_cond_timedwait(&log_more, &log_lock, &deadline);
         log_drain_locked();
@@ -140,17 +138,6 @@ const char *log_request_id(void)
     return log_rid[0] ? log_rid : NULL;
 }
 
-static void log_timestamp(char *out, size_t len)
-{
-    struct timespec ts;
-    struct tm tm;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000);
-}
-
 void log_event(enum log_level level, const char *event, const char *fields_fmt, ...)
 {
     char ts[40];
@@ -158,7 +145,7 @@ void log_event(enum log_level level, const char *event, const char *fields_fmt, 
 
     if (!log_enabled(level))
         return;
-    log_timestamp(ts, sizeof ts);
+    time_now_rfc3339(ts, sizeof ts);
     line = json_pack("{s:s, s:s, s:s, s:s}", "ts", ts, "level", log_names[level], "service",
                      log_service, "event", event);
     if (!line)

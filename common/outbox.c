@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cloudevent.h"
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "xalloc.h"
@@ -81,13 +82,6 @@ static void outbox_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *op
         *slot = DELIVERY_OK;
     }
     atomic_fetch_sub(&relay->pending, 1);
-}
-
-static void outbox_sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
 }
 
 /* Produces one row, waiting while librdkafka's queue is full. */
@@ -243,14 +237,14 @@ static void *outbox_relay_main(void *arg)
     while (!atomic_load(&relay->stop)) {
         if (!relay->db.pg || PQstatus(relay->db.pg) != CONNECTION_OK) {
             if (outbox_connect(relay) != 0) {
-                outbox_sleep_ms(backoff);
+                clock_sleep_ms(backoff);
                 backoff = backoff < 5000 ? backoff * 2 : 5000;
                 continue;
             }
         }
         int n = outbox_round(relay);
         if (n < 0) {
-            outbox_sleep_ms(backoff);
+            clock_sleep_ms(backoff);
             backoff = backoff < 5000 ? backoff * 2 : 5000;
             continue;
         }

@@ -11,6 +11,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 
 struct ds_client {
@@ -138,8 +139,7 @@ static int ds_wait_pause(struct ds_client *c, atomic_int *stop)
             return 0;
         if (stop && atomic_load(stop))
             return -1;
-        struct timespec ts = {0, 100 * 1000000L};
-        nanosleep(&ts, NULL);
+        clock_sleep_ms(100);
     }
 }
 

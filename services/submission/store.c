@@ -254,7 +254,7 @@ static enum status store_wave_for(struct db_conn *conn, const char *when, char *
 
 /* Checks, history and event of a version; the dossier row itself is written by the caller. */
 static enum status store_version_extras(struct db_conn *conn, const struct store_version *v,
-                                        const char *document_text, json_t *document)
+                                        json_t *document)
 {
     char version[16];
     char *checks = json_dumps(v->checks, JSON_COMPACT);
@@ -262,7 +262,6 @@ static enum status store_version_extras(struct db_conn *conn, const struct store
                                v->meta.eligibility, "version", v->meta.version);
     char *detail_text = json_dumps(detail, JSON_COMPACT);
 
-    (void)document_text;
     snprintf(version, sizeof version, "%d", v->meta.version);
     const char *p1[] = {v->meta.id, version, v->meta.rules_version, checks};
     const char *p2[] = {v->meta.id, v->actor, v->history_kind, detail_text};
@@ -293,7 +292,7 @@ static enum status store_dossier_new(struct db_conn *conn, const struct store_ve
     enum status st = db_exec(conn, &st_dossier_insert, 12, params, NULL);
 
     if (st == STATUS_OK)
-        st = store_version_extras(conn, v, text, doc);
+        st = store_version_extras(conn, v, doc);
     json_decref(doc);
     if (st == STATUS_OK && document_out)
         *document_out = text;
@@ -447,7 +446,7 @@ static enum status store_ds_update(struct db_conn *conn, const struct store_vers
                             text,       v->meta.ds_updated_at};
     enum status st = db_exec(conn, &st_dossier_update, 7, params, NULL);
     if (st == STATUS_OK)
-        st = store_version_extras(conn, v, text, doc);
+        st = store_version_extras(conn, v, doc);
     json_decref(doc);
     free(text);
     return st;

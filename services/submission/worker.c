@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -57,8 +58,7 @@ static void ds_sleep_ms(struct ds_workers *w, long ms)
 {
     while (ms > 0 && !atomic_load(&w->stop)) {
         long step = ms < 100 ? ms : 100;
-        struct timespec ts = {0, step * 1000000L};
-        nanosleep(&ts, NULL);
+        clock_sleep_ms(step);
         ms -= step;
     }
 }
@@ -223,10 +223,7 @@ static void ds_wait_work(struct ds_workers *w, unsigned long *seen, long timeout
 {
     struct timespec deadline;
 
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_nsec += timeout_ms * 1000000L;
-    deadline.tv_sec += deadline.tv_nsec / 1000000000L;
-    deadline.tv_nsec %= 1000000000L;
+    clock_deadline(CLOCK_MONOTONIC, timeout_ms, &deadline);
     pthread_mutex_lock(&w->wake_lock);
     while (*seen == w->wakeups && !atomic_load(&w->stop)) {
         if (pthread_cond_timedwait(&w->wake, &w->wake_lock, &deadline) != 0)
