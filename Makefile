@@ -12,7 +12,7 @@ PKGS    := libulfius jansson libpq rdkafka libcurl openssl check
 CFLAGS  := -std=c17 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror \
            -Wshadow -Wstrict-prototypes -Wformat=2 -g -Icommon -I$(BUILD)/gen \
            $(shell pkg-config --cflags libpq libulfius 2>/dev/null)
-LDLIBS  := -lulfius -lorcania -ljansson -lpq -lrdkafka -lcurl -lcrypto -lqpdf -lpthread -lm
+LDLIBS  := -lulfius -lmicrohttpd -lorcania -ljansson -lpq -lrdkafka -lcurl -lcrypto -lqpdf -lpthread -lm
 ifeq ($(SANITIZE),1)
 CFLAGS  += -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined

@@ -1,16 +1,25 @@
 /* http: one dispatcher in front of ulfius that routes, limits, authenticates and measures. */
+#define _GNU_SOURCE /* accept4(2) */
 #include "http.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
+#include <limits.h>
 #include <microhttpd.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "uuid.h"
 
@@ -395,72 +404,243 @@ static int http_dispatch(const struct _u_request *req, struct _u_response *res, 
 
 /* ---- server life ---- */
 
+/*
+ * One worker: an ulfius instance whose MHD daemon runs one thread with its own epoll set and no
+ * listening socket. The acceptor hands it connections; `connections` counts those it holds.
+ */
+struct http_worker {
+    struct _u_instance instance;
+    atomic_long connections;
+    bool started;
+};
+
+static void http_connection_notify(void *cls, struct MHD_Connection *connection,
+                                   void **socket_context, enum MHD_ConnectionNotificationCode toe)
+{
+    (void)connection;
+    (void)socket_context;
+    struct http_worker *w = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+        atomic_fetch_sub(&w->connections, 1);
+}
+
+/*
+ * Gives a new connection to the worker holding the fewest. MHD's own thread pool lets every
+ * thread race for accept(2), and a burst of connections lands unevenly: a thread with twice its
+ * share serves each of its clients twice as slowly, which is what the tail latency shows.
+ */
+static void http_assign(struct http_server *srv, int fd, const struct sockaddr *addr,
+                        socklen_t addrlen)
+{
+    long total = 0, least = LONG_MAX;
+    size_t pick = 0;
+    for (size_t k = 0; k < srv->nworkers; k++) {
+        size_t i = (srv->next_worker + k) % srv->nworkers;
+        long n = atomic_load(&srv->workers[i].connections);
+        total += n;
+        if (n < least) {
+            least = n;
+            pick = i;
+        }
+    }
+    if (total >= srv->connection_limit) {
+        atomic_fetch_add(&srv->rejected, 1);
+        close(fd);
+        return;
+    }
+    srv->next_worker = (pick + 1) % srv->nworkers;
+    struct http_worker *w = &srv->workers[pick];
+    atomic_fetch_add(&w->connections, 1);
+    /* MHD owns the socket from here, and closes it itself on failure. */
+    if (MHD_add_connection(w->instance.mhd_daemon, fd, addr, addrlen) != MHD_YES) {
+        atomic_fetch_sub(&w->connections, 1);
+        log_event(LOG_WARN, "http.add_connection_failed", "{s:s}", "error", strerror(errno));
+    }
+}
+
+static void *http_acceptor(void *arg)
+{
+    struct http_server *srv = arg;
+    struct pollfd fds[2] = {{.fd = srv->listen_fd, .events = POLLIN},
+                            {.fd = srv->wake_fd, .events = POLLIN}};
+    for (;;) {
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            log_event(LOG_ERROR, "http.poll_failed", "{s:s}", "error", strerror(errno));
+            return NULL;
+        }
+        if (fds[1].revents)
+            return NULL;
+        for (;;) {
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof ss;
+            int fd =
+                accept4(srv->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC | SOCK_NONBLOCK);
+            if (fd >= 0) {
+                http_assign(srv, fd, (struct sockaddr *)&ss, sl);
+                continue;
+            }
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                /* Out of descriptors or memory: the backlog keeps the clients; try again soon. */
+                log_event(LOG_WARN, "http.accept_failed", "{s:s}", "error", strerror(errno));
+                clock_sleep_ms(50);
+            }
+            break;
+        }
+    }
+}
+
+static int http_listen(const struct http_server_config *cfg)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->port)};
+    if (inet_pton(AF_INET, cfg->bind, &addr.sin_addr) != 1) {
+        log_event(LOG_ERROR, "http.bad_bind_address", "{s:s}", "bind", cfg->bind);
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int on = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+        bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 1024) != 0) {
+        log_event(LOG_ERROR, "http.listen_failed", "{s:s, s:i, s:s}", "bind", cfg->bind, "port",
+                  (int)cfg->port, "error", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static enum status http_worker_start(struct http_server *srv, struct http_worker *w,
+                                     const struct http_server_config *cfg)
+{
+    if (ulfius_init_instance(&w->instance, (unsigned)cfg->port, NULL, NULL) != U_OK)
+        return STATUS_INTERNAL;
+    /*
+     * ulfius truncates a body at max_post_body_size without telling anyone. One byte more than
+     * the limit lets the dispatcher see that a body was longer, and answer 413 instead.
+     */
+    w->instance.max_post_body_size = srv->body_limit + 1;
+    w->instance.check_utf8 = 1;
+    ulfius_set_default_endpoint(&w->instance, http_dispatch, srv);
+    struct MHD_OptionItem ops[] = {
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)mhd_request_completed, NULL},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)http_connection_notify, w},
+        {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)ulfius_uri_logger, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->timeout_s, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->connection_limit, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+                     MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ERROR_LOG;
+    if (ulfius_start_framework_with_mhd_options(&w->instance, flags, ops) != U_OK) {
+        ulfius_clean_instance(&w->instance);
+        return STATUS_INTERNAL;
+    }
+    w->started = true;
+    return STATUS_OK;
+}
+
+static void http_workers_stop(struct http_server *srv)
+{
+    for (size_t i = 0; i < srv->nworkers; i++) {
+        if (!srv->workers[i].started)
+            continue;
+        ulfius_stop_framework(&srv->workers[i].instance);
+        ulfius_clean_instance(&srv->workers[i].instance);
+    }
+    free(srv->workers);
+    srv->workers = NULL;
+}
+
 enum status http_server_start(struct http_server *srv, const struct http_server_config *cfg,
                               const struct http_route *routes, size_t nroutes, void *app,
                               struct auth *auth)
 {
-    static struct sockaddr_in addr;
-
     memset(srv, 0, sizeof *srv);
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)cfg->port);
-    if (inet_pton(AF_INET, cfg->bind, &addr.sin_addr) != 1) {
-        log_event(LOG_ERROR, "http.bad_bind_address", "{s:s}", "bind", cfg->bind);
-        return STATUS_INVALID;
-    }
-    if (ulfius_init_instance(&srv->instance, (unsigned)cfg->port, &addr, NULL) != U_OK)
-        return STATUS_INTERNAL;
+    srv->listen_fd = srv->wake_fd = -1;
     srv->routes = routes;
     srv->nroutes = nroutes;
     srv->app = app;
     srv->auth = auth;
     srv->body_limit = (size_t)cfg->body_limit;
+    srv->connection_limit = cfg->connection_limit;
+    srv->nworkers = cfg->threads > 0 ? (size_t)cfg->threads : 1;
     srv->stats = xcalloc(nroutes + 1, sizeof *srv->stats);
-    /*
-     * ulfius truncates a body at max_post_body_size without telling anyone. One byte more than
-     * the limit lets the dispatcher see that a body was longer, and answer 413 instead.
-     */
-    srv->instance.max_post_body_size = srv->body_limit + 1;
-    srv->instance.check_utf8 = 1;
-    ulfius_set_default_endpoint(&srv->instance, http_dispatch, srv);
+    srv->workers = xcalloc(srv->nworkers, sizeof *srv->workers);
 
-    struct MHD_OptionItem ops[] = {
-        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)mhd_request_completed, NULL},
-        {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)ulfius_uri_logger, NULL},
-        {MHD_OPTION_SOCK_ADDR, 0, &addr},
-        {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)cfg->threads, NULL},
-        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->timeout_s, NULL},
-        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->connection_limit, NULL},
-        {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
-        {MHD_OPTION_END, 0, NULL},
-    };
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
-    if (ulfius_start_framework_with_mhd_options(&srv->instance, flags, ops) != U_OK) {
-        log_event(LOG_ERROR, "http.start_failed", "{s:s, s:i}", "bind", cfg->bind, "port",
-                  (int)cfg->port);
-        ulfius_clean_instance(&srv->instance);
-        free(srv->stats);
-        srv->stats = NULL;
-        return STATUS_UNAVAILABLE;
+    enum status st = STATUS_UNAVAILABLE;
+    srv->listen_fd = http_listen(cfg);
+    if (srv->listen_fd < 0)
+        goto fail;
+    srv->wake_fd = eventfd(0, EFD_CLOEXEC);
+    if (srv->wake_fd < 0) {
+        st = STATUS_INTERNAL;
+        goto fail;
+    }
+    for (size_t i = 0; i < srv->nworkers; i++) {
+        st = http_worker_start(srv, &srv->workers[i], cfg);
+        if (st != STATUS_OK) {
+            log_event(LOG_ERROR, "http.start_failed", "{s:i}", "worker", (int)i);
+            goto fail;
+        }
+    }
+    if (pthread_create(&srv->acceptor, NULL, http_acceptor, srv) != 0) {
+        st = STATUS_INTERNAL;
+        goto fail;
     }
     log_event(LOG_INFO, "http.listening", "{s:s, s:i, s:i}", "bind", cfg->bind, "port",
-              (int)cfg->port, "threads", (int)cfg->threads);
+              (int)cfg->port, "threads", (int)srv->nworkers);
     return STATUS_OK;
+
+fail:
+    http_workers_stop(srv);
+    if (srv->listen_fd >= 0)
+        close(srv->listen_fd);
+    if (srv->wake_fd >= 0)
+        close(srv->wake_fd);
+    free(srv->stats);
+    srv->stats = NULL;
+    return st;
 }
 
 void http_server_stop(struct http_server *srv)
 {
     if (!srv->stats)
         return;
-    ulfius_stop_framework(&srv->instance);
-    ulfius_clean_instance(&srv->instance);
+    /* Stop accepting first, then let each worker finish what it is serving. */
+    uint64_t one = 1;
+    if (write(srv->wake_fd, &one, sizeof one) != (ssize_t)sizeof one)
+        log_event(LOG_ERROR, "http.stop_signal_failed", "{s:s}", "error", strerror(errno));
+    pthread_join(srv->acceptor, NULL);
+    close(srv->listen_fd);
+    close(srv->wake_fd);
+    http_workers_stop(srv);
     free(srv->stats);
     srv->stats = NULL;
 }
 
 void http_metrics_render(const struct http_server *srv, struct buf *out)
 {
+    long open = 0;
+    for (size_t i = 0; i < srv->nworkers; i++)
+        open += atomic_load(&srv->workers[i].connections);
+    buf_printf(out,
+               "# HELP ptce_http_connections Client connections open.\n"
+               "# TYPE ptce_http_connections gauge\n"
+               "ptce_http_connections %ld\n"
+               "# HELP ptce_http_connections_rejected_total Connections closed at once because "
+               "the connection limit was reached.\n"
+               "# TYPE ptce_http_connections_rejected_total counter\n"
+               "ptce_http_connections_rejected_total %lu\n",
+               open, atomic_load(&srv->rejected));
+    buf_printf(out, "# HELP ptce_http_worker_connections Client connections held by each worker.\n"
+                    "# TYPE ptce_http_worker_connections gauge\n");
+    for (size_t i = 0; i < srv->nworkers; i++)
+        buf_printf(out, "ptce_http_worker_connections{worker=\"%zu\"} %ld\n", i,
+                   atomic_load(&srv->workers[i].connections));
     buf_printf(out, "# HELP ptce_http_requests_total HTTP requests by route and status.\n"
                     "# TYPE ptce_http_requests_total counter\n");
     for (size_t i = 0; i <= srv->nroutes; i++) {

@@ -3,6 +3,7 @@
 #define PTCE_HTTP_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <ulfius.h>
 
@@ -56,16 +57,28 @@ struct http_ctx {
 struct http_server_config {
     const char *bind; /* IPv4 address to listen on */
     long port;
-    long threads;          /* MHD worker threads; size it with the database pool */
+    long threads;          /* worker threads, one MHD daemon each; size it with the database pool */
     long body_limit;       /* bytes; larger bodies answer 413 */
     long timeout_s;        /* idle connection timeout */
     long connection_limit; /* simultaneous connections */
 };
 
 struct http_route_stats;
+struct http_worker;
 
+/*
+ * One acceptor thread takes the connections and gives each to the worker that holds the fewest;
+ * every worker is an ulfius instance with a one-thread MHD daemon.
+ */
 struct http_server {
-    struct _u_instance instance;
+    struct http_worker *workers;
+    size_t nworkers;
+    size_t next_worker; /* where the next search for the least loaded worker starts */
+    long connection_limit;
+    atomic_ulong rejected; /* connections closed at once: limit reached */
+    int listen_fd;
+    int wake_fd; /* eventfd that stops the acceptor */
+    pthread_t acceptor;
     const struct http_route *routes;
     size_t nroutes;
     void *app;

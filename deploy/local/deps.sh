@@ -14,7 +14,7 @@ POM=$ROOT/deploy/local/kafka/pom.xml
 REQS=$ROOT/tests/requirements.txt
 
 PACKAGES=(
-  libulfius-dev librdkafka-dev check libqpdf-dev qpdf wrk cppcheck clang-format clang-tidy
+  libulfius-dev libmicrohttpd-dev librdkafka-dev check libqpdf-dev qpdf wrk cppcheck clang-format clang-tidy
   libjansson-dev libcurl4-gnutls-dev uuid-dev libssl-dev pkg-config
   postgresql postgresql-contrib openjdk-17-jre-headless maven
   python3 python3-venv curl ca-certificates

@@ -84,6 +84,7 @@ static const struct http_route routes[] = {
 
 static struct http_server server;
 static char base[64];
+static long port;
 
 /* A port nobody listens on right now (the kernel picks it; a small race is acceptable). */
 static long free_port(void)
@@ -102,6 +103,8 @@ static long free_port(void)
 static void server_setup(void)
 {
     struct http_server_config cfg = {"127.0.0.1", free_port(), 2, BODY_LIMIT, 5, 16};
+
+    port = cfg.port;
 
     ck_assert_int_eq(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK);
     ck_assert_int_eq(http_server_start(&server, &cfg, routes, NROUTES, NULL, NULL), STATUS_OK);
@@ -455,6 +458,86 @@ START_TEST(test_http_metrics)
 }
 END_TEST
 
+/* The value of one metric line (its name and labels as written), or -1 when absent. */
+static long metric_value(const char *series)
+{
+    struct buf b;
+    long v = -1;
+
+    buf_init(&b, 0);
+    http_metrics_render(&server, &b);
+    /* the line that starts with the series, not the HELP line that names it */
+    for (const char *at = b.data; (at = strstr(at, series)) != NULL; at++) {
+        if ((at == b.data || at[-1] == '\n') && at[strlen(series)] == ' ') {
+            v = atol(at + strlen(series) + 1);
+            break;
+        }
+    }
+    buf_free(&b);
+    return v;
+}
+
+/* Waits up to 2 s for the metric to read want; returns what it read last. */
+static long metric_wait(const char *series, long want)
+{
+    long v = -1;
+
+    for (int i = 0; i < 200 && (v = metric_value(series)) != want; i++)
+        usleep(10000);
+    return v;
+}
+
+static int connect_raw(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+START_TEST(test_http_connections_balanced_and_limited)
+{
+    int fds[16];
+    char got[256];
+
+    /* 16 connections at once (the limit) over 2 workers: 8 each, none left to a race */
+    for (int i = 0; i < 16; i++)
+        fds[i] = connect_raw();
+    ck_assert_int_eq(metric_wait("ptce_http_connections", 16), 16);
+    ck_assert_int_eq(metric_value("ptce_http_worker_connections{worker=\"0\"}"), 8);
+    ck_assert_int_eq(metric_value("ptce_http_worker_connections{worker=\"1\"}"), 8);
+
+    /* one more: closed at once, and counted */
+    int extra = connect_raw();
+    struct timeval tv = {.tv_sec = 2};
+    setsockopt(extra, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ck_assert_int_eq(recv(extra, got, sizeof got, 0), 0);
+    close(extra);
+    ck_assert_int_eq(metric_value("ptce_http_connections_rejected_total"), 1);
+
+    /* the connections held still serve requests */
+    static const char req[] = "GET /v1/items/7 HTTP/1.1\r\nHost: t\r\n\r\n";
+    ck_assert_int_eq(send(fds[15], req, sizeof req - 1, 0), (ssize_t)(sizeof req - 1));
+    setsockopt(fds[15], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ssize_t n = recv(fds[15], got, sizeof got - 1, 0);
+    ck_assert_int_gt(n, 12);
+    got[n] = '\0';
+    ck_assert_msg(strncmp(got, "HTTP/1.1 200", 12) == 0, "%s", got);
+
+    /* closed by the clients: the count comes back down, so the limit frees up */
+    for (int i = 0; i < 16; i++)
+        close(fds[i]);
+    ck_assert_int_eq(metric_wait("ptce_http_connections", 0), 0);
+    extra = connect_raw();
+    ck_assert_int_eq(metric_wait("ptce_http_connections", 1), 1);
+    close(extra);
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -480,6 +563,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_http_roles_without_auth);
     tcase_add_test(tc, test_http_handler_without_answer);
     tcase_add_test(tc, test_http_metrics);
+    tcase_add_test(tc, test_http_connections_balanced_and_limited);
     suite_add_tcase(s, tc);
     return s;
 }
