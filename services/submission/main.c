@@ -6,6 +6,7 @@
 #include "log.h"
 #include "service.h"
 #include "intake.h"
+#include "reader.h"
 #include "store.h"
 #include "submission.h"
 
@@ -59,6 +60,8 @@ static enum status submission_start(struct service *svc)
                   "PTCE_DS_WEBHOOK_TOKEN unset");
     sub.demarche = sub.cfg.ds_demarche ? sub.cfg.ds_demarche : ds_mapping_demarche(sub.mapping);
     sub.intake = intake_start(svc->cfg.database_url, svc->def->schema, 2);
+    sub.reader =
+        reader_start(svc->cfg.database_url, svc->def->schema, svc->cfg.db_statement_timeout_ms, 2);
     svc->domain = &sub;
     if (!sub.cfg.ds_api_url[0]) {
         log_event(LOG_WARN, "ds.fetch_disabled", "{s:s}", "reason",
@@ -84,6 +87,7 @@ static void submission_stop(struct service *svc)
     struct submission *sub = svc->domain;
 
     intake_stop(sub->intake);
+    reader_stop(sub->reader);
     ds_workers_stop(sub->workers);
     ds_client_free(sub->client);
     ds_mapping_free(sub->mapping);

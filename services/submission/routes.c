@@ -7,6 +7,7 @@
 #include "region.h"
 #include "service.h"
 #include "intake.h"
+#include "reader.h"
 #include "store.h"
 #include "submission.h"
 #include "uuid.h"
@@ -157,7 +158,8 @@ static int handle_dossier_get(struct http_ctx *ctx)
 
     if (!uuid_is_valid(id))
         return http_reply_problem(ctx, STATUS_NOT_FOUND, "no dossier %s", id);
-    enum status st = store_dossier_get(routes_db(ctx), &ctx->principal, id, &doc);
+    struct submission *sub = routes_domain(ctx);
+    enum status st = reader_dossier_get(sub->reader, &ctx->principal, id, &doc);
     if (st != STATUS_OK)
         return http_reply_problem(ctx, st, "no dossier %s", id);
     return routes_reply_text(ctx, 200, doc);

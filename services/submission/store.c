@@ -83,8 +83,9 @@ enum status store_notice_insert_batch(struct db_conn *conn, const struct ds_noti
 
 /* ---- reads ---- */
 
-DB_STMT(st_dossier_get,
-        "SELECT region, document::text, coalesce(partner_key_id, '') FROM dossier WHERE id = $1");
+DB_STMT(st_dossier_get_many,
+        "SELECT id::text, region, document::text, coalesce(partner_key_id, '') FROM dossier"
+        " WHERE id = ANY($1::uuid[])");
 DB_STMT(st_dossier_history,
         "SELECT d.region, coalesce(json_agg(json_build_object('at', h.at, 'actor', h.actor,"
         " 'kind', h.kind, 'detail', h.detail) ORDER BY h.id) FILTER (WHERE h.id IS NOT NULL),"
@@ -135,10 +136,38 @@ static enum status store_scoped_read(struct db_pool *db, struct db_stmt *stmt,
     return STATUS_OK;
 }
 
-enum status store_dossier_get(struct db_pool *db, const struct auth_principal *who, const char *id,
-                              char **document)
+enum status store_dossier_read_batch(struct db_conn *conn, struct dossier_read *const *reads,
+                                     size_t n)
 {
-    return store_scoped_read(db, &st_dossier_get, who, id, document);
+    struct buf ids;
+    PGresult *r;
+
+    buf_init(&ids, 40 * n + 2);
+    buf_append(&ids, "{", 1);
+    for (size_t i = 0; i < n; i++) {
+        reads[i]->document = NULL;
+        buf_printf(&ids, "%s%s", i ? "," : "", reads[i]->id);
+    }
+    buf_append(&ids, "}", 1);
+    const char *params[] = {ids.data};
+    enum status st = db_exec(conn, &st_dossier_get_many, 1, params, &r);
+    free(ids.data);
+    if (st != STATUS_OK)
+        return st;
+    /* A batch is small (one request per waiting client): a scan per read is cheap enough. */
+    int rows = PQntuples(r);
+    for (size_t i = 0; i < n; i++) {
+        for (int k = 0; k < rows; k++) {
+            if (strcmp(PQgetvalue(r, k, 0), reads[i]->id) != 0)
+                continue;
+            /* out of scope looks exactly like absent */
+            if (store_visible(reads[i]->who, PQgetvalue(r, k, 1), PQgetvalue(r, k, 3)))
+                reads[i]->document = xstrdup(PQgetvalue(r, k, 2));
+            break;
+        }
+    }
+    PQclear(r);
+    return STATUS_OK;
 }
 
 enum status store_dossier_history(struct db_pool *db, const struct auth_principal *who,

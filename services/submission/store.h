@@ -27,12 +27,19 @@ struct ds_notice {
 enum status store_notice_insert_batch(struct db_conn *conn, const struct ds_notice *const *n,
                                       size_t count, int *fresh);
 
+/* One read of store_dossier_read_batch. */
+struct dossier_read {
+    const char *id; /* a valid UUID */
+    const struct auth_principal *who;
+    char *document; /* out: the stored document as JSON text (caller frees), or NULL */
+};
+
 /*
- * The stored document of dossier id as JSON text (caller frees), if the principal may see it;
- * STATUS_NOT_FOUND otherwise, whether it does not exist or is out of scope.
+ * Reads the documents of several dossiers in one statement. A document is left NULL when the
+ * dossier does not exist or its reader may not see it: both look the same from outside.
  */
-enum status store_dossier_get(struct db_pool *db, const struct auth_principal *who, const char *id,
-                              char **document);
+enum status store_dossier_read_batch(struct db_conn *conn, struct dossier_read *const *reads,
+                                     size_t n);
 
 struct dossier_filter {
     const char *wave;

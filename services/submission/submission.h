@@ -27,6 +27,7 @@ struct submission {
     struct ds_client *client;
     struct ds_workers *workers;
     struct intake *intake;       /* webhook notices, committed in batches */
+    struct reader *reader;       /* dossier reads by id, in batches */
     long demarche;               /* the PTCE démarche: webhooks of others are refused */
     char webhook_token_hash[65]; /* SHA-256 of the token; empty when the webhook is disabled */
 };

@@ -322,6 +322,47 @@ def test_concurrent_retries_create_one_dossier(urls, db, partner):
     assert tuple(a - b for a, b in zip(counts(db), before)) == (1, 1, 1)
 
 
+def test_concurrent_reads_each_get_their_own_answer(urls, partner, keys):
+    """GET /v1/dossiers/{id} requests that arrive together are read with one statement: each
+    must still get its own dossier, or 404 when it is absent or outside the reader's scope."""
+    url = urls["submission"] + "/v1/dossiers"
+    ids = {}
+    for region in ("84", "11"):
+        ids[region] = []
+        for i in range(3):
+            r = requests.post(url, data=dumps(valid_body(
+                territory={"name": f"T{i}", "region": region}, summary=f"read {region} {i}")),
+                headers={**bearer(partner), "Content-Type": "application/json",
+                         "Idempotency-Key": f"read-{uuid.uuid4()}"}, timeout=10)
+            assert r.status_code == 201, r.text
+            ids[region].append(r.json()["id"])
+    key84 = keys.create("regional_instructor", "84")
+    stranger = keys.create("partner")
+    cases = []
+    for did in ids["84"]:
+        cases += [(key84, did, 200), (partner, did, 200), (stranger, did, 404)]
+    for did in ids["11"]:
+        cases += [(key84, did, 404), (partner, did, 200)]
+    cases += [(key84, str(uuid.uuid4()), 404), (partner, str(uuid.uuid4()), 404)]
+    cases *= 3  # the same dossier asked several times in one batch, too
+    results = [None] * len(cases)
+    go = threading.Barrier(len(cases))
+
+    def read(i, token, did):
+        go.wait(timeout=20)
+        r = requests.get(f"{url}/{did}", headers=bearer(token), timeout=15)
+        results[i] = (r.status_code, r.json().get("id") if r.status_code == 200 else None)
+
+    threads = [threading.Thread(target=read, args=(i, t, d)) for i, (t, d, _) in enumerate(cases)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for (token, did, code), got in zip(cases, results):
+        expected = (code, did if code == 200 else None)
+        assert got == expected, (did, got, expected)
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_probes(urls, service):
     base = urls[service]

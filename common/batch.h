@@ -1,0 +1,61 @@
+/*
+ * batch: requests from many threads served by a few threads, each with its own database
+ * connection, that take everything queued at once and answer it with one round trip.
+ *
+ * Under load a batch holds as many requests as arrived while the previous one ran, so the
+ * database sees one statement (and for writes one WAL flush) instead of one each; an isolated
+ * request is a batch of one.
+ */
+#ifndef PTCE_BATCH_H
+#define PTCE_BATCH_H
+
+#include <pthread.h>
+#include <stddef.h>
+
+#include "db.h"
+#include "status.h"
+
+/* One request. The requester owns it (on its stack) and fills `in`; the batch function `out`. */
+struct batch_item {
+    const void *in;
+    void *out;
+    enum status st;
+    /* private */
+    struct batch_item *next;
+    pthread_cond_t done_cond;
+    int done;
+};
+
+/*
+ * Serves items[0..n) on conn: sets each item's out and st. A status other than STATUS_OK is
+ * given to every item of the batch (whatever the function set), and the connection is reopened
+ * before the next batch if the server dropped it.
+ */
+typedef enum status (*batch_fn)(struct db_conn *conn, struct batch_item **items, size_t n,
+                                void *arg);
+
+struct batcher;
+
+struct batcher_config {
+    const char *conninfo;
+    const char *schema;
+    long statement_timeout_ms;
+    const char *session_sql; /* run on each new connection (NULL: nothing), e.g. a SET */
+    long threads;
+    size_t max_batch;
+    batch_fn fn;
+    void *arg;
+};
+
+/* Starts cfg->threads threads that call fn with batches of at most max_batch items. */
+struct batcher *batcher_start(const struct batcher_config *cfg);
+/* Serves what is queued, then stops the threads. NULL is a no-op. */
+void batcher_stop(struct batcher *b);
+
+/*
+ * Queues item and waits until a batch has served it; returns item->st. STATUS_UNAVAILABLE once
+ * the batcher is stopping.
+ */
+enum status batcher_submit(struct batcher *b, struct batch_item *item);
+
+#endif

@@ -1,0 +1,79 @@
+/* reader (submission): GET /v1/dossiers/{id} reads, batched by a batcher's threads. */
+#include "reader.h"
+
+#include <stdlib.h>
+
+#include "batch.h"
+#include "metrics.h"
+#include "store.h"
+#include "xalloc.h"
+
+#define READER_MAX_BATCH 128
+
+static struct metric m_batches =
+    METRIC_COUNTER("ptce_dossier_read_batches_total", "Statements that read dossiers by id.");
+static struct metric m_reads =
+    METRIC_COUNTER("ptce_dossier_reads_total", "Dossiers read by id (requests served).");
+
+struct reader {
+    struct batcher *batcher;
+};
+
+static enum status reader_batch(struct db_conn *conn, struct batch_item **items, size_t n,
+                                void *arg)
+{
+    (void)arg;
+    struct dossier_read *reads[READER_MAX_BATCH] = {0};
+
+    for (size_t i = 0; i < n; i++)
+        reads[i] = items[i]->out;
+    metric_add(&m_batches, 1);
+    metric_add(&m_reads, (long)n);
+    return store_dossier_read_batch(conn, reads, n);
+}
+
+struct reader *reader_start(const char *conninfo, const char *schema, long statement_timeout_ms,
+                            long threads)
+{
+    struct reader *rd = xcalloc(1, sizeof *rd);
+
+    metrics_register(&m_batches);
+    metrics_register(&m_reads);
+    /*
+     * The batch statement takes an array of ids; with custom plans PostgreSQL would plan it
+     * again on every call for the array's length. The generic plan (an index scan on the
+     * primary key) is right for every length.
+     */
+    struct batcher_config bc = {.conninfo = conninfo,
+                                .schema = schema,
+                                .statement_timeout_ms = statement_timeout_ms,
+                                .session_sql = "SET plan_cache_mode = force_generic_plan",
+                                .threads = threads,
+                                .max_batch = READER_MAX_BATCH,
+                                .fn = reader_batch};
+    rd->batcher = batcher_start(&bc);
+    return rd;
+}
+
+void reader_stop(struct reader *rd)
+{
+    if (!rd)
+        return;
+    batcher_stop(rd->batcher);
+    free(rd);
+}
+
+enum status reader_dossier_get(struct reader *rd, const struct auth_principal *who, const char *id,
+                               char **document)
+{
+    struct dossier_read read = {.id = id, .who = who};
+    struct batch_item item = {.out = &read};
+
+    enum status st = batcher_submit(rd->batcher, &item);
+    if (st != STATUS_OK)
+        return st;
+    if (!read.document)
+        return STATUS_NOT_FOUND;
+    *document = read.document;
+    return STATUS_OK;
+}

@@ -1,0 +1,191 @@
+/* test_batch: requests from many threads served in batches on a real PostgreSQL connection. */
+#include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "batch.h"
+#include "testdb.h"
+
+static char schema[64];
+
+static void schema_setup(void)
+{
+    testdb_schema_create(schema, sizeof schema);
+}
+
+static void schema_teardown(void)
+{
+    testdb_schema_drop(schema);
+}
+
+/* What the batch function saw, for the assertions. */
+static atomic_long batches, items_served, largest;
+static atomic_int fail_next;
+
+/* Doubles each item's number with one statement for the whole batch; slow enough to queue. */
+static enum status double_all(struct db_conn *conn, struct batch_item **items, size_t n, void *arg)
+{
+    (void)arg;
+    char array[8192];
+    size_t len = 0;
+
+    if (atomic_exchange(&fail_next, 0))
+        return STATUS_RETRY;
+    len += (size_t)snprintf(array + len, sizeof array - len, "{");
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(array + len, sizeof array - len, "%s%d", i ? "," : "",
+                                *(const int *)items[i]->in);
+    snprintf(array + len, sizeof array - len, "}");
+    PGresult *r = PQexecParams(conn->pg,
+                               "SELECT x * 2, pg_sleep(0.005) FROM unnest($1::int[]) WITH "
+                               "ORDINALITY AS t(x, i) ORDER BY i",
+                               1, NULL, (const char *[]){array}, NULL, NULL, 0);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    ck_assert_int_eq(PQntuples(r), (int)n);
+    for (size_t i = 0; i < n; i++)
+        *(int *)items[i]->out = atoi(PQgetvalue(r, (int)i, 0));
+    PQclear(r);
+    atomic_fetch_add(&batches, 1);
+    atomic_fetch_add(&items_served, (long)n);
+    long seen = atomic_load(&largest);
+    while ((long)n > seen && !atomic_compare_exchange_weak(&largest, &seen, (long)n))
+        ;
+    return STATUS_OK;
+}
+
+static struct batcher *start(long threads, size_t max_batch)
+{
+    struct batcher_config cfg = {.conninfo = testdb_url(),
+                                 .schema = schema,
+                                 .statement_timeout_ms = 5000,
+                                 .session_sql = "SET plan_cache_mode = force_generic_plan",
+                                 .threads = threads,
+                                 .max_batch = max_batch,
+                                 .fn = double_all};
+    atomic_store(&batches, 0);
+    atomic_store(&items_served, 0);
+    atomic_store(&largest, 0);
+    atomic_store(&fail_next, 0);
+    return batcher_start(&cfg);
+}
+
+#define CLIENTS 32
+#define ROUNDS 20
+
+struct client {
+    struct batcher *b;
+    int base;
+    int wrong;
+};
+
+static void *client_run(void *arg)
+{
+    struct client *c = arg;
+
+    for (int k = 0; k < ROUNDS; k++) {
+        int in = c->base + k, out = -1;
+        struct batch_item item = {.in = &in, .out = &out};
+        if (batcher_submit(c->b, &item) != STATUS_OK || out != 2 * in)
+            c->wrong++;
+    }
+    return NULL;
+}
+
+START_TEST(test_batch_concurrent_requests_share_statements)
+{
+    struct batcher *b = start(2, 8);
+    pthread_t t[CLIENTS];
+    struct client c[CLIENTS];
+
+    for (int i = 0; i < CLIENTS; i++) {
+        c[i] = (struct client){b, i * 1000, 0};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, client_run, &c[i]), 0);
+    }
+    for (int i = 0; i < CLIENTS; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_int_eq(c[i].wrong, 0); /* each got its own answer */
+    }
+    batcher_stop(b);
+    ck_assert_int_eq(atomic_load(&items_served), CLIENTS * ROUNDS);
+    /* 32 clients on 2 threads that take 5 ms a batch: the queue fills, batches form */
+    ck_assert_int_lt(atomic_load(&batches), CLIENTS * ROUNDS / 2);
+    ck_assert_int_le(atomic_load(&largest), 8); /* and never pass max_batch */
+    ck_assert_int_gt(atomic_load(&largest), 1);
+}
+END_TEST
+
+START_TEST(test_batch_alone_is_a_batch_of_one)
+{
+    struct batcher *b = start(1, 64);
+    int in = 21, out = 0;
+    struct batch_item item = {.in = &in, .out = &out};
+
+    ck_assert_int_eq(batcher_submit(b, &item), STATUS_OK);
+    ck_assert_int_eq(out, 42);
+    batcher_stop(b);
+    ck_assert_int_eq(atomic_load(&batches), 1);
+}
+END_TEST
+
+START_TEST(test_batch_failure_reaches_every_item)
+{
+    struct batcher *b = start(1, 64);
+    int in = 1, out = 0;
+    struct batch_item item = {.in = &in, .out = &out};
+
+    atomic_store(&fail_next, 1);
+    ck_assert_int_eq(batcher_submit(b, &item), STATUS_RETRY);
+    ck_assert_int_eq(out, 0);
+    /* the next batch is served normally */
+    ck_assert_int_eq(batcher_submit(b, &item), STATUS_OK);
+    ck_assert_int_eq(out, 2);
+    batcher_stop(b);
+}
+END_TEST
+
+START_TEST(test_batch_unreachable_database)
+{
+    struct batcher_config cfg = {.conninfo = "postgresql://nobody@127.0.0.1:1/none",
+                                 .schema = schema,
+                                 .threads = 1,
+                                 .max_batch = 4,
+                                 .fn = double_all};
+    struct batcher *b = batcher_start(&cfg);
+    int in = 1, out = 0;
+    struct batch_item item = {.in = &in, .out = &out};
+
+    ck_assert_int_eq(batcher_submit(b, &item), STATUS_UNAVAILABLE);
+    batcher_stop(b);
+}
+END_TEST
+
+static Suite *batch_suite(void)
+{
+    Suite *s = suite_create("batch");
+    TCase *tc = tcase_create("postgresql");
+
+    tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, schema_setup, schema_teardown);
+    tcase_add_unchecked_fixture(tc, NULL, testdb_schema_sweep);
+    tcase_add_test(tc, test_batch_concurrent_requests_share_statements);
+    tcase_add_test(tc, test_batch_alone_is_a_batch_of_one);
+    tcase_add_test(tc, test_batch_failure_reaches_every_item);
+    tcase_add_test(tc, test_batch_unreachable_database);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    testdb_init();
+    SRunner *sr = srunner_create(batch_suite());
+
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
