@@ -25,12 +25,19 @@ SUB=$PTCE_URL_SUBMISSION
 RESULTS=$PTCE_STATE_DIR/results
 mkdir -p "$RESULTS"
 
+# Every measurement starts from a fresh checkpoint, so none pays for the WAL of the one before
+# (pgbench's 1M-row initialisation, the webhooks' inserts) with a checkpoint in the middle.
+settle() {
+    psql "$DB" -qc CHECKPOINT
+}
+
 # wrk's summary → "rps p99_ms non2xx", after a 3 s warm-up (connections, prepared plans).
 # WRK_CONNS overrides the connection count for one call.
 wrk_run() {
     local name=$1 conns=${WRK_CONNS:-$CONNS}
     shift
     wrk -t2 -c"$conns" -d3s "$@" >/dev/null
+    settle
     wrk -t2 -c"$conns" -d"${SECS}s" --latency "$@" >"$RESULTS/$name.txt"
     local rps p99
     rps=$(awk '/Requests\/sec/ {print $2}' "$RESULTS/$name.txt")
@@ -40,6 +47,11 @@ wrk_run() {
     echo "$rps $p99 ${non2xx:-0}"
 }
 
+# "p50 … p90 …" of a wrk result, for the shape of the distribution behind its p99.
+dist() {
+    awk '$1 == "50%" {a=$2} $1 == "90%" {b=$2} END {printf "p50 %s, p90 %s", a, b}' "$RESULTS/$1.txt"
+}
+
 pgbench_tps() {
     awk '/^tps/ {print $3; exit}' "$1"
 }
@@ -47,7 +59,9 @@ pgbench_tps() {
 echo "== pgbench (database alone, ${CONNS} clients, ${SECS}s each, fsync on)"
 psql "$DB" -qc "CREATE TABLE IF NOT EXISTS bench_insert (id bigserial PRIMARY KEY, procedure_id bigint, dossier_number bigint, payload text, received_at timestamptz DEFAULT now())"
 pgbench -q -i -s 10 "$DB" >/dev/null 2>&1
+settle
 pgbench -n -M prepared -c "$CONNS" -j 2 -T "$SECS" -f "$HERE/insert.sql" -D aid=1 "$DB" >"$RESULTS/pg_insert.txt" 2>&1 || true
+settle
 pgbench -n -M prepared -S -c "$CONNS" -j 2 -T "$SECS" "$DB" >"$RESULTS/pg_select.txt" 2>&1
 pgbench -n -M prepared -S -c 16 -j 2 -T "$SECS" "$DB" >"$RESULTS/pg_select16.txt" 2>&1
 PG_INSERT=$(pgbench_tps "$RESULTS/pg_insert.txt")
@@ -58,10 +72,10 @@ echo "pgbench prepared point select: $PG_SELECT tps ($CONNS clients), $PG_SELECT
 
 echo "== wrk (${CONNS} keep-alive connections, 2 threads, ${SECS}s each)"
 read -r HZ_RPS HZ_P99 HZ_BAD <<<"$(wrk_run healthz "$SUB/healthz")"
-echo "GET /healthz: $HZ_RPS req/s, p99 ${HZ_P99} ms, non-2xx $HZ_BAD"
+echo "GET /healthz: $HZ_RPS req/s, p99 ${HZ_P99} ms ($(dist healthz)), non-2xx $HZ_BAD"
 
 read -r WH_RPS WH_P99 WH_BAD <<<"$(wrk_run webhook -s "$HERE/webhook.lua" "$SUB/v1/webhooks/ds/bench-secret")"
-echo "POST /v1/webhooks/ds/{token}: $WH_RPS req/s, p99 ${WH_P99} ms, non-2xx $WH_BAD"
+echo "POST /v1/webhooks/ds/{token}: $WH_RPS req/s, p99 ${WH_P99} ms ($(dist webhook)), non-2xx $WH_BAD"
 
 # Dossiers to read: partner deposits through the API, as a partner platform would make them.
 KEY=$(PTCE_ADMIN_DATABASE_URL=$DB "$BUILD/ptce-admin" key create --role national_admin --label bench)
@@ -72,9 +86,9 @@ for i in $(seq 1 200); do
 done
 psql "$DB" -Atc "SELECT id FROM submission.dossier LIMIT 200" >"$RESULTS/ids.txt"
 read -r GD_RPS GD_P99 GD_BAD <<<"$(wrk_run get_dossier -s "$HERE/get_dossier.lua" "$SUB" -- "$RESULTS/ids.txt" "$KEY")"
-echo "GET /v1/dossiers/{id}: $GD_RPS req/s, p99 ${GD_P99} ms, non-2xx $GD_BAD"
+echo "GET /v1/dossiers/{id}: $GD_RPS req/s, p99 ${GD_P99} ms ($(dist get_dossier)), non-2xx $GD_BAD"
 read -r G16_RPS G16_P99 G16_BAD <<<"$(WRK_CONNS=16 wrk_run get_dossier16 -s "$HERE/get_dossier.lua" "$SUB" -- "$RESULTS/ids.txt" "$KEY")"
-echo "GET /v1/dossiers/{id} at 16 connections: $G16_RPS req/s, p99 ${G16_P99} ms, non-2xx $G16_BAD"
+echo "GET /v1/dossiers/{id} at 16 connections: $G16_RPS req/s, p99 ${G16_P99} ms ($(dist get_dossier16)), non-2xx $G16_BAD"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo "== figures of the issues (same run)"
