@@ -138,39 +138,204 @@ const char *log_request_id(void)
     return log_rid[0] ? log_rid : NULL;
 }
 
+/*
+ * Appends s as a JSON string. Valid UTF-8 goes through as it is; a byte that does not start a
+ * valid sequence becomes U+FFFD, so a line stays valid JSON whatever a client sent.
+ */
+static void log_put_string(struct buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s;
+
+    if (!s) {
+        buf_append(b, "null", 4);
+        return;
+    }
+    buf_append(b, "\"", 1);
+    while (*p) {
+        const unsigned char *run = p;
+        /* the common case: printable ASCII that needs no escape */
+        while (*p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+            p++;
+        if (p > run)
+            buf_append(b, run, (size_t)(p - run));
+        if (!*p)
+            break;
+        unsigned char c = *p;
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            buf_append(b, esc, 2);
+            p++;
+        } else if (c < 0x20) {
+            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            if (c == '\n')
+                buf_append(b, "\\n", 2);
+            else if (c == '\t')
+                buf_append(b, "\\t", 2);
+            else if (c == '\r')
+                buf_append(b, "\\r", 2);
+            else
+                buf_append(b, esc, 6);
+            p++;
+        } else {
+            /* a multi-byte sequence: length from the lead byte, then continuation bytes */
+            size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+            size_t k = 1;
+            while (n && k < n && (p[k] & 0xc0) == 0x80)
+                k++;
+            int ok = n && k == n;
+            if (ok && n == 3)
+                ok = !(c == 0xe0 && p[1] < 0xa0) && !(c == 0xed && p[1] >= 0xa0);
+            if (ok && n == 4)
+                ok = !(c == 0xf0 && p[1] < 0x90) && !(c == 0xf4 && p[1] >= 0x90);
+            if (ok) {
+                buf_append(b, p, n);
+                p += n;
+            } else {
+                buf_append(b, "\\ufffd", 6);
+                p++;
+            }
+        }
+    }
+    buf_append(b, "\"", 1);
+}
+
+static void log_put_int(struct buf *b, long long v)
+{
+    char tmp[24], *q = tmp + sizeof tmp;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+
+    do {
+        *--q = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--q = '-';
+    buf_append(b, q, (size_t)(tmp + sizeof tmp - q));
+}
+
+/*
+ * Whether fields_fmt is an object of "s:X" pairs with X among s, s?, i, I, b: the formats the
+ * services use, which log_put_fields writes without building jansson values. One line per
+ * request goes through here, and building it as a json_t tree cost as much as the request.
+ */
+static int log_fmt_direct(const char *fmt)
+{
+    const char *f = fmt;
+
+    while (*f == ' ')
+        f++;
+    if (*f++ != '{')
+        return 0;
+    for (;;) {
+        while (*f == ' ' || *f == ',')
+            f++;
+        if (*f == '}')
+            return f[1] == '\0';
+        if (f[0] != 's' || f[1] != ':')
+            return 0;
+        f += 2;
+        if (*f == 's' && f[1] == '?')
+            f += 2;
+        else if (*f == 's' || *f == 'i' || *f == 'I' || *f == 'b')
+            f++;
+        else
+            return 0;
+        if (*f != ',' && *f != ' ' && *f != '}')
+            return 0;
+    }
+}
+
+/* Writes the members of a format accepted by log_fmt_direct, each preceded by a comma. */
+static void log_put_fields(struct buf *b, const char *fmt, va_list ap)
+{
+    for (const char *f = fmt; *f; f++) {
+        if (f[0] != 's' || f[1] != ':')
+            continue;
+        f += 2;
+        const char *key = va_arg(ap, const char *);
+        if (*f == 's') {
+            const char *v = va_arg(ap, const char *);
+            if (!v && f[1] != '?') { /* as json_pack: only "s?" takes NULL */
+                buf_append(b, ",\"log_error\":", 13);
+                log_put_string(b, "NULL string value");
+                continue;
+            }
+            buf_append(b, ",", 1);
+            log_put_string(b, key);
+            buf_append(b, ":", 1);
+            log_put_string(b, v); /* NULL: null */
+            continue;
+        }
+        buf_append(b, ",", 1);
+        log_put_string(b, key);
+        buf_append(b, ":", 1);
+        if (*f == 'i') {
+            log_put_int(b, va_arg(ap, int));
+        } else if (*f == 'I') {
+            log_put_int(b, (long long)va_arg(ap, json_int_t));
+        } else { /* 'b' */
+            if (va_arg(ap, int))
+                buf_append(b, "true", 4);
+            else
+                buf_append(b, "false", 5);
+        }
+    }
+}
+
+/* Any other format: built with jansson, then its members appended to the line. */
+static void log_put_packed(struct buf *b, const char *fmt, va_list ap)
+{
+    json_error_t err;
+    json_t *fields = json_vpack_ex(&err, 0, fmt, ap);
+    if (!fields) {
+        buf_append(b, ",\"log_error\":", 13);
+        log_put_string(b, err.text);
+        return;
+    }
+    char *text = json_dumps(fields, JSON_COMPACT);
+    json_decref(fields);
+    if (!text)
+        return;
+    size_t n = strlen(text);
+    if (n > 2) { /* "{...}" minus its braces, after a comma */
+        buf_append(b, ",", 1);
+        buf_append(b, text + 1, n - 2);
+    }
+    free(text);
+}
+
 void log_event(enum log_level level, const char *event, const char *fields_fmt, ...)
 {
     char ts[40];
-    json_t *line;
+    struct buf line;
 
     if (!log_enabled(level))
         return;
     time_now_rfc3339(ts, sizeof ts);
-    line = json_pack("{s:s, s:s, s:s, s:s}", "ts", ts, "level", log_names[level], "service",
-                     log_service, "event", event);
-    if (!line)
-        return;
-    if (log_rid[0])
-        json_object_set_new(line, "request_id", json_string(log_rid));
+    buf_init(&line, 0);
+    buf_append(&line, "{\"ts\":\"", 7);
+    buf_append(&line, ts, strlen(ts));
+    buf_append(&line, "\",\"level\":\"", 11);
+    buf_append(&line, log_names[level], strlen(log_names[level]));
+    buf_append(&line, "\",\"service\":", 12);
+    log_put_string(&line, log_service);
+    buf_append(&line, ",\"event\":", 9);
+    log_put_string(&line, event);
+    if (log_rid[0]) {
+        buf_append(&line, ",\"request_id\":", 14);
+        log_put_string(&line, log_rid);
+    }
     if (fields_fmt) {
         va_list ap;
-        json_error_t err;
-
         va_start(ap, fields_fmt);
-        json_t *fields = json_vpack_ex(&err, 0, fields_fmt, ap);
-        va_end(ap);
-        if (fields)
-            json_object_update(line, fields); /* copies the members; we still own fields */
+        if (log_fmt_direct(fields_fmt))
+            log_put_fields(&line, fields_fmt, ap);
         else
-            json_object_set_new(line, "log_error", json_string(err.text));
-        json_decref(fields);
+            log_put_packed(&line, fields_fmt, ap);
+        va_end(ap);
     }
-    char *text = json_dumps(line, JSON_COMPACT);
-    json_decref(line);
-    if (!text)
-        return;
-    size_t n = strlen(text);
-    text[n] = '\n'; /* overwrite the terminator: the line and its newline go out together */
-    log_emit(level, text, n + 1);
-    free(text);
+    buf_append(&line, "}\n", 2);
+    log_emit(level, line.data, line.len);
+    buf_free(&line);
 }

@@ -196,6 +196,59 @@ START_TEST(test_log_event_bad_format_still_logs)
 }
 END_TEST
 
+START_TEST(test_log_event_value_types)
+{
+    log_init("unit", LOG_DEBUG);
+    capture_begin();
+    log_event(LOG_INFO, "types", "{s:s, s:s?, s:i, s:I, s:b, s:b}", "str", "v", "absent", NULL,
+              "int", -42, "big", (json_int_t)(-9223372036854775807LL - 1), "yes", 1, "no", 0);
+    char *text = capture_end();
+
+    json_t *line = parse_one_line(text);
+    ck_assert_str_eq(json_string_value(json_object_get(line, "str")), "v");
+    ck_assert(json_is_null(json_object_get(line, "absent")));
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "int")), -42);
+    ck_assert(json_integer_value(json_object_get(line, "big")) == -9223372036854775807LL - 1);
+    ck_assert(json_is_true(json_object_get(line, "yes")));
+    ck_assert(json_is_false(json_object_get(line, "no")));
+    ck_assert_uint_eq(json_object_size(line), 10); /* ts, level, service, event + 6 */
+    json_decref(line);
+}
+END_TEST
+
+START_TEST(test_log_event_bytes_stay_valid_json)
+{
+    log_init("unit", LOG_DEBUG);
+    capture_begin();
+    /* a bad byte, valid é and 😀, an encoded surrogate, a control character, a backslash */
+    log_event(LOG_INFO, "bytes", "{s:s}", "path",
+              "a\xff b\xc3\xa9 \xf0\x9f\x98\x80 \xed\xa0\x80 \x01\\");
+    char *text = capture_end();
+
+    json_t *line = parse_one_line(text);
+    ck_assert_str_eq(json_string_value(json_object_get(line, "path")),
+                     "a\xef\xbf\xbd b\xc3\xa9 \xf0\x9f\x98\x80 "
+                     "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd \x01\\");
+    json_decref(line);
+}
+END_TEST
+
+START_TEST(test_log_event_other_formats_through_jansson)
+{
+    log_init("unit", LOG_DEBUG);
+    capture_begin();
+    log_event(LOG_INFO, "packed", "{s:f, s:o, s:s}", "ratio", 0.5, "list", json_pack("[i,i]", 1, 2),
+              "name", "n");
+    char *text = capture_end();
+
+    json_t *line = parse_one_line(text);
+    ck_assert(json_real_value(json_object_get(line, "ratio")) == 0.5);
+    ck_assert_uint_eq(json_array_size(json_object_get(line, "list")), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(line, "name")), "n");
+    json_decref(line);
+}
+END_TEST
+
 static void *other_thread(void *arg)
 {
     (void)arg;
@@ -235,6 +288,9 @@ static Suite *log_suite(void)
     tcase_add_test(tc, test_log_event_below_level_not_written);
     tcase_add_test(tc, test_log_event_bad_format_still_logs);
     tcase_add_test(tc, test_log_request_id_per_thread);
+    tcase_add_test(tc, test_log_event_value_types);
+    tcase_add_test(tc, test_log_event_bytes_stay_valid_json);
+    tcase_add_test(tc, test_log_event_other_formats_through_jansson);
     suite_add_tcase(s, tc);
     return s;
 }
