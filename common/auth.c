@@ -91,9 +91,9 @@ void auth_token_hash(const char *token, char out[65])
     pthread_once(&auth_sha256_once, auth_sha256_fetch);
     if (EVP_Digest(token, strlen(token), md, &mdlen, auth_sha256, NULL) != 1)
         abort();
-    for (unsigned int i = 0; i < mdlen && i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-    out[64] = '\0';
+    if (mdlen != 32)
+        abort();
+    hex_encode(md, 32, out);
 }
 
 char *auth_token_new(char *key_id)
@@ -108,8 +108,8 @@ char *auth_token_new(char *key_id)
     random_bytes(secret, sizeof secret);
     memcpy(token, "ptce_", 5);
     n = 5;
-    for (size_t i = 0; i < sizeof id; i++, n += 2)
-        snprintf(token + n, 3, "%02x", id[i]);
+    hex_encode(id, sizeof id, token + n);
+    n += 2 * sizeof id;
     memcpy(key_id, token + 5, AUTH_KEY_ID_LEN);
     key_id[AUTH_KEY_ID_LEN] = '\0';
     token[n++] = '_';

@@ -44,10 +44,27 @@ void uuid_new(char out[UUID_STR_LEN])
     uuid_pool_left -= sizeof b;
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-    snprintf(out, UUID_STR_LEN,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
+    /* 8-4-4-4-12: the groups start at bytes 0, 4, 6, 8 and 10 */
+    hex_encode(b, 4, out);
+    out[8] = '-';
+    hex_encode(b + 4, 2, out + 9);
+    out[13] = '-';
+    hex_encode(b + 6, 2, out + 14);
+    out[18] = '-';
+    hex_encode(b + 8, 2, out + 19);
+    out[23] = '-';
+    hex_encode(b + 10, 6, out + 24);
+}
+
+void hex_encode(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
 }
 
 int uuid_is_valid(const char *s)

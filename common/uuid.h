@@ -1,4 +1,4 @@
-/* uuid: random (version 4) UUIDs and their textual validation. */
+/* uuid: random (version 4) UUIDs, their textual validation, random bytes and hex. */
 #ifndef PTCE_UUID_H
 #define PTCE_UUID_H
 
@@ -14,5 +14,8 @@ int uuid_is_valid(const char *s);
 
 /* Fills buf with n cryptographically random bytes; aborts if the kernel cannot. */
 void random_bytes(void *buf, size_t n);
+
+/* Writes the 2n lower-case hexadecimal digits of in[0..n) into out, then a terminator. */
+void hex_encode(const unsigned char *in, size_t n, char *out);
 
 #endif

@@ -117,6 +117,19 @@ START_TEST(test_random_bytes_fills)
 }
 END_TEST
 
+START_TEST(test_hex_encode)
+{
+    static const unsigned char in[] = {0x00, 0x09, 0x9f, 0xa0, 0xff};
+    char out[2 * sizeof in + 1];
+
+    memset(out, 'x', sizeof out);
+    hex_encode(in, sizeof in, out);
+    ck_assert_str_eq(out, "00099fa0ff");
+    hex_encode(in, 0, out);
+    ck_assert_str_eq(out, "");
+}
+END_TEST
+
 static Suite *uuid_suite(void)
 {
     Suite *s = suite_create("uuid");
@@ -128,6 +141,7 @@ static Suite *uuid_suite(void)
     tcase_add_test(tc, test_uuid_random_bits_vary);
     tcase_add_test(tc, test_uuid_is_valid);
     tcase_add_test(tc, test_random_bytes_fills);
+    tcase_add_test(tc, test_hex_encode);
     suite_add_tcase(s, tc);
     return s;
 }
