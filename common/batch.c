@@ -50,7 +50,7 @@ static void *batch_thread(void *arg)
 {
     struct batcher *b = arg;
     struct db_conn conn = {0};
-    struct batch_item **items = xcalloc(b->cfg.max_batch, sizeof *items);
+    struct batch_item **items = xcalloc(b->cfg.max_batch, sizeof(struct batch_item *));
     size_t n;
 
     while ((n = batch_take(b, items)) > 0) {

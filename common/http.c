@@ -448,7 +448,7 @@ static void http_assign(struct http_server *srv, int fd, const struct sockaddr *
         close(fd);
         return;
     }
-    srv->next_worker = (pick + 1) % srv->nworkers;
+    srv->next_worker = pick + 1 < srv->nworkers ? pick + 1 : 0;
     struct http_worker *w = &srv->workers[pick];
     atomic_fetch_add(&w->connections, 1);
     /* MHD owns the socket from here, and closes it itself on failure. */

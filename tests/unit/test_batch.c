@@ -47,7 +47,7 @@ static enum status double_all(struct db_conn *conn, struct batch_item **items, s
     ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
     ck_assert_int_eq(PQntuples(r), (int)n);
     for (size_t i = 0; i < n; i++)
-        *(int *)items[i]->out = atoi(PQgetvalue(r, (int)i, 0));
+        *(int *)items[i]->out = (int)strtol(PQgetvalue(r, (int)i, 0), NULL, 10);
     PQclear(r);
     atomic_fetch_add(&batches, 1);
     atomic_fetch_add(&items_served, (long)n);

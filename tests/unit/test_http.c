@@ -469,7 +469,7 @@ static long metric_value(const char *series)
     /* the line that starts with the series, not the HELP line that names it */
     for (const char *at = b.data; (at = strstr(at, series)) != NULL; at++) {
         if ((at == b.data || at[-1] == '\n') && at[strlen(series)] == ' ') {
-            v = atol(at + strlen(series) + 1);
+            v = strtol(at + strlen(series) + 1, NULL, 10);
             break;
         }
     }

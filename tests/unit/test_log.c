@@ -200,8 +200,9 @@ START_TEST(test_log_event_value_types)
 {
     log_init("unit", LOG_DEBUG);
     capture_begin();
-    log_event(LOG_INFO, "types", "{s:s, s:s?, s:i, s:I, s:b, s:b}", "str", "v", "absent", NULL,
-              "int", -42, "big", (json_int_t)(-9223372036854775807LL - 1), "yes", 1, "no", 0);
+    log_event(LOG_INFO, "types", "{s:s, s:s?, s:i, s:I, s:b, s:b}", "str", "v", "absent",
+              (const char *)NULL, "int", -42, "big", (json_int_t)(-9223372036854775807LL - 1),
+              "yes", 1, "no", 0);
     char *text = capture_end();
 
     json_t *line = parse_one_line(text);
