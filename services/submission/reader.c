@@ -27,9 +27,12 @@ static enum status reader_batch(struct db_conn *conn, struct batch_item **items,
 
     for (size_t i = 0; i < n; i++)
         reads[i] = items[i]->out;
-    metric_add(&m_batches, 1);
-    metric_add(&m_reads, (long)n);
-    return store_dossier_read_batch(conn, reads, n);
+    enum status st = store_dossier_read_batch(conn, reads, n);
+    if (st == STATUS_OK) {
+        metric_add(&m_batches, 1);
+        metric_add(&m_reads, (long)n);
+    }
+    return st;
 }
 
 struct reader *reader_start(const char *conninfo, const char *schema, long statement_timeout_ms,

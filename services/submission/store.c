@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cloudevent.h"
 #include "dossier.h"
@@ -158,7 +159,8 @@ enum status store_dossier_read_batch(struct db_conn *conn, struct dossier_read *
     int rows = PQntuples(r);
     for (size_t i = 0; i < n; i++) {
         for (int k = 0; k < rows; k++) {
-            if (strcmp(PQgetvalue(r, k, 0), reads[i]->id) != 0)
+            /* the server writes ids in lower case; a request may use either case */
+            if (strcasecmp(PQgetvalue(r, k, 0), reads[i]->id) != 0)
                 continue;
             /* out of scope looks exactly like absent */
             if (store_visible(reads[i]->who, PQgetvalue(r, k, 1), PQgetvalue(r, k, 3)))

@@ -361,6 +361,9 @@ def test_concurrent_reads_each_get_their_own_answer(urls, partner, keys):
     for (token, did, code), got in zip(cases, results):
         expected = (code, did if code == 200 else None)
         assert got == expected, (did, got, expected)
+    # A UUID in upper case names the same dossier.
+    r = requests.get(f"{url}/{ids['84'][0].upper()}", headers=bearer(key84), timeout=10)
+    assert r.status_code == 200 and r.json()["id"] == ids["84"][0], r.text
 
 
 @pytest.mark.parametrize("service", SERVICES)
