@@ -58,8 +58,11 @@ static void *batch_thread(void *arg)
         if (!conn.pg || PQstatus(conn.pg) != CONNECTION_OK) {
             db_conn_close(&conn);
             st = db_conn_open(&conn, b->cfg.conninfo, b->cfg.schema, b->cfg.statement_timeout_ms);
-            if (st == STATUS_OK && b->cfg.session_sql)
+            if (st == STATUS_OK && b->cfg.session_sql) {
                 st = db_command(&conn, b->cfg.session_sql);
+                if (st != STATUS_OK)
+                    db_conn_close(&conn); /* set up again with the next batch */
+            }
         }
         if (st == STATUS_OK)
             st = b->cfg.fn(&conn, items, n, b->cfg.arg);

@@ -8,7 +8,6 @@
 #include <limits.h>
 #include <microhttpd.h>
 #include <poll.h>
-#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -411,7 +410,6 @@ static int http_dispatch(const struct _u_request *req, struct _u_response *res, 
 struct http_worker {
     struct _u_instance instance;
     atomic_long connections;
-    bool started;
 };
 
 static void http_connection_notify(void *cls, struct MHD_Connection *connection,
@@ -493,12 +491,13 @@ static void *http_acceptor(void *arg)
     }
 }
 
-static int http_listen(const struct http_server_config *cfg)
+/* The listening socket in *fd: STATUS_INVALID for a bad address, UNAVAILABLE if it is taken. */
+static enum status http_listen(const struct http_server_config *cfg, int *out)
 {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->port)};
     if (inet_pton(AF_INET, cfg->bind, &addr.sin_addr) != 1) {
         log_event(LOG_ERROR, "http.bad_bind_address", "{s:s}", "bind", cfg->bind);
-        return -1;
+        return STATUS_INVALID;
     }
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     int on = 1;
@@ -508,9 +507,10 @@ static int http_listen(const struct http_server_config *cfg)
                   (int)cfg->port, "error", strerror(errno));
         if (fd >= 0)
             close(fd);
-        return -1;
+        return STATUS_UNAVAILABLE;
     }
-    return fd;
+    *out = fd;
+    return STATUS_OK;
 }
 
 static enum status http_worker_start(struct http_server *srv, struct http_worker *w,
@@ -539,15 +539,14 @@ static enum status http_worker_start(struct http_server *srv, struct http_worker
         ulfius_clean_instance(&w->instance);
         return STATUS_INTERNAL;
     }
-    w->started = true;
     return STATUS_OK;
 }
 
 static void http_workers_stop(struct http_server *srv)
 {
     for (size_t i = 0; i < srv->nworkers; i++) {
-        if (!srv->workers[i].started)
-            continue;
+        if (!srv->workers[i].instance.mhd_daemon)
+            continue; /* never started */
         ulfius_stop_framework(&srv->workers[i].instance);
         ulfius_clean_instance(&srv->workers[i].instance);
     }
@@ -571,9 +570,8 @@ enum status http_server_start(struct http_server *srv, const struct http_server_
     srv->stats = xcalloc(nroutes + 1, sizeof *srv->stats);
     srv->workers = xcalloc(srv->nworkers, sizeof *srv->workers);
 
-    enum status st = STATUS_UNAVAILABLE;
-    srv->listen_fd = http_listen(cfg);
-    if (srv->listen_fd < 0)
+    enum status st = http_listen(cfg, &srv->listen_fd);
+    if (st != STATUS_OK)
         goto fail;
     srv->wake_fd = eventfd(0, EFD_CLOEXEC);
     if (srv->wake_fd < 0) {

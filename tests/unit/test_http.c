@@ -538,6 +538,20 @@ START_TEST(test_http_connections_balanced_and_limited)
 }
 END_TEST
 
+START_TEST(test_http_start_failures)
+{
+    struct http_server other;
+    struct http_server_config bad = {"256.0.0.1", free_port(), 2, BODY_LIMIT, 5, 16};
+    struct http_server_config taken = {"127.0.0.1", port, 2, BODY_LIMIT, 5, 16};
+
+    ck_assert_int_eq(http_server_start(&other, &bad, routes, NROUTES, NULL, NULL), STATUS_INVALID);
+    /* the fixture's server holds the port */
+    ck_assert_int_eq(http_server_start(&other, &taken, routes, NROUTES, NULL, NULL),
+                     STATUS_UNAVAILABLE);
+    http_server_stop(&other); /* a server that did not start: a no-op */
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -564,6 +578,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_http_handler_without_answer);
     tcase_add_test(tc, test_http_metrics);
     tcase_add_test(tc, test_http_connections_balanced_and_limited);
+    tcase_add_test(tc, test_http_start_failures);
     suite_add_tcase(s, tc);
     return s;
 }
