@@ -9,7 +9,7 @@
 #ifndef PTCE_BATCH_H
 #define PTCE_BATCH_H
 
-#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "db.h"
@@ -22,8 +22,7 @@ struct batch_item {
     enum status st;
     /* private */
     struct batch_item *next;
-    pthread_cond_t done_cond;
-    int done;
+    atomic_uint done; /* a futex word: 0 while queued, 1 once served */
 };
 
 /*

@@ -118,6 +118,59 @@ START_TEST(test_batch_concurrent_requests_share_statements)
 }
 END_TEST
 
+/* Submits until the batcher stops: counts the answers, and any answer that is wrong. */
+struct stopper {
+    struct batcher *b;
+    int base;
+    long ok, unavailable, wrong;
+};
+
+static void *client_until_stop(void *arg)
+{
+    struct stopper *c = arg;
+
+    for (int k = 0;; k++) {
+        int in = c->base + k % 1000, out = -1;
+        struct batch_item item = {.in = &in, .out = &out};
+        enum status st = batcher_submit(c->b, &item);
+        if (st == STATUS_UNAVAILABLE) {
+            c->unavailable++;
+            return NULL;
+        }
+        if (st == STATUS_OK && out == 2 * in)
+            c->ok++;
+        else
+            c->wrong++;
+    }
+}
+
+START_TEST(test_batch_stop_under_load_answers_everyone)
+{
+    /* stops at different moments of the clients' traffic: a request lost in a stop hangs */
+    for (int round = 0; round < 8; round++) {
+        struct batcher *b = start(2, 8);
+        pthread_t t[CLIENTS];
+        struct stopper c[CLIENTS];
+
+        for (int i = 0; i < CLIENTS; i++) {
+            c[i] = (struct stopper){.b = b, .base = i * 1000};
+            ck_assert_int_eq(pthread_create(&t[i], NULL, client_until_stop, &c[i]), 0);
+        }
+        usleep((useconds_t)(1000 + round * 7000));
+        batcher_stop(b); /* while every client is submitting */
+        long ok = 0;
+        for (int i = 0; i < CLIENTS; i++) {
+            pthread_join(t[i], NULL);
+            ck_assert_int_eq(c[i].wrong, 0);
+            ck_assert_int_eq(c[i].unavailable, 1);
+            ok += c[i].ok;
+        }
+        /* every request queued before the stop was served, and answered */
+        ck_assert_int_eq(atomic_load(&items_served), ok);
+    }
+}
+END_TEST
+
 START_TEST(test_batch_alone_is_a_batch_of_one)
 {
     struct batcher *b = start(1, 64);
@@ -172,6 +225,7 @@ static Suite *batch_suite(void)
     tcase_add_checked_fixture(tc, schema_setup, schema_teardown);
     tcase_add_unchecked_fixture(tc, NULL, testdb_schema_sweep);
     tcase_add_test(tc, test_batch_concurrent_requests_share_statements);
+    tcase_add_test(tc, test_batch_stop_under_load_answers_everyone);
     tcase_add_test(tc, test_batch_alone_is_a_batch_of_one);
     tcase_add_test(tc, test_batch_failure_reaches_every_item);
     tcase_add_test(tc, test_batch_unreachable_database);
