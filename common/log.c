@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "utf8.h"
 #include "xalloc.h"
 
 static const char *log_service = "ptce";
@@ -178,17 +179,8 @@ static void log_put_string(struct buf *b, const char *s)
                 buf_append(b, esc, 6);
             p++;
         } else {
-            /* a multi-byte sequence: length from the lead byte, then continuation bytes */
-            size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
-            size_t k = 1;
-            while (n && k < n && (p[k] & 0xc0) == 0x80)
-                k++;
-            int ok = n && k == n;
-            if (ok && n == 3)
-                ok = !(c == 0xe0 && p[1] < 0xa0) && !(c == 0xed && p[1] >= 0xa0);
-            if (ok && n == 4)
-                ok = !(c == 0xf0 && p[1] < 0x90) && !(c == 0xf4 && p[1] >= 0x90);
-            if (ok) {
+            size_t n = utf8_sequence(p); /* c >= 0x80 here: 0 or a multi-byte sequence */
+            if (n) {
                 buf_append(b, p, n);
                 p += n;
             } else {
