@@ -82,6 +82,10 @@ static void batch_finish(struct batch_item **items, size_t n, enum status st)
     for (size_t i = 0; i < n; i++) {
         if (st != STATUS_OK)
             items[i]->st = st;
+        if (items[i]->done_fn) {
+            items[i]->done_fn(items[i]); /* which may release the item */
+            continue;
+        }
         /*
          * The owner may return as soon as done is set, and its item is then gone: only the
          * futex word's address is used after, and a wake-up on a reused address is spurious.
@@ -147,13 +151,19 @@ struct batcher *batcher_start(const struct batcher_config *cfg)
 
 void batcher_stop(struct batcher *b)
 {
-    if (!b)
+    if (!b || atomic_exchange(&b->stop, 1))
         return;
-    atomic_store(&b->stop, 1);
     atomic_fetch_add(&b->wake, 1);
     futex_wake(&b->wake, INT32_MAX);
     for (long i = 0; i < b->nthreads; i++)
         pthread_join(b->threads[i], NULL);
+}
+
+void batcher_free(struct batcher *b)
+{
+    if (!b)
+        return;
+    batcher_stop(b);
     free(b->threads);
     free((char *)b->cfg.conninfo);
     free((char *)b->cfg.schema);
@@ -161,7 +171,8 @@ void batcher_stop(struct batcher *b)
     free(b);
 }
 
-enum status batcher_submit(struct batcher *b, struct batch_item *item)
+/* Queues item; 0 (nothing queued) once the batcher is stopping. */
+static int batch_push(struct batcher *b, struct batch_item *item)
 {
     item->st = STATUS_OK;
     atomic_init(&item->done, 0);
@@ -172,7 +183,8 @@ enum status batcher_submit(struct batcher *b, struct batch_item *item)
     atomic_fetch_add(&b->pushing, 1);
     if (atomic_load(&b->stop)) {
         atomic_fetch_sub(&b->pushing, 1);
-        return item->st = STATUS_UNAVAILABLE;
+        item->st = STATUS_UNAVAILABLE;
+        return 0;
     }
     struct batch_item *old = atomic_load(&b->top);
     do
@@ -183,7 +195,22 @@ enum status batcher_submit(struct batcher *b, struct batch_item *item)
         atomic_fetch_add(&b->wake, 1);
         futex_wake(&b->wake, 1);
     }
+    return 1;
+}
+
+enum status batcher_submit(struct batcher *b, struct batch_item *item)
+{
+    item->done_fn = NULL;
+    if (!batch_push(b, item))
+        return item->st;
     while (!atomic_load(&item->done))
         futex_wait(&item->done, 0);
     return item->st;
+}
+
+void batcher_post(struct batcher *b, struct batch_item *item, batch_done_fn done)
+{
+    item->done_fn = done;
+    if (!batch_push(b, item))
+        done(item);
 }

@@ -15,12 +15,18 @@
 #include "db.h"
 #include "status.h"
 
-/* One request. The requester owns it (on its stack) and fills `in`; the batch function `out`. */
+struct batch_item;
+
+/* Told on a batch thread that item was served (item->st set); item may be released then. */
+typedef void (*batch_done_fn)(struct batch_item *item);
+
+/* One request. The requester owns it and fills `in`; the batch function `out`. */
 struct batch_item {
     const void *in;
     void *out;
     enum status st;
     /* private */
+    batch_done_fn done_fn; /* batcher_post's; NULL: a waiting batcher_submit */
     struct batch_item *next;
     atomic_uint done; /* a futex word: 0 while queued, 1 once served */
 };
@@ -48,13 +54,25 @@ struct batcher_config {
 
 /* Starts cfg->threads threads that call fn with batches of at most max_batch items. */
 struct batcher *batcher_start(const struct batcher_config *cfg);
-/* Serves what is queued, then stops the threads. NULL is a no-op. */
+/*
+ * Serves what is queued, then stops the threads; a request made from then on gets
+ * STATUS_UNAVAILABLE. A second call is a no-op, and so is NULL.
+ */
 void batcher_stop(struct batcher *b);
+/* Stops b if need be, then releases it: nobody may use b any more. NULL is a no-op. */
+void batcher_free(struct batcher *b);
 
 /*
  * Queues item and waits until a batch has served it; returns item->st. STATUS_UNAVAILABLE once
  * the batcher is stopping.
  */
 enum status batcher_submit(struct batcher *b, struct batch_item *item);
+
+/*
+ * Queues item and returns at once: done(item) is called on a batch thread once a batch has
+ * served it, or at once on this thread with STATUS_UNAVAILABLE once the batcher is stopping.
+ * item must stay alive until then.
+ */
+void batcher_post(struct batcher *b, struct batch_item *item, batch_done_fn done);
 
 #endif

@@ -1,4 +1,7 @@
-/* http: one dispatcher in front of ulfius that routes, limits, authenticates and measures. */
+/*
+ * http: workers that drive libmicrohttpd, one dispatcher that routes, limits, authenticates and
+ * measures, and answers that wait for another thread without holding a worker.
+ */
 #define _GNU_SOURCE /* accept4(2) */
 #include "http.h"
 
@@ -20,6 +23,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "utf8.h"
 #include "uuid.h"
 
 #define PROBLEM_TYPE_PREFIX "urn:ptce:problem:"
@@ -54,6 +58,11 @@ const char *http_param(const struct http_ctx *ctx, const char *name)
 const char *http_query(const struct http_ctx *ctx, const char *name)
 {
     return u_map_get(ctx->req->map_url, name);
+}
+
+const char *http_form(const struct http_ctx *ctx, const char *name)
+{
+    return u_map_get(ctx->req->map_post_body, name);
 }
 
 const char *http_header(const struct http_ctx *ctx, const char *name)
@@ -367,48 +376,279 @@ static void http_account(struct http_server *srv, const struct http_ctx *ctx, lo
                   ctx->principal.key_id[0] ? ctx->principal.key_id : NULL);
 }
 
-static int http_dispatch(const struct _u_request *req, struct _u_response *res, void *user)
-{
-    struct http_server *srv = user;
+/* ---- one request on a worker ---- */
+
+/*
+ * A request from its first line to its answer: ulfius's request and response objects, the
+ * handler's context, and what the worker needs to suspend and resume it.
+ */
+struct http_exchange {
+    struct _u_request req;
+    struct _u_response res;
     struct http_ctx ctx;
+    struct http_server *srv;
+    struct MHD_Connection *conn;
+    struct MHD_PostProcessor *post; /* application/x-www-form-urlencoded bodies */
     struct timespec start;
     char names[HTTP_MAX_PARAMS][32];
+    long idx; /* the route, or -1 */
+    int started, dispatched;
+    http_handler_fn resume; /* set while the answer is deferred */
+    void *state;
+    void (*free_state)(void *);
+};
+
+int http_defer(struct http_ctx *ctx, http_handler_fn resume, void *state,
+               void (*free_state)(void *))
+{
+    struct http_exchange *x = ctx->x;
+
+    x->resume = resume;
+    x->state = state;
+    x->free_state = free_state;
+    atomic_fetch_add(&x->srv->deferred, 1);
+    /* allowed here: the worker is inside its access handler */
+    MHD_suspend_connection(x->conn);
+    return U_CALLBACK_COMPLETE;
+}
+
+void http_resume(struct http_ctx *ctx)
+{
+    MHD_resume_connection(ctx->x->conn);
+}
+
+void *http_state(const struct http_ctx *ctx)
+{
+    return ctx->x->state;
+}
+
+/* Routes the request and runs its handler, which answers or defers. */
+static void http_begin(struct http_exchange *x)
+{
+    struct http_server *srv = x->srv;
+    struct http_ctx *ctx = &x->ctx;
     struct buf allow;
     int path_matched;
 
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    memset(&ctx, 0, sizeof ctx);
-    ctx.req = req;
-    ctx.res = res;
-    ctx.app = srv->app;
-    const char *rid = u_map_get_case(req->map_header, "X-Request-Id");
+    clock_gettime(CLOCK_MONOTONIC, &x->start);
+    ctx->req = &x->req;
+    ctx->res = &x->res;
+    ctx->app = srv->app;
+    ctx->x = x;
+    const char *rid = u_map_get_case(x->req.map_header, "X-Request-Id");
     if (rid && http_request_id_valid(rid))
-        snprintf(ctx.request_id, sizeof ctx.request_id, "%s", rid);
+        snprintf(ctx->request_id, sizeof ctx->request_id, "%s", rid);
     else
-        uuid_new(ctx.request_id);
-    log_set_request_id(ctx.request_id);
-    u_map_put(res->map_header, "X-Request-Id", ctx.request_id);
+        uuid_new(ctx->request_id);
+    log_set_request_id(ctx->request_id);
+    u_map_put(x->res.map_header, "X-Request-Id", ctx->request_id);
 
     buf_init(&allow, 256);
-    long idx = http_route_find(srv, req->http_verb, &ctx, &path_matched, &allow, names);
-    int rc = http_run(srv, &ctx, idx, path_matched, allow.data ? allow.data : "");
-    if (ctx.status_code == 0)
-        rc = http_reply_problem(&ctx, STATUS_INTERNAL, "the handler gave no answer");
-    http_account(srv, &ctx, idx, http_elapsed(&start));
-    json_decref(ctx.body);
+    x->idx = http_route_find(srv, x->req.http_verb, ctx, &path_matched, &allow, x->names);
+    http_run(srv, ctx, x->idx, path_matched, allow.data ? allow.data : "");
     buf_free(&allow);
+}
+
+/* Sends what the handler answered, and counts and logs the request. */
+static enum MHD_Result http_answer(struct http_exchange *x)
+{
+    struct http_ctx *ctx = &x->ctx;
+
+    if (ctx->status_code == 0)
+        http_reply_problem(ctx, STATUS_INTERNAL, "the handler gave no answer");
+    http_account(x->srv, ctx, x->idx, http_elapsed(&x->start));
     log_set_request_id(NULL);
-    return rc;
+
+    /* the body goes to MHD as it is, and is freed by it */
+    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(
+        x->res.binary_body_length, x->res.binary_body, free);
+    if (!r)
+        return MHD_NO;
+    x->res.binary_body = NULL;
+    x->res.binary_body_length = 0;
+    const char **keys = u_map_enum_keys(x->res.map_header);
+    for (size_t i = 0; keys && keys[i]; i++)
+        MHD_add_response_header(r, keys[i], u_map_get(x->res.map_header, keys[i]));
+    enum MHD_Result ret = MHD_queue_response(x->conn, (unsigned)x->res.status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/*
+ * Puts a header or query value in map; like ulfius, drops what is not UTF-8 and joins the values
+ * of a repeated name with commas.
+ */
+static enum MHD_Result http_fill_map(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    struct _u_map *map = cls;
+
+    if (!value)
+        value = "";
+    if (!utf8_valid(key, strlen(key)) || !utf8_valid(value, strlen(value)))
+        return MHD_YES;
+    const char *had = u_map_get(map, key);
+    if (!had) {
+        u_map_put(map, key, value);
+        return MHD_YES;
+    }
+    struct buf b;
+    buf_init(&b, strlen(had) + strlen(value) + 2);
+    buf_printf(&b, "%s,%s", had, value);
+    u_map_put(map, key, b.data);
+    buf_free(&b);
+    return MHD_YES;
+}
+
+/* One field of a form body, possibly in pieces (off > 0 continues the value). */
+static enum MHD_Result http_form_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *filename, const char *content_type,
+                                       const char *transfer_encoding, const char *data,
+                                       uint64_t off, size_t size)
+{
+    (void)kind;
+    (void)filename;
+    (void)content_type;
+    (void)transfer_encoding;
+    struct _u_map *map = cls;
+
+    if (!utf8_valid(key, strlen(key)) || (size && !utf8_valid(data, size)))
+        return MHD_YES;
+    ssize_t had = u_map_get_length(map, key);
+    if (had < 0)
+        u_map_put_binary(map, key, data, 0, size);
+    else if (off)
+        u_map_put_binary(map, key, data, (uint64_t)had, size);
+    else {
+        /* a repeated field: values joined with commas, as for headers */
+        u_map_put_binary(map, key, ",", (uint64_t)had, 1);
+        u_map_put_binary(map, key, data, (uint64_t)had + 1, size);
+    }
+    return MHD_YES;
+}
+
+/* Headers read: fills the request object. */
+static void http_request_start(struct http_exchange *x, const char *method, const char *version)
+{
+    struct _u_request *req = &x->req;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(x->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+    req->http_verb = xstrdup(method);
+    req->http_protocol = xstrdup(version);
+    if (ci && ci->client_addr) {
+        req->client_address = xmalloc(sizeof(struct sockaddr));
+        memcpy(req->client_address, ci->client_addr, sizeof(struct sockaddr));
+    }
+    MHD_get_connection_values(x->conn, MHD_HEADER_KIND, http_fill_map, req->map_header);
+    MHD_get_connection_values(x->conn, MHD_GET_ARGUMENT_KIND, http_fill_map, req->map_url);
+    if (http_media_is(u_map_get_case(req->map_header, "Content-Type"),
+                      "application/x-www-form-urlencoded"))
+        x->post = MHD_create_post_processor(x->conn, 16384, http_form_field, req->map_post_body);
+}
+
+/*
+ * Keeps body bytes up to one past the limit: enough for the dispatcher to see that the body was
+ * longer and answer 413, while what follows is read and dropped.
+ */
+static void http_request_body(struct http_exchange *x, const char *data, size_t size)
+{
+    struct _u_request *req = &x->req;
+    size_t room = x->srv->body_limit + 1 - req->binary_body_length;
+    size_t n = size < room ? size : room;
+
+    if (n) {
+        req->binary_body = xrealloc(req->binary_body, req->binary_body_length + n);
+        memcpy((char *)req->binary_body + req->binary_body_length, data, n);
+        req->binary_body_length += n;
+    }
+    if (x->post && req->binary_body_length <= x->srv->body_limit)
+        MHD_post_process(x->post, data, size);
+}
+
+static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                   const char *method, const char *version, const char *upload_data,
+                                   size_t *upload_data_size, void **con_cls)
+{
+    (void)cls;
+    (void)url; /* decoded by MHD: routes match the path as it was sent */
+    struct http_exchange *x = *con_cls;
+
+    if (!x)
+        return MHD_NO;
+    if (!x->started) {
+        x->started = 1;
+        http_request_start(x, method, version);
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        http_request_body(x, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    (void)conn;
+    if (!x->dispatched) {
+        x->dispatched = 1;
+        http_begin(x);
+        if (x->resume) {
+            log_set_request_id(NULL);
+            return MHD_YES; /* suspended: called again once resumed */
+        }
+    } else if (x->resume) {
+        http_handler_fn resume = x->resume;
+        x->resume = NULL;
+        log_set_request_id(x->ctx.request_id);
+        resume(&x->ctx);
+        atomic_fetch_sub(&x->srv->deferred, 1);
+    }
+    return http_answer(x);
+}
+
+/* The request line is read: the exchange starts, with the path as the client sent it. */
+static void *http_uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct http_exchange *x = xcalloc(1, sizeof *x);
+
+    x->srv = cls;
+    x->conn = conn;
+    x->idx = -1;
+    ulfius_init_request(&x->req);
+    ulfius_init_response(&x->res);
+    x->req.http_url = xstrdup(uri);
+    x->req.url_path = xstrndup(uri, strcspn(uri, "?"));
+    return x;
+}
+
+static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                           enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    struct http_exchange *x = *con_cls;
+
+    if (!x)
+        return;
+    if (x->post)
+        MHD_destroy_post_processor(x->post);
+    if (x->free_state)
+        x->free_state(x->state);
+    json_decref(x->ctx.body);
+    ulfius_clean_request(&x->req);
+    ulfius_clean_response(&x->res);
+    free(x);
+    *con_cls = NULL;
 }
 
 /* ---- server life ---- */
 
 /*
- * One worker: an ulfius instance whose MHD daemon runs one thread with its own epoll set and no
- * listening socket. The acceptor hands it connections; `connections` counts those it holds.
+ * One worker: a one-thread MHD daemon with its own epoll set and no listening socket. The
+ * acceptor hands it connections; `connections` counts those it holds.
  */
 struct http_worker {
-    struct _u_instance instance;
+    struct MHD_Daemon *daemon;
     atomic_long connections;
 };
 
@@ -450,7 +690,7 @@ static void http_assign(struct http_server *srv, int fd, const struct sockaddr *
     struct http_worker *w = &srv->workers[pick];
     atomic_fetch_add(&w->connections, 1);
     /* MHD owns the socket from here, and closes it itself on failure. */
-    if (MHD_add_connection(w->instance.mhd_daemon, fd, addr, addrlen) != MHD_YES) {
+    if (MHD_add_connection(w->daemon, fd, addr, addrlen) != MHD_YES) {
         atomic_fetch_sub(&w->connections, 1);
         log_event(LOG_WARN, "http.add_connection_failed", "{s:s}", "error", strerror(errno));
     }
@@ -516,39 +756,27 @@ static enum status http_listen(const struct http_server_config *cfg, int *out)
 static enum status http_worker_start(struct http_server *srv, struct http_worker *w,
                                      const struct http_server_config *cfg)
 {
-    if (ulfius_init_instance(&w->instance, (unsigned)cfg->port, NULL, NULL) != U_OK)
-        return STATUS_INTERNAL;
-    /*
-     * ulfius truncates a body at max_post_body_size without telling anyone. One byte more than
-     * the limit lets the dispatcher see that a body was longer, and answer 413 instead.
-     */
-    w->instance.max_post_body_size = srv->body_limit + 1;
-    w->instance.check_utf8 = 1;
-    ulfius_set_default_endpoint(&w->instance, http_dispatch, srv);
-    struct MHD_OptionItem ops[] = {
-        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)mhd_request_completed, NULL},
-        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)http_connection_notify, w},
-        {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)ulfius_uri_logger, NULL},
-        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->timeout_s, NULL},
-        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->connection_limit, NULL},
-        {MHD_OPTION_END, 0, NULL},
-    };
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ERROR_LOG;
-    if (ulfius_start_framework_with_mhd_options(&w->instance, flags, ops) != U_OK) {
-        ulfius_clean_instance(&w->instance);
-        return STATUS_INTERNAL;
-    }
-    return STATUS_OK;
+    w->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, http_access, srv, MHD_OPTION_NOTIFY_COMPLETED, http_completed, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, http_connection_notify, w, MHD_OPTION_URI_LOG_CALLBACK,
+        http_uri_log, srv, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout_s,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->connection_limit, MHD_OPTION_END);
+    return w->daemon ? STATUS_OK : STATUS_INTERNAL;
 }
 
 static void http_workers_stop(struct http_server *srv)
 {
+    /*
+     * MHD must not stop with a suspended connection: the deferred requests are answered first
+     * (whoever resumes them is still running), for at most 30 s.
+     */
+    for (int waited = 0; atomic_load(&srv->deferred) > 0 && waited < 30000; waited++)
+        clock_sleep_ms(1);
     for (size_t i = 0; i < srv->nworkers; i++) {
-        if (!srv->workers[i].instance.mhd_daemon)
-            continue; /* never started */
-        ulfius_stop_framework(&srv->workers[i].instance);
-        ulfius_clean_instance(&srv->workers[i].instance);
+        if (srv->workers[i].daemon)
+            MHD_stop_daemon(srv->workers[i].daemon);
     }
     free(srv->workers);
     srv->workers = NULL;

@@ -1,4 +1,9 @@
-/* http: the services' HTTP plumbing on ulfius — routing, limits, auth, problems, metrics. */
+/*
+ * http: the services' HTTP plumbing — routing, limits, auth, problems, metrics, answers that
+ * wait without holding a thread. Requests and responses are ulfius's objects; the workers drive
+ * libmicrohttpd themselves, because ulfius's dispatcher must answer before it returns and so
+ * cannot suspend a request while the database works on it.
+ */
 #ifndef PTCE_HTTP_H
 #define PTCE_HTTP_H
 
@@ -15,8 +20,12 @@
 #define HTTP_REQUEST_ID_LEN 64
 
 struct http_ctx;
+struct http_exchange;
 
-/* A handler answers through http_reply_*() and returns what they return. */
+/*
+ * A handler answers through http_reply_*() and returns what they return, or hands the answer
+ * to later with http_defer() and returns what that returns.
+ */
 typedef int (*http_handler_fn)(struct http_ctx *ctx);
 
 /* Route flags. */
@@ -51,7 +60,8 @@ struct http_ctx {
     const char *params[HTTP_MAX_PARAMS]; /* point into path */
     const char *param_names[HTTP_MAX_PARAMS];
     int nparams;
-    int status_code; /* what was answered, for the access log and metrics */
+    int status_code;         /* what was answered, for the access log and metrics */
+    struct http_exchange *x; /* private: the request on its worker */
 };
 
 struct http_server_config {
@@ -76,6 +86,7 @@ struct http_server {
     size_t next_worker; /* where the next search for the least loaded worker starts */
     long connection_limit;
     atomic_ulong rejected; /* connections closed at once: limit reached */
+    atomic_long deferred;  /* requests waiting for http_resume */
     int listen_fd;
     int wake_fd; /* eventfd that stops the acceptor */
     pthread_t acceptor;
@@ -101,10 +112,25 @@ void http_metrics_render(const struct http_server *srv, struct buf *out);
 const char *http_param(const struct http_ctx *ctx, const char *name);
 /* A query-string value, or NULL. Borrowed from the request. */
 const char *http_query(const struct http_ctx *ctx, const char *name);
+/* A field of an application/x-www-form-urlencoded body, or NULL. Borrowed from the request. */
+const char *http_form(const struct http_ctx *ctx, const char *name);
 /* A request header (case-insensitive), or NULL. Borrowed from the request. */
 const char *http_header(const struct http_ctx *ctx, const char *name);
 /* Sets a response header (copied). */
 void http_set_header(struct http_ctx *ctx, const char *name, const char *value);
+
+/*
+ * Answers later, without holding the worker: a handler whose work is done by another thread (a
+ * batched read) calls http_defer and returns what it returns, then starts that work. Once the
+ * work is done, that thread calls http_resume(ctx); the worker then calls resume(ctx) on its
+ * own thread, which answers as a handler does. state (may be NULL) is the handler's, given
+ * back by http_state() and released with free_state when the request ends. Call http_defer
+ * before starting the work: http_resume may come at once.
+ */
+int http_defer(struct http_ctx *ctx, http_handler_fn resume, void *state,
+               void (*free_state)(void *));
+void http_resume(struct http_ctx *ctx);
+void *http_state(const struct http_ctx *ctx);
 
 /* Answers `code` with body serialised as JSON. Takes the reference to body. */
 int http_reply_json(struct http_ctx *ctx, int code, json_t *body);

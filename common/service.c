@@ -20,7 +20,7 @@ static const struct config_var service_vars[] = {
      "IPv4 address to listen on"},
     {"PTCE_HTTP_PORT", CONFIG_INT, "0", 0, 65535, CFG(http_port),
      "HTTP port (0: the service's default)"},
-    {"PTCE_HTTP_THREADS", CONFIG_INT, "16", 1, 512, CFG(http_threads), "HTTP worker threads"},
+    {"PTCE_HTTP_THREADS", CONFIG_INT, "8", 1, 512, CFG(http_threads), "HTTP worker threads"},
     {"PTCE_HTTP_BODY_LIMIT", CONFIG_INT, "1048576", 1024, 67108864, CFG(http_body_limit),
      "largest request body, bytes (413 beyond)"},
     {"PTCE_HTTP_TIMEOUT_S", CONFIG_INT, "30", 1, 3600, CFG(http_timeout_s),

@@ -1,6 +1,7 @@
 /* intake (submission): webhook notices committed in batches by a batcher's threads. */
 #include "intake.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "batch.h"
@@ -57,14 +58,27 @@ void intake_stop(struct intake *in)
 {
     if (!in)
         return;
-    batcher_stop(in->batcher);
+    batcher_free(in->batcher);
     free(in);
 }
 
-enum status intake_record(struct intake *in, const struct ds_notice *n, int *fresh)
+static void intake_committed(struct batch_item *item)
 {
-    struct batch_item item = {.in = n, .out = fresh};
+    struct intake_request *rq =
+        (struct intake_request *)((char *)item - offsetof(struct intake_request, item));
 
-    *fresh = 0;
-    return batcher_submit(in->batcher, &item);
+    rq->st = item->st;
+    if (rq->st != STATUS_OK)
+        rq->fresh = 0;
+    rq->done(rq);
+}
+
+void intake_post(struct intake *in, struct intake_request *rq,
+                 void (*done)(struct intake_request *rq), void *arg)
+{
+    rq->fresh = 0;
+    rq->done = done;
+    rq->arg = arg;
+    rq->item = (struct batch_item){.in = &rq->notice, .out = &rq->fresh};
+    batcher_post(in->batcher, &rq->item, intake_committed);
 }

@@ -2,6 +2,7 @@
 #ifndef PTCE_SUBMISSION_INTAKE_H
 #define PTCE_SUBMISSION_INTAKE_H
 
+#include "batch.h"
 #include "store.h"
 
 struct intake;
@@ -15,10 +16,21 @@ struct intake *intake_start(const char *conninfo, const char *schema, long write
 /* Finishes the queued notices, then stops. */
 void intake_stop(struct intake *in);
 
+/* A notice being recorded. Its owner keeps it, and the notice's strings, alive until done. */
+struct intake_request {
+    struct ds_notice notice;
+    int fresh;      /* out: 0 for a notice already stored (a duplicate) */
+    enum status st; /* out: STATUS_OK once committed; the caller may answer 202 only then */
+    void (*done)(struct intake_request *rq);
+    void *arg;              /* the owner's */
+    struct batch_item item; /* private */
+};
+
 /*
- * Records one notice and returns once it is committed (or failed): the caller may answer 202
- * only on STATUS_OK. *fresh is 0 for a notice already stored (a duplicate).
+ * Records rq->notice: done(rq) is called on a writer thread once it is committed or failed, or
+ * at once on this thread if the intake is stopping.
  */
-enum status intake_record(struct intake *in, const struct ds_notice *n, int *fresh);
+void intake_post(struct intake *in, struct intake_request *rq,
+                 void (*done)(struct intake_request *rq), void *arg);
 
 #endif

@@ -1,6 +1,7 @@
 /* reader (submission): GET /v1/dossiers/{id} reads, batched by a batcher's threads. */
 #include "reader.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "batch.h"
@@ -62,21 +63,45 @@ void reader_stop(struct reader *rd)
 {
     if (!rd)
         return;
-    batcher_stop(rd->batcher);
+    batcher_free(rd->batcher);
     free(rd);
 }
 
-enum status reader_dossier_get(struct reader *rd, const struct auth_principal *who, const char *id,
-                               char **document)
+static void reader_served(struct batch_item *item)
 {
-    struct dossier_read read = {.id = id, .who = who};
-    struct batch_item item = {.out = &read};
+    struct reader_request *rq =
+        (struct reader_request *)((char *)item - offsetof(struct reader_request, item));
 
-    enum status st = batcher_submit(rd->batcher, &item);
-    if (st != STATUS_OK)
-        return st;
-    if (!read.document)
+    rq->done(rq);
+}
+
+void reader_dossier_post(struct reader *rd, struct reader_request *rq,
+                         const struct auth_principal *who, const char *id,
+                         void (*done)(struct reader_request *rq), void *arg)
+{
+    rq->read = (struct dossier_read){.id = id, .who = who};
+    rq->item = (struct batch_item){.out = &rq->read};
+    rq->done = done;
+    rq->arg = arg;
+    batcher_post(rd->batcher, &rq->item, reader_served);
+}
+
+enum status reader_result(struct reader_request *rq, char **document)
+{
+    if (rq->item.st != STATUS_OK)
+        return rq->item.st;
+    if (!rq->read.document)
         return STATUS_NOT_FOUND;
-    *document = read.document;
+    *document = rq->read.document;
+    rq->read.document = NULL;
     return STATUS_OK;
+}
+
+void reader_request_free(void *p)
+{
+    struct reader_request *rq = p;
+
+    if (rq)
+        free(rq->read.document);
+    free(rq);
 }

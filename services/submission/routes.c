@@ -40,7 +40,7 @@ static int routes_reply_text(struct http_ctx *ctx, int code, char *text)
 /* A form field, from the body or else from the query string. Borrowed. */
 static const char *routes_field(const struct http_ctx *ctx, const char *name)
 {
-    const char *v = u_map_get(ctx->req->map_post_body, name);
+    const char *v = http_form(ctx, name);
 
     return v ? v : http_query(ctx, name);
 }
@@ -58,12 +58,34 @@ static int routes_is_number(const char *s)
     return 1;
 }
 
+/* A webhook notice on its way to the database, with the canonical forms of its fields. */
+struct webhook_notice {
+    struct intake_request rq;
+    char procedure_id[24], dossier_number[24], updated_at[40];
+};
+
+static void webhook_recorded(struct intake_request *rq)
+{
+    http_resume(rq->arg);
+}
+
+static int webhook_answer(struct http_ctx *ctx)
+{
+    struct webhook_notice *w = http_state(ctx);
+
+    if (w->rq.st != STATUS_OK)
+        return http_reply_problem(ctx, w->rq.st, "the notification could not be recorded");
+    if (w->rq.fresh)
+        ds_workers_wake(routes_domain(ctx)->workers);
+    return http_reply_json(
+        ctx, 202, json_pack("{s:s, s:b}", "status", "accepted", "duplicate", !w->rq.fresh));
+}
+
 static int handle_ds_webhook(struct http_ctx *ctx)
 {
     struct submission *sub = routes_domain(ctx);
     char presented[65], when[40];
-    struct ds_notice n;
-    int fresh = 0;
+    struct ds_notice n = {0};
 
     auth_token_hash(http_param(ctx, "token"), presented);
     /* Constant time over fixed-length hashes: the comparison says nothing about the secret. */
@@ -93,20 +115,22 @@ static int handle_ds_webhook(struct http_ctx *ctx)
         return http_reply_problem(ctx, STATUS_UNPROCESSABLE,
                                   "procedure %s is not the PTCE démarche (%ld)", n.procedure_id,
                                   sub->demarche);
-    /* Canonical numbers ("0042" is 42), so duplicates are recognised whatever the spelling. */
-    char proc[24], num[24];
-    snprintf(proc, sizeof proc, "%lld", strtoll(n.procedure_id, NULL, 10));
-    snprintf(num, sizeof num, "%lld", strtoll(n.dossier_number, NULL, 10));
-    n.procedure_id = proc;
-    n.dossier_number = num;
-    n.updated_at = when;
-    enum status st = intake_record(sub->intake, &n, &fresh);
-    if (st != STATUS_OK)
-        return http_reply_problem(ctx, st, "the notification could not be recorded");
-    if (fresh)
-        ds_workers_wake(sub->workers);
-    return http_reply_json(ctx, 202,
-                           json_pack("{s:s, s:b}", "status", "accepted", "duplicate", !fresh));
+    /*
+     * Canonical numbers ("0042" is 42), so duplicates are recognised whatever the spelling. The
+     * state and raw time stay in the request's form, alive until the answer.
+     */
+    struct webhook_notice *w = xcalloc(1, sizeof *w);
+    snprintf(w->procedure_id, sizeof w->procedure_id, "%lld", strtoll(n.procedure_id, NULL, 10));
+    snprintf(w->dossier_number, sizeof w->dossier_number, "%lld",
+             strtoll(n.dossier_number, NULL, 10));
+    snprintf(w->updated_at, sizeof w->updated_at, "%s", when);
+    w->rq.notice = n;
+    w->rq.notice.procedure_id = w->procedure_id;
+    w->rq.notice.dossier_number = w->dossier_number;
+    w->rq.notice.updated_at = w->updated_at;
+    int rc = http_defer(ctx, webhook_answer, w, free);
+    intake_post(sub->intake, &w->rq, webhook_recorded, ctx);
+    return rc;
 }
 
 /* ---- dossiers ---- */
@@ -151,18 +175,33 @@ static int handle_dossier_create(struct http_ctx *ctx)
     return routes_reply_text(ctx, 201, doc);
 }
 
+/* A dossier read by id waits for its batch without holding the HTTP worker. */
+static void dossier_read_done(struct reader_request *rq)
+{
+    http_resume(rq->arg);
+}
+
+static int dossier_read_answer(struct http_ctx *ctx)
+{
+    char *doc;
+    enum status st = reader_result(http_state(ctx), &doc);
+
+    if (st != STATUS_OK)
+        return http_reply_problem(ctx, st, "no dossier %s", http_param(ctx, "id"));
+    return routes_reply_text(ctx, 200, doc);
+}
+
 static int handle_dossier_get(struct http_ctx *ctx)
 {
     const char *id = http_param(ctx, "id");
-    char *doc;
 
     if (!uuid_is_valid(id))
         return http_reply_problem(ctx, STATUS_NOT_FOUND, "no dossier %s", id);
-    struct submission *sub = routes_domain(ctx);
-    enum status st = reader_dossier_get(sub->reader, &ctx->principal, id, &doc);
-    if (st != STATUS_OK)
-        return http_reply_problem(ctx, st, "no dossier %s", id);
-    return routes_reply_text(ctx, 200, doc);
+    struct reader_request *rq = xcalloc(1, sizeof *rq);
+    int rc = http_defer(ctx, dossier_read_answer, rq, reader_request_free);
+    reader_dossier_post(routes_domain(ctx)->reader, rq, &ctx->principal, id, dossier_read_done,
+                        ctx);
+    return rc;
 }
 
 static int handle_dossier_history(struct http_ctx *ctx)

@@ -109,12 +109,47 @@ START_TEST(test_batch_concurrent_requests_share_statements)
         pthread_join(t[i], NULL);
         ck_assert_int_eq(c[i].wrong, 0); /* each got its own answer */
     }
-    batcher_stop(b);
+    batcher_free(b);
     ck_assert_int_eq(atomic_load(&items_served), CLIENTS * ROUNDS);
     /* 32 clients on 2 threads that take 5 ms a batch: the queue fills, batches form */
     ck_assert_int_lt(atomic_load(&batches), CLIENTS * ROUNDS / 2);
     ck_assert_int_le(atomic_load(&largest), 8); /* and never pass max_batch */
     ck_assert_int_gt(atomic_load(&largest), 1);
+}
+END_TEST
+
+/* Callbacks of posted items: how many, and how many were served right. */
+static atomic_long posted_done, posted_right;
+
+static void count_done(struct batch_item *item)
+{
+    if (item->st == STATUS_OK && *(int *)item->out == 2 * *(const int *)item->in)
+        atomic_fetch_add(&posted_right, 1);
+    atomic_fetch_add(&posted_done, 1); /* last: the poster may reuse the item once it sees this */
+}
+
+START_TEST(test_batch_posted_items_are_called_back)
+{
+    enum { N = 100 };
+    struct batcher *b = start(2, 8);
+    static int in[N], out[N];
+    static struct batch_item items[N];
+
+    atomic_store(&posted_done, 0);
+    atomic_store(&posted_right, 0);
+    /* posted from one thread without waiting: they queue up, and are served in batches */
+    for (int i = 0; i < N; i++) {
+        in[i] = i;
+        out[i] = -1;
+        items[i] = (struct batch_item){.in = &in[i], .out = &out[i]};
+        batcher_post(b, &items[i], count_done);
+    }
+    for (int i = 0; i < 500 && atomic_load(&posted_done) < N; i++)
+        usleep(10000);
+    ck_assert_int_eq(atomic_load(&posted_done), N);
+    ck_assert_int_eq(atomic_load(&posted_right), N);
+    ck_assert_int_lt(atomic_load(&batches), N / 2);
+    batcher_free(b);
 }
 END_TEST
 
@@ -165,6 +200,14 @@ START_TEST(test_batch_stop_under_load_answers_everyone)
             ck_assert_int_eq(c[i].unavailable, 1);
             ok += c[i].ok;
         }
+        /* after the stop, a posted request is called back at once, on this thread */
+        int in = 1, out = -1;
+        struct batch_item late = {.in = &in, .out = &out};
+        atomic_store(&posted_done, 0);
+        batcher_post(b, &late, count_done);
+        ck_assert_int_eq(atomic_load(&posted_done), 1);
+        ck_assert_int_eq(late.st, STATUS_UNAVAILABLE);
+        batcher_free(b); /* no client left to use it */
         /* every request queued before the stop was served, and answered */
         ck_assert_int_eq(atomic_load(&items_served), ok);
     }
@@ -179,7 +222,7 @@ START_TEST(test_batch_alone_is_a_batch_of_one)
 
     ck_assert_int_eq(batcher_submit(b, &item), STATUS_OK);
     ck_assert_int_eq(out, 42);
-    batcher_stop(b);
+    batcher_free(b);
     ck_assert_int_eq(atomic_load(&batches), 1);
 }
 END_TEST
@@ -196,7 +239,7 @@ START_TEST(test_batch_failure_reaches_every_item)
     /* the next batch is served normally */
     ck_assert_int_eq(batcher_submit(b, &item), STATUS_OK);
     ck_assert_int_eq(out, 2);
-    batcher_stop(b);
+    batcher_free(b);
 }
 END_TEST
 
@@ -212,7 +255,7 @@ START_TEST(test_batch_unreachable_database)
     struct batch_item item = {.in = &in, .out = &out};
 
     ck_assert_int_eq(batcher_submit(b, &item), STATUS_UNAVAILABLE);
-    batcher_stop(b);
+    batcher_free(b);
 }
 END_TEST
 
@@ -226,6 +269,7 @@ static Suite *batch_suite(void)
     tcase_add_unchecked_fixture(tc, NULL, testdb_schema_sweep);
     tcase_add_test(tc, test_batch_concurrent_requests_share_statements);
     tcase_add_test(tc, test_batch_stop_under_load_answers_everyone);
+    tcase_add_test(tc, test_batch_posted_items_are_called_back);
     tcase_add_test(tc, test_batch_alone_is_a_batch_of_one);
     tcase_add_test(tc, test_batch_failure_reaches_every_item);
     tcase_add_test(tc, test_batch_unreachable_database);

@@ -2,11 +2,13 @@
 #include <arpa/inet.h>
 #include <check.h>
 #include <curl/curl.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "http.h"
@@ -72,7 +74,43 @@ static int handle_silent(struct http_ctx *ctx)
     return U_CALLBACK_COMPLETE; /* forgets to answer */
 }
 
+/* An answer that another thread gives after a while, as a batched database read does. */
+struct later {
+    struct http_ctx *ctx;
+    long ms;
+};
+
+static void *later_resume(void *arg)
+{
+    struct later *l = arg;
+
+    usleep((useconds_t)l->ms * 1000);
+    http_resume(l->ctx); /* l belongs to the request from here: not touched again */
+    return NULL;
+}
+
+static int later_answer(struct http_ctx *ctx)
+{
+    const struct later *l = http_state(ctx);
+
+    return http_reply_json(ctx, 200, json_pack("{s:I}", "waited_ms", (json_int_t)l->ms));
+}
+
+static int handle_later(struct http_ctx *ctx)
+{
+    struct later *l = xcalloc(1, sizeof *l);
+    pthread_t t;
+
+    l->ctx = ctx;
+    l->ms = strtol(http_param(ctx, "ms"), NULL, 10);
+    int rc = http_defer(ctx, later_answer, l, free);
+    ck_assert_int_eq(pthread_create(&t, NULL, later_resume, l), 0);
+    pthread_detach(t);
+    return rc;
+}
+
 static const struct http_route routes[] = {
+    {"GET", "/v1/later/{ms}", handle_later, 0, 0},
     {"GET", "/v1/items/{id}", handle_echo, 0, 0},
     {"PUT", "/v1/items/{id}", handle_echo, 0, HTTP_BODY_JSON},
     {"POST", "/v1/items", handle_create, 0, HTTP_BODY_JSON},
@@ -538,6 +576,85 @@ START_TEST(test_http_connections_balanced_and_limited)
 }
 END_TEST
 
+static double now_s(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* A call on its own thread (and its own connection), timed. */
+struct background {
+    const char *path;
+    struct reply r;
+    double secs;
+    pthread_t thread;
+};
+
+static void *background_call(void *arg)
+{
+    struct background *b = arg;
+    double t0 = now_s();
+
+    call("GET", b->path, NULL, NULL, 0, NULL, &b->r);
+    b->secs = now_s() - t0;
+    return NULL;
+}
+
+/* Waits up to 2 s for the server to hold want deferred requests. */
+static long deferred_wait(long want)
+{
+    long v = -1;
+
+    for (int i = 0; i < 200 && (v = atomic_load(&server.deferred)) != want; i++)
+        usleep(10000);
+    return v;
+}
+
+static void check_waited(struct background *b, long ms)
+{
+    pthread_join(b->thread, NULL);
+    ck_assert_int_eq(b->r.code, 200);
+    json_t *v = reply_json(&b->r);
+    ck_assert_int_eq(json_integer_value(json_object_get(v, "waited_ms")), ms);
+    json_decref(v);
+    ck_assert_msg(b->secs >= (double)ms / 1000, "answered after %.3f s", b->secs);
+}
+
+START_TEST(test_http_deferred_answer_frees_its_worker)
+{
+    struct background slow[2] = {{.path = "/v1/later/1500"}, {.path = "/v1/later/1500"}};
+    struct reply r;
+
+    /* two waiting requests on two connections: one on each of the 2 workers */
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_create(&slow[i].thread, NULL, background_call, &slow[i]), 0);
+    ck_assert_int_eq(deferred_wait(2), 2);
+    /* a third request is answered at once: neither worker is held by the one it waits for */
+    double t0 = now_s();
+    call("GET", "/v1/items/7", NULL, NULL, 0, NULL, &r);
+    double fast = now_s() - t0;
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_msg(fast < 0.75, "a free request waited %.3f s", fast);
+    for (int i = 0; i < 2; i++)
+        check_waited(&slow[i], 1500);
+    ck_assert_int_eq(deferred_wait(0), 0);
+}
+END_TEST
+
+START_TEST(test_http_stop_answers_deferred_requests)
+{
+    struct background slow = {.path = "/v1/later/500"};
+
+    ck_assert_int_eq(pthread_create(&slow.thread, NULL, background_call, &slow), 0);
+    ck_assert_int_eq(deferred_wait(1), 1);
+    http_server_stop(&server); /* returns once the waiting request is answered */
+    ck_assert_int_eq(atomic_load(&server.deferred), 0);
+    check_waited(&slow, 500);
+}
+END_TEST
+
 START_TEST(test_http_start_failures)
 {
     struct http_server other;
@@ -578,6 +695,8 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_http_handler_without_answer);
     tcase_add_test(tc, test_http_metrics);
     tcase_add_test(tc, test_http_connections_balanced_and_limited);
+    tcase_add_test(tc, test_http_deferred_answer_frees_its_worker);
+    tcase_add_test(tc, test_http_stop_answers_deferred_requests);
     tcase_add_test(tc, test_http_start_failures);
     suite_add_tcase(s, tc);
     return s;
