@@ -572,7 +572,8 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
                                    size_t *upload_data_size, void **con_cls)
 {
     (void)cls;
-    (void)url; /* decoded by MHD: routes match the path as it was sent */
+    (void)conn; /* the exchange has it, from the request line */
+    (void)url;  /* decoded by MHD: routes match the path as it was sent */
     struct http_exchange *x = *con_cls;
 
     if (!x)
@@ -587,7 +588,6 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
         *upload_data_size = 0;
         return MHD_YES;
     }
-    (void)conn;
     if (!x->dispatched) {
         x->dispatched = 1;
         http_begin(x);
@@ -774,6 +774,9 @@ static void http_workers_stop(struct http_server *srv)
      */
     for (int waited = 0; atomic_load(&srv->deferred) > 0 && waited < 30000; waited++)
         clock_sleep_ms(1);
+    if (atomic_load(&srv->deferred) > 0)
+        log_event(LOG_ERROR, "http.stop_with_deferred_requests", "{s:I}", "deferred",
+                  (json_int_t)atomic_load(&srv->deferred));
     for (size_t i = 0; i < srv->nworkers; i++) {
         if (srv->workers[i].daemon)
             MHD_stop_daemon(srv->workers[i].daemon);
