@@ -613,6 +613,7 @@ static void *http_uri_log(void *cls, const char *uri, struct MHD_Connection *con
     x->srv = cls;
     x->conn = conn;
     x->idx = -1;
+    atomic_fetch_add(&x->srv->inflight, 1);
     ulfius_init_request(&x->req);
     ulfius_init_response(&x->res);
     x->req.http_url = xstrdup(uri);
@@ -637,6 +638,7 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     json_decref(x->ctx.body);
     ulfius_clean_request(&x->req);
     ulfius_clean_response(&x->res);
+    atomic_fetch_sub(&x->srv->inflight, 1);
     free(x);
     *con_cls = NULL;
 }
@@ -769,9 +771,12 @@ static enum status http_worker_start(struct http_server *srv, struct http_worker
 static void http_workers_stop(struct http_server *srv)
 {
     /*
-     * MHD must not stop with a suspended connection: the deferred requests are answered first
-     * (whoever resumes them is still running), for at most 30 s.
+     * Requests under way are finished and their answers sent, for up to 10 s; idle keep-alive
+     * connections hold nothing. MHD must not stop with a suspended connection at all: deferred
+     * requests are waited for 30 s more (whoever resumes them is still running).
      */
+    for (int waited = 0; atomic_load(&srv->inflight) > 0 && waited < 10000; waited++)
+        clock_sleep_ms(1);
     for (int waited = 0; atomic_load(&srv->deferred) > 0 && waited < 30000; waited++)
         clock_sleep_ms(1);
     if (atomic_load(&srv->deferred) > 0)

@@ -87,6 +87,7 @@ struct http_server {
     long connection_limit;
     atomic_ulong rejected; /* connections closed at once: limit reached */
     atomic_long deferred;  /* requests waiting for http_resume */
+    atomic_long inflight;  /* requests from their first line until their answer is sent */
     int listen_fd;
     int wake_fd; /* eventfd that stops the acceptor */
     pthread_t acceptor;

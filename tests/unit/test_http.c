@@ -655,6 +655,52 @@ START_TEST(test_http_stop_answers_deferred_requests)
 }
 END_TEST
 
+START_TEST(test_http_client_gone_while_deferred)
+{
+    static const char req[] = "GET /v1/later/300 HTTP/1.1\r\nHost: t\r\n\r\n";
+    int fd = connect_raw();
+    struct reply r;
+
+    ck_assert_int_eq(send(fd, req, sizeof req - 1, 0), (ssize_t)(sizeof req - 1));
+    ck_assert_int_eq(deferred_wait(1), 1);
+    close(fd); /* gone before the answer */
+    /* the answer finds nobody: the request ends, and the worker goes on serving */
+    ck_assert_int_eq(deferred_wait(0), 0);
+    ck_assert_int_eq(metric_wait("ptce_http_connections", 0), 0);
+    call("GET", "/v1/items/7", NULL, NULL, 0, NULL, &r);
+    ck_assert_int_eq(r.code, 200);
+}
+END_TEST
+
+/* Waits up to 2 s for the server to hold want requests under way. */
+static long inflight_wait(long want)
+{
+    long v = -1;
+
+    for (int i = 0; i < 200 && (v = atomic_load(&server.inflight)) != want; i++)
+        usleep(10000);
+    return v;
+}
+
+START_TEST(test_http_requests_cut_short_end)
+{
+    static const char *cut[] = {
+        "GET /v1/items/1 HTTP/1.1\r\nHost: t\r\n",                   /* headers never end */
+        "GET /v1/items/1 HTTP/1.1\r\nHost: t\r\nBad header\r\n\r\n", /* MHD answers 400 */
+        "POST /v1/items HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{", /* short body */
+    };
+
+    for (size_t i = 0; i < sizeof cut / sizeof cut[0]; i++) {
+        int fd = connect_raw();
+        ck_assert_int_eq(send(fd, cut[i], strlen(cut[i]), 0), (ssize_t)strlen(cut[i]));
+        usleep(100 * 1000);
+        close(fd);
+        /* each request ends with its connection: nothing left under way, nothing leaked */
+        ck_assert_msg(inflight_wait(0) == 0, "case %zu left a request under way", i);
+    }
+}
+END_TEST
+
 START_TEST(test_http_start_failures)
 {
     struct http_server other;
@@ -697,6 +743,8 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_http_connections_balanced_and_limited);
     tcase_add_test(tc, test_http_deferred_answer_frees_its_worker);
     tcase_add_test(tc, test_http_stop_answers_deferred_requests);
+    tcase_add_test(tc, test_http_client_gone_while_deferred);
+    tcase_add_test(tc, test_http_requests_cut_short_end);
     tcase_add_test(tc, test_http_start_failures);
     suite_add_tcase(s, tc);
     return s;
