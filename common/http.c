@@ -868,8 +868,16 @@ void http_metrics_render(const struct http_server *srv, struct buf *out)
                "# HELP ptce_http_connections_rejected_total Connections closed at once because "
                "the connection limit was reached.\n"
                "# TYPE ptce_http_connections_rejected_total counter\n"
-               "ptce_http_connections_rejected_total %lu\n",
-               open, atomic_load(&srv->rejected));
+               "ptce_http_connections_rejected_total %lu\n"
+               "# HELP ptce_http_requests_in_flight Requests read and not yet answered.\n"
+               "# TYPE ptce_http_requests_in_flight gauge\n"
+               "ptce_http_requests_in_flight %ld\n"
+               "# HELP ptce_http_requests_deferred Requests waiting, without a worker, for "
+               "another thread's work (a batched statement).\n"
+               "# TYPE ptce_http_requests_deferred gauge\n"
+               "ptce_http_requests_deferred %ld\n",
+               open, atomic_load(&srv->rejected), atomic_load(&srv->inflight),
+               atomic_load(&srv->deferred));
     buf_printf(out, "# HELP ptce_http_worker_connections Client connections held by each worker.\n"
                     "# TYPE ptce_http_worker_connections gauge\n");
     for (size_t i = 0; i < srv->nworkers; i++)

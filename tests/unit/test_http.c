@@ -631,6 +631,7 @@ START_TEST(test_http_deferred_answer_frees_its_worker)
     for (int i = 0; i < 2; i++)
         ck_assert_int_eq(pthread_create(&slow[i].thread, NULL, background_call, &slow[i]), 0);
     ck_assert_int_eq(deferred_wait(2), 2);
+    ck_assert_int_eq(metric_value("ptce_http_requests_deferred"), 2);
     /* a third request is answered at once: neither worker is held by the one it waits for */
     double t0 = now_s();
     call("GET", "/v1/items/7", NULL, NULL, 0, NULL, &r);
