@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "region.h"
 #include "uuid.h"
 #include "xalloc.h"
 
@@ -33,6 +34,12 @@ enum auth_role auth_role_parse(const char *name)
             return (enum auth_role)(1 << i);
     }
     return (enum auth_role)0;
+}
+
+int auth_role_may_see_all(enum auth_role role)
+{
+    return (role & (ROLE_NATIONAL_ADMIN | ROLE_FUNDING_OFFICER | ROLE_DASHBOARD)) != 0 &&
+           (role & (role - 1)) == 0;
 }
 
 int auth_principal_sees_region(const struct auth_principal *p, const char *region)
@@ -136,7 +143,7 @@ struct auth {
     struct auth_entry cache[AUTH_CACHE_SLOTS];
 };
 
-DB_STMT(auth_find_key, "SELECT secret_hash, role, regions IS NULL,"
+DB_STMT(auth_find_key, "SELECT secret_hash, role, all_regions,"
                        " coalesce(array_to_string(regions, ','), '')"
                        " FROM iam.api_key WHERE key_id = $1 AND revoked_at IS NULL");
 
@@ -216,12 +223,33 @@ static void auth_regions_parse(const char *csv, struct auth_principal *p)
         size_t n = strcspn(s, ",");
         if (n == 2) {
             memcpy(p->regions[p->nregions], s, 2);
-            p->regions[p->nregions++][2] = '\0';
+            p->regions[p->nregions][2] = '\0';
+            if (region_is_valid(p->regions[p->nregions]))
+                p->nregions++; /* anything else grants nothing */
         }
         s += n;
         if (*s == ',')
             s++;
     }
+}
+
+enum status auth_principal_from_row(const char *key_id, const char *role, int all_regions,
+                                    const char *regions_csv, struct auth_principal *out)
+{
+    memset(out, 0, sizeof *out);
+    snprintf(out->key_id, sizeof out->key_id, "%s", key_id);
+    out->role = auth_role_parse(role);
+    if (!out->role)
+        return STATUS_UNAUTHORIZED;
+    if (all_regions) {
+        /* The database refuses such a row; a row from before that rule is refused here. */
+        if (!auth_role_may_see_all(out->role))
+            return STATUS_UNAUTHORIZED;
+        out->all_regions = 1;
+        return STATUS_OK;
+    }
+    auth_regions_parse(regions_csv ? regions_csv : "", out);
+    return out->nregions > 0 ? STATUS_OK : STATUS_UNAUTHORIZED; /* deny by default */
 }
 
 static enum status auth_load(struct auth *auth, const char *key_id, char *hash,
@@ -242,14 +270,11 @@ static enum status auth_load(struct auth *auth, const char *key_id, char *hash,
         PQclear(r);
         return STATUS_UNAUTHORIZED;
     }
-    memset(out, 0, sizeof *out);
-    snprintf(out->key_id, sizeof out->key_id, "%s", key_id);
     snprintf(hash, 65, "%s", PQgetvalue(r, 0, 0));
-    out->role = auth_role_parse(PQgetvalue(r, 0, 1));
-    out->all_regions = PQgetvalue(r, 0, 2)[0] == 't';
-    auth_regions_parse(PQgetvalue(r, 0, 3), out);
+    st = auth_principal_from_row(key_id, PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2)[0] == 't',
+                                 PQgetvalue(r, 0, 3), out);
     PQclear(r); /* every PQgetvalue pointer above dies here: all were copied */
-    return out->role ? STATUS_OK : STATUS_UNAUTHORIZED;
+    return st;
 }
 
 enum status auth_authenticate(struct auth *auth, const char *authorization,

@@ -20,7 +20,10 @@ enum auth_role {
 #define AUTH_KEY_ID_LEN 16  /* hex characters */
 #define AUTH_MAX_REGIONS 18 /* there are 18 INSEE regions */
 
-/* Who is calling. all_regions is set for keys with no region restriction. */
+/*
+ * Who is calling. Every key's scope is explicit: a list of regions, or all regions (only for the
+ * roles auth_role_may_see_all() names). A key with neither sees nothing and is refused.
+ */
 struct auth_principal {
     char key_id[AUTH_KEY_ID_LEN + 1];
     enum auth_role role;
@@ -32,6 +35,17 @@ struct auth_principal {
 /* "national_admin" ↔ ROLE_NATIONAL_ADMIN …; parse returns 0 (unknown) for a bad name. */
 const char *auth_role_name(enum auth_role role);
 enum auth_role auth_role_parse(const char *name);
+
+/* 1 for the roles that may hold an "all regions" scope: national admin, funding, dashboard. */
+int auth_role_may_see_all(enum auth_role role);
+
+/*
+ * Fills a principal from a stored key row: role name, whether the row says "all regions", and
+ * its regions as "84,11". STATUS_UNAUTHORIZED when the row grants nothing usable: an unknown
+ * role, "all" for a role that may not have it, or no region at all (a row written by hand).
+ */
+enum status auth_principal_from_row(const char *key_id, const char *role, int all_regions,
+                                    const char *regions_csv, struct auth_principal *out);
 
 /* 1 when the principal's scope includes this INSEE region code. */
 int auth_principal_sees_region(const struct auth_principal *p, const char *region);

@@ -25,6 +25,22 @@ static const char admin_bootstrap_sql[] =
     "  label text NOT NULL DEFAULT '',\n"
     "  created_at timestamptz NOT NULL DEFAULT now(),\n"
     "  revoked_at timestamptz);\n"
+    /*
+     * The scope is explicit: a list of regions, or all regions for the three national roles.
+     * NOT VALID keeps a row of an older install loadable; the services refuse such a row.
+     */
+    "ALTER TABLE iam.api_key ADD COLUMN IF NOT EXISTS all_regions boolean NOT NULL DEFAULT false;\n"
+    "DO $$ BEGIN\n"
+    "  IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'api_key_scope_explicit'\n"
+    "                 AND conrelid = 'iam.api_key'::regclass) THEN\n"
+    "    ALTER TABLE iam.api_key ADD CONSTRAINT api_key_scope_explicit CHECK (\n"
+    "      (all_regions AND regions IS NULL\n"
+    "        AND role IN ('national_admin', 'funding_officer', 'dashboard'))\n"
+    "      OR (NOT all_regions AND regions IS NOT NULL AND cardinality(regions) > 0\n"
+    "        AND regions <@ ARRAY['01','02','03','04','06','11','24','27','28','32','44',\n"
+    "                             '52','53','75','76','84','93','94'])) NOT VALID;\n"
+    "  END IF;\n"
+    "END $$;\n"
     "REVOKE ALL ON SCHEMA public FROM PUBLIC;\n";
 
 static int admin_exec(PGconn *pg, const char *sql, int nparams, const char *const *params,
@@ -146,23 +162,32 @@ static int admin_key_create(PGconn *pg, int argc, char **argv)
                         "expert, funding_officer, partner, dashboard\n");
         return 2;
     }
-    if (regions && !region_list_is_valid(regions)) {
-        fprintf(stderr, "ptce-admin: --regions takes INSEE region codes such as 84,11\n");
+    if (!regions) {
+        fprintf(stderr, "ptce-admin: --regions is required: INSEE codes such as 84,11, or all\n");
         return 2;
     }
-    if (!regions && (auth_role_parse(role) & (ROLE_REGIONAL_INSTRUCTOR | ROLE_EXPERT))) {
-        fprintf(stderr, "ptce-admin: a %s key needs --regions\n", role);
+    int all = strcmp(regions, "all") == 0;
+    if (all && !auth_role_may_see_all(auth_role_parse(role))) {
+        fprintf(stderr,
+                "ptce-admin: --regions all is only for national_admin, funding_officer "
+                "and dashboard keys; a %s key names its regions\n",
+                role);
         return 2;
     }
-    if (regions)
+    if (!all && !region_list_is_valid(regions)) {
+        fprintf(stderr, "ptce-admin: --regions takes INSEE region codes such as 84,11, or all\n");
+        return 2;
+    }
+    if (!all)
         snprintf(regions_array, sizeof regions_array, "{%s}", regions);
     char *token = auth_token_new(key_id);
     auth_token_hash(token, hash);
-    const char *params[] = {key_id, hash, role, regions ? regions_array : NULL, label ? label : ""};
+    const char *params[] = {
+        key_id, hash, role, all ? NULL : regions_array, label ? label : "", all ? "t" : "f"};
     int rc = admin_exec(pg,
-                        "INSERT INTO iam.api_key (key_id, secret_hash, role, regions, label)"
-                        " VALUES ($1, $2, $3, $4::text[], $5)",
-                        5, params, NULL);
+                        "INSERT INTO iam.api_key (key_id, secret_hash, role, regions, label,"
+                        " all_regions) VALUES ($1, $2, $3, $4::text[], $5, $6::bool)",
+                        6, params, NULL);
     if (rc == 0)
         printf("%s\n", token); /* shown once: only its hash is stored */
     free(token);
@@ -175,7 +200,8 @@ static int admin_key_list(PGconn *pg)
 
     if (admin_exec(
             pg,
-            "SELECT key_id, role, coalesce(array_to_string(regions, ','), '*'), label,"
+            "SELECT key_id, role, CASE WHEN all_regions THEN 'all' ELSE"
+            " coalesce(nullif(array_to_string(regions, ','), ''), 'none (refused)') END, label,"
             " created_at, coalesce(revoked_at::text, '') FROM iam.api_key ORDER BY created_at",
             0, NULL, &r) != 0)
         return 1;
@@ -211,7 +237,7 @@ static int admin_key_revoke(PGconn *pg, const char *key_id)
 static void admin_usage(void)
 {
     fprintf(stderr, "usage: ptce-admin bootstrap\n"
-                    "       ptce-admin key create --role ROLE [--regions 84,11] [--label TEXT]\n"
+                    "       ptce-admin key create --role ROLE --regions 84,11|all [--label TEXT]\n"
                     "       ptce-admin key list\n"
                     "       ptce-admin key revoke KEY_ID\n"
                     "The database is PTCE_ADMIN_DATABASE_URL (a role that owns the database).\n");

@@ -17,7 +17,7 @@ PTCE platform is running (state in ${PTCE_STATE_DIR:-$ROOT/.state}):
   funding      $PTCE_URL_FUNDING
   PostgreSQL   $PTCE_ADMIN_DATABASE_URL
   Kafka        $PTCE_KAFKA_BROKERS
-Create an API key:  PTCE_ADMIN_DATABASE_URL='$PTCE_ADMIN_DATABASE_URL' $BUILD/ptce-admin key create --role national_admin
+Create an API key:  PTCE_ADMIN_DATABASE_URL='$PTCE_ADMIN_DATABASE_URL' $BUILD/ptce-admin key create --role national_admin --regions all
 Logs: ${PTCE_STATE_DIR:-$ROOT/.state}/services/*.log. Press Ctrl-C to stop everything.
 MSG
 while sleep 3600; do :; done &

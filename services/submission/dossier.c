@@ -236,6 +236,29 @@ static void dossier_error(json_t *errors, const char *field, const char *message
     json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "message", message));
 }
 
+/*
+ * Refuses the keys of obj that are not in the NULL-terminated list known, naming each one as
+ * prefix.key (prefix may be empty): a misspelt field must not be dropped without a word.
+ */
+static void dossier_unknown_keys(json_t *obj, const char *prefix, const char *const *known,
+                                 json_t *errors)
+{
+    const char *key;
+    json_t *v;
+    char field[160];
+
+    json_object_foreach(obj, key, v)
+    {
+        size_t k = 0;
+        while (known[k] && strcmp(known[k], key) != 0)
+            k++;
+        if (known[k])
+            continue;
+        snprintf(field, sizeof field, "%s%s%.100s", prefix, *prefix ? "." : "", key);
+        dossier_error(errors, field, "is not a field of a dossier");
+    }
+}
+
 static void dossier_partner_members(json_t *members, json_t *errors)
 {
     size_t i;
@@ -253,6 +276,8 @@ static void dossier_partner_members(json_t *members, json_t *errors)
             dossier_error(errors, field, "must be an object {name, siret, kind}");
             continue;
         }
+        static const char *const member_keys[] = {"name", "siret", "kind", NULL};
+        dossier_unknown_keys(mb, field, member_keys, errors);
         snprintf(field, sizeof field, "members[%zu].name", i);
         dossier_text(mb, "name", field, 300, 1, errors);
         snprintf(field, sizeof field, "members[%zu].siret", i);
@@ -282,25 +307,21 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
                                         "main_document",
                                         "legal_person_private",
                                         "prior_state_support",
-                                        "partner_reference"};
+                                        "partner_reference",
+                                        NULL};
+    static const char *const carrier_keys[] = {"siret", "name", "legal_form", NULL};
+    static const char *const territory_keys[] = {"name", "region", NULL};
+    static const char *const document_keys[] = {"filename", "pages", NULL};
     json_t *carrier = json_object_get(body, "carrier");
     json_t *territory = json_object_get(body, "territory");
     json_t *doc = json_object_get(body, "main_document");
-    const char *key;
-    json_t *v;
     size_t before = json_array_size(errors);
 
-    json_object_foreach(body, key, v)
-    {
-        size_t k = 0;
-        while (k < sizeof known / sizeof *known && strcmp(known[k], key) != 0)
-            k++;
-        if (k == sizeof known / sizeof *known)
-            dossier_error(errors, key, "is not a field of a dossier");
-    }
+    dossier_unknown_keys(body, "", known, errors);
     if (!json_is_object(carrier)) {
         dossier_error(errors, "carrier", "is required: {siret, name, legal_form}");
     } else {
+        dossier_unknown_keys(carrier, "carrier", carrier_keys, errors);
         dossier_text(carrier, "siret", "carrier.siret", 14, 1, errors);
         dossier_text(carrier, "name", "carrier.name", 300, 1, errors);
         dossier_text(carrier, "legal_form", "carrier.legal_form", 100, 0, errors);
@@ -308,6 +329,7 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
     if (!json_is_object(territory)) {
         dossier_error(errors, "territory", "is required: {name, region}");
     } else {
+        dossier_unknown_keys(territory, "territory", territory_keys, errors);
         dossier_text(territory, "name", "territory.name", 300, 1, errors);
         if (!region_is_valid(json_string_value(json_object_get(territory, "region"))))
             dossier_error(errors, "territory.region", "must be an INSEE region code such as 84");
@@ -318,6 +340,8 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
     dossier_partner_bool(body, "prior_state_support", errors);
     if (doc && !json_is_null(doc)) {
         json_t *pages = json_object_get(doc, "pages");
+        if (json_is_object(doc))
+            dossier_unknown_keys(doc, "main_document", document_keys, errors);
         if (!json_is_object(doc) ||
             !dossier_text(doc, "filename", "main_document.filename", 255, 1, errors))
             dossier_error(errors, "main_document", "must be {filename, pages?}");
@@ -546,6 +570,15 @@ static int ds_zone(const char *p, int *minutes)
     return 0;
 }
 
+/* Days in month mo (1–12) of year y, Gregorian. */
+static int ds_month_days(int y, int mo)
+{
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+    return mo == 2 && leap ? 29 : days[mo - 1];
+}
+
 int ds_time_parse(const char *text, char *out, size_t outlen)
 {
     struct tm tm = {0};
@@ -563,9 +596,9 @@ int ds_time_parse(const char *text, char *out, size_t outlen)
     }
     while (*p == ' ')
         p++;
-    if (ds_zone(p, &zone) != 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
-        s > 60)
-        return -1;
+    if (ds_zone(p, &zone) != 0 || mo < 1 || mo > 12 || d < 1 || d > ds_month_days(y, mo) ||
+        h > 23 || mi > 59 || s > 60)
+        return -1; /* 31 February is refused, not rolled over to 3 March */
     tm.tm_year = y - 1900;
     tm.tm_mon = mo - 1;
     tm.tm_mday = d;

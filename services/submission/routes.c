@@ -152,6 +152,13 @@ static int handle_dossier_create(struct http_ctx *ctx)
     if (!content)
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid dossier");
     json_decref(errors);
+    const char *region =
+        json_string_value(json_object_get(json_object_get(content, "territory"), "region"));
+    if (!auth_principal_sees_region(&ctx->principal, region)) {
+        json_decref(content);
+        return http_reply_problem(ctx, STATUS_FORBIDDEN, "this key may not deposit for region %s",
+                                  region ? region : "(none)");
+    }
     /* The raw bytes are the request's identity: the same key must come with the same body. */
     char *raw = xstrndup(ctx->req->binary_body, ctx->req->binary_body_length);
     auth_token_hash(raw, hash);

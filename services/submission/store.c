@@ -102,14 +102,14 @@ DB_STMT(st_dossier_list,
         " ORDER BY change_seq LIMIT $8");
 
 /*
- * Whether the caller may see a dossier: partners see the dossiers they deposited, every other
- * role the dossiers of its regions.
+ * Whether the caller may see a dossier: every role the dossiers of its regions, and partners only
+ * those of them that they deposited.
  */
 static int store_visible(const struct auth_principal *who, const char *region,
                          const char *partner_key)
 {
-    if (who->role == ROLE_PARTNER)
-        return strcmp(partner_key, who->key_id) == 0;
+    if (who->role == ROLE_PARTNER && strcmp(partner_key, who->key_id) != 0)
+        return 0;
     return auth_principal_sees_region(who, region);
 }
 

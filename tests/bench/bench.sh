@@ -78,7 +78,7 @@ read -r WH_RPS WH_P99 WH_BAD <<<"$(wrk_run webhook -s "$HERE/webhook.lua" "$SUB/
 echo "POST /v1/webhooks/ds/{token}: $WH_RPS req/s, p99 ${WH_P99} ms ($(dist webhook)), non-2xx $WH_BAD"
 
 # Dossiers to read: partner deposits through the API, as a partner platform would make them.
-KEY=$(PTCE_ADMIN_DATABASE_URL=$DB "$BUILD/ptce-admin" key create --role national_admin --label bench)
+KEY=$(PTCE_ADMIN_DATABASE_URL=$DB "$BUILD/ptce-admin" key create --role national_admin --regions all --label bench)
 body='{"carrier":{"siret":"73282932000074","name":"Bench"},"territory":{"name":"T","region":"84"},"members":[{"name":"a","kind":"ess_enterprise"},{"name":"b","kind":"other_enterprise"},{"name":"c","kind":"local_authority"}],"summary":"bench","legal_person_private":true,"prior_state_support":false}'
 for i in $(seq 1 200); do
     curl -fsS -o /dev/null -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \

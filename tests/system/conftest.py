@@ -51,6 +51,30 @@ def sql(conn, query, *params):
         return cur.fetchall() if cur.description else None
 
 
+def partner_body(**overrides):
+    """A sound partner deposit (POST /v1/dossiers), with top-level fields replaced."""
+    body = {
+        "carrier": {"siret": "73282932000074", "name": "X", "legal_form": "SCIC"},
+        "territory": {"name": "Pays de Y", "region": "84"},
+        "members": [
+            {"name": "a", "siret": "73282932000074", "kind": "ess_enterprise"},
+            {"name": "b", "kind": "other_enterprise"},
+            {"name": "c", "kind": "local_authority"},
+        ],
+        "summary": "Un pôle territorial de coopération économique en émergence.",
+        "legal_person_private": True,
+        "prior_state_support": False,
+        "main_document": {"filename": "d.pdf", "pages": 4},
+    }
+    body.update(overrides)
+    return body
+
+
+REGIONS = ["01", "02", "03", "04", "06", "11", "24", "27", "28", "32", "44", "52", "53", "75", "76",
+           "84", "93", "94"]
+ALL_REGIONS_ROLES = ("national_admin", "funding_officer", "dashboard")
+
+
 class Keys:
     """Creates API keys with the project's admin command, as an operator would."""
 
@@ -66,10 +90,10 @@ class Keys:
         return out.stdout.strip()
 
     def create(self, role, regions=None):
-        args = ["key", "create", "--role", role, "--label", "system-test"]
-        if regions:
-            args += ["--regions", regions]
-        return self._run(*args)
+        """A key of role; without regions, every region ("all" where the role may have it)."""
+        if regions is None:
+            regions = "all" if role in ALL_REGIONS_ROLES else ",".join(REGIONS)
+        return self._run("key", "create", "--role", role, "--label", "system-test", "--regions", regions)
 
     def revoke(self, token):
         return self._run("key", "revoke", token.split("_")[1])

@@ -170,7 +170,9 @@ static void iam_setup(void)
            "  role text NOT NULL CHECK (role IN ('national_admin','regional_instructor','expert',"
            "    'funding_officer','partner','dashboard')),"
            "  regions text[], label text NOT NULL DEFAULT '',"
-           "  created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz)",
+           "  created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz);"
+           "ALTER TABLE iam.api_key ADD COLUMN IF NOT EXISTS all_regions boolean NOT NULL"
+           "  DEFAULT false",
            0, NULL);
     PQfinish(pg);
     testdb_name(label, sizeof label);
@@ -198,14 +200,17 @@ static char *key_insert(const char *role, const char *regions, int revoked)
 {
     char id[AUTH_KEY_ID_LEN + 1], hash[65];
     char *token = auth_token_new(id);
-    const char *params[] = {id, hash, role, regions, label, revoked ? "t" : "f"};
+    /* NULL regions: an "all regions" key, as `ptce-admin key create --regions all` makes. */
+    const char *params[] = {
+        id, hash, role, regions, label, revoked ? "t" : "f", regions ? "f" : "t"};
     PGconn *pg = testdb_admin_open();
 
     auth_token_hash(token, hash);
     sql_ok(pg,
-           "INSERT INTO iam.api_key (key_id, secret_hash, role, regions, label, revoked_at)"
-           " VALUES ($1, $2, $3, $4::text[], $5, CASE WHEN $6::bool THEN now() END)",
-           6, params);
+           "INSERT INTO iam.api_key (key_id, secret_hash, role, regions, label, revoked_at,"
+           " all_regions) VALUES ($1, $2, $3, $4::text[], $5, CASE WHEN $6::bool THEN now() END,"
+           " $7::bool)",
+           7, params);
     PQfinish(pg);
     size_t n = strlen(token) + 8;
     char *header = malloc(n);
@@ -319,6 +324,72 @@ START_TEST(test_auth_authenticate_database_busy)
 }
 END_TEST
 
+START_TEST(test_auth_principal_from_row)
+{
+    struct auth_principal p;
+
+    ck_assert_int_eq(auth_principal_from_row("k", "regional_instructor", 0, "84,11", &p),
+                     STATUS_OK);
+    ck_assert_int_eq(p.nregions, 2);
+    ck_assert_int_eq(p.all_regions, 0);
+    ck_assert_int_eq(auth_principal_from_row("k", "national_admin", 1, "", &p), STATUS_OK);
+    ck_assert_int_eq(p.all_regions, 1);
+    ck_assert_int_eq(auth_principal_from_row("k", "funding_officer", 1, "", &p), STATUS_OK);
+    ck_assert_int_eq(auth_principal_from_row("k", "dashboard", 1, "", &p), STATUS_OK);
+    /* Deny by default: no region and not "all" (a row written by hand) grants nothing. */
+    ck_assert_int_eq(auth_principal_from_row("k", "national_admin", 0, "", &p),
+                     STATUS_UNAUTHORIZED);
+    ck_assert_int_eq(auth_principal_from_row("k", "dashboard", 0, NULL, &p), STATUS_UNAUTHORIZED);
+    ck_assert_int_eq(auth_principal_sees_region(&p, "84"), 0);
+    /* "all" is only for the national roles. */
+    ck_assert_int_eq(auth_principal_from_row("k", "regional_instructor", 1, "", &p),
+                     STATUS_UNAUTHORIZED);
+    ck_assert_int_eq(auth_principal_from_row("k", "partner", 1, "", &p), STATUS_UNAUTHORIZED);
+    ck_assert_int_eq(auth_principal_from_row("k", "expert", 1, "", &p), STATUS_UNAUTHORIZED);
+    /* Codes that are not INSEE regions grant nothing. */
+    ck_assert_int_eq(auth_principal_from_row("k", "partner", 0, "05,99,", &p), STATUS_UNAUTHORIZED);
+    ck_assert_int_eq(auth_principal_from_row("k", "partner", 0, "05,84", &p), STATUS_OK);
+    ck_assert_int_eq(p.nregions, 1);
+    ck_assert_str_eq(p.regions[0], "84");
+    ck_assert_int_eq(auth_principal_from_row("k", "root", 1, "", &p), STATUS_UNAUTHORIZED);
+    ck_assert_int_eq(auth_role_may_see_all(ROLE_NATIONAL_ADMIN | ROLE_PARTNER), 0);
+}
+END_TEST
+
+/* The database says the same as the code: ptce-admin bootstrap installs the CHECK. */
+START_TEST(test_auth_scope_check_constraint)
+{
+    static const char *const refused[][3] = {
+        {"national_admin", NULL, "f"}, {"dashboard", "{}", "f"}, {"regional_instructor", NULL, "t"},
+        {"partner", "{05}", "f"},      {"expert", NULL, "t"},
+    };
+    PGconn *pg = testdb_admin_open();
+    PGresult *c =
+        PQexec(pg, "SELECT 1 FROM pg_constraint WHERE conname = 'api_key_scope_explicit'");
+    int installed = PQntuples(c) == 1;
+
+    PQclear(c);
+    ck_assert_msg(installed, "iam.api_key has no api_key_scope_explicit: ptce-admin bootstrap");
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        char id[AUTH_KEY_ID_LEN + 1], hash[65];
+        char *token = auth_token_new(id);
+        auth_token_hash(token, hash);
+        free(token);
+        const char *params[] = {id, hash, refused[i][0], refused[i][1], label, refused[i][2]};
+        PGresult *r = PQexecParams(pg,
+                                   "INSERT INTO iam.api_key (key_id, secret_hash, role, regions,"
+                                   " label, all_regions) VALUES ($1, $2, $3, $4::text[], $5,"
+                                   " $6::bool)",
+                                   6, NULL, params, NULL, NULL, 0);
+        const char *sqlstate = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        ck_assert_msg(sqlstate && strcmp(sqlstate, "23514") == 0, "row %zu (%s) was accepted", i,
+                      refused[i][0]);
+        PQclear(r);
+    }
+    PQfinish(pg);
+}
+END_TEST
+
 static Suite *auth_suite(void)
 {
     Suite *s = suite_create("auth");
@@ -332,6 +403,7 @@ static Suite *auth_suite(void)
     tcase_add_test(tc, test_auth_token_hash_vectors);
     tcase_add_test(tc, test_auth_roles);
     tcase_add_test(tc, test_auth_principal_sees_region);
+    tcase_add_test(tc, test_auth_principal_from_row);
     suite_add_tcase(s, tc);
 
     tcase_set_timeout(db, 30);
@@ -341,6 +413,7 @@ static Suite *auth_suite(void)
     tcase_add_test(db, test_auth_authenticate_rejects);
     tcase_add_test(db, test_auth_authenticate_cache);
     tcase_add_test(db, test_auth_authenticate_database_busy);
+    tcase_add_test(db, test_auth_scope_check_constraint);
     suite_add_tcase(s, db);
     return s;
 }
