@@ -301,7 +301,7 @@ def test_poller_runs_on_one_replica_and_moves_when_killed(db, dsfake, stack, bot
     # One poller: a pass, then a sleep of one interval. Two would make about twice as many.
     assert 3 <= passes <= window / POLL_INTERVAL_S + 1, \
         f"{passes} poller passes in {window} s with 2 replicas ({pages} pages of dossiers)"
-    assert pages >= passes
+    assert pages >= passes - 1  # the window may cut a pass between its two queries
 
     leader = replica_of(holders[0])
     os.kill(stack.replica_pid("submission", leader), signal.SIGKILL)
