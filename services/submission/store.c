@@ -729,6 +729,26 @@ enum status store_sync_put(struct db_conn *conn, long long demarche, const char 
     return db_exec(conn, &st_sync_put, 3, params, NULL);
 }
 
+/* Session-level: held by the poller's connection until it closes (the key is in README). */
+DB_STMT(st_poller_lock, "SELECT pg_try_advisory_lock(hashtext('ptce.ds_poller.' ||"
+                        " current_schema()), ($1::bigint % 2147483647)::int)");
+
+enum status store_poller_lock(struct db_conn *conn, long long demarche, int *held)
+{
+    char num[24];
+    PGresult *r;
+    const char *params[] = {num};
+
+    *held = 0;
+    snprintf(num, sizeof num, "%lld", demarche);
+    enum status st = db_exec(conn, &st_poller_lock, 1, params, &r);
+    if (st != STATUS_OK)
+        return st;
+    *held = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    return STATUS_OK;
+}
+
 enum status store_notice_from_poll(struct db_conn *conn, long long procedure, long long number,
                                    const char *state, const char *updated_at, int *queued)
 {

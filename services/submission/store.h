@@ -124,6 +124,12 @@ enum status store_sync_get(struct db_conn *conn, long long demarche, char *updat
                            size_t len);
 enum status store_sync_put(struct db_conn *conn, long long demarche, const char *updated,
                            const char *deleted);
+/*
+ * Tries to take the poller's leadership of a démarche: a session-level advisory lock, so that
+ * one replica's poller runs at a time. *held = 1 when this connection holds it now (taking it
+ * again while held stacks, and every hold ends when the connection closes).
+ */
+enum status store_poller_lock(struct db_conn *conn, long long demarche, int *held);
 /* A poller finding: queue a notice if we hold nothing as recent for that dossier. */
 enum status store_notice_from_poll(struct db_conn *conn, long long procedure, long long number,
                                    const char *state, const char *updated_at, int *queued);
