@@ -152,8 +152,15 @@ struct auth {
 };
 
 DB_STMT(auth_find_key, "SELECT secret_hash, role, all_regions,"
-                       " coalesce(array_to_string(regions, ','), '')"
-                       " FROM iam.api_key WHERE key_id = $1 AND revoked_at IS NULL");
+                       " coalesce(array_to_string(regions, ','), ''),"
+                       " coalesce(array_to_string(dossiers, ','), '')"
+                       " FROM iam.api_key WHERE key_id = $1 AND revoked_at IS NULL"
+                       " AND (expires_at IS NULL OR expires_at > now())");
+DB_STMT(auth_insert_key,
+        "INSERT INTO iam.api_key (key_id, secret_hash, role, regions, all_regions, dossiers,"
+        " expires_at, label) VALUES ($1, $2, $3, CASE WHEN $4 = 'all' THEN NULL ELSE"
+        " string_to_array($4, ',') END, $4 = 'all', string_to_array($5, ',')::uuid[],"
+        " $6::timestamptz, coalesce($7, ''))");
 
 struct auth *auth_new(struct db_pool *pool, long ttl_ms)
 {
@@ -291,6 +298,57 @@ enum status auth_principal_from_row(const char *key_id, const char *role, int al
     return out->nregions > 0 ? STATUS_OK : STATUS_UNAUTHORIZED; /* deny by default */
 }
 
+void auth_principal_set_dossiers(struct auth_principal *p, const char *csv)
+{
+    const char *s = csv ? csv : "";
+
+    p->ndossiers = 0;
+    while (*s && p->ndossiers < AUTH_MAX_DOSSIERS) {
+        size_t n = strcspn(s, ",");
+        if (n == 36) {
+            memcpy(p->dossiers[p->ndossiers], s, 36);
+            p->dossiers[p->ndossiers++][36] = '\0';
+        }
+        s += n;
+        if (*s == ',')
+            s++;
+    }
+}
+
+int auth_principal_sees_dossier(const struct auth_principal *p, const char *region,
+                                const char *dossier_id)
+{
+    if (!auth_principal_sees_region(p, region))
+        return 0;
+    if (p->ndossiers == 0)
+        return 1;
+    for (int i = 0; dossier_id && i < p->ndossiers; i++) {
+        if (strcasecmp(p->dossiers[i], dossier_id) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+enum status auth_key_insert(struct db_conn *conn, const struct auth_key_spec *spec, char **token,
+                            char *key_id)
+{
+    char hash[65];
+    char *t = auth_token_new(key_id);
+    const char *params[] = {key_id,        hash,           auth_role_name(spec->role),
+                            spec->regions, spec->dossiers, spec->expires_at,
+                            spec->label};
+
+    auth_token_hash(t, hash);
+    enum status st =
+        spec->regions ? db_exec(conn, &auth_insert_key, 7, params, NULL) : STATUS_INVALID;
+    if (st != STATUS_OK) {
+        free(t);
+        return st;
+    }
+    *token = t;
+    return STATUS_OK;
+}
+
 static enum status auth_load(struct auth *auth, const char *key_id, char *hash,
                              struct auth_principal *out)
 {
@@ -314,6 +372,7 @@ static enum status auth_load(struct auth *auth, const char *key_id, char *hash,
     snprintf(hash, 65, "%s", PQgetvalue(r, 0, 0));
     st = auth_principal_from_row(key_id, PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2)[0] == 't',
                                  PQgetvalue(r, 0, 3), out);
+    auth_principal_set_dossiers(out, PQgetvalue(r, 0, 4));
     PQclear(r); /* every PQgetvalue pointer above dies here: all were copied */
     return st;
 }

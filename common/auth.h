@@ -19,6 +19,7 @@ enum auth_role {
 
 #define AUTH_KEY_ID_LEN 16  /* hex characters */
 #define AUTH_MAX_REGIONS 18 /* there are 18 INSEE regions */
+#define AUTH_MAX_DOSSIERS 8 /* an expert key names the few dossiers asked of it */
 
 /*
  * Who is calling. Every key's scope is explicit: a list of regions, or all regions (only for the
@@ -30,6 +31,8 @@ struct auth_principal {
     int all_regions;
     int nregions;
     char regions[AUTH_MAX_REGIONS][3];
+    int ndossiers; /* > 0: the key sees only these dossiers (an expert's key) */
+    char dossiers[AUTH_MAX_DOSSIERS][37];
 };
 
 /* "national_admin" ↔ ROLE_NATIONAL_ADMIN …; parse returns 0 (unknown) for a bad name. */
@@ -47,8 +50,36 @@ int auth_role_may_see_all(enum auth_role role);
 enum status auth_principal_from_row(const char *key_id, const char *role, int all_regions,
                                     const char *regions_csv, struct auth_principal *out);
 
+/* Reads "uuid,uuid" into the principal's dossier list (at most AUTH_MAX_DOSSIERS). */
+void auth_principal_set_dossiers(struct auth_principal *p, const char *csv);
+
 /* 1 when the principal's scope includes this INSEE region code. */
 int auth_principal_sees_region(const struct auth_principal *p, const char *region);
+
+/*
+ * 1 when the principal may see this dossier: its region is in scope and, for a key restricted
+ * to some dossiers (ndossiers > 0), the id is one of them (compared without regard to case).
+ */
+int auth_principal_sees_dossier(const struct auth_principal *p, const char *region,
+                                const char *dossier_id);
+
+/* What a new key may do; regions "84,11" or "all", dossiers "uuid,uuid" or NULL. */
+struct auth_key_spec {
+    enum auth_role role;
+    const char *regions;
+    const char *dossiers;   /* NULL: not restricted to dossiers */
+    const char *expires_at; /* RFC 3339, or NULL: never */
+    const char *label;
+};
+
+/*
+ * Stores a new key inside the caller's transaction on conn (a role that may INSERT into
+ * iam.api_key: ptce-admin's, or instruction's for expert keys). *token receives the token, to be
+ * shown once (caller frees); key_id receives AUTH_KEY_ID_LEN + 1 bytes. STATUS_INVALID when the
+ * database refuses the scope (its CHECK).
+ */
+enum status auth_key_insert(struct db_conn *conn, const struct auth_key_spec *spec, char **token,
+                            char *key_id);
 
 /*
  * Splits "ptce_<16 hex id>_<secret>" into its id; returns STATUS_UNAUTHORIZED when the token

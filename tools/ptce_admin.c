@@ -30,6 +30,9 @@ static const char admin_bootstrap_sql[] =
      * NOT VALID keeps a row of an older install loadable; the services refuse such a row.
      */
     "ALTER TABLE iam.api_key ADD COLUMN IF NOT EXISTS all_regions boolean NOT NULL DEFAULT false;\n"
+    /* An expert's key: restricted to the dossiers asked of it, until the answer's deadline. */
+    "ALTER TABLE iam.api_key ADD COLUMN IF NOT EXISTS dossiers uuid[];\n"
+    "ALTER TABLE iam.api_key ADD COLUMN IF NOT EXISTS expires_at timestamptz;\n"
     "DO $$ BEGIN\n"
     "  IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'api_key_scope_explicit'\n"
     "                 AND conrelid = 'iam.api_key'::regclass) THEN\n"
@@ -113,6 +116,13 @@ static int admin_bootstrap_service(PGconn *pg, const char *svc)
                              p3) != 0 ||
         admin_exec_formatted(pg, "SELECT format('GRANT SELECT ON iam.api_key TO %I', $1::text)", 1,
                              p3) != 0)
+        return -1;
+    /* Instruction issues (and revokes) the expert keys of its opinion requests. */
+    if (strcmp(svc, "instruction") == 0 &&
+        admin_exec_formatted(pg,
+                             "SELECT format('GRANT INSERT, UPDATE (revoked_at, expires_at) ON"
+                             " iam.api_key TO %I', $1::text)",
+                             1, p3) != 0)
         return -1;
     return 0;
 }

@@ -808,6 +808,39 @@ enum status store_waves_list(struct db_pool *db, char **json)
     return store_one_text(db, &st_waves_list, 0, NULL, json);
 }
 
+/* The wave row and its wave.published event, in one transaction: waves are submission's. */
+static enum status store_wave_insert(struct db_pool *db, const char *const *params, char **json)
+{
+    struct db_conn *conn;
+    PGresult *r = NULL;
+    enum status st = db_acquire(db, &conn);
+
+    *json = NULL;
+    if (st != STATUS_OK)
+        return st;
+    st = db_begin(conn);
+    if (st == STATUS_OK)
+        st = db_exec(conn, &st_wave_insert, 9, params, &r);
+    if (st == STATUS_OK) {
+        *json = xstrdup(PQgetvalue(r, 0, 0));
+        PQclear(r);
+        json_t *wave = json_loads(*json, 0, NULL);
+        st = wave ? outbox_append(conn, SUBMISSION_TOPIC, SUBMISSION_SOURCE, "wave.published",
+                                  params[0], json_pack("{s:o}", "wave", wave), NULL)
+                  : STATUS_INTERNAL;
+    }
+    if (st == STATUS_OK)
+        st = db_commit(conn);
+    else
+        db_rollback(conn);
+    db_release(db, conn);
+    if (st != STATUS_OK) {
+        free(*json);
+        *json = NULL;
+    }
+    return st;
+}
+
 enum status store_wave_create(struct db_pool *db, json_t *w, char **json)
 {
     char slots[24], amount[24];
@@ -828,5 +861,5 @@ enum status store_wave_create(struct db_pool *db, json_t *w, char **json)
     params[6] = slots;
     params[7] = amount;
     params[8] = DOSSIER_RULES_VERSION;
-    return store_one_text(db, &st_wave_insert, 9, params, json);
+    return store_wave_insert(db, params, json);
 }

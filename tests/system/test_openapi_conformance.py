@@ -327,6 +327,25 @@ def test_waves(sub, admin, partner):
     assert r.status_code == 403
 
 
+def test_wave_published_events(sub, admin, partner, db):
+    """Waves reach instruction and funding as wave.published: one per wave, the seed one too."""
+    wave = {"id": f"e{uuid.uuid4().hex[:12]}", "label": "Published wave",
+            "deposit_opens_at": "2002-01-01T00:00:00Z", "phase2_slots": 2,
+            "amount_per_laureate_cents": 10000000}
+    r = requests.post(sub + "/v1/waves", json=wave, headers=admin, timeout=TIMEOUT)
+    created = conform(r, "/v1/waves", "post")
+    assert r.status_code == 201
+    rows = sql(db, "SELECT key, payload FROM submission.outbox WHERE type = 'wave.published'")
+    by_wave = {}
+    for key, payload in rows:
+        event = json.loads(payload)
+        check_event(event, "wave.published")
+        assert event["subject"] == key == event["data"]["wave"]["id"]
+        by_wave.setdefault(key, []).append(event)
+    assert len(by_wave["2026"]) == 1, "the seed wave is published once, by its migration"
+    assert [e["data"]["wave"] for e in by_wave[created["id"]]] == [created]
+
+
 # ---- the DS webhook, and a DS dossier through its three events ----
 
 def ds_fixture(number):

@@ -172,7 +172,9 @@ static void iam_setup(void)
            "  regions text[], label text NOT NULL DEFAULT '',"
            "  created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz);"
            "ALTER TABLE iam.api_key ADD COLUMN IF NOT EXISTS all_regions boolean NOT NULL"
-           "  DEFAULT false",
+           "  DEFAULT false;"
+           "ALTER TABLE iam.api_key ADD COLUMN IF NOT EXISTS dossiers uuid[];"
+           "ALTER TABLE iam.api_key ADD COLUMN IF NOT EXISTS expires_at timestamptz",
            0, NULL);
     PQfinish(pg);
     testdb_name(label, sizeof label);
@@ -416,6 +418,46 @@ START_TEST(test_auth_failure_throttle)
 }
 END_TEST
 
+/* An expert's key sees only its dossiers, and nothing once its deadline has passed. */
+START_TEST(test_auth_expert_key)
+{
+    static const char mine[] = "6f1c0e4e-2b8a-4d3e-9a41-0c3b5f7d9e21";
+    struct auth *auth = auth_new(pool, 0);
+    struct db_conn conn;
+    char id[AUTH_KEY_ID_LEN + 1], id2[AUTH_KEY_ID_LEN + 1], header[160];
+    char *token = NULL, *expired = NULL;
+    struct auth_principal p;
+    struct auth_key_spec spec = {ROLE_EXPERT, "84", mine, "2999-01-01T00:00:00Z", label};
+    struct auth_key_spec old = {ROLE_EXPERT, "84", mine, "2001-01-01T00:00:00Z", label};
+    struct auth_key_spec bad = {ROLE_EXPERT, "all", mine, NULL, label};
+
+    ck_assert_int_eq(db_conn_open(&conn, testdb_url(), NULL, 0), STATUS_OK);
+    ck_assert_int_eq(auth_key_insert(&conn, &spec, &token, id), STATUS_OK);
+    ck_assert_int_eq(auth_key_insert(&conn, &old, &expired, id2), STATUS_OK);
+    ck_assert_int_eq(auth_key_insert(&conn, &bad, &token, id2), STATUS_INVALID); /* the CHECK */
+    snprintf(header, sizeof header, "Bearer %s", token);
+    ck_assert_int_eq(auth_authenticate(auth, header, &p), STATUS_OK);
+    ck_assert_int_eq(p.role, ROLE_EXPERT);
+    ck_assert_int_eq(p.ndossiers, 1);
+    ck_assert_int_eq(auth_principal_sees_dossier(&p, "84", mine), 1);
+    ck_assert_int_eq(auth_principal_sees_dossier(&p, "84", "6F1C0E4E-2B8A-4D3E-9A41-0C3B5F7D9E21"),
+                     1);
+    ck_assert_int_eq(auth_principal_sees_dossier(&p, "84", "00000000-2b8a-4d3e-9a41-0c3b5f7d9e21"),
+                     0);
+    ck_assert_int_eq(auth_principal_sees_dossier(&p, "11", mine), 0);
+    snprintf(header, sizeof header, "Bearer %s", expired);
+    ck_assert_int_eq(auth_authenticate(auth, header, &p), STATUS_UNAUTHORIZED);
+    /* A key with no dossier list is not restricted by dossier. */
+    struct auth_principal q;
+    ck_assert_int_eq(auth_principal_from_row("k", "regional_instructor", 0, "84", &q), STATUS_OK);
+    ck_assert_int_eq(auth_principal_sees_dossier(&q, "84", mine), 1);
+    free(token);
+    free(expired);
+    db_conn_close(&conn);
+    auth_free(auth);
+}
+END_TEST
+
 /* The database says the same as the code: ptce-admin bootstrap installs the CHECK. */
 START_TEST(test_auth_scope_check_constraint)
 {
@@ -476,6 +518,7 @@ static Suite *auth_suite(void)
     tcase_add_test(db, test_auth_scope_check_constraint);
     tcase_add_test(db, test_auth_negative_cache);
     tcase_add_test(db, test_auth_failure_throttle);
+    tcase_add_test(db, test_auth_expert_key);
     suite_add_tcase(s, db);
     return s;
 }
