@@ -311,6 +311,7 @@ enum status fsm_apply(struct fsm *m, struct db_conn *conn, const struct fsm_requ
         st = fsm_lock_row(m, conn, rq->id, res);
     if (st == STATUS_OK)
         st = fsm_check(m, conn, rq, res, &t);
+    long long current = res->version; /* fsm_write moves it to the new version */
     if (st == STATUS_OK)
         st = fsm_write(m, conn, rq, t, res);
     if (st == STATUS_OK && rq->effect)
@@ -320,6 +321,7 @@ enum status fsm_apply(struct fsm *m, struct db_conn *conn, const struct fsm_requ
     if (st != STATUS_OK) {
         db_rollback(conn);
         res->event_id[0] = '\0';
+        res->version = current; /* nothing was written */
         return st;
     }
     log_event(LOG_INFO, "fsm.transition", "{s:s, s:s, s:s, s:s, s:I}", "machine", m->def->name,

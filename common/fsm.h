@@ -30,10 +30,11 @@ struct fsm_result;
 
 /*
  * A guard or an effect: runs inside the transaction, with the resource row locked and res->from,
- * res->to and res->version (the current one) filled. STATUS_OK lets the transition go on; any
- * other status rolls it all back and is what fsm_apply returns (a guard writes the reason in
- * res->why). A guard runs before anything is written; an effect (fsm_request.effect) after the
- * state, history and event are written, for the caller's own writes in the same transaction.
+ * res->to and res->version filled (a guard sees the current version, an effect the new one).
+ * STATUS_OK lets the transition go on; any other status rolls it all back and is what fsm_apply
+ * returns (a guard writes the reason in res->why). A guard runs before anything is written; an
+ * effect (fsm_request.effect) after the state, history and event are written, for the caller's own
+ * writes in the same transaction.
  */
 typedef enum status (*fsm_hook_fn)(struct db_conn *conn, const struct fsm_request *rq,
                                    struct fsm_result *res);

@@ -333,6 +333,7 @@ START_TEST(test_fsm_one_transaction)
     /* The effect fails after the state, history and event were written: all rolled back. */
     ck_assert_int_eq(fsm_apply(toy, &conn, &rq, &res), STATUS_CONFLICT);
     ck_assert_str_eq(res.event_id, "");
+    ck_assert_int_eq(res.version, 1); /* the version that still stands */
     assert_untouched("t1", "draft/1");
     /* Succeeding: in the middle, another session saw none of the writes; after, all. */
     seen[3] = 0;
