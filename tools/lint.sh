@@ -6,6 +6,7 @@
 #   tidy        clang-tidy on each .c file with the Makefile's flags (.clang-tidy)
 #   openapi     redocly lint api-spec/openapi.yaml (api-spec/redocly.yaml)
 #   asyncapi    @asyncapi/parser on api-spec/asyncapi.yaml (tools/asyncapi_validate.cjs)
+#   money       no `double` or `float` in a file that includes "money.h" (amounts are cents)
 #   compose     dclint (compose-spec schema and rules, deploy/dclint.yaml) and
 #               tools/compose_check.py on docker-compose.yml
 # The C files are those of common/ services/ tools/ tests/unit.
@@ -22,7 +23,7 @@ CACHE_DIR=$(realpath -m "${PTCE_CACHE_DIR:-$ROOT/.cache}")
 NPM_DIR=$CACHE_DIR/npm
 VENV=$CACHE_DIR/venv
 NPM_PACKAGES=(@redocly/cli@2.77.0 @asyncapi/parser@3.6.3 dclint@3.1.0)
-CHECKS=${LINT_CHECKS:-format cppcheck tidy openapi asyncapi compose}
+CHECKS=${LINT_CHECKS:-format cppcheck tidy money openapi asyncapi compose}
 cd "$ROOT"
 
 # The C files, found rather than listed so that new files are linted from their first day.
@@ -67,6 +68,20 @@ check_tidy() {
         grep -v -E '^[0-9]+ warnings? (and [0-9]+ errors? )?generated\.$|^Suppressed [0-9]+ warnings|^Use -header-filter|^Error while processing' |
         tee "$CACHE_DIR/clang-tidy.log"
     ! grep -q -E '(warning|error): ' "$CACHE_DIR/clang-tidy.log"
+}
+
+check_money() {
+    # Amounts are int64_t cents (common/money.h): a binary floating type near them is a bug
+    # waiting for a rounding. Whole words only, comments included, so the rule stays simple.
+    local offenders
+    offenders=$(grep -l -E '#[[:space:]]*include[[:space:]]*"money\.h"' "${C_FILES[@]}" |
+        xargs -r grep -l -w -E 'double|float' || true)
+    if [[ -n $offenders ]]; then
+        echo "lint: these files include money.h and use double or float:"
+        # shellcheck disable=SC2086 # one file name per word
+        printf '  %s\n' $offenders
+        return 1
+    fi
 }
 
 check_openapi() {
