@@ -191,7 +191,8 @@ static const char *legal_person_outcome(json_t *content, json_t **evidence)
     outcome[0] = '\0';
     json_array_foreach(checks, i, c)
     {
-        if (strcmp(json_string_value(json_object_get(c, "rule")), "carrier.private_legal_person"))
+        if (strcmp(json_string_value(json_object_get(c, "rule")), "carrier.private_legal_person") !=
+            0)
             continue;
         snprintf(outcome, sizeof outcome, "%s", json_string_value(json_object_get(c, "outcome")));
         *evidence = json_incref(json_object_get(c, "evidence"));
