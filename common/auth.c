@@ -4,12 +4,14 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
+#include "ratelimit.h"
 #include "region.h"
 #include "uuid.h"
 #include "xalloc.h"
@@ -129,11 +131,13 @@ char *auth_token_new(char *key_id)
 /* The cache: a small open-addressing table keyed by key id. */
 #define AUTH_CACHE_SLOTS 256
 
+/* A key as last read: known (hash and principal), or known to be absent (negative). */
 struct auth_entry {
     char hash[65];
     struct auth_principal principal;
     struct timespec fetched;
     int used;
+    int negative;
 };
 
 struct auth {
@@ -141,6 +145,10 @@ struct auth {
     long ttl_ms;
     pthread_mutex_t lock;
     struct auth_entry cache[AUTH_CACHE_SLOTS];
+    struct auth_entry absent[AUTH_CACHE_SLOTS]; /* negative entries, apart: a flood of unknown
+                                                   ids never evicts a real key */
+    struct ratelimit *failures;                 /* per client; NULL: no throttle */
+    atomic_ulong lookups;
 };
 
 DB_STMT(auth_find_key, "SELECT secret_hash, role, all_regions,"
@@ -162,7 +170,19 @@ void auth_free(struct auth *auth)
     if (!auth)
         return;
     pthread_mutex_destroy(&auth->lock);
+    ratelimit_free(auth->failures);
     free(auth);
+}
+
+void auth_set_failure_limit(struct auth *auth, long per_second, long burst)
+{
+    ratelimit_free(auth->failures);
+    auth->failures = per_second > 0 && burst > 0 ? ratelimit_new(per_second, burst, 4096) : NULL;
+}
+
+unsigned long auth_lookups(const struct auth *auth)
+{
+    return atomic_load(&auth->lookups);
 }
 
 static size_t auth_slot(const char *key_id)
@@ -182,6 +202,7 @@ static long auth_age_ms(const struct timespec *then)
     return (now.tv_sec - then->tv_sec) * 1000 + (now.tv_nsec - then->tv_nsec) / 1000000;
 }
 
+/* 1: a known key (hash and out filled); -1: known to be absent; 0: not cached. */
 static int auth_cache_get(struct auth *auth, const char *key_id, char *hash,
                           struct auth_principal *out)
 {
@@ -189,16 +210,34 @@ static int auth_cache_get(struct auth *auth, const char *key_id, char *hash,
 
     if (auth->ttl_ms <= 0)
         return 0;
+    size_t slot = auth_slot(key_id);
     pthread_mutex_lock(&auth->lock);
-    struct auth_entry *e = &auth->cache[auth_slot(key_id)];
+    struct auth_entry *e = &auth->cache[slot];
+    struct auth_entry *a = &auth->absent[slot];
     if (e->used && strcmp(e->principal.key_id, key_id) == 0 &&
         auth_age_ms(&e->fetched) < auth->ttl_ms) {
         memcpy(hash, e->hash, sizeof e->hash);
         *out = e->principal;
         hit = 1;
+    } else if (a->used && strcmp(a->principal.key_id, key_id) == 0 &&
+               auth_age_ms(&a->fetched) < auth->ttl_ms) {
+        hit = -1;
     }
     pthread_mutex_unlock(&auth->lock);
     return hit;
+}
+
+static void auth_cache_put_absent(struct auth *auth, const char *key_id)
+{
+    if (auth->ttl_ms <= 0)
+        return;
+    pthread_mutex_lock(&auth->lock);
+    struct auth_entry *a = &auth->absent[auth_slot(key_id)];
+    snprintf(a->principal.key_id, sizeof a->principal.key_id, "%s", key_id);
+    clock_gettime(CLOCK_MONOTONIC, &a->fetched);
+    a->used = 1;
+    a->negative = 1;
+    pthread_mutex_unlock(&auth->lock);
 }
 
 static void auth_cache_put(struct auth *auth, const char *hash, const struct auth_principal *p)
@@ -262,12 +301,14 @@ static enum status auth_load(struct auth *auth, const char *key_id, char *hash,
 
     if (st != STATUS_OK)
         return st;
+    atomic_fetch_add(&auth->lookups, 1);
     st = db_exec(conn, &auth_find_key, 1, params, &r);
     db_release(auth->pool, conn);
     if (st != STATUS_OK)
         return st == STATUS_INVALID ? STATUS_UNAUTHORIZED : st;
     if (PQntuples(r) != 1) {
         PQclear(r);
+        auth_cache_put_absent(auth, key_id);
         return STATUS_UNAUTHORIZED;
     }
     snprintf(hash, 65, "%s", PQgetvalue(r, 0, 0));
@@ -290,7 +331,10 @@ enum status auth_authenticate(struct auth *auth, const char *authorization,
         token++;
     if (auth_token_parse(token, key_id) != STATUS_OK)
         return STATUS_UNAUTHORIZED;
-    if (!auth_cache_get(auth, key_id, stored, out)) {
+    int cached = auth_cache_get(auth, key_id, stored, out);
+    if (cached < 0)
+        return STATUS_UNAUTHORIZED;
+    if (cached == 0) {
         st = auth_load(auth, key_id, stored, out);
         if (st != STATUS_OK)
             return st;
@@ -301,4 +345,17 @@ enum status auth_authenticate(struct auth *auth, const char *authorization,
     if (CRYPTO_memcmp(stored, presented, 64) != 0)
         return STATUS_UNAUTHORIZED;
     return STATUS_OK;
+}
+
+enum status auth_authenticate_client(struct auth *auth, const char *authorization,
+                                     const char *client, struct auth_principal *out,
+                                     long *retry_after_s)
+{
+    *retry_after_s = 0;
+    if (client && ratelimit_check(auth->failures, client, retry_after_s) != STATUS_OK)
+        return STATUS_RATE_LIMITED; /* answered before any look-up */
+    enum status st = auth_authenticate(auth, authorization, out);
+    if (st == STATUS_UNAUTHORIZED && client)
+        (void)ratelimit_take(auth->failures, client, NULL);
+    return st;
 }

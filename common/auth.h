@@ -73,9 +73,30 @@ void auth_free(struct auth *auth);
 
 /*
  * Checks an Authorization header value ("Bearer <token>"). STATUS_UNAUTHORIZED for a missing,
- * malformed, unknown or revoked key; STATUS_UNAVAILABLE when the database cannot answer.
+ * malformed, unknown or revoked key; STATUS_UNAVAILABLE when the database cannot answer. An id
+ * the database does not know is remembered for the cache's TTL too (a negative entry), so
+ * the same unknown key presented again costs no round trip.
  */
 enum status auth_authenticate(struct auth *auth, const char *authorization,
                               struct auth_principal *out);
+
+/*
+ * Throttles failed authentications per client (an address as text): each failure takes a token
+ * from the client's bucket (burst tokens, refilled per_second a second); while it is empty
+ * every attempt of that client answers STATUS_RATE_LIMITED at once, without a look-up.
+ * per_second <= 0 turns the throttle off (the default).
+ */
+void auth_set_failure_limit(struct auth *auth, long per_second, long burst);
+
+/*
+ * auth_authenticate for a request from client (may be NULL: not throttled). On
+ * STATUS_RATE_LIMITED, *retry_after_s holds the seconds to wait.
+ */
+enum status auth_authenticate_client(struct auth *auth, const char *authorization,
+                                     const char *client, struct auth_principal *out,
+                                     long *retry_after_s);
+
+/* Database look-ups made so far (cache misses), for /metrics and tests. */
+unsigned long auth_lookups(const struct auth *auth);
 
 #endif

@@ -224,9 +224,23 @@ static int handle_dossier_history(struct http_ctx *ctx)
     return routes_reply_text(ctx, 200, history);
 }
 
-/* Reads and validates the list filters; appends field errors. */
-static void routes_list_filter(struct http_ctx *ctx, struct dossier_filter *f, char *since,
-                               size_t sincelen, json_t *errors)
+/* A list cursor, "<transaction id>.<dossier id>", into pos; 0 when it is one this API gives. */
+static int routes_cursor_parse(const char *cursor, struct dossier_position *pos)
+{
+    size_t n = strspn(cursor, "0123456789");
+
+    if (n == 0 || n >= sizeof pos->xid || cursor[n] != '.' || !uuid_is_valid(cursor + n + 1))
+        return -1;
+    memcpy(pos->xid, cursor, n);
+    pos->xid[n] = '\0';
+    snprintf(pos->id, sizeof pos->id, "%s", cursor + n + 1);
+    return 0;
+}
+
+/* Reads and validates the list filters; appends field errors. pos holds the cursor's parts. */
+static void routes_list_filter(struct http_ctx *ctx, struct dossier_filter *f,
+                               struct dossier_position *pos, char *since, size_t sincelen,
+                               json_t *errors)
 {
     static const char *const states[] = {"deposited",      "withdrawn", "en_construction",
                                          "en_instruction", "accepte",   "refuse",
@@ -246,11 +260,10 @@ static void routes_list_filter(struct http_ctx *ctx, struct dossier_filter *f, c
         if (*end || f->limit < 1 || f->limit > 200)
             http_field_error(errors, "limit", "must be an integer from 1 to 200");
     }
-    if (cursor) {
-        f->after = strtoll(cursor, &end, 10);
-        if (*end || f->after < 0 || !*cursor)
-            http_field_error(errors, "cursor", "is not a cursor this API gave");
-    }
+    if (cursor && routes_cursor_parse(cursor, pos) != 0)
+        http_field_error(errors, "cursor", "is not a cursor this API gave");
+    f->after_xid = cursor ? pos->xid : NULL;
+    f->after_id = cursor ? pos->id : NULL;
     if (f->region && !region_is_valid(f->region))
         http_field_error(errors, "region", "must be an INSEE region code");
     if (f->eligibility && strcmp(f->eligibility, "eligible") != 0 &&
@@ -271,24 +284,25 @@ static void routes_list_filter(struct http_ctx *ctx, struct dossier_filter *f, c
 static int handle_dossier_list(struct http_ctx *ctx)
 {
     struct dossier_filter f;
+    struct dossier_position pos, last;
     char since[40];
-    long long next = 0;
+    int more = 0;
     struct buf out;
     json_t *errors = json_array();
 
-    routes_list_filter(ctx, &f, since, sizeof since, errors);
+    routes_list_filter(ctx, &f, &pos, since, sizeof since, errors);
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid filters");
     json_decref(errors);
     buf_init(&out, 0);
     buf_append(&out, "{\"items\":", 9);
-    enum status st = store_dossier_list(routes_db(ctx), &ctx->principal, &f, &out, &next);
+    enum status st = store_dossier_list(routes_db(ctx), &ctx->principal, &f, &out, &more, &last);
     if (st != STATUS_OK) {
         buf_free(&out);
         return http_reply_problem(ctx, st, "the dossiers could not be listed");
     }
-    if (next)
-        buf_printf(&out, ",\"next_cursor\":\"%lld\"}", next);
+    if (more)
+        buf_printf(&out, ",\"next_cursor\":\"%s.%s\"}", last.xid, last.id);
     else
         buf_printf(&out, ",\"next_cursor\":null}");
     int rc = http_reply_raw(ctx, 200, "application/json", out.data, out.len);

@@ -93,13 +93,21 @@ DB_STMT(st_dossier_history,
         " '[]')::text, coalesce(d.partner_key_id, '') FROM dossier d"
         " LEFT JOIN dossier_history h ON h.dossier_id = d.id WHERE d.id = $1"
         " GROUP BY d.region, d.partner_key_id");
+/*
+ * Commit-safe: a row is served only once the transaction that wrote it is older than every
+ * transaction still in flight (see migrations/002_commit_order.sql), so a cursor never passes
+ * a change that commits later.
+ */
 DB_STMT(st_dossier_list,
-        "SELECT change_seq, document::text FROM dossier WHERE change_seq > $1"
+        "SELECT change_xid::text, id::text, document::text FROM dossier"
+        " WHERE (change_xid, id) > (coalesce($1::xid8, '0'::xid8),"
+        " coalesce($9::uuid, '00000000-0000-0000-0000-000000000000'::uuid))"
+        " AND change_xid < pg_snapshot_xmin(pg_current_snapshot())"
         " AND ($2::text IS NULL OR wave_id = $2) AND ($3::text IS NULL OR region = $3)"
         " AND ($4::text IS NULL OR state = $4) AND ($5::text IS NULL OR eligibility = $5)"
         " AND ($6::timestamptz IS NULL OR updated_at >= $6)"
         " AND ($7::text[] IS NULL OR region = ANY($7::text[]))"
-        " ORDER BY change_seq LIMIT $8");
+        " ORDER BY change_xid, id LIMIT $8");
 
 /*
  * Whether the caller may see a dossier: every role the dossiers of its regions, and partners only
@@ -194,20 +202,20 @@ static char *store_region_array(const struct auth_principal *who)
 }
 
 enum status store_dossier_list(struct db_pool *db, const struct auth_principal *who,
-                               const struct dossier_filter *f, struct buf *out, long long *next)
+                               const struct dossier_filter *f, struct buf *out, int *more,
+                               struct dossier_position *last)
 {
     struct db_conn *conn;
     PGresult *r;
-    char after[24], limit[24];
+    char limit[24];
     char *regions = store_region_array(who);
 
-    snprintf(after, sizeof after, "%lld", f->after);
     snprintf(limit, sizeof limit, "%ld", f->limit + 1); /* one more tells if a page follows */
-    const char *params[] = {after,          f->wave,          f->region, f->state,
-                            f->eligibility, f->updated_since, regions,   limit};
+    const char *params[] = {f->after_xid,     f->wave, f->region, f->state,   f->eligibility,
+                            f->updated_since, regions, limit,     f->after_id};
     enum status st = db_acquire(db, &conn);
     if (st == STATUS_OK) {
-        st = db_exec(conn, &st_dossier_list, 8, params, &r);
+        st = db_exec(conn, &st_dossier_list, 9, params, &r);
         db_release(db, conn);
     }
     free(regions);
@@ -219,10 +227,14 @@ enum status store_dossier_list(struct db_pool *db, const struct auth_principal *
     for (int i = 0; i < shown; i++) {
         if (i)
             buf_append(out, ",", 1);
-        buf_append(out, PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1));
+        buf_append(out, PQgetvalue(r, i, 2), (size_t)PQgetlength(r, i, 2));
     }
     buf_append(out, "]", 1);
-    *next = n > f->limit ? strtoll(PQgetvalue(r, shown - 1, 0), NULL, 10) : 0;
+    *more = n > f->limit;
+    if (*more) {
+        snprintf(last->xid, sizeof last->xid, "%s", PQgetvalue(r, shown - 1, 0));
+        snprintf(last->id, sizeof last->id, "%s", PQgetvalue(r, shown - 1, 1));
+    }
     PQclear(r);
     return STATUS_OK;
 }
@@ -715,6 +727,26 @@ enum status store_sync_put(struct db_conn *conn, long long demarche, const char 
 
     snprintf(num, sizeof num, "%lld", demarche);
     return db_exec(conn, &st_sync_put, 3, params, NULL);
+}
+
+/* Session-level: held by the poller's connection until it closes (the key is in README). */
+DB_STMT(st_poller_lock, "SELECT pg_try_advisory_lock(hashtext('ptce.ds_poller.' ||"
+                        " current_schema()), ($1::bigint % 2147483647)::int)");
+
+enum status store_poller_lock(struct db_conn *conn, long long demarche, int *held)
+{
+    char num[24];
+    PGresult *r;
+    const char *params[] = {num};
+
+    *held = 0;
+    snprintf(num, sizeof num, "%lld", demarche);
+    enum status st = db_exec(conn, &st_poller_lock, 1, params, &r);
+    if (st != STATUS_OK)
+        return st;
+    *held = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    return STATUS_OK;
 }
 
 enum status store_notice_from_poll(struct db_conn *conn, long long procedure, long long number,

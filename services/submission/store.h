@@ -47,13 +47,26 @@ struct dossier_filter {
     const char *state;
     const char *eligibility;
     const char *updated_since; /* RFC 3339 */
-    long long after;           /* keyset cursor: change sequence, 0 for the first page */
+    /* Keyset position: after this change (a transaction id) and dossier id; NULL: the start. */
+    const char *after_xid;
+    const char *after_id;
     long limit;
 };
 
-/* Appends a JSON array of documents to out; *next is the cursor of the next page or 0. */
+/* A position in the change order: the writing transaction's id (xid8 as text) and a uuid. */
+struct dossier_position {
+    char xid[24];
+    char id[40];
+};
+
+/*
+ * Appends a JSON array of documents to out, in commit-safe change order (only changes older
+ * than every transaction still in flight are served). *more is 1 when a page follows, and
+ * *last then holds the position of the page's last item.
+ */
 enum status store_dossier_list(struct db_pool *db, const struct auth_principal *who,
-                               const struct dossier_filter *f, struct buf *out, long long *next);
+                               const struct dossier_filter *f, struct buf *out, int *more,
+                               struct dossier_position *last);
 
 /* The history of a dossier as a JSON array text (caller frees), scope-checked like get. */
 enum status store_dossier_history(struct db_pool *db, const struct auth_principal *who,
@@ -111,6 +124,12 @@ enum status store_sync_get(struct db_conn *conn, long long demarche, char *updat
                            size_t len);
 enum status store_sync_put(struct db_conn *conn, long long demarche, const char *updated,
                            const char *deleted);
+/*
+ * Tries to take the poller's leadership of a démarche: a session-level advisory lock, so that
+ * one replica's poller runs at a time. *held = 1 when this connection holds it now (taking it
+ * again while held stacks, and every hold ends when the connection closes).
+ */
+enum status store_poller_lock(struct db_conn *conn, long long demarche, int *held);
 /* A poller finding: queue a notice if we hold nothing as recent for that dossier. */
 enum status store_notice_from_poll(struct db_conn *conn, long long procedure, long long number,
                                    const char *state, const char *updated_at, int *queued);

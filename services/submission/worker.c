@@ -379,13 +379,39 @@ static void ds_poll_once(struct ds_workers *w, struct db_conn *conn)
               "deleted_watermark", deleted);
 }
 
+/*
+ * One replica's poller runs at a time: the one whose connection holds the session-level
+ * advisory lock of the démarche. The others try again every interval, so a leader that dies or
+ * loses its connection (the lock goes with it) is replaced within one interval.
+ */
+static int ds_poll_lead(struct ds_workers *w, struct db_conn *conn, int *leader)
+{
+    int held = 0;
+
+    if (*leader)
+        return 1;
+    if (store_poller_lock(conn, w->cfg.demarche, &held) != STATUS_OK || !held)
+        return 0;
+    *leader = 1;
+    log_event(LOG_INFO, "ds.poller_leader", "{s:I, s:i}", "demarche", (json_int_t)w->cfg.demarche,
+              "backend_pid", PQbackendPID(conn->pg));
+    return 1;
+}
+
 static void *ds_poller_main(void *arg)
 {
     struct ds_workers *w = arg;
     struct db_conn conn = {0};
+    int leader = 0;
 
     while (!atomic_load(&w->stop)) {
-        if (ds_connect(w, &conn) == 0)
+        if (leader && PQstatus(conn.pg) != CONNECTION_OK) {
+            /* Only ds_connect replaces a connection, and only a bad one: the lock is gone. */
+            log_event(LOG_WARN, "ds.poller_leadership_lost", "{s:s}", "reason",
+                      "database connection lost");
+            leader = 0;
+        }
+        if (ds_connect(w, &conn) == 0 && ds_poll_lead(w, &conn, &leader))
             ds_poll_once(w, &conn);
         ds_sleep_ms(w, w->cfg.poll_interval_s * 1000);
     }

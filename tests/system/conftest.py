@@ -179,6 +179,44 @@ class Stack:
     def kafka(self, action):
         subprocess.run([os.path.join(ROOT, "deploy", "local", "kafka.sh"), action], check=True, timeout=120)
 
+    # ---- replicas: replica 0 is the service of the methods above; K > 0 run beside it ----
+
+    OFFSETS = {"submission": 1, "instruction": 2, "funding": 3}
+
+    @staticmethod
+    def _replica_file(name, k, ext):
+        base = name if k == 0 else f"{name}.{k}"
+        return os.path.join(_env("PTCE_STATE_DIR"), "services", f"{base}.{ext}")
+
+    def replica_url(self, name, k):
+        """stack.sh's port rule: PTCE_PORT_BASE + 10*K + 1, 2 or 3."""
+        return f"http://127.0.0.1:{int(_env('PTCE_PORT_BASE')) + 10 * k + self.OFFSETS[name]}"
+
+    def replica_pid(self, name, k):
+        with open(self._replica_file(name, k, "pid")) as f:
+            return int(f.read().strip())
+
+    def replica_log_path(self, name, k):
+        return self._replica_file(name, k, "log")
+
+    def replica_alive(self, name, k):
+        try:
+            return self.process_alive(self.replica_pid(name, k))
+        except (OSError, ValueError):
+            return False
+
+    def start_replica(self, name, k):
+        """Starts replica K of a service (same database, same consumer group), waits until ready."""
+        try:
+            if not self.replica_alive(name, k):
+                os.remove(self._replica_file(name, k, "pid"))
+        except OSError:
+            pass
+        subprocess.run([self.script, "start-service", name, self.build, str(k)], check=True, timeout=60)
+
+    def stop_replica(self, name, k):
+        subprocess.run([self.script, "stop-service", name, str(k)], check=True, timeout=60)
+
 
 @pytest.fixture(scope="session")
 def stack():

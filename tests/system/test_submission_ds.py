@@ -620,7 +620,11 @@ def test_list_filters_and_keyset_pagination(urls, db, dsfake, admin_key):
         if cursor is None:
             break
         assert pages < 500
-    assert walked == [i["id"] for i in everything]
+    assert walked == [i["id"] for i in everything], sql(
+        db, "SELECT change_xid::text, id, updated_at, pg_snapshot_xmin(pg_current_snapshot())::text,"
+            " (SELECT json_agg(json_build_object('pid', pid, 'xid', backend_xid::text, 'q', query,"
+            " 'state', state)) FROM pg_stat_activity WHERE backend_xid IS NOT NULL)"
+            " FROM submission.dossier WHERE region = %s ORDER BY 1, 2", region)
     assert len(walked) == len(set(walked)) >= 3
 
     for bad_query in ({"limit": 0}, {"limit": 201}, {"limit": "x"}, {"cursor": "abc"},

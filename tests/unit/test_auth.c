@@ -356,6 +356,66 @@ START_TEST(test_auth_principal_from_row)
 }
 END_TEST
 
+/* An unknown key presented again costs no database round trip while the TTL lasts. */
+START_TEST(test_auth_negative_cache)
+{
+    struct auth *cached = auth_new(pool, 60000), *uncached = auth_new(pool, 0);
+    char id[AUTH_KEY_ID_LEN + 1], unknown[128];
+    struct auth_principal p;
+    char *token = auth_token_new(id); /* never stored */
+
+    snprintf(unknown, sizeof unknown, "Bearer %s", token);
+    free(token);
+    for (int i = 0; i < 20; i++) {
+        ck_assert_int_eq(auth_authenticate(cached, unknown, &p), STATUS_UNAUTHORIZED);
+        ck_assert_int_eq(auth_authenticate(uncached, unknown, &p), STATUS_UNAUTHORIZED);
+    }
+    ck_assert_uint_eq(auth_lookups(cached), 1);
+    ck_assert_uint_eq(auth_lookups(uncached), 20);
+    /* A real key is still found while unknown ones are remembered as absent. */
+    char *real = key_insert("partner", "{84}", 0);
+    ck_assert_int_eq(auth_authenticate(cached, real, &p), STATUS_OK);
+    free(real);
+    auth_free(cached);
+    auth_free(uncached);
+}
+END_TEST
+
+/* Repeated failures from one client are refused at once, without a look-up; others are not. */
+START_TEST(test_auth_failure_throttle)
+{
+    struct auth *auth = auth_new(pool, 0);
+    char *good = key_insert("partner", "{84}", 0);
+    char id[AUTH_KEY_ID_LEN + 1], unknown[128];
+    struct auth_principal p;
+    long retry = 0;
+    char *token = auth_token_new(id);
+
+    snprintf(unknown, sizeof unknown, "Bearer %s", token);
+    free(token);
+    auth_set_failure_limit(auth, 1, 5);
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(auth_authenticate_client(auth, unknown, "203.0.113.7", &p, &retry),
+                         STATUS_UNAUTHORIZED);
+    unsigned long before = auth_lookups(auth);
+    ck_assert_int_eq(auth_authenticate_client(auth, unknown, "203.0.113.7", &p, &retry),
+                     STATUS_RATE_LIMITED);
+    ck_assert_int_ge(retry, 1);
+    /* Even a valid key from that client waits: the throttle answers before the key is read. */
+    ck_assert_int_eq(auth_authenticate_client(auth, good, "203.0.113.7", &p, &retry),
+                     STATUS_RATE_LIMITED);
+    ck_assert_uint_eq(auth_lookups(auth), before);
+    ck_assert_int_eq(auth_authenticate_client(auth, good, "198.51.100.2", &p, &retry), STATUS_OK);
+    ck_assert_int_eq(auth_authenticate_client(auth, good, NULL, &p, &retry), STATUS_OK);
+    /* Successes take nothing from the bucket. */
+    for (int i = 0; i < 20; i++)
+        ck_assert_int_eq(auth_authenticate_client(auth, good, "198.51.100.2", &p, &retry),
+                         STATUS_OK);
+    free(good);
+    auth_free(auth);
+}
+END_TEST
+
 /* The database says the same as the code: ptce-admin bootstrap installs the CHECK. */
 START_TEST(test_auth_scope_check_constraint)
 {
@@ -414,6 +474,8 @@ static Suite *auth_suite(void)
     tcase_add_test(db, test_auth_authenticate_cache);
     tcase_add_test(db, test_auth_authenticate_database_busy);
     tcase_add_test(db, test_auth_scope_check_constraint);
+    tcase_add_test(db, test_auth_negative_cache);
+    tcase_add_test(db, test_auth_failure_throttle);
     suite_add_tcase(s, db);
     return s;
 }
