@@ -47,8 +47,7 @@ the schema's own JSON shape (camelCase field names), plus
   folder), "contentBase64" or "content" (text)}, optional "createdAt" and
   "virusScanResult": the fake keeps the bytes and computes byteSize, byteSizeBigInt and
   checksum;
-* "demarche": {"number": N} links a dossier to a démarche of fixtures/demarche.json (one
-  démarche, or a list of them; a dossier that names none belongs to the first).
+* "demarche": {"number": N} links a dossier to a démarche of fixtures/demarche.json.
 Absent fields take defaults (see Store._normalise_dossier); an absent non-null list is
 answered as [] and an absent non-null Boolean as false; other absent non-null fields give
 the same "Cannot return null" error (code "invalid_null") that DS gives for bad data.
