@@ -221,8 +221,9 @@ struct ds_mapping *ds_mapping_load(const char *path, const char *text, char *err
         return NULL;
     }
     int n = snprintf(err, errlen, "%s: ", what);
-    struct ds_problems pr = {err + n, errlen - (size_t)n, 0, 0};
-    if (n < 0 || (size_t)n >= errlen || ds_mapping_check(root, &pr) > 0) {
+    size_t used = n > 0 && (size_t)n < errlen ? (size_t)n : 0; /* a path too long: no prefix */
+    struct ds_problems pr = {err + used, errlen - used, 0, 0};
+    if (ds_mapping_check(root, &pr) > 0) {
         json_decref(root);
         return NULL;
     }
