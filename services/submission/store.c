@@ -624,7 +624,7 @@ DB_STMT(st_notice_done, "UPDATE ds_notification SET status = 'done', done_at = n
 DB_STMT(st_notice_fail, "UPDATE ds_notification SET status = 'failed', last_error = $2"
                         " WHERE id = $1");
 DB_STMT(st_notice_retry, "UPDATE ds_notification SET next_attempt_at = now() + $2 * interval"
-                         " '1 millisecond', last_error = $3 WHERE id = $1");
+                         " '1 millisecond', last_error = $3 WHERE id = $1 AND status = 'pending'");
 
 /* Runs a one-boolean statement on a dossier number; *yes is its answer. */
 static enum status store_fetch_lock_run(struct db_conn *conn, struct db_stmt *stmt,

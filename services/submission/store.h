@@ -109,7 +109,7 @@ enum status store_notice_release(struct db_conn *conn, const struct ds_claim *c)
 enum status store_notice_done(struct db_conn *conn, const struct ds_claim *c);
 /* Hopeless (DS keeps answering not found): set aside as 'failed', kept with its error. */
 enum status store_notice_fail(struct db_conn *conn, const struct ds_claim *c, const char *error);
-/* Failed: try again after delay_ms, keeping the error. */
+/* Failed: try again after delay_ms, keeping the error (a notice done meanwhile stays done). */
 enum status store_notice_retry(struct db_conn *conn, const struct ds_claim *c, long delay_ms,
                                const char *error);
 
