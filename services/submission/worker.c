@@ -132,6 +132,22 @@ static int ds_time_field(json_t *obj, const char *key, char *out, size_t len)
     return ds_time_parse(json_string_value(json_object_get(obj, key)), out, len);
 }
 
+/*
+ * 1 while conn, and with it the claim's lock, is alive. A connection the server cut (a restart,
+ * pg_terminate_backend) is noticed without a query: its lock is gone and another worker may
+ * have taken the dossier, so the attempt stops before it downloads or stores anything.
+ */
+static int ds_claim_held(struct db_conn *conn, long long number, struct ds_attempt *a)
+{
+    if (conn->pg && PQconsumeInput(conn->pg) == 1 && PQstatus(conn->pg) == CONNECTION_OK)
+        return 1;
+    snprintf(a->err, sizeof a->err, "dossier %lld: database connection lost during the fetch",
+             number);
+    a->result = DS_RETRY;
+    a->store_failed = 1;
+    return 0;
+}
+
 /* Stores a fetched dossier; a failure is the database's, recorded as such in a. */
 static void ds_store(struct db_conn *conn, const struct ds_snapshot *s, struct ds_attempt *a)
 {
@@ -154,8 +170,10 @@ static void ds_fetch_once(struct ds_workers *w, struct db_conn *conn, long long 
     a->result =
         ds_client_query(w->client, "getDossier", json_pack("{s:I}", "number", (json_int_t)number),
                         &data, a->err, sizeof a->err, &w->stop);
-    if (a->result != DS_OK)
+    if (a->result != DS_OK || !ds_claim_held(conn, number, a)) {
+        json_decref(data);
         return;
+    }
     dossier = json_object_get(data, "dossier");
     if (!json_is_object(dossier) ||
         ds_time_field(dossier, "dateDerniereModification", updated, sizeof updated) != 0) {
@@ -179,7 +197,7 @@ static void ds_fetch_once(struct ds_workers *w, struct db_conn *conn, long long 
     buf_init(&file, 0);
     if (json_is_object(doc))
         a->result = ds_fetch_document(w, doc, &file, a->err, sizeof a->err);
-    if (a->result == DS_OK) {
+    if (a->result == DS_OK && ds_claim_held(conn, number, a)) {
         int has_dep = ds_time_field(dossier, "dateDepot", deposited, sizeof deposited) == 0;
         struct ds_snapshot s = {number,
                                 (long long)demarche,
