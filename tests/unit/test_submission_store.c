@@ -179,6 +179,7 @@ int main(void)
     TCase *tc = tcase_create("queue");
 
     testdb_init();
+    log_init("unit", LOG_WARN); /* each test's migrations would fill the output */
     tcase_set_timeout(tc, 60);
     tcase_add_checked_fixture(tc, schema_setup, schema_teardown);
     tcase_add_unchecked_fixture(tc, NULL, testdb_schema_sweep);
