@@ -87,8 +87,8 @@ static void ds_document_unverified(json_t *doc, const char *verification)
  * the download limit (declared by DS, announced by the server or met while reading) is
  * permanent: it is marked too_large and never downloaded again for this version.
  */
-static enum ds_result ds_fetch_document(struct ds_workers *w, json_t *doc, struct buf *file,
-                                        char *err, size_t errlen)
+static enum ds_result ds_fetch_document(struct ds_workers *w, long long number, json_t *doc,
+                                        struct buf *file, char *err, size_t errlen)
 {
     const char *url = json_string_value(json_object_get(doc, "url"));
     const char *expected = json_string_value(json_object_get(doc, "checksum"));
@@ -96,16 +96,16 @@ static enum ds_result ds_fetch_document(struct ds_workers *w, json_t *doc, struc
     char actual[25];
 
     if (declared > ds_client_max_file_bytes(w->client)) {
-        log_event(LOG_WARN, "ds.file_too_large", "{s:I, s:I}", "byte_size", declared, "max",
-                  (json_int_t)ds_client_max_file_bytes(w->client));
+        log_event(LOG_WARN, "ds.file_too_large", "{s:I, s:I, s:I}", "number", (json_int_t)number,
+                  "byte_size", declared, "max", (json_int_t)ds_client_max_file_bytes(w->client));
         ds_document_unverified(doc, "too_large");
         return DS_OK;
     }
     for (int attempt = 0; attempt < 3; attempt++) {
         enum ds_result r = ds_client_download(w->client, url ? url : "", file, err, errlen);
         if (r == DS_TOO_LARGE) {
-            log_event(LOG_WARN, "ds.file_too_large", "{s:I, s:s}", "byte_size", declared, "error",
-                      err);
+            log_event(LOG_WARN, "ds.file_too_large", "{s:I, s:I, s:s}", "number",
+                      (json_int_t)number, "byte_size", declared, "error", err);
             ds_document_unverified(doc, "too_large");
             return DS_OK; /* kept, marked, never downloaded again: a human looks at it */
         }
@@ -121,8 +121,8 @@ static enum ds_result ds_fetch_document(struct ds_workers *w, json_t *doc, struc
         }
         buf_free(file);
     }
-    log_event(LOG_WARN, "ds.checksum_mismatch", "{s:s?, s:s}", "expected", expected, "actual",
-              actual);
+    log_event(LOG_WARN, "ds.checksum_mismatch", "{s:I, s:s?, s:s}", "number", (json_int_t)number,
+              "expected", expected, "actual", actual);
     json_object_set_new(doc, "verification", json_string("checksum_mismatch"));
     return DS_OK; /* kept, marked, never dropped: a human looks at needs_review */
 }
@@ -196,7 +196,7 @@ static void ds_fetch_once(struct ds_workers *w, struct db_conn *conn, long long 
     json_t *doc = json_object_get(content, "main_document");
     buf_init(&file, 0);
     if (json_is_object(doc))
-        a->result = ds_fetch_document(w, doc, &file, a->err, sizeof a->err);
+        a->result = ds_fetch_document(w, number, doc, &file, a->err, sizeof a->err);
     if (a->result == DS_OK && ds_claim_held(conn, number, a)) {
         int has_dep = ds_time_field(dossier, "dateDepot", deposited, sizeof deposited) == 0;
         struct ds_snapshot s = {number,

@@ -153,8 +153,10 @@ def with_main_document(dossier, file_spec):
     return dossier
 
 
-def assert_stored_too_large(db, row):
+def assert_stored_too_large(db, stack, row):
     doc = row["document"]
+    assert [e for e in service_events(stack, "ds.file_too_large")
+            if e.get("number") == doc["ds_number"]], "a too large file is logged with its dossier"
     assert doc["main_document"]["verification"] == "too_large", doc["main_document"]
     assert doc["main_document"]["pages"] is None
     check = checks_of(doc)["main_document.max_pages"]
@@ -178,25 +180,25 @@ def downloads(dsfake):
     return lambda: dsfake.stats()["file_downloads"] - before
 
 
-def test_file_declared_too_large_is_not_downloaded(db, dsfake, downloads):
+def test_file_declared_too_large_is_not_downloaded(db, dsfake, stack, downloads):
     with open(os.path.join(FILES, "ptce-4-pages.pdf"), "rb") as f:
         pdf = base64.b64encode(f.read()).decode()
     d = with_main_document(make_dossier(1001), {"contentBase64": pdf,
                                                 "declaredByteSize": 3 * MAX_FILE_BYTES})
     number = deposit(dsfake, d)
     row = wait_dossier(db, number, timeout=20)
-    assert_stored_too_large(db, row)
+    assert_stored_too_large(db, stack, row)
     assert row["document"]["main_document"]["byte_size"] == 3 * MAX_FILE_BYTES
     settled(db, number)
     assert downloads() == 0, "DS said the file is too large: nothing to download"
 
 
-def test_file_served_too_large_is_downloaded_once(db, dsfake, downloads):
+def test_file_served_too_large_is_downloaded_once(db, dsfake, stack, downloads):
     # DS announces a small file; the storage serves more than the limit (Content-Length says so).
     d = with_main_document(make_dossier(1001), {"content": "%PDF-1.4 ", "size": MAX_FILE_BYTES + 4096,
                                                 "declaredByteSize": 1654})
     number = deposit(dsfake, d)
     row = wait_dossier(db, number, timeout=20)
-    assert_stored_too_large(db, row)
+    assert_stored_too_large(db, stack, row)
     settled(db, number)
     assert downloads() == 1, "a file too large is permanent: one download attempt, not one per retry"
