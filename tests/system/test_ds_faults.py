@@ -155,8 +155,10 @@ def with_main_document(dossier, file_spec):
 
 def assert_stored_too_large(db, stack, row):
     doc = row["document"]
-    assert [e for e in service_events(stack, "ds.file_too_large")
-            if e.get("number") == doc["ds_number"]], "a too large file is logged with its dossier"
+    # (the service writes its log from a thread of its own: the line may follow the commit)
+    wait_until(lambda: [e for e in service_events(stack, "ds.file_too_large")
+                        if e.get("number") == doc["ds_number"]], timeout=5,
+               what="the too large file logged with its dossier")
     assert doc["main_document"]["verification"] == "too_large", doc["main_document"]
     assert doc["main_document"]["pages"] is None
     check = checks_of(doc)["main_document.max_pages"]
