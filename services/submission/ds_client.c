@@ -71,7 +71,7 @@ static size_t ds_write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
 
     if (buf_append(&x->body, ptr, size * nmemb) == 0)
         return size * nmemb;
-    x->too_large = 1; /* the only way buf_append fails: xalloc aborts on out-of-memory */
+    x->too_large = 1; /* buf_append fails only at the cap: xalloc aborts on out-of-memory */
     return 0;         /* 0 aborts the transfer */
 }
 
