@@ -338,14 +338,40 @@ static void dossier_rule_territory(json_t *checks, json_t *territory)
                       json_pack("{s:s?}", "region", region));
 }
 
+/* Why a main document has no page count, for the evidence of needs_review. */
+static const char *dossier_pages_unknown_reason(const char *verification)
+{
+    static const struct {
+        const char *verification;
+        const char *reason;
+    } reasons[] = {
+        {"too_large", "file larger than the download limit: not downloaded"},
+        {"checksum_mismatch", "downloaded bytes do not match DS's checksum"},
+        {"not_a_pdf", "not a readable PDF"},
+    };
+
+    for (size_t i = 0; verification && i < sizeof reasons / sizeof reasons[0]; i++) {
+        if (strcmp(verification, reasons[i].verification) == 0)
+            return reasons[i].reason;
+    }
+    return "page count unknown";
+}
+
 static void dossier_rule_pages(json_t *checks, json_t *doc)
 {
     json_t *pages = json_object_get(doc, "pages");
 
+    if (!json_is_object(doc)) { /* absent, or JSON null as in every mapped content */
+        dossier_check_add(checks, "main_document.max_pages", REVIEW,
+                          json_pack("{s:s}", "reason", "no main document"));
+        return;
+    }
     if (!json_is_integer(pages)) {
-        dossier_check_add(
-            checks, "main_document.max_pages", REVIEW,
-            json_pack("{s:s}", "reason", doc ? "page count unknown" : "no main document"));
+        const char *verification = json_string_value(json_object_get(doc, "verification"));
+        dossier_check_add(checks, "main_document.max_pages", REVIEW,
+                          json_pack("{s:s, s:s?, s:O?}", "reason",
+                                    dossier_pages_unknown_reason(verification), "verification",
+                                    verification, "byte_size", json_object_get(doc, "byte_size")));
         return;
     }
     json_int_t n = json_integer_value(pages);

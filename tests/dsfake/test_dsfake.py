@@ -558,3 +558,34 @@ def test_bad_checksum_fault(fake):
     assert len(corrupt) == int(document["byteSizeBigInt"])
     assert b64_md5(corrupt) != document["checksum"]
     assert b64_md5(requests.get(document["url"], timeout=10).content) == document["checksum"]
+
+
+def test_fault_narrowed_to_one_dossier(fake):
+    fake.control("POST", "faults", {"mode": "500", "count": 1, "dossier": 1002})
+    assert fake.graphql("getDossier", {"number": 1001}).status_code == 200  # passed by
+    assert fake.control("GET", "faults").json()["faults"][0]["count"] == 1
+    assert fake.graphql("getDossier", {"number": 1002}).status_code == 500
+    assert fake.control("GET", "faults").json()["faults"] == []
+    # A narrowed file fault hits only the downloads of that dossier's files.
+    fake.control("POST", "faults", {"mode": "500", "target": "files", "count": 1, "dossier": 1002})
+    url_1001 = apply_mapping(fake.dossier(1001))["main_document"]["url"]
+    assert requests.get(url_1001, timeout=10).status_code == 200
+    url_1002 = apply_mapping(fake.dossier(1002))["main_document"]["url"]
+    assert requests.get(url_1002, timeout=10).status_code == 500
+    assert fake.control("POST", "faults", {"mode": "500", "dossier": "1002"}).status_code == 400
+
+
+def test_large_and_lying_files(fake):
+    dossier = json.loads((FIXTURES / "dossiers" / "1001.json").read_text(encoding="utf-8"))
+    dossier["number"] = 3100
+    champ = next(c for c in dossier["champs"] if c["champDescriptorId"] == "Q2hhbXAtMTEw")
+    champ["files"] = [{"filename": "big.pdf", "contentType": "application/pdf", "content": "%PDF-1.4 ",
+                       "size": 100_000, "declaredByteSize": 1234}]
+    assert fake.control("POST", "dossiers", dossier).status_code == 200
+    document = apply_mapping(fake.dossier(3100))["main_document"]
+    assert document["byteSizeBigInt"] == "1234"  # announced, not what is served
+    body = requests.get(document["url"], timeout=10).content
+    assert len(body) == 100_000 and body.startswith(b"%PDF-1.4 %PDF")
+    assert document["checksum"] == b64_md5(body)
+    champ["files"][0]["size"] = 0
+    assert fake.control("POST", "dossiers", dossier).status_code == 400
