@@ -60,8 +60,8 @@ static enum status inbox_dead_letter(struct inbox *inbox, const rd_kafka_message
 {
     char part[16], off[24], att[16];
     char *payload = xstrndup(msg->payload ? msg->payload : "", msg->len);
-    const char *params[] = {rd_kafka_topic_name(msg->rkt), part, off, reason, payload, att,
-                            last_status};
+    const char *params[] = {
+        rd_kafka_topic_name(msg->rkt), part, off, reason, payload, att, last_status};
 
     snprintf(part, sizeof part, "%d", (int)msg->partition);
     snprintf(off, sizeof off, "%lld", (long long)msg->offset);
@@ -168,8 +168,8 @@ static int inbox_apply_until_done(struct inbox *inbox, const rd_kafka_message_t 
         if (inbox_failure_is_final(inbox, handler_st) && ++attempts >= max) {
             snprintf(reason, sizeof reason, "the handler failed %ld times (%s)", attempts,
                      status_strerror(handler_st));
-            if (inbox_dead_letter(inbox, msg, reason, (int)attempts,
-                                  status_strerror(handler_st)) == STATUS_OK)
+            if (inbox_dead_letter(inbox, msg, reason, (int)attempts, status_strerror(handler_st)) ==
+                STATUS_OK)
                 return 1;
         }
         clock_sleep_ms(backoff);

@@ -176,7 +176,8 @@ static int outbox_key_failed(PGresult *r, const struct outbox_batch *b, int i)
 
     for (int j = 0; j < i; j++) {
         int st = atomic_load(&b->slots[j].state);
-        if ((st == DELIVERY_FAILED || st == DELIVERY_SKIPPED) && strcmp(PQgetvalue(r, j, 2), key) == 0)
+        if ((st == DELIVERY_FAILED || st == DELIVERY_SKIPPED) &&
+            strcmp(PQgetvalue(r, j, 2), key) == 0)
             return 1;
     }
     return 0;
@@ -253,7 +254,8 @@ static enum status outbox_settle(struct outbox_relay *relay, PGresult *r,
             t->retried++; /* no report came back in time */
         }
         for (int j = i + 1; j < b->n; j++)
-            blocked[j] |= strcmp(PQgetvalue(r, j, 2), PQgetvalue(r, i, 2)) == 0;
+            if (strcmp(PQgetvalue(r, j, 2), PQgetvalue(r, i, 2)) == 0)
+                blocked[j] = 1;
     }
     buf_append(&ids, "}", 1);
     if (st == STATUS_OK && t->sent > 0) {

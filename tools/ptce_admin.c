@@ -268,8 +268,7 @@ static int admin_outbox_settle(PGconn *pg, const char *svc, const char *target, 
     const char *params[] = {target};
     PGresult *r;
 
-    if (!target || (!all && strspn(target, "0123456789") != strlen(target)) ||
-        !sql[discard][all]) {
+    if (!target || (!all && strspn(target, "0123456789") != strlen(target)) || !sql[discard][all]) {
         fprintf(stderr, "ptce-admin: name the dead row by its id%s\n", discard ? "" : ", or --all");
         return 2;
     }
