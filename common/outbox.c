@@ -186,9 +186,11 @@ static int outbox_key_failed(PGresult *r, const struct outbox_batch *b, int i)
 /* Produces the round's rows; a key whose row was refused at once has its later rows skipped. */
 static void outbox_produce_all(struct outbox_relay *relay, PGresult *r, struct outbox_batch *b)
 {
+    int refused = 0; /* rows refused at once so far: only then is a key looked up */
+
     for (int i = 0; i < b->n; i++) {
         struct outbox_slot *slot = &b->slots[i];
-        if (outbox_key_failed(r, b, i)) {
+        if (refused > 0 && outbox_key_failed(r, b, i)) {
             atomic_store(&slot->state, DELIVERY_SKIPPED);
             continue;
         }
@@ -199,6 +201,7 @@ static void outbox_produce_all(struct outbox_relay *relay, PGresult *r, struct o
             atomic_fetch_sub(&b->refs, 1); /* no report will come for it */
             slot->err = err;
             atomic_store(&slot->state, DELIVERY_FAILED);
+            refused++;
         }
     }
 }
