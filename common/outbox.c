@@ -65,11 +65,19 @@ enum delivery { DELIVERY_PENDING = 0, DELIVERY_OK, DELIVERY_FAILED, DELIVERY_SKI
 
 struct outbox_batch;
 
+/*
+ * A row over Kafka's stock message limit (about 1 MB) goes out alone for its key: a broker or
+ * topic still at that limit refuses it only in its delivery report, and a later row of its key
+ * produced in the same round could otherwise reach the topic before it.
+ */
+#define OUTBOX_ALONE_BYTES 1000000
+
 /* One row's result cell; the delivery report writes it through the message opaque. */
 struct outbox_slot {
     struct outbox_batch *batch;
     rd_kafka_resp_err_t err; /* written before state */
     atomic_int state;        /* enum delivery */
+    int holds_key;           /* the later rows of its key wait for the next round */
 };
 
 /*
@@ -169,40 +177,43 @@ static void outbox_await_reports(struct outbox_relay *relay, struct outbox_batch
     }
 }
 
-/* 1 when a row before i in the round has the same key and did not go out. */
-static int outbox_key_failed(PGresult *r, const struct outbox_batch *b, int i)
+/* 1 when a row before i in the round has the same key and holds it. */
+static int outbox_key_held(PGresult *r, const struct outbox_batch *b, int i)
 {
     const char *key = PQgetvalue(r, i, 2);
 
     for (int j = 0; j < i; j++) {
-        int st = atomic_load(&b->slots[j].state);
-        if ((st == DELIVERY_FAILED || st == DELIVERY_SKIPPED) &&
-            strcmp(PQgetvalue(r, j, 2), key) == 0)
+        if (b->slots[j].holds_key && strcmp(PQgetvalue(r, j, 2), key) == 0)
             return 1;
     }
     return 0;
 }
 
-/* Produces the round's rows; a key whose row was refused at once has its later rows skipped. */
+/*
+ * Produces the round's rows. A row refused at once, or too large to be sure of the broker,
+ * holds its key: the later rows of that key are skipped until the next round.
+ */
 static void outbox_produce_all(struct outbox_relay *relay, PGresult *r, struct outbox_batch *b)
 {
-    int refused = 0; /* rows refused at once so far: only then is a key looked up */
+    int holding = 0; /* rows holding their key so far: only then is a key looked up */
 
     for (int i = 0; i < b->n; i++) {
         struct outbox_slot *slot = &b->slots[i];
-        if (refused > 0 && outbox_key_failed(r, b, i)) {
+        const char *payload = PQgetvalue(r, i, 3);
+        if (holding > 0 && outbox_key_held(r, b, i)) {
             atomic_store(&slot->state, DELIVERY_SKIPPED);
             continue;
         }
         atomic_fetch_add(&b->refs, 1);
-        rd_kafka_resp_err_t err = outbox_produce(relay, PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
-                                                 PQgetvalue(r, i, 3), slot);
+        rd_kafka_resp_err_t err =
+            outbox_produce(relay, PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), payload, slot);
         if (err) {
             atomic_fetch_sub(&b->refs, 1); /* no report will come for it */
             slot->err = err;
             atomic_store(&slot->state, DELIVERY_FAILED);
-            refused++;
         }
+        slot->holds_key = err || strlen(payload) > OUTBOX_ALONE_BYTES;
+        holding += slot->holds_key;
     }
 }
 
@@ -210,7 +221,8 @@ static void outbox_produce_all(struct outbox_relay *relay, PGresult *r, struct o
 struct outbox_tally {
     int sent;    /* acknowledged and marked sent */
     int dead;    /* refused for good: set aside */
-    int retried; /* failed for now, or blocked behind such a row of their key */
+    int retried; /* failed for now */
+    int skipped; /* held back behind a large or refused row of their key */
 };
 
 /* Records a failed delivery on its row: attempts, error, and the dead state when permanent. */
@@ -253,6 +265,8 @@ static enum status outbox_settle(struct outbox_relay *relay, PGresult *r,
             st = outbox_failure_record(relay, PQgetvalue(r, i, 0), slot->err, &dead);
             t->dead += dead;
             t->retried += !dead;
+        } else if (atomic_load(&slot->state) == DELIVERY_SKIPPED) {
+            t->skipped++; /* behind a large row of its key that went out: the next round */
         } else {
             t->retried++; /* no report came back in time */
         }
@@ -290,17 +304,18 @@ static int outbox_round_begin(struct outbox_relay *relay)
 }
 
 /*
- * One round. Returns the rows it took (sent or set aside), or -1 when some must be retried
- * later (the others of the round are marked all the same).
+ * One round. Returns the rows it took, or -1 when some must be retried later (the others of
+ * the round are marked all the same); *again is set when rows wait for the next round.
  */
-static int outbox_round(struct outbox_relay *relay)
+static int outbox_round(struct outbox_relay *relay, int *again)
 {
     char limit[24];
     const char *params[1];
     PGresult *r = NULL;
-    struct outbox_tally t = {0, 0, 0};
+    struct outbox_tally t = {0, 0, 0, 0};
     int leader = outbox_round_begin(relay);
 
+    *again = 0;
     if (leader <= 0)
         return leader;
     snprintf(limit, sizeof limit, "%ld", relay->batch);
@@ -328,6 +343,7 @@ static int outbox_round(struct outbox_relay *relay)
         metric_add(&m_failed, t.retried);
         return -1;
     }
+    *again = n == relay->batch || t.skipped > 0;
     return n;
 }
 
@@ -378,14 +394,15 @@ static void *outbox_relay_main(void *arg)
                 continue;
             }
         }
-        int n = outbox_round(relay);
+        int again;
+        int n = outbox_round(relay, &again);
         if (n < 0) {
             clock_sleep_ms(backoff);
             backoff = backoff < 5000 ? backoff * 2 : 5000;
             continue;
         }
         backoff = 100;
-        if (n == relay->batch)
+        if (again)
             continue; /* more may be waiting */
         outbox_update_backlog(relay);
         outbox_wait_notify(relay);

@@ -33,7 +33,8 @@ struct outbox_relay;
  * counts an attempt and is tried again with backoff; one whose error is permanent
  * (kafka_err_is_permanent: too large, invalid record…) is set aside at once (dead_at, with
  * attempts and last_error), and the later rows of its key wait behind it until an operator
- * replays or discards it (ptce-admin outbox), while every other key keeps flowing.
+ * replays or discards it (ptce-admin outbox), while every other key keeps flowing. A row over
+ * Kafka's stock 1 MB limit goes out alone for its key (the key's later rows wait a round).
  * Copies what it needs from cfg.
  */
 struct outbox_relay *outbox_relay_start(const struct outbox_relay_config *cfg);

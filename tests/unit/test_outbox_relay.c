@@ -82,19 +82,35 @@ static long wait_count(struct db_conn *conn, const char *cond, long want)
     return n;
 }
 
-/* Commits NEVENTS events over NKEYS keys; data.seq numbers each key's events from 1. */
-static void append_events(struct db_conn *conn)
+/*
+ * Commits nevents events over nkeys keys ("key-N"; data.seq numbers each key's events from 1);
+ * the first one carries a data.pad string of pad bytes when pad > 0.
+ */
+static void append_padded(struct db_conn *conn, int nkeys, int nevents, size_t pad)
 {
     char key[32];
+    char *text = malloc(pad + 1);
 
+    ck_assert_ptr_nonnull(text);
+    memset(text, 'x', pad);
+    text[pad] = '\0';
     ck_assert_int_eq(db_begin(conn), STATUS_OK);
-    for (int i = 0; i < NEVENTS; i++) {
-        snprintf(key, sizeof key, "key-%d", i % NKEYS);
-        ck_assert_int_eq(outbox_append(conn, TOPIC, "/unit", "unit.event", key,
-                                       json_pack("{s:i}", "seq", i / NKEYS + 1), NULL),
+    for (int i = 0; i < nevents; i++) {
+        json_t *data = json_pack("{s:i}", "seq", i / nkeys + 1);
+        if (i == 0 && pad > 0)
+            json_object_set_new(data, "pad", json_string(text));
+        snprintf(key, sizeof key, "key-%d", i % nkeys);
+        ck_assert_int_eq(outbox_append(conn, TOPIC, "/unit", "unit.event", key, data, NULL),
                          STATUS_OK);
     }
     ck_assert_int_eq(db_commit(conn), STATUS_OK);
+    free(text);
+}
+
+/* Commits NEVENTS events over NKEYS keys. */
+static void append_events(struct db_conn *conn)
+{
+    append_padded(conn, NKEYS, NEVENTS, 0);
 }
 
 /* Reads the topic back from the mock cluster and checks per-key order and the count. */
@@ -249,27 +265,12 @@ START_TEST(test_relay_dead_letter_blocks_only_its_key)
 {
     struct db_conn conn;
     struct mock m;
-    char key[32];
-    size_t big = KAFKA_MESSAGE_MAX_BYTES + 1024;
-    char *pad = malloc(big + 1);
 
     log_init("unit", LOG_ERROR);
     setup_schema(&conn);
     mock_open(&m);
-    memset(pad, 'x', big);
-    pad[big] = '\0';
     /* key-0's first event is larger than any message the producer may send. */
-    ck_assert_int_eq(db_begin(&conn), STATUS_OK);
-    for (int i = 0; i < NDEAD_EVENTS; i++) {
-        json_t *data = json_pack("{s:i}", "seq", i / NKEYS + 1);
-        if (i == 0)
-            json_object_set_new(data, "pad", json_string(pad));
-        snprintf(key, sizeof key, "key-%d", i % NKEYS);
-        ck_assert_int_eq(outbox_append(&conn, TOPIC, "/unit", "unit.event", key, data, NULL),
-                         STATUS_OK);
-    }
-    ck_assert_int_eq(db_commit(&conn), STATUS_OK);
-    free(pad);
+    append_padded(&conn, NKEYS, NDEAD_EVENTS, KAFKA_MESSAGE_MAX_BYTES + 1024);
     struct outbox_relay_config rc = {db_url, schema, {m.boot, "unit-relay", 5000, 2, 1}, 500, 50};
     struct outbox_relay *relay = outbox_relay_start(&rc);
     ck_assert_ptr_nonnull(relay);
@@ -331,6 +332,37 @@ START_TEST(test_relay_dead_letter_from_the_broker)
 END_TEST
 
 /*
+ * A row over Kafka's stock 1 MB limit goes out alone for its key: when the broker refuses it
+ * in its delivery report, the later rows of its key were not produced beside it, so they
+ * cannot reach the topic before it.
+ */
+START_TEST(test_relay_large_row_goes_alone)
+{
+    struct db_conn conn;
+    struct mock m;
+
+    log_init("unit", LOG_ERROR);
+    setup_schema(&conn);
+    mock_open(&m);
+    /* The broker refuses the first produce request, as one still at 1 MB would (API key 0). */
+    rd_kafka_mock_push_request_errors(m.mc, 0, 1, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    append_padded(&conn, 1, 3, 1200000); /* key-0: a 1.2 MB event, then two small ones */
+    struct outbox_relay_config rc = {db_url, schema, {m.boot, "unit-relay", 5000, 2, 1}, 500, 50};
+    struct outbox_relay *relay = outbox_relay_start(&rc);
+    ck_assert_ptr_nonnull(relay);
+    ck_assert_int_eq(wait_count(&conn, "dead_at IS NOT NULL", 1), 1);
+    sleep_ms(500);
+    ck_assert_int_eq(count_where(&conn, "sent_at IS NULL AND dead_at IS NULL"), 2);
+    exec_ok(&conn, "UPDATE outbox SET dead_at = NULL, attempts = 0 WHERE dead_at IS NOT NULL");
+    exec_ok(&conn, "SELECT pg_notify(current_schema() || '_outbox', '')");
+    ck_assert_int_eq(wait_count(&conn, "sent_at IS NOT NULL", 3), 3);
+    outbox_relay_stop(relay);
+    check_topic_count(m.boot, 3); /* key-0: 1, 2, 3, each once */
+    mock_close(&m, &conn);
+}
+END_TEST
+
+/*
  * The broker is away and a message outlives the round's wait at stop (10 s) but not the stop's
  * flush: its delivery report comes back after the round ended, and must find live memory
  * (under ASan, a freed result array shows as heap-use-after-free).
@@ -364,6 +396,7 @@ int main(void)
     tcase_add_test(tc, test_relay_marks_only_delivered);
     tcase_add_test(tc, test_relay_dead_letter_blocks_only_its_key);
     tcase_add_test(tc, test_relay_dead_letter_from_the_broker);
+    tcase_add_test(tc, test_relay_large_row_goes_alone);
     tcase_add_test(tc, test_relay_stop_with_reports_outstanding);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
