@@ -7,7 +7,8 @@
 * An outbox row Kafka refuses for good (9 MiB, over every limit, written as the database owner)
   is dead-lettered with its error, counted in /metrics and listed by `ptce-admin outbox dead`;
   the events of other dossiers keep flowing, the later event of the same dossier waits, and once
-  an operator mended the row and ran `ptce-admin outbox replay`, both go out, in order.
+  an operator mended the row and ran `ptce-admin outbox replay`, both go out, in order; or,
+  after `ptce-admin outbox discard`, the refused one never goes and the next one does.
 """
 import json
 import uuid
@@ -138,3 +139,26 @@ def test_refused_row_is_set_aside_and_replayed(db, urls, keys):
                what="ptce_outbox_dead_letters back to 0")
     assert str(row_id) not in [ln.split()[0] for ln in
                                keys._run("outbox", "dead", "--service", "submission").splitlines()]
+
+
+def test_discarded_row_lets_its_dossier_flow(db, urls, keys):
+    c = str(uuid.uuid4())
+    c1, c1_payload = event(c, "dossier.deposited", 1, pad=9 * 1024 * 1024)
+    c2, c2_payload = event(c, "dossier.updated", 2)
+    with db.transaction():
+        for eid, etype, payload in ((c1, "dossier.deposited", c1_payload),
+                                    (c2, "dossier.updated", c2_payload)):
+            sql(db, "INSERT INTO submission.outbox (event_id, topic, key, type, payload)"
+                    " VALUES (%s, %s, %s, %s, %s)", eid, TOPIC, c, etype, payload)
+    wait_until(lambda: outbox_row(db, c1)[2], timeout=30, what="the 9 MiB row dead-lettered")
+    row_id = outbox_row(db, c1)[0]
+    assert outbox_row(db, c2)[1:3] == (False, False)
+    # An operator gives up on the event: it is never sent, and the dossier's next one goes.
+    assert keys._run("outbox", "discard", "--service", "submission", str(row_id)) == \
+        f"discarded {row_id}"
+    wait_until(lambda: outbox_row(db, c2)[1], timeout=30, what="the waiting event sent")
+    assert sql(db, "SELECT sent_at IS NULL, dead_at IS NULL, discarded_at IS NOT NULL"
+                   " FROM submission.outbox WHERE id = %s", row_id)[0] == (True, True, True)
+    wait_until(lambda: projected(db, c) == 1, timeout=30, what="the dossier projected")
+    wait_until(lambda: metric(urls["submission"], "ptce_outbox_dead_letters") == 0, timeout=15,
+               what="ptce_outbox_dead_letters back to 0")
