@@ -20,11 +20,18 @@ DB_STMT(outbox_insert, "INSERT INTO outbox (event_id, topic, key, type, payload)
                        " VALUES ($1, $2, $3, $4, $5)");
 DB_STMT(outbox_lock, "SELECT pg_try_advisory_xact_lock(hashtext('ptce.outbox.' ||"
                      " current_schema()))");
+/*
+ * No FOR UPDATE: the round's advisory lock already makes this relay the only one of its schema,
+ * and a row lock would give the round a transaction id for as long as the broker takes to
+ * answer (a whole outage), holding back every commit-safe list (see submission's
+ * 002_commit_order.sql), which serves only changes older than every transaction in flight.
+ * The round's only writes come after its delivery reports.
+ */
 DB_STMT(outbox_pending,
         "SELECT id, topic, key, payload FROM outbox o WHERE sent_at IS NULL AND dead_at IS NULL"
         " AND discarded_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox d WHERE d.key = o.key"
         " AND d.dead_at IS NOT NULL AND d.id < o.id)"
-        " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED");
+        " ORDER BY id LIMIT $1");
 DB_STMT(outbox_mark_sent, "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])");
 DB_STMT(outbox_mark_failed, "UPDATE outbox SET attempts = attempts + 1, last_error = $2,"
                             " dead_at = CASE WHEN $3::boolean THEN now() END WHERE id = $1");

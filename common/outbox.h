@@ -26,8 +26,8 @@ struct outbox_relay_config {
 struct outbox_relay;
 
 /*
- * Starts the relay thread: it takes unsent rows in id order (FOR UPDATE SKIP LOCKED, one relay
- * active per schema at a time), produces them with an idempotent producer, and marks sent,
+ * Starts the relay thread: it takes unsent rows in id order (one relay active per schema at a
+ * time, by a transaction-level advisory lock; no row locks), produces them with an idempotent producer, and marks sent,
  * key by key, only the unbroken run of a key's rows whose delivery reports succeeded, so that
  * a key's events keep their order. A row whose error is transient (timeout, broker down…)
  * counts an attempt and is tried again with backoff; one whose error is permanent
