@@ -114,10 +114,10 @@ static void *batch_thread(void *arg)
          * A connection the server closed while idle (a restart) is made again before the batch
          * is sent, and a read batch whose connection is lost under it runs again once.
          */
-        enum status st = conn.conninfo ? db_conn_check(&conn)
-                                       : db_conn_open_session(&conn, b->cfg.conninfo, b->cfg.schema,
-                                                              b->cfg.statement_timeout_ms,
-                                                              b->cfg.session_sql);
+        enum status st =
+            conn.conninfo ? db_conn_check(&conn)
+                          : db_conn_open_session(&conn, b->cfg.conninfo, b->cfg.schema,
+                                                 b->cfg.statement_timeout_ms, b->cfg.session_sql);
         if (st == STATUS_OK)
             st = b->cfg.fn(&conn, items, n, b->cfg.arg);
         batch_finish(items, n, st);

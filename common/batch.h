@@ -46,7 +46,7 @@ struct batcher_config {
     const char *conninfo;
     const char *schema;
     long statement_timeout_ms; /* of each batch's statements; 0: the server's (none) */
-    const char *session_sql; /* run on each new connection (NULL: nothing), e.g. a SET */
+    const char *session_sql;   /* run on each new connection (NULL: nothing), e.g. a SET */
     long threads;
     size_t max_batch;
     batch_fn fn;

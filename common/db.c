@@ -139,20 +139,16 @@ static void db_conn_lost(struct db_conn *conn)
 }
 
 /*
- * 1 when an idle connection still looks alive, without a round trip: a socket that reads ready
- * while nothing was asked holds the server's goodbye (a FATAL notice, the end of the stream),
- * which libpq reads and turns into CONNECTION_BAD.
+ * 1 when an idle connection still looks alive, without a round trip. Nothing is due on an idle
+ * connection: a socket that reads ready holds the server's goodbye (a FATAL message, then the
+ * end of the stream, which libpq would only see on a later read), so it counts as dead.
  */
 static int db_conn_alive(struct db_conn *conn)
 {
     if (!conn->pg || PQstatus(conn->pg) != CONNECTION_OK)
         return 0;
     struct pollfd pfd = {.fd = PQsocket(conn->pg), .events = POLLIN};
-    if (pfd.fd < 0)
-        return 0;
-    if (poll(&pfd, 1, 0) == 1 && (!PQconsumeInput(conn->pg) || PQstatus(conn->pg) != CONNECTION_OK))
-        return 0;
-    return 1;
+    return pfd.fd >= 0 && poll(&pfd, 1, 0) == 0;
 }
 
 /* Makes conn again; counted for /metrics when it belongs to a pool. */
@@ -353,7 +349,8 @@ static int db_retry_wanted(struct db_conn *conn, int was_fresh, enum status st, 
         return 0;
     if (conn->pool)
         atomic_fetch_add(&conn->pool->retries, 1);
-    log_event(LOG_WARN, "db.retry", "{s:s}", "reason", "connection lost before the first statement");
+    log_event(LOG_WARN, "db.retry", "{s:s}", "reason",
+              "connection lost before the first statement");
     return 1;
 }
 

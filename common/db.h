@@ -25,11 +25,11 @@ struct db_pool;
 struct db_conn {
     PGconn *pg;
     unsigned char prepared[DB_MAX_STMTS / 8];
-    const char *schema;   /* borrowed: the pool's or the caller's */
-    const char *conninfo; /* borrowed: the pool's or the caller's, for reconnecting */
+    const char *schema;      /* borrowed: the pool's or the caller's */
+    const char *conninfo;    /* borrowed: the pool's or the caller's, for reconnecting */
     const char *session_sql; /* borrowed: run on each new connection after the SETs, or NULL */
     long statement_timeout_ms;
-    struct db_pool *pool; /* NULL for a dedicated connection */
+    struct db_pool *pool;     /* NULL for a dedicated connection */
     unsigned long generation; /* the pool's generation when this connection was made */
     int fresh;                /* nothing run since db_acquire or db_conn_check: may retry */
     size_t slot;
@@ -60,9 +60,9 @@ struct db_pool_stats {
     size_t size;
     size_t in_use;
     unsigned long acquire_timeouts;
-    unsigned long reconnects;   /* connections made again after a loss, or of an old generation */
-    unsigned long retries;      /* first statements run again on a new connection */
-    unsigned long generation;   /* bumped each time a dead connection is found */
+    unsigned long reconnects; /* connections made again after a loss, or of an old generation */
+    unsigned long retries;    /* first statements run again on a new connection */
+    unsigned long generation; /* bumped each time a dead connection is found */
 };
 void db_pool_stats(struct db_pool *pool, struct db_pool_stats *out);
 
