@@ -107,27 +107,61 @@ void http_field_error(json_t *errors, const char *field, const char *message)
     json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "message", message));
 }
 
+/*
+ * Copies text into out as valid UTF-8: jansson refuses anything else, and a path or a detail
+ * may hold any byte the client sent. A byte that starts no valid sequence becomes "%XX", as in
+ * a URI; a sequence cut short at the end of the text is such bytes too.
+ */
+static void http_text_clean(const char *text, struct buf *out)
+{
+    const unsigned char *p = (const unsigned char *)text;
+
+    while (*p) {
+        size_t n = utf8_sequence(p);
+        if (n) {
+            buf_append(out, (const char *)p, n);
+            p += n;
+            continue;
+        }
+        buf_printf(out, "%%%02X", *p);
+        p++;
+    }
+}
+
 static int http_reply_problem_v(struct http_ctx *ctx, enum status st, json_t *errors,
                                 const char *fmt, va_list ap)
 {
-    char detail[512], type[96];
+    static const char fallback[] = "{\"type\":\"" PROBLEM_TYPE_PREFIX "internal\","
+                                   "\"title\":\"Internal error\",\"status\":500}";
+    char raw[512], type[96];
+    struct buf detail, instance;
     int code = status_http_code(st);
 
-    vsnprintf(detail, sizeof detail, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    buf_init(&detail, 0);
+    buf_init(&instance, 0);
+    http_text_clean(raw, &detail);
+    http_text_clean(ctx->req->url_path ? ctx->req->url_path : "", &instance);
     snprintf(type, sizeof type, PROBLEM_TYPE_PREFIX "%s", status_strerror(st));
     json_t *p = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "type", type, "title", status_title(st),
-                          "status", code, "detail", detail, "instance", ctx->req->url_path,
-                          "request_id", ctx->request_id);
-    if (errors)
+                          "status", code, "detail", detail.data ? detail.data : "", "instance",
+                          instance.data ? instance.data : "", "request_id", ctx->request_id);
+    buf_free(&detail);
+    buf_free(&instance);
+    if (p && errors)
         json_object_set_new(p, "errors", errors);
+    else
+        json_decref(errors);
     if (st == STATUS_UNAVAILABLE || st == STATUS_RETRY || st == STATUS_RATE_LIMITED) {
         if (!u_map_has_key(ctx->res->map_header, "Retry-After"))
             u_map_put(ctx->res->map_header, "Retry-After", "1");
     }
     if (st == STATUS_UNAUTHORIZED)
         u_map_put(ctx->res->map_header, "WWW-Authenticate", "Bearer realm=\"ptce\"");
-    char *text = json_dumps(p, JSON_COMPACT);
+    char *text = p ? json_dumps(p, JSON_COMPACT) : NULL;
     json_decref(p);
+    if (!text) /* out of memory, or a field error that was not UTF-8 */
+        return http_reply_raw(ctx, 500, "application/problem+json", fallback, sizeof fallback - 1);
     int rc = http_reply_raw(ctx, code, "application/problem+json", text, strlen(text));
     free(text);
     return rc;

@@ -1,4 +1,5 @@
 /* test_http: strict JSON parsing, and a real server on 127.0.0.1 called with libcurl. */
+#define _GNU_SOURCE /* strcasestr(3) */
 #include <arpa/inet.h>
 #include <check.h>
 #include <curl/curl.h>
@@ -537,6 +538,52 @@ static int connect_raw(void)
     return fd;
 }
 
+/* Sends req on a new connection and reads the answer until the server closes it. */
+static size_t raw_request(const char *req, char *out, size_t outlen)
+{
+    struct timeval tv = {.tv_sec = 5};
+    int fd = connect_raw();
+    size_t len = 0;
+    ssize_t n;
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ck_assert_int_eq(send(fd, req, strlen(req), 0), (ssize_t)strlen(req));
+    while (len + 1 < outlen && (n = recv(fd, out + len, outlen - 1 - len, 0)) > 0)
+        len += (size_t)n;
+    out[len] = '\0';
+    close(fd);
+    return len;
+}
+
+/*
+ * A path with bytes that are not UTF-8, raw or escaped: a problem+json 404 all the same, its
+ * instance with each such byte as %XX (jansson refuses them, and the body was NULL before).
+ */
+START_TEST(test_http_not_found_non_utf8_path)
+{
+    static const char req[] =
+        "GET /v1/\xff\xfe\xc3x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    char got[4096];
+    struct reply r;
+
+    raw_request(req, got, sizeof got);
+    ck_assert_msg(strncmp(got, "HTTP/1.1 404", 12) == 0, "%s", got);
+    ck_assert_msg(strcasestr(got, "Content-Type: application/problem+json") != NULL, "%s", got);
+    const char *body = strstr(got, "\r\n\r\n");
+    ck_assert_ptr_nonnull(body);
+    json_error_t err;
+    json_t *p = json_loads(body + 4, 0, &err);
+    ck_assert_msg(json_is_object(p), "body %s: %s", body + 4, err.text);
+    ck_assert_int_eq(json_integer_value(json_object_get(p, "status")), 404);
+    ck_assert_str_eq(json_string_value(json_object_get(p, "instance")), "/v1/%FF%FE%C3x");
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(p, "detail")), "%FF%FE%C3x"));
+    json_decref(p);
+
+    call("GET", "/v1/%FF", NULL, NULL, 0, NULL, &r); /* sent escaped: matched as sent */
+    check_problem(&r, STATUS_NOT_FOUND, "/v1/%FF");
+}
+END_TEST
+
 START_TEST(test_http_connections_balanced_and_limited)
 {
     int fds[16];
@@ -730,6 +777,7 @@ static Suite *http_suite(void)
     tcase_add_checked_fixture(tc, server_setup, server_teardown);
     tcase_add_test(tc, test_http_get_with_param);
     tcase_add_test(tc, test_http_not_found);
+    tcase_add_test(tc, test_http_not_found_non_utf8_path);
     tcase_add_test(tc, test_http_long_path);
     tcase_add_test(tc, test_http_method_not_allowed);
     tcase_add_test(tc, test_http_post_json);
