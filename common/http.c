@@ -430,25 +430,140 @@ struct http_exchange {
     http_handler_fn resume; /* set while the answer is deferred */
     void *state;
     void (*free_state)(void *);
+    /*
+     * One reference for MHD (until the request completes) and one for the thread that is to
+     * call http_resume, while deferred: whichever goes last frees the exchange.
+     */
+    atomic_int refs;
+    atomic_int defer_state; /* enum http_defer_state: who won the race to wake the worker */
+    struct timespec deadline;
+    struct http_exchange *dprev, *dnext; /* in srv->defer_head, while HTTP_DEFER_WAITING */
 };
+
+enum http_defer_state {
+    HTTP_DEFER_NONE,
+    HTTP_DEFER_WAITING, /* suspended, in the server's list */
+    HTTP_DEFER_RESUMED, /* http_resume came first: the worker calls resume */
+    HTTP_DEFER_EXPIRED, /* the deadline (or a stop) came first: the worker answers 503 */
+};
+
+static void http_exchange_unref(struct http_exchange *x)
+{
+    if (atomic_fetch_sub(&x->refs, 1) != 1)
+        return;
+    if (x->free_state)
+        x->free_state(x->state);
+    json_decref(x->ctx.body);
+    ulfius_clean_request(&x->req);
+    ulfius_clean_response(&x->res);
+    free(x);
+}
+
+/* Takes x out of the waiting list; the caller holds srv->defer_lock. */
+static void http_defer_unlink(struct http_server *srv, struct http_exchange *x)
+{
+    if (x->dprev)
+        x->dprev->dnext = x->dnext;
+    else
+        srv->defer_head = x->dnext;
+    if (x->dnext)
+        x->dnext->dprev = x->dprev;
+    x->dprev = x->dnext = NULL;
+}
+
+/*
+ * Wakes the worker of a waiting request that `to` wins (RESUMED or EXPIRED); 0 if another
+ * thread won first. The caller holds srv->defer_lock. The connection stays suspended, and so
+ * the exchange alive, until MHD_resume_connection: both are safe to touch here.
+ */
+static int http_defer_settle(struct http_server *srv, struct http_exchange *x, int to)
+{
+    int expected = HTTP_DEFER_WAITING;
+
+    if (!atomic_compare_exchange_strong(&x->defer_state, &expected, to))
+        return 0;
+    http_defer_unlink(srv, x);
+    MHD_resume_connection(x->conn);
+    return 1;
+}
+
+/* Expires the waiting requests past their deadline, or all of them (a stop). */
+static void http_defer_expire(struct http_server *srv, int all)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pthread_mutex_lock(&srv->defer_lock);
+    struct http_exchange *x = srv->defer_head;
+    while (x) {
+        struct http_exchange *next = x->dnext;
+        int due = now.tv_sec > x->deadline.tv_sec ||
+                  (now.tv_sec == x->deadline.tv_sec && now.tv_nsec >= x->deadline.tv_nsec);
+        if ((all || due) && http_defer_settle(srv, x, HTTP_DEFER_EXPIRED))
+            atomic_fetch_add(&srv->defer_expired, 1);
+        x = next;
+    }
+    pthread_mutex_unlock(&srv->defer_lock);
+}
+
+/* The expiry thread: looks at the waiting requests every 50 ms until the server stops. */
+static void *http_defer_watch(void *arg)
+{
+    struct http_server *srv = arg;
+    struct timespec until;
+
+    pthread_mutex_lock(&srv->defer_lock);
+    while (!srv->defer_stop) {
+        clock_deadline(CLOCK_MONOTONIC, 50, &until);
+        pthread_cond_timedwait(&srv->defer_cond, &srv->defer_lock, &until);
+        if (srv->defer_stop || !srv->defer_head)
+            continue;
+        pthread_mutex_unlock(&srv->defer_lock);
+        http_defer_expire(srv, 0);
+        pthread_mutex_lock(&srv->defer_lock);
+    }
+    pthread_mutex_unlock(&srv->defer_lock);
+    return NULL;
+}
 
 int http_defer(struct http_ctx *ctx, http_handler_fn resume, void *state,
                void (*free_state)(void *))
 {
     struct http_exchange *x = ctx->x;
 
+    struct http_server *srv = x->srv;
+
     x->resume = resume;
     x->state = state;
     x->free_state = free_state;
-    atomic_fetch_add(&x->srv->deferred, 1);
+    atomic_fetch_add(&x->refs, 1); /* the resumer's, dropped by http_resume */
+    atomic_fetch_add(&srv->deferred, 1);
+    clock_deadline(CLOCK_MONOTONIC, srv->defer_timeout_ms, &x->deadline);
     /* allowed here: the worker is inside its access handler */
     MHD_suspend_connection(x->conn);
+    pthread_mutex_lock(&srv->defer_lock);
+    atomic_store(&x->defer_state, HTTP_DEFER_WAITING);
+    x->dprev = NULL;
+    x->dnext = srv->defer_head;
+    if (x->dnext)
+        x->dnext->dprev = x;
+    srv->defer_head = x;
+    pthread_mutex_unlock(&srv->defer_lock);
     return U_CALLBACK_COMPLETE;
 }
 
 void http_resume(struct http_ctx *ctx)
 {
-    MHD_resume_connection(ctx->x->conn);
+    struct http_exchange *x = ctx->x;
+    struct http_server *srv = x->srv;
+
+    /* Late (expired, answered, maybe the server gone): only the reference is dropped. */
+    if (atomic_load(&x->defer_state) == HTTP_DEFER_WAITING) {
+        pthread_mutex_lock(&srv->defer_lock);
+        http_defer_settle(srv, x, HTTP_DEFER_RESUMED);
+        pthread_mutex_unlock(&srv->defer_lock);
+    }
+    http_exchange_unref(x);
 }
 
 void *http_state(const struct http_ctx *ctx)
@@ -633,7 +748,13 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
         http_handler_fn resume = x->resume;
         x->resume = NULL;
         log_set_request_id(x->ctx.request_id);
-        resume(&x->ctx);
+        /* Expired: the other thread may still be using the state, so resume is not called. */
+        if (atomic_load(&x->defer_state) == HTTP_DEFER_EXPIRED)
+            http_reply_problem(&x->ctx, STATUS_UNAVAILABLE,
+                               "no answer within %ld ms; the request may still take effect",
+                               x->srv->defer_timeout_ms);
+        else
+            resume(&x->ctx);
         atomic_fetch_sub(&x->srv->deferred, 1);
     }
     return http_answer(x);
@@ -647,6 +768,8 @@ static void *http_uri_log(void *cls, const char *uri, struct MHD_Connection *con
     x->srv = cls;
     x->conn = conn;
     x->idx = -1;
+    atomic_init(&x->refs, 1);
+    atomic_init(&x->defer_state, HTTP_DEFER_NONE);
     atomic_fetch_add(&x->srv->inflight, 1);
     ulfius_init_request(&x->req);
     ulfius_init_response(&x->res);
@@ -667,14 +790,10 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
         return;
     if (x->post)
         MHD_destroy_post_processor(x->post);
-    if (x->free_state)
-        x->free_state(x->state);
-    json_decref(x->ctx.body);
-    ulfius_clean_request(&x->req);
-    ulfius_clean_response(&x->res);
+    x->post = NULL;
     atomic_fetch_sub(&x->srv->inflight, 1);
-    free(x);
     *con_cls = NULL;
+    http_exchange_unref(x); /* the resumer's reference may outlive the request */
 }
 
 /* ---- server life ---- */
@@ -805,13 +924,23 @@ static enum status http_worker_start(struct http_server *srv, struct http_worker
 static void http_workers_stop(struct http_server *srv)
 {
     /*
-     * Requests under way are finished and their answers sent, for up to 10 s; idle keep-alive
-     * connections hold nothing. MHD must not stop with a suspended connection at all: deferred
-     * requests are waited for 30 s more (whoever resumes them is still running).
+     * Requests under way are finished and their answers sent, for up to 10 s (a deferred one is
+     * answered by its deadline if its work does not come back); idle keep-alive connections hold
+     * nothing. MHD must not stop with a suspended connection at all: the deferred requests still
+     * waiting then are answered 503 now, and their workers given 5 s to send that.
      */
     for (int waited = 0; atomic_load(&srv->inflight) > 0 && waited < 10000; waited++)
         clock_sleep_ms(1);
-    for (int waited = 0; atomic_load(&srv->deferred) > 0 && waited < 30000; waited++)
+    if (srv->defer_thread_started) {
+        pthread_mutex_lock(&srv->defer_lock);
+        srv->defer_stop = 1;
+        pthread_cond_signal(&srv->defer_cond);
+        pthread_mutex_unlock(&srv->defer_lock);
+        pthread_join(srv->defer_thread, NULL);
+        srv->defer_thread_started = 0;
+        http_defer_expire(srv, 1);
+    }
+    for (int waited = 0; atomic_load(&srv->deferred) > 0 && waited < 5000; waited++)
         clock_sleep_ms(1);
     if (atomic_load(&srv->deferred) > 0)
         log_event(LOG_ERROR, "http.stop_with_deferred_requests", "{s:I}", "deferred",
@@ -822,6 +951,8 @@ static void http_workers_stop(struct http_server *srv)
     }
     free(srv->workers);
     srv->workers = NULL;
+    pthread_mutex_destroy(&srv->defer_lock);
+    pthread_cond_destroy(&srv->defer_cond);
 }
 
 enum status http_server_start(struct http_server *srv, const struct http_server_config *cfg,
@@ -836,7 +967,15 @@ enum status http_server_start(struct http_server *srv, const struct http_server_
     srv->auth = auth;
     srv->body_limit = (size_t)cfg->body_limit;
     srv->connection_limit = cfg->connection_limit;
+    srv->defer_timeout_ms =
+        cfg->defer_timeout_ms > 0 ? cfg->defer_timeout_ms : HTTP_DEFER_TIMEOUT_MS_DEFAULT;
     srv->nworkers = cfg->threads > 0 ? (size_t)cfg->threads : 1;
+    pthread_condattr_t attr;
+    pthread_mutex_init(&srv->defer_lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&srv->defer_cond, &attr);
+    pthread_condattr_destroy(&attr);
     srv->stats = xcalloc(nroutes + 1, sizeof *srv->stats);
     srv->workers = xcalloc(srv->nworkers, sizeof *srv->workers);
 
@@ -855,6 +994,11 @@ enum status http_server_start(struct http_server *srv, const struct http_server_
             goto fail;
         }
     }
+    if (pthread_create(&srv->defer_thread, NULL, http_defer_watch, srv) != 0) {
+        st = STATUS_INTERNAL;
+        goto fail;
+    }
+    srv->defer_thread_started = 1;
     if (pthread_create(&srv->acceptor, NULL, http_acceptor, srv) != 0) {
         st = STATUS_INTERNAL;
         goto fail;
@@ -909,9 +1053,13 @@ void http_metrics_render(const struct http_server *srv, struct buf *out)
                "# HELP ptce_http_requests_deferred Requests waiting, without a worker, for "
                "another thread's work (a batched statement).\n"
                "# TYPE ptce_http_requests_deferred gauge\n"
-               "ptce_http_requests_deferred %ld\n",
+               "ptce_http_requests_deferred %ld\n"
+               "# HELP ptce_http_requests_deferred_expired_total Deferred requests answered 503 "
+               "because their work did not come back in time (or the server stopped).\n"
+               "# TYPE ptce_http_requests_deferred_expired_total counter\n"
+               "ptce_http_requests_deferred_expired_total %lu\n",
                open, atomic_load(&srv->rejected), atomic_load(&srv->inflight),
-               atomic_load(&srv->deferred));
+               atomic_load(&srv->deferred), atomic_load(&srv->defer_expired));
     buf_printf(out, "# HELP ptce_http_worker_connections Client connections held by each worker.\n"
                     "# TYPE ptce_http_worker_connections gauge\n");
     for (size_t i = 0; i < srv->nworkers; i++)
