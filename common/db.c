@@ -141,14 +141,25 @@ static void db_conn_lost(struct db_conn *conn)
 /*
  * 1 when an idle connection still looks alive, without a round trip. Nothing is due on an idle
  * connection: a socket that reads ready holds the server's goodbye (a FATAL message, then the
- * end of the stream, which libpq would only see on a later read), so it counts as dead.
+ * end of the stream) or, rarely, something harmless (TLS housekeeping). libpq takes it in; the
+ * end of the stream makes the connection CONNECTION_BAD, at the latest on the second read (the
+ * first may take only the message before it). Still ready after two reads: counted dead.
  */
 static int db_conn_alive(struct db_conn *conn)
 {
     if (!conn->pg || PQstatus(conn->pg) != CONNECTION_OK)
         return 0;
-    struct pollfd pfd = {.fd = PQsocket(conn->pg), .events = POLLIN};
-    return pfd.fd >= 0 && poll(&pfd, 1, 0) == 0;
+    for (int i = 0; i < 2; i++) {
+        struct pollfd pfd = {.fd = PQsocket(conn->pg), .events = POLLIN};
+        if (pfd.fd < 0)
+            return 0;
+        int n = poll(&pfd, 1, 0);
+        if (n == 0)
+            return 1;
+        if (n < 0 || !PQconsumeInput(conn->pg) || PQstatus(conn->pg) != CONNECTION_OK)
+            return 0;
+    }
+    return 0;
 }
 
 /* Makes conn again; counted for /metrics when it belongs to a pool. */
