@@ -133,7 +133,6 @@ int http_defer(struct http_ctx *ctx, http_handler_fn resume, void *state,
                void (*free_state)(void *))
 {
     struct http_exchange *x = ctx->x;
-
     struct http_server *srv = x->srv;
 
     x->resume = resume;
