@@ -33,6 +33,8 @@ struct db_pool {
     atomic_ulong retries;
 };
 
+#define DB_CONNECT_TIMEOUT_S "5"
+
 static atomic_int db_stmt_next_id = 1;
 
 enum status db_status_from_sqlstate(const char *sqlstate)
@@ -88,7 +90,14 @@ static enum status db_connect(struct db_conn *conn)
     memset(conn->prepared, 0, sizeof conn->prepared);
     if (conn->pool)
         conn->generation = atomic_load(&conn->pool->generation);
-    conn->pg = PQconnectdb(conn->conninfo);
+    /*
+     * A bound on connecting, unless conninfo sets its own (its keywords come after ours): a
+     * server that accepts and never answers must not hold a request, or the readiness checker,
+     * for ever.
+     */
+    static const char *const keys[] = {"connect_timeout", "dbname", NULL};
+    const char *const values[] = {DB_CONNECT_TIMEOUT_S, conn->conninfo, NULL};
+    conn->pg = PQconnectdbParams(keys, values, 1);
     if (PQstatus(conn->pg) != CONNECTION_OK) {
         log_event(LOG_ERROR, "db.connect_failed", "{s:s}", "error", PQerrorMessage(conn->pg));
         PQfinish(conn->pg);

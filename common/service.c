@@ -1,6 +1,7 @@
 /* service: wiring shared by the three services, and the probes every one of them serves. */
 #include "service.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -60,8 +61,6 @@ static const struct config_var service_vars[] = {
 
 /* ---- probes ---- */
 
-DB_STMT(service_ping, "SELECT 1");
-
 static int service_healthz(struct http_ctx *ctx)
 {
     static const char ok[] = "{\"status\":\"ok\"}";
@@ -77,6 +76,41 @@ static long service_now_ms(void)
     return (long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+/*
+ * SELECT 1 on conn, answered within timeout_ms or counted failed: a server that accepts and
+ * never answers must not hold the checker (nor, through it, a stop). A connection that did not
+ * answer is closed, and made again by the next check.
+ */
+static int service_db_ping(struct db_conn *conn, long timeout_ms)
+{
+    struct timespec deadline, now;
+    int ok = 1;
+
+    clock_deadline(CLOCK_MONOTONIC, timeout_ms, &deadline);
+    if (!PQsendQuery(conn->pg, "SELECT 1"))
+        goto out;
+    for (;;) {
+        if (!PQconsumeInput(conn->pg))
+            goto out;
+        if (!PQisBusy(conn->pg))
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long left = (long)(deadline.tv_sec - now.tv_sec) * 1000 +
+                    (deadline.tv_nsec - now.tv_nsec) / 1000000;
+        struct pollfd pfd = {.fd = PQsocket(conn->pg), .events = POLLIN};
+        if (left <= 0 || poll(&pfd, 1, (int)left) < 0)
+            goto out;
+    }
+    for (PGresult *r = PQgetResult(conn->pg); r; r = PQgetResult(conn->pg)) {
+        ok = ok && PQresultStatus(r) == PGRES_TUPLES_OK;
+        PQclear(r);
+    }
+    return ok;
+out:
+    db_conn_close(conn);
+    return 0;
+}
+
 /* One database check on the checker's own connection, made (again) when it is gone. */
 static int service_db_check(struct service *svc, struct db_conn *conn)
 {
@@ -84,7 +118,7 @@ static int service_db_check(struct service *svc, struct db_conn *conn)
                          ? db_conn_check(conn)
                          : db_conn_open_session(conn, svc->cfg.database_url, svc->def->schema, 1000,
                                                 "SET application_name = 'ptce-readiness'");
-    return st == STATUS_OK && db_exec(conn, &service_ping, 0, NULL, NULL) == STATUS_OK;
+    return st == STATUS_OK && service_db_ping(conn, 1000);
 }
 
 static void *service_ready_watch(void *arg)

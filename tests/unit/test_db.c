@@ -1,5 +1,8 @@
 /* test_db: the connection pool, statements, SQLSTATE mapping and recovery from a lost backend. */
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -445,6 +448,30 @@ START_TEST(test_db_open_unreachable)
 }
 END_TEST
 
+/* A server that accepts and never answers: connecting gives up after the default bound. */
+START_TEST(test_db_connect_bounded)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    char url[128];
+    struct db_conn conn;
+    struct timespec t0;
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(fd, 4), 0); /* the kernel accepts; nobody ever speaks */
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    snprintf(url, sizeof url, "postgresql://nobody@127.0.0.1:%d/none?sslmode=disable",
+             ntohs(a.sin_port));
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ck_assert_int_eq(db_conn_open(&conn, url, NULL, 0), STATUS_UNAVAILABLE);
+    long ms = elapsed_ms(&t0);
+    ck_assert_msg(ms >= 4000 && ms < 8000, "gave up after %ld ms", ms);
+    close(fd);
+}
+END_TEST
+
 static Suite *db_suite(void)
 {
     Suite *s = suite_create("db");
@@ -453,6 +480,7 @@ static Suite *db_suite(void)
 
     tcase_set_timeout(pure, 10);
     tcase_add_test(pure, test_db_status_from_sqlstate);
+    tcase_add_test(pure, test_db_connect_bounded);
     suite_add_tcase(s, pure);
 
     tcase_set_timeout(tc, 30);
