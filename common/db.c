@@ -75,11 +75,22 @@ static enum status db_session_setup(struct db_conn *conn, long statement_timeout
 }
 
 /* Server notices become log lines: libpq would otherwise print raw text on stderr. */
+/*
+ * Set by db_notice on this thread when the server says goodbye on an idle connection: libpq
+ * hands an unsolicited FATAL (pg_terminate_backend) to the notice receiver, and an immediate
+ * shutdown sends a WARNING of class 57 (operator intervention) before the end of the stream.
+ */
+static _Thread_local int db_goodbye;
+
 static void db_notice(void *arg, const PGresult *r)
 {
     const char *severity = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *sqlstate = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 
     (void)arg;
+    if ((severity && (!strcmp(severity, "FATAL") || !strcmp(severity, "PANIC"))) ||
+        (sqlstate && !strncmp(sqlstate, "57", 2)))
+        db_goodbye = 1;
     log_event(severity && !strcmp(severity, "WARNING") ? LOG_WARN : LOG_DEBUG, "db.notice",
               "{s:s?, s:s?}", "severity", severity, "message",
               PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
@@ -149,15 +160,17 @@ static void db_conn_lost(struct db_conn *conn)
 
 /*
  * 1 when an idle connection still looks alive, without a round trip. Nothing is due on an idle
- * connection: a socket that reads ready holds the server's goodbye (a FATAL message, then the
- * end of the stream) or, rarely, something harmless (TLS housekeeping). libpq takes it in; the
- * end of the stream makes the connection CONNECTION_BAD, at the latest on the second read (the
- * first may take only the message before it). Still ready after two reads: counted dead.
+ * connection: a socket that reads ready holds the server's goodbye (a FATAL message or a class
+ * 57 warning, then the end of the stream) or, rarely, something harmless (TLS housekeeping).
+ * libpq takes it in and parses it, which hands a goodbye to db_notice; the end of the stream,
+ * if it is there already, makes the connection CONNECTION_BAD. Still ready after two reads:
+ * counted dead.
  */
 static int db_conn_alive(struct db_conn *conn)
 {
     if (!conn->pg || PQstatus(conn->pg) != CONNECTION_OK)
         return 0;
+    db_goodbye = 0;
     for (int i = 0; i < 2; i++) {
         struct pollfd pfd = {.fd = PQsocket(conn->pg), .events = POLLIN};
         if (pfd.fd < 0)
@@ -166,6 +179,9 @@ static int db_conn_alive(struct db_conn *conn)
         if (n == 0)
             return 1;
         if (n < 0 || !PQconsumeInput(conn->pg) || PQstatus(conn->pg) != CONNECTION_OK)
+            return 0;
+        (void)PQisBusy(conn->pg); /* parses what came */
+        if (db_goodbye)
             return 0;
     }
     return 0;
