@@ -59,7 +59,8 @@ static enum status submission_start(struct service *svc)
         log_event(LOG_WARN, "ds.webhook_disabled", "{s:s}", "reason",
                   "PTCE_DS_WEBHOOK_TOKEN unset");
     sub.demarche = sub.cfg.ds_demarche ? sub.cfg.ds_demarche : ds_mapping_demarche(sub.mapping);
-    sub.intake = intake_start(svc->cfg.database_url, svc->def->schema, 2);
+    sub.intake =
+        intake_start(svc->cfg.database_url, svc->def->schema, svc->cfg.db_statement_timeout_ms, 2);
     sub.reader =
         reader_start(svc->cfg.database_url, svc->def->schema, svc->cfg.db_statement_timeout_ms, 2);
     svc->domain = &sub;
