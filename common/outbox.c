@@ -111,6 +111,7 @@ struct outbox_relay {
     atomic_int stop;
     rd_kafka_t *producer;
     struct db_conn db;
+    long statement_timeout_ms;
 };
 
 static struct outbox_batch *outbox_batch_new(int n)
@@ -382,7 +383,8 @@ static int outbox_connect(struct outbox_relay *relay)
     char listen[128];
 
     db_conn_close(&relay->db);
-    if (db_conn_open(&relay->db, relay->conninfo, relay->schema, 0) != STATUS_OK)
+    if (db_conn_open(&relay->db, relay->conninfo, relay->schema, relay->statement_timeout_ms) !=
+        STATUS_OK)
         return -1;
     snprintf(listen, sizeof listen, "LISTEN \"%s_outbox\"", relay->schema);
     return db_command(&relay->db, listen) == STATUS_OK ? 0 : -1;
@@ -431,6 +433,7 @@ struct outbox_relay *outbox_relay_start(const struct outbox_relay_config *cfg)
     relay->kafka.client_id = relay->client_id;
     relay->batch = cfg->batch;
     relay->poll_ms = cfg->poll_ms;
+    relay->statement_timeout_ms = cfg->statement_timeout_ms;
     metrics_register(&m_published);
     metrics_register(&m_failed);
     metrics_register(&m_backlog);

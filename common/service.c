@@ -313,8 +313,9 @@ static enum status service_kafka_start(struct service *svc)
     enum status st = kafka_topics_ensure(svc->probe, topics, 1, k.partitions, k.replication, 15000);
     if (st != STATUS_OK)
         return st;
-    struct outbox_relay_config rc = {svc->cfg.database_url, svc->def->schema, k,
-                                     svc->cfg.outbox_batch, svc->cfg.outbox_poll_ms};
+    struct outbox_relay_config rc = {
+        svc->cfg.database_url, svc->def->schema,        k,
+        svc->cfg.outbox_batch, svc->cfg.outbox_poll_ms, svc->cfg.db_statement_timeout_ms};
     svc->relay = outbox_relay_start(&rc);
     if (!svc->relay)
         return STATUS_INTERNAL;
@@ -334,7 +335,8 @@ static enum status service_kafka_start(struct service *svc)
                               svc->def->on_event,
                               svc,
                               svc->cfg.failpoint_inbox_exit_after,
-                              svc->cfg.inbox_max_attempts};
+                              svc->cfg.inbox_max_attempts,
+                              svc->cfg.db_statement_timeout_ms};
     svc->inbox = inbox_start(&ic);
     return svc->inbox ? STATUS_OK : STATUS_INTERNAL;
 }

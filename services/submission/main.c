@@ -78,7 +78,8 @@ static enum status submission_start(struct service *svc)
                                sub.cfg.ds_poll_interval_s,
                                sub.cfg.ds_poll_overlap_s,
                                sub.cfg.ds_retry_max_ms,
-                               sub.demarche};
+                               sub.demarche,
+                               svc->cfg.db_statement_timeout_ms};
     sub.workers = ds_workers_start(&wc, sub.client, sub.mapping);
     return STATUS_OK;
 }

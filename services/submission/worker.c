@@ -298,7 +298,9 @@ static int ds_connect(struct ds_workers *w, struct db_conn *conn)
     if (conn->pg && PQstatus(conn->pg) == CONNECTION_OK)
         return 0;
     db_conn_close(conn);
-    return db_conn_open(conn, w->conninfo, w->schema, 0) == STATUS_OK ? 0 : -1;
+    return db_conn_open(conn, w->conninfo, w->schema, w->cfg.statement_timeout_ms) == STATUS_OK
+               ? 0
+               : -1;
 }
 
 void ds_workers_wake(struct ds_workers *w)

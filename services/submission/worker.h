@@ -13,6 +13,7 @@ struct worker_config {
     long poll_overlap_s;  /* how far before the watermark each poll starts again */
     long retry_max_ms;    /* cap of the exponential backoff */
     long demarche;
+    long statement_timeout_ms; /* of each thread's own connection; 0: none */
 };
 
 struct ds_workers;
