@@ -4,7 +4,7 @@
 #include "support_http.h"
 
 #define SIGNATURE_JSON                                                                             \
-    "json_build_object('id', id, 'organisation', organisation, 'siret', siret, 'role', role,"     \
+    "json_build_object('id', id, 'organisation', organisation, 'siret', siret, 'role', role,"      \
     " 'charter_version', charter_version, 'signed_on', signed_on)::text"
 
 DB_STMT(st_signature_insert,
@@ -29,8 +29,9 @@ int charter_signature_create(struct http_ctx *ctx)
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid signature");
     json_decref(errors);
     uuid_new(id);
-    const char *params[] = {id,        in.organisation, in.siret, in.role, in.charter_version,
-                            in.signed_on, ctx->principal.key_id};
+    const char *params[] = {
+        id,           in.organisation,      in.siret, in.role, in.charter_version,
+        in.signed_on, ctx->principal.key_id};
     enum status st = support_store_run(support_db(ctx), &st_signature_insert, 7, params, &r);
     if (st == STATUS_OK)
         st = support_store_one_text(r, &json);
@@ -54,9 +55,8 @@ int charter_signatory_list(struct http_ctx *ctx)
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid list parameters");
     json_decref(errors);
-    const char *params[] = {NULL, NULL, version};
     enum status st =
-        support_store_page(support_db(ctx), &st_signatory_list, 3, params, after, limit, &page);
+        support_store_page(support_db(ctx), &st_signatory_list, 1, version, after, limit, &page);
     if (st != STATUS_OK)
         return http_reply_problem(ctx, st, "the signatories could not be listed");
     return support_reply_page(ctx, "charter_signatories", &page);

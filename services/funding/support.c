@@ -59,8 +59,8 @@ int support_reply_text(struct http_ctx *ctx, int code, char *text)
     return rc;
 }
 
-void support_list_args(const struct http_ctx *ctx, const char *kind, long *limit,
-                       long long *after, json_t *errors)
+void support_list_args(const struct http_ctx *ctx, const char *kind, long *limit, long long *after,
+                       json_t *errors)
 {
     const char *cursor = http_query(ctx, "cursor");
     struct page_pos pos;
@@ -246,8 +246,9 @@ static int handle_delivery_record(struct http_ctx *ctx)
         support_store_delivery_record(support_db(ctx), &ctx->principal, id,
                                       http_header(ctx, "If-Match"), &in, &json, &version, &refusal);
     if (st == STATUS_PRECONDITION_REQUIRED)
-        return http_reply_problem(ctx, st, "an If-Match header with the enrolment's ETag is "
-                                           "required");
+        return http_reply_problem(ctx, st,
+                                  "an If-Match header with the enrolment's ETag is "
+                                  "required");
     if (st == STATUS_PRECONDITION_FAILED)
         return http_reply_problem(ctx, st, "the enrolment changed: read it again");
     if (st != STATUS_OK)
@@ -272,8 +273,8 @@ const struct http_route support_routes[] = {
     {"GET", "/v1/support/actions", handle_action_list, ROLE_ANY, 0},
     {"POST", "/v1/support/actions", handle_action_create, ROLE_NATIONAL_ADMIN, HTTP_BODY_JSON},
     {"GET", "/v1/support/beneficiaries", handle_beneficiary_list, STAFF | ROLE_PARTNER, 0},
-    {"GET", "/v1/support/beneficiaries/{dossier_id}", handle_beneficiary_get,
-     STAFF | ROLE_PARTNER, 0},
+    {"GET", "/v1/support/beneficiaries/{dossier_id}", handle_beneficiary_get, STAFF | ROLE_PARTNER,
+     0},
     {"POST", "/v1/support/enrolments", handle_enrolment_create, ROLE_PARTNER, HTTP_BODY_JSON},
     {"GET", "/v1/support/enrolments/{id}", handle_enrolment_get, STAFF | ROLE_PARTNER, 0},
     {"POST", "/v1/support/enrolments/{id}/deliveries", handle_delivery_record, ROLE_PARTNER,

@@ -8,9 +8,9 @@
 #include "xalloc.h"
 
 #define ENROLMENT_JSON                                                                             \
-    "json_build_object('id', id, 'action_id', action_id, 'dossier_id', dossier_id,"               \
-    " 'state', state, 'note', note, 'delivered_on', delivered_on,"                                \
-    " 'delivery_note', delivery_note, 'version', version,"                                        \
+    "json_build_object('id', id, 'action_id', action_id, 'dossier_id', dossier_id,"                \
+    " 'state', state, 'note', note, 'delivered_on', delivered_on,"                                 \
+    " 'delivery_note', delivery_note, 'version', version,"                                         \
     " 'created_at', " SUPPORT_SQL_TIME("created_at") ")::text"
 
 /* The action's row, locked until the transaction ends: enrolments into it take turns here. */
@@ -312,8 +312,7 @@ static enum status uptake_part(struct db_pool *db, struct db_stmt *stmt, int npa
     return *out ? STATUS_OK : STATUS_INTERNAL;
 }
 
-enum status support_store_uptake(struct db_pool *db, const struct auth_principal *who,
-                                 json_t **out)
+enum status support_store_uptake(struct db_pool *db, const struct auth_principal *who, json_t **out)
 {
     char *regions = support_store_regions(who);
     const char *params[] = {regions};

@@ -12,8 +12,8 @@ struct db_pool *support_db(const struct http_ctx *ctx);
  * Reads `limit` (1 to 200, default 50) and `cursor` (a common/page.h cursor of the list `kind`)
  * into *limit and *after (0 without a cursor); appends field errors to errors.
  */
-void support_list_args(const struct http_ctx *ctx, const char *kind, long *limit,
-                       long long *after, json_t *errors);
+void support_list_args(const struct http_ctx *ctx, const char *kind, long *limit, long long *after,
+                       json_t *errors);
 
 /* Answers 200 {"items": [...], "next_cursor": ...} from a page. Takes page->items. */
 int support_reply_page(struct http_ctx *ctx, const char *kind, struct support_page *page);

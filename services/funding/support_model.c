@@ -194,11 +194,12 @@ enum status support_decision_parse(const json_t *data, struct support_decision *
     const char *bad = NULL;
 
     memset(out, 0, sizeof *out);
-    if (!json_is_object(data))
-        bad = "data is not an object";
-    else if (!id || !uuid_is_valid(id))
-        bad = "dossier_id is not a UUID";
-    else if (!json_is_integer(phase) || json_integer_value(phase) != 1)
+    if (!id || !uuid_is_valid(id)) {
+        snprintf(why, whylen, "%s", "dossier_id is not a UUID (or data is not an object)");
+        return STATUS_INVALID;
+    }
+    snprintf(out->dossier_id, sizeof out->dossier_id, "%s", id);
+    if (!json_is_integer(phase) || json_integer_value(phase) != 1)
         bad = "phase is not 1";
     else if (model_member(data, "wave", 0, &out->wave) || !*out->wave)
         bad = "wave is missing";
@@ -219,15 +220,13 @@ enum status support_decision_parse(const json_t *data, struct support_decision *
     else if (model_member(data, "ptce_name", 1, &out->ptce_name))
         bad = "ptce_name is not a string or null";
     else if (ben && !json_is_null(ben) &&
-             (!json_is_object(ben) ||
-              model_member(ben, "siret", 1, &out->beneficiary_siret) ||
+             (!json_is_object(ben) || model_member(ben, "siret", 1, &out->beneficiary_siret) ||
               model_member(ben, "name", 1, &out->beneficiary_name)))
         bad = "beneficiary is not {siret, name}";
     if (bad) {
         snprintf(why, whylen, "%s", bad);
         return STATUS_INVALID;
     }
-    snprintf(out->dossier_id, sizeof out->dossier_id, "%s", id);
     return STATUS_OK;
 }
 

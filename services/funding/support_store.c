@@ -10,16 +10,16 @@
 #include "xalloc.h"
 
 #define ACTION_JSON                                                                                \
-    "json_build_object('id', id, 'title', title, 'description', description,"                     \
-    " 'partner_organisation', partner_organisation, 'partner_key_id', partner_key_id,"            \
-    " 'format', format, 'capacity', capacity, 'enrolled', enrolled,"                              \
-    " 'remaining', capacity - enrolled, 'starts_on', starts_on, 'ends_on', ends_on,"              \
+    "json_build_object('id', id, 'title', title, 'description', description,"                      \
+    " 'partner_organisation', partner_organisation, 'partner_key_id', partner_key_id,"             \
+    " 'format', format, 'capacity', capacity, 'enrolled', enrolled,"                               \
+    " 'remaining', capacity - enrolled, 'starts_on', starts_on, 'ends_on', ends_on,"               \
     " 'created_at', " SUPPORT_SQL_TIME("created_at") ")::text"
 
 #define ACCESS_JSON                                                                                \
-    "json_build_object('dossier_id', dossier_id, 'wave', wave, 'region', region,"                 \
-    " 'ptce_name', ptce_name, 'beneficiary', json_build_object('siret', beneficiary_siret,"       \
-    " 'name', beneficiary_name), 'decision_reference', decision_reference,"                       \
+    "json_build_object('dossier_id', dossier_id, 'wave', wave, 'region', region,"                  \
+    " 'ptce_name', ptce_name, 'beneficiary', json_build_object('siret', beneficiary_siret,"        \
+    " 'name', beneficiary_name), 'decision_reference', decision_reference,"                        \
     " 'granted_at', " SUPPORT_SQL_TIME("granted_at") ")::text"
 
 char *support_store_regions(const struct auth_principal *who)
@@ -36,9 +36,8 @@ char *support_store_regions(const struct auth_principal *who)
     return text;
 }
 
-
 enum status support_store_run(struct db_pool *db, struct db_stmt *stmt, int nparams,
-                             const char *const *params, PGresult **res)
+                              const char *const *params, PGresult **res)
 {
     struct db_conn *conn;
     enum status st = db_acquire(db, &conn);
@@ -50,7 +49,6 @@ enum status support_store_run(struct db_pool *db, struct db_stmt *stmt, int npar
     return st;
 }
 
-
 enum status support_store_one_text(PGresult *r, char **json)
 {
     enum status st = PQntuples(r) == 1 ? STATUS_OK : STATUS_NOT_FOUND;
@@ -61,8 +59,8 @@ enum status support_store_one_text(PGresult *r, char **json)
     return st;
 }
 
-enum status support_store_page(struct db_pool *db, struct db_stmt *stmt, int nparams,
-                               const char **params, long long after, long limit,
+enum status support_store_page(struct db_pool *db, struct db_stmt *stmt, int nextra,
+                               const char *extra, long long after, long limit,
                                struct support_page *out)
 {
     char after_s[24], limit_s[24];
@@ -70,9 +68,8 @@ enum status support_store_page(struct db_pool *db, struct db_stmt *stmt, int npa
 
     snprintf(after_s, sizeof after_s, "%lld", after);
     snprintf(limit_s, sizeof limit_s, "%ld", limit + 1);
-    params[0] = after_s;
-    params[1] = limit_s;
-    enum status st = support_store_run(db, stmt, nparams, params, &r);
+    const char *params[] = {after_s, limit_s, extra};
+    enum status st = support_store_run(db, stmt, 2 + (nextra > 0), params, &r);
     if (st != STATUS_OK)
         return st;
     int n = PQntuples(r);
@@ -114,9 +111,16 @@ enum status support_store_action_insert(struct db_pool *db, const struct auth_pr
 
     uuid_new(id);
     snprintf(capacity, sizeof capacity, "%ld", in->capacity);
-    const char *params[] = {id,         in->title,     in->description, in->partner_organisation,
-                            in->partner_key_id, in->format, capacity, in->starts_on,
-                            in->ends_on, who->key_id};
+    const char *params[] = {id,
+                            in->title,
+                            in->description,
+                            in->partner_organisation,
+                            in->partner_key_id,
+                            in->format,
+                            capacity,
+                            in->starts_on,
+                            in->ends_on,
+                            who->key_id};
     enum status st = support_store_run(db, &st_action_insert, 10, params, &r);
     if (st != STATUS_OK)
         return st;
@@ -126,9 +130,7 @@ enum status support_store_action_insert(struct db_pool *db, const struct auth_pr
 enum status support_store_action_list(struct db_pool *db, long long after, long limit,
                                       struct support_page *out)
 {
-    const char *params[2];
-
-    return support_store_page(db, &st_action_list, 2, params, after, limit, out);
+    return support_store_page(db, &st_action_list, 0, NULL, after, limit, out);
 }
 
 /* ---- access ---- */
@@ -142,9 +144,9 @@ DB_STMT(st_access_insert,
 enum status support_store_access_grant(struct db_conn *conn, const struct support_decision *d,
                                        const char *event_id, int *granted, json_t **data)
 {
-    const char *params[] = {d->dossier_id,       d->wave,      d->region,
-                            d->ptce_name,        d->beneficiary_siret, d->beneficiary_name,
-                            d->reference,        d->decided_at, event_id};
+    const char *params[] = {
+        d->dossier_id,       d->wave,      d->region,     d->ptce_name, d->beneficiary_siret,
+        d->beneficiary_name, d->reference, d->decided_at, event_id};
     PGresult *r;
     enum status st = db_exec(conn, &st_access_insert, 9, params, &r);
 
@@ -166,16 +168,14 @@ enum status support_store_access_grant(struct db_conn *conn, const struct suppor
 DB_STMT(st_beneficiary_list,
         "SELECT seq, " ACCESS_JSON " FROM support_access WHERE seq > $1"
         " AND ($3::text[] IS NULL OR region = ANY($3::text[])) ORDER BY seq LIMIT $2");
-DB_STMT(st_beneficiary_get,
-        "SELECT " ACCESS_JSON " FROM support_access WHERE dossier_id = $1"
-        " AND ($2::text[] IS NULL OR region = ANY($2::text[]))");
+DB_STMT(st_beneficiary_get, "SELECT " ACCESS_JSON " FROM support_access WHERE dossier_id = $1"
+                            " AND ($2::text[] IS NULL OR region = ANY($2::text[]))");
 
 enum status support_store_beneficiary_list(struct db_pool *db, const struct auth_principal *who,
                                            long long after, long limit, struct support_page *out)
 {
     char *regions = support_store_regions(who);
-    const char *params[] = {NULL, NULL, regions};
-    enum status st = support_store_page(db, &st_beneficiary_list, 3, params, after, limit, out);
+    enum status st = support_store_page(db, &st_beneficiary_list, 1, regions, after, limit, out);
 
     free(regions);
     return st;

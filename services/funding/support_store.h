@@ -9,7 +9,8 @@
 #include "support_model.h"
 
 /* An RFC 3339 UTC rendering of a timestamptz column, for json_build_object. */
-#define SUPPORT_SQL_TIME(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+#define SUPPORT_SQL_TIME(col)                                                                      \
+    "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 /* One page of a list whose rows are (seq, JSON text), in seq order. */
 struct support_page {
@@ -20,11 +21,11 @@ struct support_page {
 
 /*
  * Runs a list statement whose $1 is the seq to start after and $2 the row limit (the function
- * asks for limit + 1 to learn whether a page follows), then params[2..]. params[0] and params[1]
- * are written by this function. Fills *out on STATUS_OK.
+ * asks for limit + 1 to learn whether a page follows), then, when nextra is 1, $3 = extra (may
+ * be NULL: SQL NULL). Fills *out on STATUS_OK.
  */
-enum status support_store_page(struct db_pool *db, struct db_stmt *stmt, int nparams,
-                               const char **params, long long after, long limit,
+enum status support_store_page(struct db_pool *db, struct db_stmt *stmt, int nextra,
+                               const char *extra, long long after, long limit,
                                struct support_page *out);
 
 /* Runs stmt on a pooled connection, outside any explicit transaction; *res as db_exec's. */

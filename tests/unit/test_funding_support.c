@@ -43,7 +43,7 @@ static const char *fields(const json_t *errors, char *out, size_t len)
 }
 
 #define SIGNATURE                                                                                  \
-    "{\"organisation\": \"Coop\", \"siret\": \"%s\", \"role\": \"%s\","                           \
+    "{\"organisation\": \"Coop\", \"siret\": \"%s\", \"role\": \"%s\","                            \
     " \"charter_version\": \"%s\", \"signed_on\": \"%s\"}"
 
 /* Runs charter_signature_parse on a body built from the four values; returns the error fields. */
@@ -67,37 +67,32 @@ START_TEST(test_charter_signature_rules)
 {
     char f[256];
 
-    ck_assert_str_eq(signature_errors("73282932000074", "carrier", "2021", "2026-06-01", f,
-                                      sizeof f),
-                     "");
+    ck_assert_str_eq(
+        signature_errors("73282932000074", "carrier", "2021", "2026-06-01", f, sizeof f), "");
     /* La Poste's establishments follow their own rule. */
-    ck_assert_str_eq(signature_errors("35600000000048", "contributor", "v1.2", "2024-02-29", f,
-                                      sizeof f),
-                     "");
-    ck_assert_str_eq(signature_errors("73282932000075", "carrier", "2021", "2026-06-01", f,
-                                      sizeof f),
-                     "siret");
-    ck_assert_str_eq(signature_errors("7328293200007", "carrier", "2021", "2026-06-01", f,
-                                      sizeof f),
-                     "siret");
-    ck_assert_str_eq(signature_errors("73282932000074", "member", "2021", "2026-06-01", f,
-                                      sizeof f),
-                     "role");
-    ck_assert_str_eq(signature_errors("73282932000074", "carrier", "v 1", "2026-06-01", f,
-                                      sizeof f),
-                     "charter_version");
-    ck_assert_str_eq(signature_errors("73282932000074", "carrier", "2021", "2026-02-29", f,
-                                      sizeof f),
-                     "signed_on");
-    ck_assert_str_eq(signature_errors("73282932000074", "carrier", "2021", "2026-12-02", f,
-                                      sizeof f),
-                     "signed_on"); /* tomorrow */
-    ck_assert_str_eq(signature_errors("73282932000074", "carrier", "2021", "2026-12-01", f,
-                                      sizeof f),
-                     ""); /* today */
-    ck_assert_str_eq(signature_errors("73282932000074", "carrier", "2021", "2026-06-01T00:00:00Z",
-                                      f, sizeof f),
-                     "signed_on");
+    ck_assert_str_eq(
+        signature_errors("35600000000048", "contributor", "v1.2", "2024-02-29", f, sizeof f), "");
+    ck_assert_str_eq(
+        signature_errors("73282932000075", "carrier", "2021", "2026-06-01", f, sizeof f), "siret");
+    ck_assert_str_eq(
+        signature_errors("7328293200007", "carrier", "2021", "2026-06-01", f, sizeof f), "siret");
+    ck_assert_str_eq(
+        signature_errors("73282932000074", "member", "2021", "2026-06-01", f, sizeof f), "role");
+    ck_assert_str_eq(
+        signature_errors("73282932000074", "carrier", "v 1", "2026-06-01", f, sizeof f),
+        "charter_version");
+    ck_assert_str_eq(
+        signature_errors("73282932000074", "carrier", "2021", "2026-02-29", f, sizeof f),
+        "signed_on");
+    ck_assert_str_eq(
+        signature_errors("73282932000074", "carrier", "2021", "2026-12-02", f, sizeof f),
+        "signed_on"); /* tomorrow */
+    ck_assert_str_eq(
+        signature_errors("73282932000074", "carrier", "2021", "2026-12-01", f, sizeof f),
+        ""); /* today */
+    ck_assert_str_eq(
+        signature_errors("73282932000074", "carrier", "2021", "2026-06-01T00:00:00Z", f, sizeof f),
+        "signed_on");
 }
 END_TEST
 
@@ -106,9 +101,10 @@ START_TEST(test_action_rules)
     char f[256];
     struct support_action_input in;
     json_t *errors = json_array();
-    json_t *good = obj("{\"title\": \"Atelier\", \"partner_organisation\": \"France Active\","
-                       " \"format\": \"individual\", \"capacity\": 3, \"starts_on\": \"2026-01-01\","
-                       " \"ends_on\": \"2026-01-01\", \"partner_key_id\": \"0123456789abcdef\"}");
+    json_t *good =
+        obj("{\"title\": \"Atelier\", \"partner_organisation\": \"France Active\","
+            " \"format\": \"individual\", \"capacity\": 3, \"starts_on\": \"2026-01-01\","
+            " \"ends_on\": \"2026-01-01\", \"partner_key_id\": \"0123456789abcdef\"}");
 
     ck_assert_int_eq(support_action_parse(good, &in, errors), STATUS_OK);
     ck_assert_int_eq(in.capacity, 3);
@@ -232,8 +228,7 @@ START_TEST(test_refusal_grants_nothing_and_bad_data_is_refused)
     ck_assert_int_eq(decide("55555555-5555-4555-8555-555555555555", "closed", 1), STATUS_OK);
     ck_assert_int_eq(decide("66666666-6666-4666-8666-666666666666", "phase1_laureate", 2),
                      STATUS_INVALID);
-    ck_assert_int_eq(decide("77777777-7777-4777-8777-777777777777", "accepte", 1),
-                     STATUS_INVALID);
+    ck_assert_int_eq(decide("77777777-7777-4777-8777-777777777777", "accepte", 1), STATUS_INVALID);
     ck_assert_int_eq(count("SELECT count(*) FROM support_access"), 0);
     ck_assert_int_eq(count("SELECT count(*) FROM outbox"), 0);
 }
