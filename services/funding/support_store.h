@@ -49,8 +49,8 @@ enum status support_store_action_list(struct db_pool *db, long long after, long 
 
 /*
  * Inside the caller's transaction: records the access of a phase-1 laureate unless the dossier
- * has one already. *granted is 1 when this call created it; *json (caller frees) is then the
- * data of support.access_granted.
+ * has one already. *granted is 1 when this call created it; *data (a new reference) is then
+ * the data of support.access_granted.
  */
 enum status support_store_access_grant(struct db_conn *conn, const struct support_decision *d,
                                        const char *event_id, int *granted, json_t **data);
