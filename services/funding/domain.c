@@ -7,6 +7,7 @@
 #include "clock.h"
 #include "money.h"
 #include "region.h"
+#include "siret.h"
 #include "uuid.h"
 
 static const char *const domain_conditions[] = {
@@ -156,6 +157,8 @@ enum status funding_decision_read(const json_t *data, struct funding_decision *d
         problem = "decided_at is not an RFC 3339 time";
     else if (!json_is_object(ben))
         problem = "beneficiary is missing";
+    else if (d->siret && siret_check(d->siret) != SIRET_OK)
+        problem = "beneficiary.siret is not a valid SIRET";
     if (problem) {
         snprintf(why, whylen, "%s", problem);
         return STATUS_INVALID;

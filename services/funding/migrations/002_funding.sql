@@ -136,7 +136,8 @@ CREATE TRIGGER ledger_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON ledger
 -- The invariant of loi 2000-321's "modalités de versement": an agreement's tranches (but the
 -- cancelled ones) add up to its amount, checked at commit so a transaction may move cents
 -- between tranches.
-CREATE FUNCTION tranche_sum_check() RETURNS trigger LANGUAGE plpgsql AS $$
+-- SET search_path: the trigger also fires for statements of sessions with another search_path.
+CREATE FUNCTION tranche_sum_check() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     aid uuid;
     total bigint;

@@ -160,8 +160,10 @@ BEGIN
     END IF;
     UPDATE envelope SET committed_cents = committed_cents + amount WHERE id = eid;
     UPDATE agreement SET committed_cents = committed_cents + amount, envelope_id = eid WHERE id = aid;
-    INSERT INTO ledger (kind, envelope_id, agreement_id, tranche_id, amount_cents, actor)
-    VALUES ('commitment', eid, aid, tid, amount, actor);
+    IF amount > 0 THEN -- an agreement reduced to nothing is committed, and journals nothing
+        INSERT INTO ledger (kind, envelope_id, agreement_id, tranche_id, amount_cents, actor)
+        VALUES ('commitment', eid, aid, tid, amount, actor);
+    END IF;
     RETURN NULL;
 END $$;
 
@@ -177,6 +179,8 @@ BEGIN
     INSERT INTO signature (agreement_id, signer, actor) VALUES (aid, signer, actor);
     IF signer <> 'state' THEN
         RETURN jsonb_build_object('events', '[]'::jsonb);
+    ELSIF a.beneficiary_siret IS NULL THEN
+        RETURN fail('unprocessable', 'the beneficiary has no SIRET: the State signs only for an identified legal person');
     END IF;
     eid := envelope_for(a.wave, a.region);
     IF eid IS NULL THEN
