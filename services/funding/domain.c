@@ -53,8 +53,8 @@ enum status funding_template_check(const json_t *tmpl, char *why, size_t whylen)
         const json_t *off = json_object_get(e, "due_offset_months");
         const char *label = json_string_value(json_object_get(e, "label"));
         if (!label || !*label || !json_is_integer(w) || json_integer_value(w) <= 0 ||
-            json_integer_value(w) > 10000 || !json_is_integer(off) ||
-            json_integer_value(off) < 0 || json_integer_value(off) > 60 ||
+            json_integer_value(w) > 10000 || !json_is_integer(off) || json_integer_value(off) < 0 ||
+            json_integer_value(off) > 60 ||
             !domain_condition_is_valid(json_string_value(json_object_get(e, "condition")))) {
             snprintf(why, whylen,
                      "tranche %zu needs a label, a weight from 1 to 10000, a known condition and"
@@ -90,11 +90,10 @@ enum status funding_schedule_build(int64_t amount, const json_t *tmpl, json_t **
     for (size_t i = 0; i < n; i++) {
         const json_t *e = json_array_get(tmpl, i);
         json_array_append_new(
-            schedule,
-            json_pack("{s:O, s:O, s:O, s:o}", "label", json_object_get(e, "label"), "condition",
-                      json_object_get(e, "condition"), "due_offset_months",
-                      json_object_get(e, "due_offset_months"), "amount_cents",
-                      money_to_json(parts[i])));
+            schedule, json_pack("{s:O, s:O, s:O, s:o}", "label", json_object_get(e, "label"),
+                                "condition", json_object_get(e, "condition"), "due_offset_months",
+                                json_object_get(e, "due_offset_months"), "amount_cents",
+                                money_to_json(parts[i])));
     }
     *out = schedule;
     return STATUS_OK;
@@ -148,8 +147,8 @@ enum status funding_decision_read(const json_t *data, struct funding_decision *d
         problem = "wave is missing";
     else if (d->region && !region_is_valid(d->region))
         problem = "region is not an INSEE region code";
-    else if (!d->outcome || (strcmp(d->outcome, outcomes[0]) != 0 &&
-                             strcmp(d->outcome, outcomes[1]) != 0))
+    else if (!d->outcome ||
+             (strcmp(d->outcome, outcomes[0]) != 0 && strcmp(d->outcome, outcomes[1]) != 0))
         problem = "outcome is not phase2_laureate or phase2_not_selected";
     else if (!d->reference || !*d->reference)
         problem = "reference is missing";
@@ -181,17 +180,15 @@ json_t *funding_clauses_build(const struct funding_decision *d, int64_t amount, 
     snprintf(objet, sizeof objet,
              "Soutien au pôle territorial de coopération économique %s (dossier %s) au titre de"
              " l'appel à manifestation d'intérêt %s",
-             d->ptce_name ? d->ptce_name : (d->name ? d->name : "lauréat"), d->dossier_id,
-             d->wave);
+             d->ptce_name ? d->ptce_name : (d->name ? d->name : "lauréat"), d->dossier_id, d->wave);
     snprintf(montant, sizeof montant, "%s euros", euros);
     for (size_t i = 0; i < json_array_size(schedule); i++) {
         const json_t *t = json_array_get(schedule, i);
         money_format(json_integer_value(json_object_get(t, "amount_cents")), euros);
-        json_array_append_new(versement,
-                              json_pack("{s:O, s:s, s:O, s:O}", "label",
-                                        json_object_get(t, "label"), "montant", euros, "condition",
-                                        json_object_get(t, "condition"), "due_offset_months",
-                                        json_object_get(t, "due_offset_months")));
+        json_array_append_new(
+            versement, json_pack("{s:O, s:s, s:O, s:O}", "label", json_object_get(t, "label"),
+                                 "montant", euros, "condition", json_object_get(t, "condition"),
+                                 "due_offset_months", json_object_get(t, "due_offset_months")));
     }
     return json_pack(
         "{s:s, s:s, s:s, s:o, s:s, s:i}", "legal_basis",

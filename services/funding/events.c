@@ -45,13 +45,12 @@ enum status funding_on_phase2_decided(struct db_conn *conn, const struct cloudev
     json_decref(tmpl);
     if (st != STATUS_OK)
         return st;
-    json_t *p = json_pack("{s:s, s:s, s:s?, s:{s:s?, s:s?}, s:s?, s:s, s:s, s:i, s:I, s:o, s:o}",
-                          "dossier_id", d.dossier_id, "wave", d.wave, "region", d.region,
-                          "beneficiary", "siret", d.siret, "name", d.name, "ptce_name",
-                          d.ptce_name, "reference", d.reference, "decided_at", d.decided_at,
-                          "duration_months", (int)months, "amount_cents", (json_int_t)amount,
-                          "clauses", funding_clauses_build(&d, amount, months, schedule),
-                          "tranches", json_incref(schedule));
+    json_t *p = json_pack(
+        "{s:s, s:s, s:s?, s:{s:s?, s:s?}, s:s?, s:s, s:s, s:i, s:I, s:o, s:o}", "dossier_id",
+        d.dossier_id, "wave", d.wave, "region", d.region, "beneficiary", "siret", d.siret, "name",
+        d.name, "ptce_name", d.ptce_name, "reference", d.reference, "decided_at", d.decided_at,
+        "duration_months", (int)months, "amount_cents", (json_int_t)amount, "clauses",
+        funding_clauses_build(&d, amount, months, schedule), "tranches", json_incref(schedule));
     json_decref(schedule);
     char *text = json_dumps(p, JSON_COMPACT);
     json_decref(p);

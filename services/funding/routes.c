@@ -128,11 +128,10 @@ static int handle_envelope_create(struct http_ctx *ctx)
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid envelope");
     json_decref(errors);
     snprintf(amount, sizeof amount, "%lld", (long long)cents);
-    enum status st = store_envelope_create(funding_db(ctx), wave, json_string_value(region),
-                                           amount, &doc);
+    enum status st =
+        store_envelope_create(funding_db(ctx), wave, json_string_value(region), amount, &doc);
     if (st == STATUS_CONFLICT)
-        return http_reply_problem(ctx, st, "wave %s already has an envelope for this region",
-                                  wave);
+        return http_reply_problem(ctx, st, "wave %s already has an envelope for this region", wave);
     if (st != STATUS_OK)
         return http_reply_problem(ctx, st, "the envelope could not be opened");
     return http_reply_json(ctx, 201, doc);
@@ -150,8 +149,7 @@ static int handle_agreement_list(struct http_ctx *ctx)
 
     if (ctx->principal.role == ROLE_DASHBOARD)
         return http_reply_problem(ctx, STATUS_NOT_FOUND, "no such resource: /v1/agreements");
-    if (page_limit_parse(http_query(ctx, "limit"), 50, 200, &limit, why, sizeof why) !=
-        STATUS_OK)
+    if (page_limit_parse(http_query(ctx, "limit"), 50, 200, &limit, why, sizeof why) != STATUS_OK)
         http_field_error(errors, "limit", why);
     if (cursor && (page_cursor_decode("agreements", cursor, &pos) != STATUS_OK || pos.n != 1 ||
                    pos.v[0].type != PAGE_TEXT))
@@ -171,8 +169,8 @@ static int handle_agreement_list(struct http_ctx *ctx)
     struct page_pos last;
     page_pos_init(&last);
     if ((long)n == limit)
-        page_pos_add_text(&last, json_string_value(json_object_get(json_array_get(items, n - 1),
-                                                                   "id")));
+        page_pos_add_text(&last,
+                          json_string_value(json_object_get(json_array_get(items, n - 1), "id")));
     return http_reply_json(ctx, 200,
                            json_pack("{s:o, s:o}", "items", items, "next_cursor",
                                      page_next_cursor("agreements", last.n ? &last : NULL)));
@@ -247,8 +245,7 @@ static enum status routes_signature_effect(struct db_conn *conn, const struct fs
 {
     const char *params[] = {rq->id, rq->arg, rq->who->key_id};
 
-    return store_apply(conn, &routes_agreement_sign_fn, 3, params, NULL, res->why,
-                       sizeof res->why);
+    return store_apply(conn, &routes_agreement_sign_fn, 3, params, NULL, res->why, sizeof res->why);
 }
 
 static int handle_agreement_sign(struct http_ctx *ctx)
@@ -401,8 +398,7 @@ const struct http_route funding_routes[] = {
      HTTP_BODY_JSON},
     {"POST", "/v1/agreements/{id}/reductions", handle_agreement_reduce, OFFICERS_HIDDEN,
      HTTP_BODY_JSON},
-    {"POST", "/v1/agreements/{id}/year3", handle_agreement_year3, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON},
+    {"POST", "/v1/agreements/{id}/year3", handle_agreement_year3, OFFICERS_HIDDEN, HTTP_BODY_JSON},
     {"POST", "/v1/tranches/{id}/payments", funding_handle_tranche_pay, OFFICERS_HIDDEN,
      HTTP_BODY_JSON},
     {"POST", "/v1/tranches/{id}/cancellation", funding_handle_tranche_cancel, OFFICERS_HIDDEN,

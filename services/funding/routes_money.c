@@ -164,8 +164,8 @@ int funding_handle_report_review(struct http_ctx *ctx)
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid review");
     json_decref(errors);
-    enum status st = store_report_review(funding_db(ctx), id, decision, reason, &doc, why,
-                                         sizeof why);
+    enum status st =
+        store_report_review(funding_db(ctx), id, decision, reason, &doc, why, sizeof why);
     return money_reply(ctx, st, doc, "report", why, "the review could not be recorded");
 }
 

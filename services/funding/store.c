@@ -15,8 +15,10 @@ static const struct {
     const char *slug;
     enum status st;
 } store_slugs[] = {
-    {"conflict", STATUS_CONFLICT},           {"not_found", STATUS_NOT_FOUND},
-    {"invalid", STATUS_INVALID},             {"unprocessable", STATUS_UNPROCESSABLE},
+    {"conflict", STATUS_CONFLICT},
+    {"not_found", STATUS_NOT_FOUND},
+    {"invalid", STATUS_INVALID},
+    {"unprocessable", STATUS_UNPROCESSABLE},
     {"precondition_failed", STATUS_PRECONDITION_FAILED},
 };
 
@@ -116,8 +118,8 @@ static enum status store_match_check(struct db_conn *conn, const struct store_ma
 
 /* One use case in a transaction of its own, run again on a serialization failure. */
 static enum status store_run(struct db_pool *pool, const struct store_match *m,
-                             struct db_stmt *stmt, int n, const char *const *params,
-                             json_t **out, char *why, size_t whylen)
+                             struct db_stmt *stmt, int n, const char *const *params, json_t **out,
+                             char *why, size_t whylen)
 {
     struct db_conn *conn;
     enum status st = db_acquire(pool, &conn);
@@ -190,8 +192,8 @@ enum status store_tranche_cancel(struct db_pool *pool, const char *id, const cha
 }
 
 enum status store_tranche_recover(struct db_pool *pool, const char *id, const char *amount,
-                                  const char *reference, const char *actor, json_t **out,
-                                  char *why, size_t whylen)
+                                  const char *reference, const char *actor, json_t **out, char *why,
+                                  size_t whylen)
 {
     const char *params[] = {id, amount, reference, actor};
 
@@ -236,12 +238,10 @@ enum status store_report_review(struct db_pool *pool, const char *id, const char
 
 DB_STMT(store_owner_agreement,
         "SELECT jsonb_build_object('region', region) FROM agreement WHERE id = $1::uuid");
-DB_STMT(store_owner_tranche,
-        "SELECT jsonb_build_object('region', a.region) FROM tranche t"
-        " JOIN agreement a ON a.id = t.agreement_id WHERE t.id = $1::uuid");
-DB_STMT(store_owner_report,
-        "SELECT jsonb_build_object('region', a.region) FROM report r"
-        " JOIN agreement a ON a.id = r.agreement_id WHERE r.id = $1::uuid");
+DB_STMT(store_owner_tranche, "SELECT jsonb_build_object('region', a.region) FROM tranche t"
+                             " JOIN agreement a ON a.id = t.agreement_id WHERE t.id = $1::uuid");
+DB_STMT(store_owner_report, "SELECT jsonb_build_object('region', a.region) FROM report r"
+                            " JOIN agreement a ON a.id = r.agreement_id WHERE r.id = $1::uuid");
 
 enum status store_owner_region(struct db_pool *pool, const char *kind, const char *id,
                                char region[3])
@@ -310,8 +310,7 @@ enum status store_agreement_get(struct db_pool *pool, const char *id, json_t **o
 }
 
 enum status store_agreement_list(struct db_pool *pool, const char *wave, const char *state,
-                                 const char *regions, const char *after, long limit,
-                                 json_t **out)
+                                 const char *regions, const char *after, long limit, json_t **out)
 {
     char lim[24];
 
@@ -383,8 +382,7 @@ DB_STMT(store_opendata_q,
         " WHERE a.state IN ('signed', 'active', 'closed')"
         " GROUP BY a.id ORDER BY a.signed_on, a.id");
 
-enum status store_opendata(struct db_pool *pool, const struct funding_grantor *g,
-                           struct buf *out)
+enum status store_opendata(struct db_pool *pool, const struct funding_grantor *g, struct buf *out)
 {
     struct db_conn *conn;
     PGresult *r;

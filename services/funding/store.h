@@ -50,8 +50,8 @@ enum status store_tranche_pay(struct db_pool *pool, const char *id, const char *
 enum status store_tranche_cancel(struct db_pool *pool, const char *id, const char *motivation,
                                  const char *actor, json_t **out, char *why, size_t whylen);
 enum status store_tranche_recover(struct db_pool *pool, const char *id, const char *amount,
-                                  const char *reference, const char *actor, json_t **out,
-                                  char *why, size_t whylen);
+                                  const char *reference, const char *actor, json_t **out, char *why,
+                                  size_t whylen);
 enum status store_agreement_reduce(struct db_pool *pool, const struct store_match *m,
                                    const char *amount, const char *motivation, const char *actor,
                                    char *why, size_t whylen);
@@ -71,8 +71,7 @@ enum status store_owner_region(struct db_pool *pool, const char *kind, const cha
                                char region[3]);
 enum status store_agreement_get(struct db_pool *pool, const char *id, json_t **out);
 enum status store_agreement_list(struct db_pool *pool, const char *wave, const char *state,
-                                 const char *regions, const char *after, long limit,
-                                 json_t **out);
+                                 const char *regions, const char *after, long limit, json_t **out);
 enum status store_agreement_versions(struct db_pool *pool, const char *id, json_t **out);
 enum status store_agreement_reports(struct db_pool *pool, const char *id, json_t **out);
 enum status store_reports_overdue(struct db_pool *pool, const char *regions, json_t **out);
@@ -84,8 +83,7 @@ enum status store_ledger(struct db_pool *pool, const char *agreement_id, json_t 
 enum status store_stats_money(struct db_pool *pool, const char *wave, json_t **out);
 
 /* Appends the open data's rows (signed agreements) to out. */
-enum status store_opendata(struct db_pool *pool, const struct funding_grantor *g,
-                           struct buf *out);
+enum status store_opendata(struct db_pool *pool, const struct funding_grantor *g, struct buf *out);
 
 /* ---- events ---- */
 

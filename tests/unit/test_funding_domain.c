@@ -45,12 +45,13 @@ END_TEST
 
 START_TEST(test_schedule_always_adds_up)
 {
-    json_t *tmpl = tmpl_of("[{\"label\":\"a\",\"weight\":30,\"condition\":\"signature\","
-                           "\"due_offset_months\":0},"
-                           "{\"label\":\"b\",\"weight\":30,\"condition\":\"year1_reports_approved\","
-                           "\"due_offset_months\":12},"
-                           "{\"label\":\"c\",\"weight\":40,\"condition\":\"year2_reports_approved\","
-                           "\"due_offset_months\":24}]");
+    json_t *tmpl =
+        tmpl_of("[{\"label\":\"a\",\"weight\":30,\"condition\":\"signature\","
+                "\"due_offset_months\":0},"
+                "{\"label\":\"b\",\"weight\":30,\"condition\":\"year1_reports_approved\","
+                "\"due_offset_months\":12},"
+                "{\"label\":\"c\",\"weight\":40,\"condition\":\"year2_reports_approved\","
+                "\"due_offset_months\":24}]");
     char why[160];
 
     for (long long amount = 0; amount < 20000; amount += 7) {
@@ -147,8 +148,12 @@ START_TEST(test_decision_read)
     json_decref(data);
 
     static const char *const fields[][2] = {
-        {"phase", NULL},         {"dossier_id", "42"},        {"region", "05"},
-        {"outcome", "laureate"}, {"decided_at", "yesterday"}, {"reference", ""},
+        {"phase", NULL},
+        {"dossier_id", "42"},
+        {"region", "05"},
+        {"outcome", "laureate"},
+        {"decided_at", "yesterday"},
+        {"reference", ""},
         {"wave", ""},
     };
     for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
@@ -212,9 +217,15 @@ static char *row_text(const struct funding_scdl_row *row)
 
 START_TEST(test_scdl_rows)
 {
-    struct funding_scdl_row row = {"2026-12-01", "CNA-2026/12", "Pôle \"Val, Rhône\"",
-                                   "73282932000074", "Soutien", 10000000, 2,
-                                   "2026-07-03", "2027-07-03"};
+    struct funding_scdl_row row = {"2026-12-01",
+                                   "CNA-2026/12",
+                                   "Pôle \"Val, Rhône\"",
+                                   "73282932000074",
+                                   "Soutien",
+                                   10000000,
+                                   2,
+                                   "2026-07-03",
+                                   "2027-07-03"};
     char *text = row_text(&row);
 
     ck_assert_str_eq(text, "État,11000201100044,2026-12-01,CNA-2026/12,\"Pôle \"\"Val, Rhône\"\"\","
@@ -244,8 +255,11 @@ END_TEST
 START_TEST(test_csv_fields)
 {
     static const char *const cases[][2] = {
-        {"plain", "plain"}, {"a,b", "\"a,b\""}, {"say \"hi\"", "\"say \"\"hi\"\"\""},
-        {"two\nlines", "\"two\nlines\""}, {"", ""},
+        {"plain", "plain"},
+        {"a,b", "\"a,b\""},
+        {"say \"hi\"", "\"say \"\"hi\"\"\""},
+        {"two\nlines", "\"two\nlines\""},
+        {"", ""},
     };
 
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {

@@ -79,13 +79,13 @@ START_TEST(test_a_laureate_gets_one_agreement)
     char dossier[UUID_STR_LEN];
 
     uuid_new(dossier);
-    ck_assert_int_eq(apply("dossier.phase2_decided", dossier,
-                           decision(dossier, "2026", "phase2_laureate")),
-                     STATUS_OK);
+    ck_assert_int_eq(
+        apply("dossier.phase2_decided", dossier, decision(dossier, "2026", "phase2_laureate")),
+        STATUS_OK);
     /* The same decision again (another event id, as a replay by the producer would be). */
-    ck_assert_int_eq(apply("dossier.phase2_decided", dossier,
-                           decision(dossier, "2026", "phase2_laureate")),
-                     STATUS_OK);
+    ck_assert_int_eq(
+        apply("dossier.phase2_decided", dossier, decision(dossier, "2026", "phase2_laureate")),
+        STATUS_OK);
     ck_assert_int_eq(count("SELECT count(*) FROM agreement"), 1);
     ck_assert_int_eq(count("SELECT count(*) FROM tranche"), 2);
     ck_assert_int_eq(count("SELECT sum(amount_cents) FROM tranche"), 10000000);
@@ -101,11 +101,12 @@ START_TEST(test_not_selected_and_invalid_decisions)
     char dossier[UUID_STR_LEN];
 
     uuid_new(dossier);
-    ck_assert_int_eq(apply("dossier.phase2_decided", dossier,
-                           decision(dossier, "2026", "phase2_not_selected")),
-                     STATUS_OK);
-    ck_assert_int_eq(apply("dossier.phase2_decided", dossier, decision("x", "2026", "phase2_laureate")),
-                     STATUS_INVALID);
+    ck_assert_int_eq(
+        apply("dossier.phase2_decided", dossier, decision(dossier, "2026", "phase2_not_selected")),
+        STATUS_OK);
+    ck_assert_int_eq(
+        apply("dossier.phase2_decided", dossier, decision("x", "2026", "phase2_laureate")),
+        STATUS_INVALID);
     ck_assert_int_eq(count("SELECT count(*) FROM agreement"), 0);
     /* A type funding does not apply is recorded and skipped. */
     ck_assert_int_eq(apply("dossier.deposited", dossier, json_object()), STATUS_OK);
@@ -120,9 +121,9 @@ START_TEST(test_wave_parameters_set_the_amount)
 
     ck_assert_int_eq(apply("wave.published", "w9", wave), STATUS_OK);
     uuid_new(dossier);
-    ck_assert_int_eq(apply("dossier.phase2_decided", dossier,
-                           decision(dossier, "w9", "phase2_laureate")),
-                     STATUS_OK);
+    ck_assert_int_eq(
+        apply("dossier.phase2_decided", dossier, decision(dossier, "w9", "phase2_laureate")),
+        STATUS_OK);
     ck_assert_int_eq(count("SELECT amount_cents FROM agreement"), 7500001);
     ck_assert_int_eq(count("SELECT max(amount_cents) FROM tranche"), 3750001);
     /* The database refuses tranches that stop adding up. */
