@@ -145,10 +145,11 @@ static int handle_agreement_list(struct http_ctx *ctx)
     long limit = 50;
     struct page_pos pos;
     const char *cursor = http_query(ctx, "cursor"), *after = NULL;
-    json_t *errors = json_array(), *items = NULL;
+    json_t *errors, *items = NULL;
 
     if (ctx->principal.role == ROLE_DASHBOARD)
         return http_reply_problem(ctx, STATUS_NOT_FOUND, "no such resource: /v1/agreements");
+    errors = json_array();
     if (page_limit_parse(http_query(ctx, "limit"), 50, 200, &limit, why, sizeof why) != STATUS_OK)
         http_field_error(errors, "limit", why);
     if (cursor && (page_cursor_decode("agreements", cursor, &pos) != STATUS_OK || pos.n != 1 ||
