@@ -345,3 +345,52 @@ def test_reports_overdue_and_rejected(fund, officer, db):
     cat = conform(r, "/v1/reports/catalogue", "get")
     assert "jobs_created" in {i["code"] for i in cat["indicators"]}
     assert {"64", "74"} <= {h["code"] for h in cat["cerfa_15059"]}
+
+
+def test_refused_signatures_and_year3_beyond_the_envelope(fund, officer, db):
+    # No envelope for the wave: the State's signature is refused and nothing is committed.
+    wave = new_wave()
+    dossier = str(uuid.uuid4())
+    publish(db, decision_event(dossier, wave))
+    aid = agreement_of(db, dossier)
+    assert sign(fund, officer, aid, "carrier").status_code == 200
+    r = sign(fund, officer, aid, "state")
+    conform(r, "/v1/agreements/{id}/signatures", "post")
+    assert r.status_code == 409 and "no envelope" in r.json()["detail"]
+    doc, _ = get_agreement(fund, officer, aid)
+    assert (doc["state"], doc["committed_cents"], doc["signatures"][0]["signer"]) == \
+        ("carrier_signed", 0, "carrier")
+    assert sql(db, "SELECT count(*) FROM funding.ledger WHERE agreement_id = %s", aid)[0][0] == 0
+
+    # A beneficiary without a SIRET: the State does not sign.
+    open_envelope(fund, officer, wave, AMOUNT)
+    anonymous = str(uuid.uuid4())
+    publish(db, decision_event(anonymous, wave, siret=None))
+    other = agreement_of(db, anonymous)
+    assert sign(fund, officer, other, "carrier").status_code == 200
+    r = sign(fund, officer, other, "state")
+    conform(r, "/v1/agreements/{id}/signatures", "post")
+    assert r.status_code == 422
+
+    # The envelope holds exactly one agreement: the year-3 aid finds nothing left.
+    doc = sign(fund, officer, aid, "state").json()
+    assert doc["state"] == "signed"
+    assert pay(fund, officer, doc["tranches"][0]["id"]).status_code == 200
+    approve_year(fund, officer, aid, 1)
+    assert pay(fund, officer, doc["tranches"][1]["id"]).status_code == 200
+    approve_year(fund, officer, aid, 2)
+    _, etag = get_agreement(fund, officer, aid)
+    r = requests.post(f"{fund}/v1/agreements/{aid}/year3", headers={**officer, "If-Match": etag},
+                      json={"decision": "granted", "amount_cents": 1}, timeout=TIMEOUT)
+    assert r.status_code == 409 and "0 cents left" in r.json()["detail"]
+    r = requests.post(f"{fund}/v1/agreements/{aid}/year3", headers={**officer, "If-Match": etag},
+                      json={"decision": "declined"}, timeout=TIMEOUT)
+    assert r.status_code == 400
+    r = requests.post(f"{fund}/v1/agreements/{aid}/year3", headers={**officer, "If-Match": etag},
+                      json={"decision": "declined", "motivation": "Enveloppe épuisée"}, timeout=TIMEOUT)
+    doc = conform(r, "/v1/agreements/{id}/year3", "post")
+    assert r.status_code == 201 and doc["state"] == "closed" and doc["year3"]["amount_cents"] == 0
+    declined = [ev for t, ev in events_of(db, aid) if t == "funding.year3_decided"]
+    assert len(declined) == 1 and declined[0]["data"]["decision"] == "declined"
+    check_event(declined[0], "funding.year3_decided")
+    assert ledger_problems(db) == []
