@@ -249,6 +249,22 @@ static enum status routes_signature_effect(struct db_conn *conn, const struct fs
     return store_apply(conn, &routes_agreement_sign_fn, 3, params, NULL, res->why, sizeof res->why);
 }
 
+/* A 409 naming the agreement's state and the transitions the caller may take from it. */
+static int routes_reply_transition_refused(struct http_ctx *ctx, const struct fsm_result *res)
+{
+    struct buf allowed;
+
+    buf_init(&allowed, 0);
+    for (size_t i = 0; i < res->nallowed; i++)
+        buf_printf(&allowed, "%s%s", i ? ", " : "", res->allowed[i]);
+    buf_append(&allowed, "", 1);
+    int rc =
+        http_reply_problem(ctx, STATUS_CONFLICT, "the agreement is %s; from there it may go to: %s",
+                           res->from, res->nallowed ? allowed.data : "nothing");
+    buf_free(&allowed);
+    return rc;
+}
+
 static int handle_agreement_sign(struct http_ctx *ctx)
 {
     const char *id = http_param(ctx, "id");
@@ -281,6 +297,8 @@ static int handle_agreement_sign(struct http_ctx *ctx)
         db_release(funding_db(ctx), conn);
     }
     json_decref(data);
+    if (st == STATUS_CONFLICT && res.from[0] && strncmp(res.why, "no transition", 13) == 0)
+        return routes_reply_transition_refused(ctx, &res);
     if (st != STATUS_OK)
         return funding_reply_refusal(ctx, st, res.why, "the signature could not be recorded");
     return routes_reply_agreement(ctx, 200, id);

@@ -70,6 +70,7 @@ def test_whole_path_from_decision_to_last_tranche(fund, officer, db):
     r = sign(fund, officer, aid, "state")
     conform(r, "/v1/agreements/{id}/signatures", "post")
     assert r.status_code == 409  # draft → signed is not a transition
+    assert r.json()["detail"] == "the agreement is draft; from there it may go to: carrier_signed"
     r = sign(fund, officer, aid, "carrier")
     assert r.status_code == 200 and r.json()["state"] == "carrier_signed", r.text
     r = sign(fund, officer, aid, "state")
