@@ -78,16 +78,15 @@ enum status funding_on_wave_published(struct db_conn *conn, const struct cloudev
     return store_wave_upsert(conn, wave);
 }
 
+void funding_events_metrics_register(void)
+{
+    metrics_register(&m_unknown);
+    metrics_register(&m_created);
+}
+
 enum status funding_on_event(struct db_conn *conn, const struct cloudevent *ev, void *ud)
 {
-    static int registered;
-
     (void)ud;
-    if (!registered) { /* the inbox has one consumer thread: no race here */
-        metrics_register(&m_unknown);
-        metrics_register(&m_created);
-        registered = 1;
-    }
     for (size_t i = 0; i < sizeof funding_handlers / sizeof *funding_handlers; i++) {
         if (strcmp(ev->type, funding_handlers[i].type) == 0)
             return funding_handlers[i].apply(conn, ev);

@@ -26,6 +26,9 @@ enum status funding_on_event(struct db_conn *conn, const struct cloudevent *ev, 
  */
 enum status funding_on_phase2_decided(struct db_conn *conn, const struct cloudevent *ev);
 
+/* Registers the metrics of the consumed events (idempotent): ignored types, agreements made. */
+void funding_events_metrics_register(void);
+
 /* wave.published: funding's own copy of the wave's parameters. */
 enum status funding_on_wave_published(struct db_conn *conn, const struct cloudevent *ev);
 

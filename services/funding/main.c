@@ -30,6 +30,7 @@ static enum status funding_start(struct service *svc)
     char err[256];
 
     f.cfg = funding_cfg_storage;
+    funding_events_metrics_register();
     if (siret_check(f.cfg.grantor_siret) != SIRET_OK) {
         log_event(LOG_ERROR, "config.invalid", "{s:s, s:s}", "variable",
                   "PTCE_FUNDING_GRANTOR_SIRET", "error",

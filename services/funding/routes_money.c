@@ -101,9 +101,14 @@ int funding_handle_tranche_recover(struct http_ctx *ctx)
     return money_reply(ctx, st, doc, "tranche", why, "the recovery could not be recorded");
 }
 
-/* A progress report lists indicators, a financial one CERFA lines: each an array of objects. */
+/*
+ * A progress report lists indicators of the catalogue, each with the pole's baseline, target and
+ * value; a financial one CERFA lines with their actual amount. The codes are checked against
+ * the catalogue by the database.
+ */
 static int money_report_body_ok(const json_t *body)
 {
+    static const char *const indicator_members[] = {"baseline", "target", "value"};
     const json_t *ind = json_object_get(body, "indicators");
     const json_t *lines = json_object_get(body, "lines");
     const json_t *list = ind ? ind : lines;
@@ -113,9 +118,14 @@ static int money_report_body_ok(const json_t *body)
         return 0;
     for (size_t i = 0; i < json_array_size(list); i++) {
         const json_t *e = json_array_get(list, i);
-        const json_t *v = json_object_get(e, ind ? "value" : "actual_cents");
-        if (!json_is_object(e) || !json_is_integer(v))
+        if (!json_is_object(e))
             return 0;
+        if (!ind && !json_is_integer(json_object_get(e, "actual_cents")))
+            return 0;
+        for (size_t k = 0; ind && k < sizeof indicator_members / sizeof *indicator_members; k++) {
+            if (!json_is_integer(json_object_get(e, indicator_members[k])))
+                return 0;
+        }
     }
     return 1;
 }
@@ -132,8 +142,8 @@ int funding_handle_report_submit(struct http_ctx *ctx)
     if (!money_report_body_ok(ctx->body)) {
         json_t *errors = json_array();
         http_field_error(errors, "indicators",
-                         "a progress report has indicators [{code, value}], a financial one"
-                         " lines [{heading, actual_cents}] (1 to 100, integers)");
+                         "a progress report has indicators [{code, baseline, target, value}], a"
+                         " financial one lines [{heading, actual_cents}] (1 to 100, integers)");
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid report");
     }
     char *content = json_dumps(ctx->body, JSON_COMPACT);

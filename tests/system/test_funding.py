@@ -329,11 +329,16 @@ def test_reports_overdue_and_rejected(fund, officer, db):
     assert overdue[0]["due_on"] == "2021-07-15"
     rep = next(x for x in overdue if x["year"] == 1 and x["kind"] == "progress")
     r = requests.post(f"{fund}/v1/reports/{rep['id']}/submission", headers=officer, timeout=TIMEOUT,
-                      json={"indicators": [{"code": "no_such_sensor", "value": 1}]})
+                      json={"indicators": [{"code": "no_such_sensor", "baseline": 0, "target": 1,
+                                            "value": 1}]})
     conform(r, "/v1/reports/{id}/submission", "post")
     assert r.status_code == 400
     r = requests.post(f"{fund}/v1/reports/{rep['id']}/submission", headers=officer, timeout=TIMEOUT,
-                      json={"indicators": [{"code": "jobs_created", "value": 3}]})
+                      json={"indicators": [{"code": "jobs_created", "value": 3}]})  # no baseline
+    assert r.status_code == 400
+    r = requests.post(f"{fund}/v1/reports/{rep['id']}/submission", headers=officer, timeout=TIMEOUT,
+                      json={"indicators": [{"code": "jobs_created", "baseline": 0, "target": 5,
+                                            "value": 3}]})
     assert conform(r, "/v1/reports/{id}/submission", "post")["state"] == "submitted"
     r = requests.post(f"{fund}/v1/reports/{rep['id']}/review", headers=officer, timeout=TIMEOUT,
                       json={"decision": "rejected"})
