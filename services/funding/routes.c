@@ -139,6 +139,9 @@ static int handle_envelope_create(struct http_ctx *ctx)
 
 /* ---- agreements ---- */
 
+static const char *const agreement_states[] = {"draft",  "carrier_signed", "signed",
+                                               "active", "closed",         NULL};
+
 static int handle_agreement_list(struct http_ctx *ctx)
 {
     char why[96];
@@ -152,6 +155,12 @@ static int handle_agreement_list(struct http_ctx *ctx)
     errors = json_array();
     if (page_limit_parse(http_query(ctx, "limit"), 50, 200, &limit, why, sizeof why) != STATUS_OK)
         http_field_error(errors, "limit", why);
+    const char *state = http_query(ctx, "state");
+    size_t k = 0;
+    while (state && agreement_states[k] && strcmp(agreement_states[k], state) != 0)
+        k++;
+    if (state && !agreement_states[k])
+        http_field_error(errors, "state", "is not an agreement state");
     if (cursor && (page_cursor_decode("agreements", cursor, &pos) != STATUS_OK || pos.n != 1 ||
                    pos.v[0].type != PAGE_TEXT))
         http_field_error(errors, "cursor", "is not a cursor this API gave");
@@ -161,8 +170,8 @@ static int handle_agreement_list(struct http_ctx *ctx)
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid filters");
     json_decref(errors);
     char *regions = funding_scope_regions(ctx);
-    enum status st = store_agreement_list(funding_db(ctx), http_query(ctx, "wave"),
-                                          http_query(ctx, "state"), regions, after, limit, &items);
+    enum status st = store_agreement_list(funding_db(ctx), http_query(ctx, "wave"), state, regions,
+                                          after, limit, &items);
     free(regions);
     if (st != STATUS_OK)
         return http_reply_problem(ctx, st, "the agreements could not be listed");
@@ -216,9 +225,6 @@ static int handle_agreement_reports(struct http_ctx *ctx)
 }
 
 /* ---- signatures: the agreement's state machine ---- */
-
-static const char *const agreement_states[] = {"draft",  "carrier_signed", "signed",
-                                               "active", "closed",         NULL};
 
 static const struct fsm_transition agreement_transitions[] = {
     {"draft", "carrier_signed", OFFICERS, 0, NULL, NULL},

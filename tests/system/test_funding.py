@@ -260,6 +260,13 @@ def test_access_scope_and_dashboards(fund, officer, dashboard, keys, db):
     page = conform(r, "/v1/agreements", "get")
     assert [a["id"] for a in page["items"]] == [aid]
     assert requests.get(f"{fund}/v1/agreements", headers=dashboard, timeout=TIMEOUT).status_code == 404
+    r = requests.get(f"{fund}/v1/agreements", params={"wave": wave, "cursor": page["next_cursor"]},
+                     headers=own_region, timeout=TIMEOUT)
+    assert conform(r, "/v1/agreements", "get")["items"] == []
+    r = requests.get(f"{fund}/v1/agreements", params={"state": "lost", "cursor": "x", "limit": 0},
+                     headers=own_region, timeout=TIMEOUT)
+    body = conform(r, "/v1/agreements", "get")
+    assert r.status_code == 400 and {e["field"] for e in body["errors"]} == {"state", "cursor", "limit"}
     r = requests.get(f"{fund}/v1/stats/money", params={"wave": wave}, headers=dashboard, timeout=TIMEOUT)
     assert conform(r, "/v1/stats/money", "get")["agreements"] == 1
     r = requests.get(f"{fund}/v1/stats/money", headers=dashboard, timeout=TIMEOUT)
