@@ -6,8 +6,30 @@
 
 #define FUNDING_TOPIC "ptce.funding.events"
 #define INSTRUCTION_TOPIC "ptce.instruction.events"
+#define SUBMISSION_EVENTS_TOPIC "ptce.submission.events"
 
-/* The inbox handler for instruction's events. */
+/* A consumed event type and what applies it, inside the inbox's transaction. */
+struct funding_event_handler {
+    const char *type;
+    enum status (*apply)(struct db_conn *conn, const struct cloudevent *ev);
+};
+
+/*
+ * The inbox handler for instruction's and submission's events: dispatches by type from the
+ * table of events.c; a type without an entry is counted and recorded in the inbox only.
+ */
 enum status funding_on_event(struct db_conn *conn, const struct cloudevent *ev, void *ud);
+
+/*
+ * dossier.phase2_decided: a laureate's agreement, created exactly once per dossier (a replay,
+ * even under another event id, creates nothing), with its schedule, reports and clauses.
+ */
+enum status funding_on_phase2_decided(struct db_conn *conn, const struct cloudevent *ev);
+
+/* Registers the metrics of the consumed events (idempotent): ignored types, agreements made. */
+void funding_events_metrics_register(void);
+
+/* wave.published: funding's own copy of the wave's parameters. */
+enum status funding_on_wave_published(struct db_conn *conn, const struct cloudevent *ev);
 
 #endif

@@ -15,6 +15,8 @@ Each entry: (method, pattern, allowed roles, hidden roles).
 ROLES = ("national_admin", "regional_instructor", "expert", "funding_officer", "partner", "dashboard")
 PUBLIC = "public"
 READERS = frozenset({"national_admin", "regional_instructor", "expert", "funding_officer"})
+FUNDING_OFFICERS = frozenset({"national_admin", "funding_officer"})
+FUNDING_AGGREGATES = FUNDING_OFFICERS | {"dashboard"}
 
 ROUTES = {
     "submission": [
@@ -44,6 +46,25 @@ ROUTES = {
          frozenset()),
         ("POST", "/v1/charter/signatures", frozenset({"national_admin", "funding_officer"}), frozenset()),
         ("GET", "/v1/charter/signatories", PUBLIC, frozenset()),
+        ("GET", "/v1/envelopes", FUNDING_AGGREGATES, frozenset()),
+        ("POST", "/v1/envelopes", FUNDING_OFFICERS, frozenset()),
+        ("GET", "/v1/agreements", FUNDING_OFFICERS, frozenset({"dashboard"})),
+        ("GET", "/v1/agreements/{id}", FUNDING_OFFICERS, frozenset({"dashboard"})),
+        ("GET", "/v1/agreements/{id}/versions", FUNDING_OFFICERS, frozenset({"dashboard"})),
+        ("GET", "/v1/agreements/{id}/reports", FUNDING_OFFICERS, frozenset({"dashboard"})),
+        ("POST", "/v1/agreements/{id}/signatures", FUNDING_OFFICERS, frozenset({"dashboard"})),
+        ("POST", "/v1/agreements/{id}/reductions", FUNDING_OFFICERS, frozenset({"dashboard"})),
+        ("POST", "/v1/agreements/{id}/year3", FUNDING_OFFICERS, frozenset({"dashboard"})),
+        ("POST", "/v1/tranches/{id}/payments", FUNDING_OFFICERS, frozenset({"dashboard"})),
+        ("POST", "/v1/tranches/{id}/cancellation", FUNDING_OFFICERS, frozenset({"dashboard"})),
+        ("POST", "/v1/tranches/{id}/recoveries", FUNDING_OFFICERS, frozenset({"dashboard"})),
+        ("GET", "/v1/reports/overdue", FUNDING_OFFICERS, frozenset({"dashboard"})),
+        ("GET", "/v1/reports/catalogue", FUNDING_AGGREGATES, frozenset()),
+        ("POST", "/v1/reports/{id}/submission", FUNDING_OFFICERS, frozenset({"dashboard"})),
+        ("POST", "/v1/reports/{id}/review", FUNDING_OFFICERS, frozenset({"dashboard"})),
+        ("GET", "/v1/ledger", FUNDING_OFFICERS, frozenset({"dashboard"})),
+        ("GET", "/v1/stats/money", FUNDING_AGGREGATES, frozenset()),
+        ("GET", "/v1/opendata/subventions.csv", PUBLIC, frozenset()),
     ],
 }
 
