@@ -169,6 +169,10 @@ static int handle_dossier_create(struct http_ctx *ctx)
     json_decref(content);
     if (st == STATUS_UNPROCESSABLE)
         return http_reply_problem(ctx, st, "this Idempotency-Key was used with another body");
+    if (st == STATUS_CONFLICT && replayed < 0)
+        return http_reply_problem(ctx, st,
+                                  "a request with this Idempotency-Key is still being "
+                                  "answered: retry it in a moment");
     if (st == STATUS_CONFLICT)
         return http_reply_problem(ctx, st, "no wave accepts deposits: a wave must be created");
     if (st != STATUS_OK)

@@ -8,6 +8,7 @@
 
 #include "cloudevent.h"
 #include "dossier.h"
+#include "idempotency.h"
 #include "log.h"
 #include "outbox.h"
 #include "pgarray.h"
@@ -329,32 +330,6 @@ static enum status store_dossier_new(struct db_conn *conn, const struct store_ve
 
 /* ---- partner deposits ---- */
 
-DB_STMT(st_idem_claim, "INSERT INTO idempotency_key (key_id, key, request_hash)"
-                       " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1");
-DB_STMT(st_idem_get, "SELECT request_hash, response_body FROM idempotency_key"
-                     " WHERE key_id = $1 AND key = $2");
-DB_STMT(st_idem_store, "UPDATE idempotency_key SET response_status = 201, response_body = $3"
-                       " WHERE key_id = $1 AND key = $2");
-
-/* The key was used before: replay or refuse. */
-static enum status store_idem_replay(struct db_conn *conn, const char *const *params,
-                                     const char *request_hash, char **document)
-{
-    PGresult *r;
-    enum status st = db_exec(conn, &st_idem_get, 2, params, &r);
-
-    if (st != STATUS_OK)
-        return st;
-    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 1))
-        st = STATUS_CONFLICT;
-    else if (strcmp(PQgetvalue(r, 0, 0), request_hash) != 0)
-        st = STATUS_UNPROCESSABLE;
-    else
-        *document = xstrdup(PQgetvalue(r, 0, 1));
-    PQclear(r);
-    return st;
-}
-
 static enum status store_partner_insert(struct db_conn *conn, const struct auth_principal *who,
                                         json_t *content, char **document)
 {
@@ -385,8 +360,8 @@ enum status store_partner_create(struct db_pool *db, const struct auth_principal
                                  char **document, int *replayed)
 {
     struct db_conn *conn;
-    PGresult *r;
-    const char *params[] = {who->key_id, idem_key, request_hash};
+    enum idempotency_outcome outcome = IDEM_FRESH;
+    int replay_status = 0, in_flight = 0;
     enum status st = db_acquire(db, &conn);
 
     *replayed = 0;
@@ -394,21 +369,18 @@ enum status store_partner_create(struct db_pool *db, const struct auth_principal
     if (st != STATUS_OK)
         return st;
     st = db_begin(conn);
-    /* A concurrent request with the same key waits here until the first one commits. */
-    if (st == STATUS_OK)
-        st = db_exec(conn, &st_idem_claim, 3, params, &r);
+    /* A concurrent request with the same key, still in flight, is answered 409 at once. */
     if (st == STATUS_OK) {
-        int claimed = PQntuples(r) == 1;
-        PQclear(r);
-        if (!claimed) {
-            st = store_idem_replay(conn, params, request_hash, document);
-            *replayed = st == STATUS_OK;
-        } else {
-            st = store_partner_insert(conn, who, content, document);
-            const char *p3[] = {who->key_id, idem_key, *document};
-            if (st == STATUS_OK)
-                st = db_exec(conn, &st_idem_store, 3, p3, NULL);
-        }
+        st = idempotency_claim(conn, who->key_id, idem_key, request_hash, &outcome, &replay_status,
+                               document);
+        in_flight = st == STATUS_CONFLICT;
+    }
+    if (st == STATUS_OK && outcome == IDEM_REPLAY) {
+        *replayed = 1;
+    } else if (st == STATUS_OK) {
+        st = store_partner_insert(conn, who, content, document);
+        if (st == STATUS_OK)
+            st = idempotency_store(conn, who->key_id, idem_key, 201, *document);
     }
     if (st == STATUS_OK)
         st = db_commit(conn);
@@ -418,7 +390,7 @@ enum status store_partner_create(struct db_pool *db, const struct auth_principal
     if (st != STATUS_OK) {
         free(*document);
         *document = NULL;
-        *replayed = 0;
+        *replayed = in_flight ? -1 : 0;
     }
     return st;
 }

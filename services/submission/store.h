@@ -75,7 +75,9 @@ enum status store_dossier_history(struct db_pool *db, const struct auth_principa
 /*
  * Creates a partner dossier under an idempotency key, in one transaction: the same key with the
  * same request hash replays the first answer (*replayed = 1); with another hash it is
- * STATUS_UNPROCESSABLE. On success *document is the created document's text (caller frees).
+ * STATUS_UNPROCESSABLE; while another request with the key is still in flight it is
+ * STATUS_CONFLICT with *replayed = -1 (STATUS_CONFLICT alone: no wave accepts deposits). On
+ * success *document is the created document's text (caller frees).
  */
 enum status store_partner_create(struct db_pool *db, const struct auth_principal *who,
                                  const char *idem_key, const char *request_hash, json_t *content,

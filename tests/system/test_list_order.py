@@ -86,6 +86,10 @@ def test_a_broker_outage_does_not_hold_the_list_back(urls, keys, stack):
                    what="a deposit listed while the broker is down")
     finally:
         stack.kafka("start")
+        # Leave the stack as it was found: every service ready again (its probe reconnected).
+        for url in urls.values():
+            wait_until(lambda u=url: requests.get(u + "/readyz", timeout=5).status_code == 200,
+                       timeout=60, what=f"{url} ready again after the broker restart")
 
 
 def test_cursors_are_opaque_and_sealed(urls, keys):
