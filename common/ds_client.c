@@ -27,8 +27,8 @@ struct ds_client {
     time_t paused_until; /* set by a 429, shared by every worker: one token, one budget */
 };
 
-static const char *const ds_result_names[] = {"ok",    "not_found", "rate_limited", "retry",
-                                              "expired", "fatal", "too_large",    "refused"};
+static const char *const ds_result_names[] = {"ok",      "not_found", "rate_limited", "retry",
+                                              "expired", "fatal",     "too_large",    "refused"};
 
 const char *ds_result_name(enum ds_result r)
 {

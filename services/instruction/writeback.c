@@ -80,8 +80,9 @@ DB_STMT(st_wb_next,
         " WHERE w.status = 'pending' AND w.next_attempt_at <= now() AND NOT EXISTS ("
         "SELECT 1 FROM ds_writeback e WHERE e.ds_number = w.ds_number AND e.status = 'pending'"
         " AND e.id < w.id) ORDER BY w.id LIMIT 1");
-DB_STMT(st_wb_sent, "UPDATE ds_writeback SET status = 'sent', sent_at = now(),"
-                    " attempts = attempts + 1, last_error = $2 WHERE id = $1 AND status = 'pending'");
+DB_STMT(st_wb_sent,
+        "UPDATE ds_writeback SET status = 'sent', sent_at = now(),"
+        " attempts = attempts + 1, last_error = $2 WHERE id = $1 AND status = 'pending'");
 DB_STMT(st_wb_dead, "UPDATE ds_writeback SET status = 'dead', attempts = attempts + 1,"
                     " last_error = $2 WHERE id = $1 AND status = 'pending'");
 DB_STMT(st_wb_retry, "UPDATE ds_writeback SET attempts = attempts + 1, last_error = $2,"
@@ -146,13 +147,15 @@ int writeback_config_check(const struct writeback_config *cfg, char *err, size_t
     if (!cfg->api_url || !cfg->api_url[0])
         return 0; /* no DS: commands are queued and wait */
     if (!ds_url_allowed(cfg->api_url, cfg->allow_http))
-        snprintf(err, errlen, "PTCE_DS_API_URL must be an https:// URL "
-                              "(http:// only with PTCE_DS_ALLOW_HTTP=1)");
+        snprintf(err, errlen,
+                 "PTCE_DS_API_URL must be an https:// URL "
+                 "(http:// only with PTCE_DS_ALLOW_HTTP=1)");
     else if (!cfg->token || !cfg->token[0])
         snprintf(err, errlen, "PTCE_DS_TOKEN is required with PTCE_DS_API_URL");
     else if (!cfg->instructeur_id || !wb_instructeur_id_valid(cfg->instructeur_id))
-        snprintf(err, errlen, "PTCE_DS_INSTRUCTEUR_ID must be a DS instructeur id "
-                              "(base64 of \"Instructeur-<number>\")");
+        snprintf(err, errlen,
+                 "PTCE_DS_INSTRUCTEUR_ID must be a DS instructeur id "
+                 "(base64 of \"Instructeur-<number>\")");
     else if (cfg->rate_per_min <= 0)
         snprintf(err, errlen, "PTCE_DS_RATE_PER_MIN must be positive");
     return err[0] ? -1 : 0;
@@ -224,7 +227,7 @@ static int wb_connect(struct writeback *w, struct db_conn *conn)
         return 0;
     db_conn_close(conn);
     return db_conn_open(conn, w->conninfo, w->schema, w->statement_timeout_ms) == STATUS_OK ? 0
-                                                                                           : -1;
+                                                                                            : -1;
 }
 
 /* 1 while conn, and with it the sender's lock, is alive (noticed without a query). */
@@ -314,8 +317,8 @@ static enum ds_result wb_check_done(struct writeback *w, const struct wb_item *i
     if (wb_pace(w) != 0)
         return DS_RETRY;
     enum ds_result r = ds_client_query(w->client, "writebackDossierState",
-                                       json_pack("{s:I}", "number", (json_int_t)it->number),
-                                       &data, why, sizeof why, &w->stop);
+                                       json_pack("{s:I}", "number", (json_int_t)it->number), &data,
+                                       why, sizeof why, &w->stop);
     if (r != DS_OK) {
         snprintf(err + strlen(err), errlen - strlen(err), " (state check: %s)", why);
         return r == DS_NOT_FOUND ? DS_REFUSED : r;
@@ -446,8 +449,8 @@ struct writeback *writeback_start(const struct writeback_config *cfg)
     metrics_register(&m_dead);
     metrics_register(&m_backlog);
     if (cfg->api_url && cfg->api_url[0]) {
-        struct ds_client_config cc = {cfg->api_url,    cfg->token,      cfg->timeout_ms, 1048576,
-                                      cfg->allow_http, "ptce-instruction/1"};
+        struct ds_client_config cc = {cfg->api_url, cfg->token,      cfg->timeout_ms,
+                                      1048576,      cfg->allow_http, "ptce-instruction/1"};
         w->client = ds_client_new(&cc, ds_mutations_text);
     } else {
         log_event(LOG_WARN, "ds.writeback_disabled", "{s:s}", "reason",

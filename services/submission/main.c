@@ -71,13 +71,13 @@ static enum status submission_start(struct service *svc)
         return STATUS_OK;
     }
     if (!ds_url_allowed(sub.cfg.ds_api_url, sub.cfg.ds_allow_http)) {
-        log_event(LOG_ERROR, "ds.url_refused", "{s:s, s:s}", "variable", "PTCE_DS_API_URL",
-                  "error", "must be an https:// URL (http:// only with PTCE_DS_ALLOW_HTTP=1)");
+        log_event(LOG_ERROR, "ds.url_refused", "{s:s, s:s}", "variable", "PTCE_DS_API_URL", "error",
+                  "must be an https:// URL (http:// only with PTCE_DS_ALLOW_HTTP=1)");
         return STATUS_INVALID;
     }
-    struct ds_client_config cc = {sub.cfg.ds_api_url,        sub.cfg.ds_token,
-                                  sub.cfg.ds_timeout_ms,     sub.cfg.ds_max_file_bytes,
-                                  sub.cfg.ds_allow_http,     "ptce-submission/1"};
+    struct ds_client_config cc = {sub.cfg.ds_api_url,    sub.cfg.ds_token,
+                                  sub.cfg.ds_timeout_ms, sub.cfg.ds_max_file_bytes,
+                                  sub.cfg.ds_allow_http, "ptce-submission/1"};
     sub.client = ds_client_new(&cc, ds_queries_text);
     struct worker_config wc = {svc->cfg.database_url,
                                svc->def->schema,

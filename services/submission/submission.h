@@ -10,7 +10,7 @@
 struct submission_config {
     const char *ds_api_url; /* empty: no fetching (notifications wait, pending) */
     const char *ds_token;
-    int ds_allow_http; /* plain http to DS (tests only); otherwise https only */
+    int ds_allow_http;            /* plain http to DS (tests only); otherwise https only */
     const char *ds_webhook_token; /* the secret path segment of the webhook URL */
     const char *ds_mapping_file;  /* empty: the mapping embedded at build time */
     long ds_demarche;             /* 0: the mapping's démarche */
