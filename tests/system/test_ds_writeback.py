@@ -15,6 +15,7 @@ not poll, so that the echo of each mutation stays out of submission's way.
 Run with -s to see the figures measured.
 """
 import base64
+import os
 import time
 import uuid
 
@@ -221,22 +222,29 @@ def test_never_above_the_rate_limit(db, dsfake, stack, urls, default_instruction
     assert min(gaps) >= 1.95  # 60/30 s, minus the fake's own clock reading jitter
 
 
+# COMMANDS:LIMIT_PER_MIN. The default keeps `make test` short (100 commands at a high limit,
+# in about 2 s); the issue's figure, 500 decisions at DS's 400 a minute (75 s), is
+# PTCE_TEST_WRITEBACK_DRAIN=500:400.
+DRAIN = os.environ.get("PTCE_TEST_WRITEBACK_DRAIN", "100:3000")
+
+
 def test_drain_rate_of_a_bulk_decision(db, dsfake, stack, urls, default_instruction):
-    limit = 3000  # a high limit, so that 100 commands drain in seconds: 50 a second
+    count, limit = (int(x) for x in DRAIN.split(":"))
     restart_instruction(stack, urls, PTCE_DS_RATE_PER_MIN=str(limit))
-    numbers, ids = send_batch(db, dsfake, 870001, 100)
+    numbers, ids = send_batch(db, dsfake, 870001, count)
     started = time.monotonic()
-    wait_status(db, ids, "sent", timeout=60)
+    wait_status(db, ids, "sent", timeout=30 + 1.2 * count * 60 / limit)
     elapsed = time.monotonic() - started
     at = arrivals(dsfake, numbers)
-    assert len(at) == 100
+    assert len(at) == count
     per_min = 60 * (len(at) - 1) / (at[-1] - at[0])
-    window = max(sum(1 for t in at if s <= t < s + 1.0) for s in at)
-    report("drain", commands=100, limit_per_min=limit, drained_per_min=round(per_min),
-           max_in_any_second=window, wall_s=round(elapsed, 2),
-           projected_500_at_400_per_min_s=round(500 * 60 / 400))
+    # The most requests that arrived in any 60 s, or in any 1 s for a drain shorter than 60 s.
+    span = 60.0 if count * 60 / limit >= 60 else 1.0
+    window = max(sum(1 for t in at if s <= t < s + span) for s in at)
+    report("drain", commands=count, limit_per_min=limit, drained_per_min=round(per_min, 1),
+           most_in_any_window=window, window_s=span, wall_s=round(elapsed, 2))
     assert per_min <= limit * 1.01
-    assert window <= limit // 60 + 1
+    assert window <= limit * span / 60 + 1
     assert per_min >= limit * 0.5, "the queue drains far below the limit"
 
 
