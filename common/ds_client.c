@@ -97,9 +97,25 @@ static size_t ds_header_cb(char *line, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-/* Performs one request; returns the HTTP status, or -1 for a transport failure. */
+/* libcurl's progress callback, about once a second even when idle: non-zero aborts. */
+static int ds_progress_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                          curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    return atomic_load((atomic_int *)ud) ? 1 : 0;
+}
+
+/*
+ * Performs one request; returns the HTTP status, or -1 for a transport failure. A set *stop
+ * (stop may be NULL) abandons the request within a second, with err "stopping": a service
+ * that stops does not wait for DS's timeout.
+ */
 static long ds_perform(struct ds_client *c, const char *url, const char *post,
-                       struct ds_exchange *x, long limit, char *err, size_t errlen)
+                       struct ds_exchange *x, long limit, char *err, size_t errlen,
+                       atomic_int *stop)
 {
     CURL *h = curl_easy_init();
     struct curl_slist *hdrs = NULL;
@@ -122,6 +138,11 @@ static long ds_perform(struct ds_client *c, const char *url, const char *post,
     curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, ds_header_cb);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+    if (stop) {
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, ds_progress_cb);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, stop);
+    }
     curl_easy_setopt(h, CURLOPT_USERAGENT, c->user_agent);
     /* The token travels in every request: plain http only when configured for tests. */
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, c->allow_http ? "http,https" : "https");
@@ -138,6 +159,8 @@ static long ds_perform(struct ds_client *c, const char *url, const char *post,
         x->too_large = 1;
     if (rc == CURLE_OK)
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    else if (rc == CURLE_ABORTED_BY_CALLBACK)
+        snprintf(err, errlen, "stopping");
     else
         snprintf(err, errlen, "%s: %s", x->too_large ? "answer too large" : "transport",
                  curl_easy_strerror(rc));
@@ -244,7 +267,7 @@ enum ds_result ds_client_query(struct ds_client *c, const char *op, json_t *vari
         return DS_RETRY;
     }
     snprintf(url, sizeof url, "%s/api/v2/graphql", c->api_url);
-    long code = ds_perform(c, url, post, &x, 64L * 1024 * 1024, err, errlen);
+    long code = ds_perform(c, url, post, &x, 64L * 1024 * 1024, err, errlen, stop);
     free(post);
     enum ds_result r =
         code == 200 ? ds_read_answer(&x.body, data, err, errlen) : ds_classify(code, err, errlen);
@@ -336,7 +359,7 @@ enum ds_result ds_client_download(struct ds_client *c, const char *url, struct b
                                   size_t errlen)
 {
     struct ds_exchange x;
-    long code = ds_perform(c, url, NULL, &x, c->max_file_bytes, err, errlen);
+    long code = ds_perform(c, url, NULL, &x, c->max_file_bytes, err, errlen, NULL);
 
     if (x.too_large) {
         buf_free(&x.body);

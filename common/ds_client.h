@@ -41,7 +41,9 @@ void ds_client_free(struct ds_client *c);
 /*
  * Runs operation `op` with variables (reference taken). On DS_OK *data is the answer's "data"
  * object (new reference). Honors a pause set by an earlier 429 before sending (checking
- * *stop every 100 ms). err receives a one-line explanation of anything else.
+ * *stop every 100 ms); a request in flight when *stop is set is abandoned within a second.
+ * Both give DS_RETRY with err "stopping" (stop may be NULL). err receives a one-line
+ * explanation of anything else.
  */
 enum ds_result ds_client_query(struct ds_client *c, const char *op, json_t *variables,
                                json_t **data, char *err, size_t errlen, atomic_int *stop);

@@ -385,7 +385,7 @@ static void wb_process(struct writeback *w, struct db_conn *conn, const struct w
             snprintf(err + strlen(err), sizeof err - strlen(err), " (already %s)", it->m->target);
     }
     if (atomic_load(&w->stop) && r == DS_RETRY && strcmp(err, "stopping") == 0)
-        return; /* nothing was sent: the command waits for the next start */
+        return; /* stopped before DS answered: the command waits, a resend tells if it landed */
     wb_record(w, conn, it, r, err);
 }
 

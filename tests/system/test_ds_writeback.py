@@ -195,6 +195,30 @@ def test_a_permission_error_is_a_dead_letter(db, dsfake, urls):
                what="the dead-letter gauge")
 
 
+def test_a_stop_does_not_wait_for_ds(db, dsfake, stack, urls):
+    # A request in flight when the service stops is abandoned (within a second), not waited for
+    # until DS answers or the timeout; the command stays pending and is delivered after the start.
+    restart_instruction(stack, urls, PTCE_DS_TIMEOUT_MS="20000")
+    try:
+        put_dossiers(dsfake, [845001], "en_instruction")
+        dsfake.faults({"mode": "slow", "delay_ms": 8000, "count": 1, "dossier": 845001})
+        slow_before = dsfake.stats()["faults_served"].get("slow", 0)
+        ids = [enqueue(db, 845001, "dossierAccepter")]
+        wait_until(lambda: dsfake.stats()["faults_served"].get("slow", 0) > slow_before,
+                   what="the request in flight")
+        started = time.monotonic()
+        stack.stop_service("instruction")
+        stopped_in = time.monotonic() - started
+        assert rows(db, ids)[ids[0]][0] == "pending"
+    finally:
+        stack.start_service("instruction")
+    report("stop with a request in flight", stopped_in_s=round(stopped_in, 2))
+    assert stopped_in < 5
+    wait_status(db, ids, "sent")
+    assert [e["ok"] for e in received(dsfake, 845001)].count(True) == 1
+    assert ds_state(dsfake, 845001) == "accepte"
+
+
 # ---- the rate --------------------------------------------------------------------------------
 
 
