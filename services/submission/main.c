@@ -24,6 +24,8 @@ static const struct config_var submission_vars[] = {
     {"PTCE_DS_API_URL", CONFIG_STRING, "", 0, 0, SCFG(ds_api_url),
      "DS base URL; empty: no fetching"},
     {"PTCE_DS_TOKEN", CONFIG_STRING, "", 0, 0, SCFG(ds_token), "DS API token (Bearer)"},
+    {"PTCE_DS_ALLOW_HTTP", CONFIG_BOOL, "0", 0, 1, SCFG(ds_allow_http),
+     "1: plain http to DS allowed (tests); 0: https only"},
     {"PTCE_DS_WEBHOOK_TOKEN", CONFIG_STRING, "", 0, 0, SCFG(ds_webhook_token),
      "secret path token of the webhook; empty: disabled"},
     {"PTCE_DS_MAPPING_FILE", CONFIG_STRING, "", 0, 0, SCFG(ds_mapping_file),
@@ -43,8 +45,6 @@ static const struct config_var submission_vars[] = {
      "cap of the retry backoff"},
     {"PTCE_DS_FILE_HOSTS", CONFIG_STRING, "", 0, 0, SCFG(ds_file_hosts),
      "hosts file URLs may point to (.domain: its sub-domains); empty: the API's and DS's"},
-    {"PTCE_DS_ALLOW_HTTP", CONFIG_INT, "0", 0, 1, SCFG(ds_allow_http),
-     "1: plain http DS URLs too (development and tests only)"},
 };
 
 static enum status submission_start(struct service *svc)
@@ -74,8 +74,14 @@ static enum status submission_start(struct service *svc)
                   "PTCE_DS_API_URL unset: notifications are stored and wait");
         return STATUS_OK;
     }
-    struct ds_client_config cc = {sub.cfg.ds_api_url, sub.cfg.ds_token, sub.cfg.ds_timeout_ms,
-                                  sub.cfg.ds_max_file_bytes};
+    if (!ds_url_allowed(sub.cfg.ds_api_url, sub.cfg.ds_allow_http)) {
+        log_event(LOG_ERROR, "ds.url_refused", "{s:s, s:s}", "variable", "PTCE_DS_API_URL", "error",
+                  "must be an https:// URL (http:// only with PTCE_DS_ALLOW_HTTP=1)");
+        return STATUS_INVALID;
+    }
+    struct ds_client_config cc = {sub.cfg.ds_api_url,    sub.cfg.ds_token,
+                                  sub.cfg.ds_timeout_ms, sub.cfg.ds_max_file_bytes,
+                                  sub.cfg.ds_allow_http, "ptce-submission/1"};
     sub.client = ds_client_new(&cc, ds_queries_text);
     char api_host[256];
     if (sub.cfg.ds_file_hosts[0])
@@ -84,10 +90,6 @@ static enum status submission_start(struct service *svc)
         snprintf(sub.file_hosts, sizeof sub.file_hosts, "%s," DS_FILE_HOSTS_DEFAULT, api_host);
     else
         snprintf(sub.file_hosts, sizeof sub.file_hosts, "%s", DS_FILE_HOSTS_DEFAULT);
-    if (!sub.cfg.ds_allow_http && strncmp(sub.cfg.ds_api_url, "https://", 8) != 0) {
-        log_event(LOG_ERROR, "ds.api_url_not_https", "{s:s}", "url", sub.cfg.ds_api_url);
-        return STATUS_INVALID; /* the token would travel in clear */
-    }
     struct worker_config wc = {svc->cfg.database_url,
                                svc->def->schema,
                                sub.cfg.ds_workers,
@@ -97,7 +99,7 @@ static enum status submission_start(struct service *svc)
                                sub.demarche,
                                svc->cfg.db_statement_timeout_ms,
                                sub.file_hosts,
-                               (int)sub.cfg.ds_allow_http};
+                               sub.cfg.ds_allow_http};
     sub.workers = ds_workers_start(&wc, sub.client, sub.mapping);
     return STATUS_OK;
 }

@@ -10,6 +10,7 @@
 struct submission_config {
     const char *ds_api_url; /* empty: no fetching (notifications wait, pending) */
     const char *ds_token;
+    int ds_allow_http;            /* plain http to DS (tests only); otherwise https only */
     const char *ds_webhook_token; /* the secret path segment of the webhook URL */
     const char *ds_mapping_file;  /* empty: the mapping embedded at build time */
     long ds_demarche;             /* 0: the mapping's démarche */
@@ -20,7 +21,6 @@ struct submission_config {
     long ds_max_file_bytes;
     long ds_retry_max_ms;
     const char *ds_file_hosts; /* empty: the API's host and DS_FILE_HOSTS_DEFAULT */
-    long ds_allow_http;        /* 1: plain http URLs too (development and tests only) */
 };
 
 struct submission {

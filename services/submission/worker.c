@@ -41,20 +41,6 @@ struct ds_workers {
     unsigned long wakeups; /* bumped by ds_workers_wake, so a wake-up is never missed */
 };
 
-long ds_backoff_ms(int attempts, long cap_ms)
-{
-    long base = 1000;
-    unsigned char r;
-
-    for (int i = 1; i < attempts && base < cap_ms; i++)
-        base *= 2;
-    if (base > cap_ms)
-        base = cap_ms;
-    random_bytes(&r, 1);
-    long delay = base / 2 + (base * r) / 255; /* between 50 % and 150 % */
-    return delay < cap_ms ? delay : cap_ms;
-}
-
 static void ds_sleep_ms(struct ds_workers *w, long ms)
 {
     while (ms > 0 && !atomic_load(&w->stop)) {

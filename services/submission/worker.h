@@ -32,7 +32,4 @@ void ds_workers_stop(struct ds_workers *w);
 /* Tells the local fetch threads that a notification was just stored (NULL: no-op). */
 void ds_workers_wake(struct ds_workers *w);
 
-/* Backoff before attempt n+1: exponential from 1 s, capped, with ±50 % jitter. */
-long ds_backoff_ms(int attempts, long cap_ms);
-
 #endif
