@@ -11,16 +11,35 @@
 #include "store.h"
 #include "support.h"
 
-static struct metric m_unknown = METRIC_COUNTER("ptce_funding_events_ignored_total",
-                                                "consumed events of a type funding does not apply");
 static struct metric m_created =
     METRIC_COUNTER("ptce_funding_agreements_created_total", "agreements created from decisions");
 
-static const struct funding_event_handler funding_handlers[] = {
-    {"dossier.decided", support_on_decided},
-    {"dossier.phase2_decided", funding_on_phase2_decided},
-    {"wave.published", funding_on_wave_published},
+/* The handlers take no user data: these adapt them to the inbox's signature. */
+static enum status funding_route_decided(struct db_conn *conn, const struct cloudevent *ev,
+                                         void *ud)
+{
+    (void)ud;
+    return support_on_decided(conn, ev);
+}
+
+static enum status funding_route_phase2(struct db_conn *conn, const struct cloudevent *ev, void *ud)
+{
+    (void)ud;
+    return funding_on_phase2_decided(conn, ev);
+}
+
+static enum status funding_route_wave(struct db_conn *conn, const struct cloudevent *ev, void *ud)
+{
+    (void)ud;
+    return funding_on_wave_published(conn, ev);
+}
+
+const struct inbox_route funding_event_routes[] = {
+    {"dossier.decided", funding_route_decided},
+    {"dossier.phase2_decided", funding_route_phase2},
+    {"wave.published", funding_route_wave},
 };
+const size_t funding_event_nroutes = sizeof funding_event_routes / sizeof funding_event_routes[0];
 
 DB_STMT(funding_agreement_create_q, "SELECT agreement_create($1::jsonb)");
 
@@ -80,18 +99,10 @@ enum status funding_on_wave_published(struct db_conn *conn, const struct cloudev
 
 void funding_events_metrics_register(void)
 {
-    metrics_register(&m_unknown);
     metrics_register(&m_created);
 }
 
 enum status funding_on_event(struct db_conn *conn, const struct cloudevent *ev, void *ud)
 {
-    (void)ud;
-    for (size_t i = 0; i < sizeof funding_handlers / sizeof *funding_handlers; i++) {
-        if (strcmp(ev->type, funding_handlers[i].type) == 0)
-            return funding_handlers[i].apply(conn, ev);
-    }
-    metric_add(&m_unknown, 1);
-    log_event(LOG_DEBUG, "event.recorded", "{s:s, s:s?}", "type", ev->type, "subject", ev->subject);
-    return STATUS_OK;
+    return inbox_dispatch(funding_event_routes, funding_event_nroutes, conn, ev, ud);
 }

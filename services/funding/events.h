@@ -8,16 +8,14 @@
 #define INSTRUCTION_TOPIC "ptce.instruction.events"
 #define SUBMISSION_EVENTS_TOPIC "ptce.submission.events"
 
-/* A consumed event type and what applies it, inside the inbox's transaction. */
-struct funding_event_handler {
-    const char *type;
-    enum status (*apply)(struct db_conn *conn, const struct cloudevent *ev);
-};
-
 /*
- * The inbox handler for instruction's and submission's events: dispatches by type from the
- * table of events.c; a type without an entry is counted and recorded in the inbox only.
+ * The consumed event types and what applies each, inside the inbox's transaction (common/inbox
+ * dispatches by type; a type without an entry is counted as skipped and recorded only).
  */
+extern const struct inbox_route funding_event_routes[];
+extern const size_t funding_event_nroutes;
+
+/* Applies one event as the inbox does (inbox_dispatch over funding_event_routes). */
 enum status funding_on_event(struct db_conn *conn, const struct cloudevent *ev, void *ud);
 
 /*
@@ -26,7 +24,7 @@ enum status funding_on_event(struct db_conn *conn, const struct cloudevent *ev, 
  */
 enum status funding_on_phase2_decided(struct db_conn *conn, const struct cloudevent *ev);
 
-/* Registers the metrics of the consumed events (idempotent): ignored types, agreements made. */
+/* Registers the metrics of the consumed events (idempotent): agreements made. */
 void funding_events_metrics_register(void);
 
 /* wave.published: funding's own copy of the wave's parameters. */
