@@ -108,7 +108,7 @@ void http_field_error(json_t *errors, const char *field, const char *message)
 }
 
 static int http_reply_problem_v(struct http_ctx *ctx, enum status st, json_t *errors,
-                                const char *fmt, va_list ap)
+                                json_t *members, const char *fmt, va_list ap)
 {
     char detail[512], type[96];
     int code = status_http_code(st);
@@ -120,6 +120,8 @@ static int http_reply_problem_v(struct http_ctx *ctx, enum status st, json_t *er
                           "request_id", ctx->request_id);
     if (errors)
         json_object_set_new(p, "errors", errors);
+    if (members)
+        json_object_update_missing_new(p, members); /* the standard members win */
     if (st == STATUS_UNAVAILABLE || st == STATUS_RETRY || st == STATUS_RATE_LIMITED) {
         if (!u_map_has_key(ctx->res->map_header, "Retry-After"))
             u_map_put(ctx->res->map_header, "Retry-After", "1");
@@ -138,7 +140,7 @@ int http_reply_problem(struct http_ctx *ctx, enum status st, const char *fmt, ..
     va_list ap;
 
     va_start(ap, fmt);
-    int rc = http_reply_problem_v(ctx, st, NULL, fmt, ap);
+    int rc = http_reply_problem_v(ctx, st, NULL, NULL, fmt, ap);
     va_end(ap);
     return rc;
 }
@@ -149,7 +151,18 @@ int http_reply_problem_fields(struct http_ctx *ctx, enum status st, json_t *erro
     va_list ap;
 
     va_start(ap, fmt);
-    int rc = http_reply_problem_v(ctx, st, errors, fmt, ap);
+    int rc = http_reply_problem_v(ctx, st, errors, NULL, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int http_reply_problem_members(struct http_ctx *ctx, enum status st, json_t *members,
+                               const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    int rc = http_reply_problem_v(ctx, st, NULL, members, fmt, ap);
     va_end(ap);
     return rc;
 }

@@ -1,0 +1,51 @@
+/* instruction: the service's state and the helpers its route files share. */
+#ifndef PTCE_INSTRUCTION_H
+#define PTCE_INSTRUCTION_H
+
+#include "fsm.h"
+#include "service.h"
+#include "store.h"
+
+#define INSTRUCTION_STAFF (ROLE_NATIONAL_ADMIN | ROLE_REGIONAL_INSTRUCTOR)
+/* Routes that show a dossier admit dashboards only to answer 404 (aggregates only). */
+#define INSTRUCTION_READERS (INSTRUCTION_STAFF | ROLE_EXPERT | ROLE_DASHBOARD)
+#define INSTRUCTION_WRITERS (INSTRUCTION_STAFF | ROLE_DASHBOARD)
+
+struct instruction {
+    struct fsm *fsm;
+};
+
+extern const struct http_route instruction_routes[];
+extern const size_t instruction_nroutes;
+
+struct db_pool *instruction_db(const struct http_ctx *ctx);
+struct fsm *instruction_fsm(const struct http_ctx *ctx);
+
+/* Answers the dossier document of id with its ETag (status code). Releases nothing. */
+int instruction_reply_dossier(struct http_ctx *ctx, struct db_conn *conn, int code,
+                              const char *id);
+
+/* Answers a failed status with a sentence; the common 404 of a dossier out of scope. */
+int instruction_reply_dossier_missing(struct http_ctx *ctx, enum status st);
+
+/* A string member of the body or NULL; *bad set when present but not a string. */
+const char *instruction_body_str(const struct http_ctx *ctx, const char *key, int *bad);
+
+/* Handlers of the other route files. */
+int regional_handle_opinion(struct http_ctx *ctx);
+int regional_handle_annotation(struct http_ctx *ctx);
+int regional_handle_labels(struct http_ctx *ctx);
+int regional_handle_assignment(struct http_ctx *ctx);
+int experts_handle_request_create(struct http_ctx *ctx);
+int experts_handle_request_list(struct http_ctx *ctx);
+int experts_handle_declaration(struct http_ctx *ctx);
+int experts_handle_answer(struct http_ctx *ctx);
+int experts_handle_remind(struct http_ctx *ctx);
+int experts_handle_revoke(struct http_ctx *ctx);
+int scoring_handle_review(struct http_ctx *ctx);
+int national_handle_rankings(struct http_ctx *ctx);
+int national_handle_decisions(struct http_ctx *ctx);
+int national_handle_funnel(struct http_ctx *ctx);
+int national_handle_export(struct http_ctx *ctx);
+
+#endif
