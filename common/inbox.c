@@ -18,7 +18,8 @@ DB_STMT(inbox_record, "INSERT INTO inbox (event_id, topic, kafka_partition, kafk
                       " type, source) VALUES ($1, $2, $3, $4, $5, $6, $7)"
                       " ON CONFLICT (event_id) DO NOTHING RETURNING seq");
 DB_STMT(inbox_dead, "INSERT INTO inbox_dead_letter (topic, kafka_partition, kafka_offset,"
-                    " reason, payload) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING");
+                    " reason, payload, attempts, last_status)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING");
 
 static struct metric m_applied =
     METRIC_COUNTER("ptce_inbox_applied_total", "Events applied by this service's inbox.");
@@ -53,33 +54,43 @@ static int inbox_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
     return 0; /* librdkafka frees json */
 }
 
-static void inbox_dead_letter(struct inbox *inbox, const rd_kafka_message_t *msg,
-                              const char *reason)
+/* Sets the message aside, in a transaction of its own; the caller retries when it failed. */
+static enum status inbox_dead_letter(struct inbox *inbox, const rd_kafka_message_t *msg,
+                                     const char *reason, int attempts, const char *last_status)
 {
-    char part[16], off[24];
+    char part[16], off[24], att[16];
     char *payload = xstrndup(msg->payload ? msg->payload : "", msg->len);
-    const char *params[] = {rd_kafka_topic_name(msg->rkt), part, off, reason, payload};
+    const char *params[] = {
+        rd_kafka_topic_name(msg->rkt), part, off, reason, payload, att, last_status};
 
     snprintf(part, sizeof part, "%d", (int)msg->partition);
     snprintf(off, sizeof off, "%lld", (long long)msg->offset);
-    if (db_exec(&inbox->db, &inbox_dead, 5, params, NULL) == STATUS_OK)
+    snprintf(att, sizeof att, "%d", attempts);
+    enum status st = db_exec(&inbox->db, &inbox_dead, 7, params, NULL);
+    if (st == STATUS_OK) {
         metric_add(&m_dead, 1);
-    log_event(LOG_ERROR, "inbox.dead_letter", "{s:s, s:s, s:s, s:s}", "topic", params[0],
-              "partition", part, "offset", off, "reason", reason);
+        log_event(LOG_ERROR, "inbox.dead_letter", "{s:s, s:s, s:s, s:s, s:i, s:s?}", "topic",
+                  params[0], "partition", part, "offset", off, "reason", reason, "attempts",
+                  attempts, "last_status", last_status);
+    }
     free(payload);
+    return st;
 }
 
-/* Applies one message in one transaction. STATUS_OK also covers duplicates and dead letters. */
-static enum status inbox_apply(struct inbox *inbox, const rd_kafka_message_t *msg)
+/*
+ * Applies one message in one transaction. STATUS_OK also covers duplicates and dead letters.
+ * *handler_st receives what the handler returned when it ran and failed (else STATUS_OK).
+ */
+static enum status inbox_apply(struct inbox *inbox, const rd_kafka_message_t *msg,
+                               enum status *handler_st)
 {
     struct cloudevent ev;
     char why[256], part[16], off[24];
     PGresult *r;
 
-    if (cloudevent_parse(msg->payload, msg->len, &ev, why, sizeof why) != STATUS_OK) {
-        inbox_dead_letter(inbox, msg, why);
-        return STATUS_OK;
-    }
+    *handler_st = STATUS_OK;
+    if (cloudevent_parse(msg->payload, msg->len, &ev, why, sizeof why) != STATUS_OK)
+        return inbox_dead_letter(inbox, msg, why, 1, NULL);
     snprintf(part, sizeof part, "%d", (int)msg->partition);
     snprintf(off, sizeof off, "%lld", (long long)msg->offset);
     const char *params[] = {ev.id,    rd_kafka_topic_name(msg->rkt), part, off, ev.subject, ev.type,
@@ -90,8 +101,8 @@ static enum status inbox_apply(struct inbox *inbox, const rd_kafka_message_t *ms
         st = db_exec(&inbox->db, &inbox_record, 7, params, &r);
     if (st == STATUS_INVALID) { /* e.g. an id that is not a UUID */
         db_rollback(&inbox->db);
-        inbox_dead_letter(inbox, msg, "event id or attributes rejected by the inbox table");
-        st = STATUS_OK;
+        st = inbox_dead_letter(inbox, msg, "event id or attributes rejected by the inbox table", 1,
+                               status_strerror(STATUS_INVALID));
         goto out;
     }
     if (st != STATUS_OK) {
@@ -112,10 +123,10 @@ static enum status inbox_apply(struct inbox *inbox, const rd_kafka_message_t *ms
             metric_add(&m_applied, 1);
     } else if (st == STATUS_INVALID || st == STATUS_UNPROCESSABLE) {
         db_rollback(&inbox->db);
-        inbox_dead_letter(inbox, msg, "the handler refused the event");
-        st = STATUS_OK;
+        st = inbox_dead_letter(inbox, msg, "the handler refused the event", 1, status_strerror(st));
     } else {
         db_rollback(&inbox->db);
+        *handler_st = st;
     }
 out:
     log_set_request_id(NULL);
@@ -123,10 +134,24 @@ out:
     return st;
 }
 
-/* Keeps trying one message until it is applied or the inbox stops. 1 when applied. */
+/* 1 when a handler failure will not go away by itself: neither transient nor a lost link. */
+static int inbox_failure_is_final(const struct inbox *inbox, enum status handler_st)
+{
+    if (handler_st == STATUS_OK || handler_st == STATUS_UNAVAILABLE || handler_st == STATUS_RETRY)
+        return 0;
+    return inbox->db.pg && PQstatus(inbox->db.pg) == CONNECTION_OK;
+}
+
+/*
+ * Keeps trying one message until it is applied or set aside, or the inbox stops. Transient
+ * failures are retried for as long as it takes; a handler that keeps failing otherwise has its
+ * event set aside after max_attempts calls. 1 when done with the message.
+ */
 static int inbox_apply_until_done(struct inbox *inbox, const rd_kafka_message_t *msg)
 {
     long backoff = 100;
+    long attempts = 0, max = inbox->cfg.max_attempts > 0 ? inbox->cfg.max_attempts : 5;
+    char reason[128];
 
     while (!atomic_load(&inbox->stop)) {
         if (!inbox->db.pg || PQstatus(inbox->db.pg) != CONNECTION_OK) {
@@ -137,8 +162,16 @@ static int inbox_apply_until_done(struct inbox *inbox, const rd_kafka_message_t 
                 continue;
             }
         }
-        if (inbox_apply(inbox, msg) == STATUS_OK)
+        enum status handler_st;
+        if (inbox_apply(inbox, msg, &handler_st) == STATUS_OK)
             return 1;
+        if (inbox_failure_is_final(inbox, handler_st) && ++attempts >= max) {
+            snprintf(reason, sizeof reason, "the handler failed %ld times (%s)", attempts,
+                     status_strerror(handler_st));
+            if (inbox_dead_letter(inbox, msg, reason, (int)attempts, status_strerror(handler_st)) ==
+                STATUS_OK)
+                return 1;
+        }
         clock_sleep_ms(backoff);
         backoff = backoff < 5000 ? backoff * 2 : 5000;
     }

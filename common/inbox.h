@@ -8,8 +8,12 @@
 
 /*
  * Applies one event inside the open transaction of conn. Return STATUS_OK to commit,
- * STATUS_RETRY/STATUS_UNAVAILABLE to roll back and try the same event again later, and
- * STATUS_INVALID/STATUS_UNPROCESSABLE to roll back and set the event aside (dead letter).
+ * STATUS_RETRY/STATUS_UNAVAILABLE (transient: a lost connection counts as such too) to roll
+ * back and try the same event again later, with backoff, for as long as it takes;
+ * STATUS_INVALID/STATUS_UNPROCESSABLE to roll back and set the event aside (dead letter) at
+ * once; any other status (STATUS_INTERNAL, STATUS_NOT_FOUND, STATUS_CONFLICT…) rolls back and
+ * is tried again, and the event is set aside after max_attempts such failures, so that the
+ * partition moves on.
  */
 typedef enum status (*inbox_handler_fn)(struct db_conn *conn, const struct cloudevent *ev,
                                         void *ud);
@@ -28,6 +32,8 @@ struct inbox_config {
      * the N-th commit and before that offset is stored (PTCE_FAILPOINT_INBOX_EXIT_AFTER).
      */
     long exit_after_commits;
+    /* Handler failures that are not transient before the event is set aside; 0 means 5. */
+    long max_attempts;
 };
 
 struct inbox;

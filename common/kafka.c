@@ -42,15 +42,17 @@ rd_kafka_t *kafka_producer_new(const struct kafka_config *cfg,
                                void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *),
                                void *opaque, char *errstr, size_t errlen)
 {
-    char timeout[32];
+    char timeout[32], max_bytes[32];
     rd_kafka_conf_t *conf = kafka_conf_base(cfg, errstr, errlen);
 
     if (!conf)
         return NULL;
     snprintf(timeout, sizeof timeout, "%ld", cfg->message_timeout_ms);
+    snprintf(max_bytes, sizeof max_bytes, "%d", KAFKA_MESSAGE_MAX_BYTES);
     if (kafka_set(conf, "enable.idempotence", "true", errstr, errlen) ||
         kafka_set(conf, "acks", "all", errstr, errlen) ||
         kafka_set(conf, "message.timeout.ms", timeout, errstr, errlen) ||
+        kafka_set(conf, "message.max.bytes", max_bytes, errstr, errlen) ||
         kafka_set(conf, "linger.ms", "2", errstr, errlen) ||
         kafka_set(conf, "compression.codec", "lz4", errstr, errlen)) {
         rd_kafka_conf_destroy(conf);
@@ -116,9 +118,14 @@ enum status kafka_topics_ensure(rd_kafka_t *rk, const char *const *topics, size_
     rd_kafka_NewTopic_t **nt = xcalloc(ntopics, sizeof *nt); // NOLINT(bugprone-sizeof-expression)
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
 
-    for (size_t i = 0; i < ntopics; i++)
+    char max_bytes[32];
+
+    snprintf(max_bytes, sizeof max_bytes, "%d", KAFKA_TOPIC_MAX_BYTES);
+    for (size_t i = 0; i < ntopics; i++) {
         nt[i] = rd_kafka_NewTopic_new(topics[i], (int)partitions, (int)replication, errstr,
                                       sizeof errstr);
+        rd_kafka_NewTopic_set_config(nt[i], "max.message.bytes", max_bytes);
+    }
     rd_kafka_CreateTopics(rk, nt, ntopics, NULL, q);
     rd_kafka_event_t *ev = rd_kafka_queue_poll(q, timeout_ms);
     const rd_kafka_CreateTopics_result_t *res = ev ? rd_kafka_event_CreateTopics_result(ev) : NULL;
@@ -146,6 +153,23 @@ enum status kafka_topics_ensure(rd_kafka_t *rk, const char *const *topics, size_
     rd_kafka_NewTopic_destroy_array(nt, ntopics);
     free(nt);
     return st;
+}
+
+int kafka_err_is_permanent(rd_kafka_resp_err_t err)
+{
+    static const rd_kafka_resp_err_t permanent[] = {
+        RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,    RD_KAFKA_RESP_ERR_INVALID_MSG,
+        RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE,      RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE,
+        RD_KAFKA_RESP_ERR_INVALID_RECORD,        RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP,
+        RD_KAFKA_RESP_ERR_INVALID_REQUIRED_ACKS, RD_KAFKA_RESP_ERR__BAD_MSG,
+        RD_KAFKA_RESP_ERR__INVALID_ARG,
+    };
+
+    for (size_t i = 0; i < sizeof permanent / sizeof permanent[0]; i++) {
+        if (err == permanent[i])
+            return 1;
+    }
+    return 0;
 }
 
 int kafka_reachable(rd_kafka_t *rk, int timeout_ms)

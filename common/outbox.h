@@ -26,10 +26,16 @@ struct outbox_relay_config {
 struct outbox_relay;
 
 /*
- * Starts the relay thread: it takes unsent rows in id order (FOR UPDATE SKIP LOCKED, one relay
- * active per schema at a time), produces them with an idempotent producer, and marks sent only
- * the rows whose delivery report succeeded, stopping at the first failure so that a key's
- * events keep their order. Copies what it needs from cfg.
+ * Starts the relay thread: it takes unsent rows in id order (one relay active per schema at a
+ * time, by a transaction-level advisory lock; no row locks), produces them with an idempotent
+ * producer, and marks sent, key by key, only the unbroken run of a key's rows whose delivery
+ * reports succeeded, so that a key's events keep their order. A row whose error is transient
+ * (timeout, broker down…) counts an attempt and is tried again with backoff; one whose error is
+ * permanent (kafka_err_is_permanent: too large, invalid record…) is set aside at once (dead_at,
+ * with attempts and last_error), and the later rows of its key wait behind it until an operator
+ * replays or discards it (ptce-admin outbox), while every other key keeps flowing. A row over
+ * Kafka's stock 1 MB limit goes out alone for its key (the key's later rows wait a round).
+ * Copies what it needs from cfg.
  */
 struct outbox_relay *outbox_relay_start(const struct outbox_relay_config *cfg);
 

@@ -47,6 +47,8 @@ static const struct config_var service_vars[] = {
      "outbox rows per relay round"},
     {"PTCE_OUTBOX_POLL_MS", CONFIG_INT, "1000", 10, 60000, CFG(outbox_poll_ms),
      "relay wake-up without NOTIFY"},
+    {"PTCE_INBOX_MAX_ATTEMPTS", CONFIG_INT, "5", 1, 1000, CFG(inbox_max_attempts),
+     "handler failures before an event is set aside"},
     {"PTCE_AUTH_CACHE_TTL_MS", CONFIG_INT, "2000", 0, 600000, CFG(auth_cache_ttl_ms),
      "how long a checked key is trusted"},
     {"PTCE_LOG_LEVEL", CONFIG_STRING, "info", 0, 0, CFG(log_level), "debug, info, warn or error"},
@@ -216,7 +218,8 @@ static enum status service_kafka_start(struct service *svc)
                               svc->def->nconsume,
                               svc->def->on_event,
                               svc,
-                              svc->cfg.failpoint_inbox_exit_after};
+                              svc->cfg.failpoint_inbox_exit_after,
+                              svc->cfg.inbox_max_attempts};
     svc->inbox = inbox_start(&ic);
     return svc->inbox ? STATUS_OK : STATUS_INTERNAL;
 }

@@ -31,6 +31,7 @@ struct service_config {
     long auth_cache_ttl_ms;
     const char *log_level;
     long failpoint_inbox_exit_after;
+    long inbox_max_attempts;
 };
 
 struct service;

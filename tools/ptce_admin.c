@@ -1,4 +1,7 @@
-/* ptce-admin: bootstraps roles and schemas, and manages API keys, as the database owner. */
+/*
+ * ptce-admin: bootstraps roles and schemas, manages API keys, and looks after the outbox dead
+ * letters, as the database owner.
+ */
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,12 +247,113 @@ static int admin_key_revoke(PGconn *pg, const char *key_id)
     return 0;
 }
 
+/* ---- outbox dead letters ---- */
+
+/* Points the session at a service's schema; 0 when svc is one of admin_services. */
+static int admin_service_schema(PGconn *pg, const char *svc)
+{
+    const char *params[] = {svc};
+
+    for (size_t i = 0; svc && i < sizeof admin_services / sizeof admin_services[0]; i++) {
+        if (strcmp(svc, admin_services[i]) == 0)
+            return admin_exec(pg, "SELECT set_config('search_path', $1, false)", 1, params, NULL);
+    }
+    fprintf(stderr, "ptce-admin: --service must be submission, instruction or funding\n");
+    return -1;
+}
+
+/* Lists the dead rows, with how many later rows of the same key wait behind each. */
+static int admin_outbox_dead(PGconn *pg)
+{
+    PGresult *r;
+
+    if (admin_exec(pg,
+                   "SELECT id, key, type, attempts, octet_length(payload),"
+                   " (SELECT count(*) FROM outbox w WHERE w.key = o.key AND w.id > o.id"
+                   "  AND w.sent_at IS NULL AND w.dead_at IS NULL AND w.discarded_at IS NULL),"
+                   " dead_at, coalesce(last_error, '')"
+                   " FROM outbox o WHERE dead_at IS NOT NULL ORDER BY id",
+                   0, NULL, &r) != 0)
+        return 1;
+    printf("%-10s  %-36s  %-24s  %-8s  %-10s  %-7s  %-32s  %s\n", "id", "key", "type", "attempts",
+           "bytes", "waiting", "dead_at", "error");
+    for (int i = 0; i < PQntuples(r); i++)
+        printf("%-10s  %-36s  %-24s  %-8s  %-10s  %-7s  %-32s  %s\n", PQgetvalue(r, i, 0),
+               PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4),
+               PQgetvalue(r, i, 5), PQgetvalue(r, i, 6), PQgetvalue(r, i, 7));
+    PQclear(r);
+    return 0;
+}
+
+/*
+ * Replays (the relay tries the row again, attempts from 0) or discards (the row is never sent
+ * and stops holding its key back) one dead row, or with "--all" every one (replay only), then
+ * wakes the service's relay.
+ */
+static int admin_outbox_settle(PGconn *pg, const char *svc, const char *target, int discard)
+{
+    static const char *const sql[2][2] = {
+        {"UPDATE outbox SET dead_at = NULL, attempts = 0 WHERE dead_at IS NOT NULL"
+         " AND id = $1::bigint RETURNING id",
+         "UPDATE outbox SET dead_at = NULL, attempts = 0 WHERE dead_at IS NOT NULL RETURNING id"},
+        {"UPDATE outbox SET dead_at = NULL, discarded_at = now() WHERE dead_at IS NOT NULL"
+         " AND id = $1::bigint RETURNING id",
+         NULL},
+    };
+    int all = target && strcmp(target, "--all") == 0;
+    const char *params[] = {target};
+    PGresult *r;
+
+    if (!target || (!all && strspn(target, "0123456789") != strlen(target)) || !sql[discard][all]) {
+        fprintf(stderr, "ptce-admin: name the dead row by its id%s\n", discard ? "" : ", or --all");
+        return 2;
+    }
+    if (admin_exec(pg, sql[discard][all], all ? 0 : 1, params, &r) != 0)
+        return 1;
+    int n = PQntuples(r);
+    for (int i = 0; i < n; i++)
+        printf("%s %s\n", discard ? "discarded" : "replayed", PQgetvalue(r, i, 0));
+    PQclear(r);
+    if (n == 0) {
+        fprintf(stderr, "ptce-admin: no dead outbox row %s in %s\n", all ? "at all" : target, svc);
+        return all ? 0 : 1;
+    }
+    params[0] = svc; /* the relay LISTENs on "<schema>_outbox" */
+    return admin_exec(pg, "SELECT pg_notify($1 || '_outbox', '')", 1, params, NULL) == 0 ? 0 : 1;
+}
+
+/* ptce-admin outbox dead|replay|discard --service S [ID|--all] */
+static int admin_outbox(PGconn *pg, int argc, char **argv)
+{
+    const char *svc = admin_opt(argc, argv, "--service");
+    const char *target = NULL;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--service") == 0)
+            i++;
+        else if (!target)
+            target = argv[i];
+    }
+    if (admin_service_schema(pg, svc) != 0)
+        return 2;
+    if (strcmp(argv[0], "dead") == 0)
+        return admin_outbox_dead(pg);
+    if (strcmp(argv[0], "replay") == 0)
+        return admin_outbox_settle(pg, svc, target, 0);
+    if (strcmp(argv[0], "discard") == 0)
+        return admin_outbox_settle(pg, svc, target, 1);
+    return -1;
+}
+
 static void admin_usage(void)
 {
     fprintf(stderr, "usage: ptce-admin bootstrap\n"
                     "       ptce-admin key create --role ROLE --regions 84,11|all [--label TEXT]\n"
                     "       ptce-admin key list\n"
                     "       ptce-admin key revoke KEY_ID\n"
+                    "       ptce-admin outbox dead --service SERVICE\n"
+                    "       ptce-admin outbox replay --service SERVICE ID|--all\n"
+                    "       ptce-admin outbox discard --service SERVICE ID\n"
                     "The database is PTCE_ADMIN_DATABASE_URL (a role that owns the database).\n");
 }
 
@@ -276,8 +380,14 @@ int main(int argc, char **argv)
         rc = admin_key_list(pg);
     else if (argc >= 4 && strcmp(argv[1], "key") == 0 && strcmp(argv[2], "revoke") == 0)
         rc = admin_key_revoke(pg, argv[3]);
+    else if (argc >= 3 && strcmp(argv[1], "outbox") == 0)
+        rc = admin_outbox(pg, argc - 2, argv + 2);
     else
         admin_usage();
+    if (rc < 0) {
+        admin_usage();
+        rc = 2;
+    }
     PQfinish(pg);
     return rc;
 }

@@ -75,6 +75,10 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
+# Room for the largest event (common/kafka.h KAFKA_TOPIC_MAX_BYTES): a deposit at the 1 MiB
+# body limit makes an event over the 1 MB default.
+message.max.bytes=8454144
+replica.fetch.max.bytes=8454144
 PROPS
   cat >"$LOG4J" <<'LOG4J'
 # Written by deploy/local/kafka.sh: everything to logs/server.log, nothing to the terminal.

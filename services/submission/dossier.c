@@ -9,188 +9,15 @@
 
 #include "region.h"
 #include "siret.h"
-#include "xalloc.h"
 
-/* ---- the DS mapping ---- */
+/* ---- the content ---- */
 
-struct ds_mapping {
-    json_t *root;   /* the whole file */
-    json_t *champs; /* borrowed from root */
-    json_t *labels; /* member_kind_labels, borrowed from root */
-    long demarche;
-};
-
-struct ds_mapping *ds_mapping_load(const char *path, const char *text, char *err, size_t errlen)
+json_t *dossier_content_empty(void)
 {
-    json_error_t jerr;
-    const char *what = path && *path ? path : "embedded mapping";
-    json_t *root = path && *path ? json_load_file(path, JSON_REJECT_DUPLICATES, &jerr)
-                                 : json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
-
-    if (!root) {
-        snprintf(err, errlen, "%s: %s (line %d)", what, jerr.text, jerr.line);
-        return NULL;
-    }
-    json_t *champs = json_object_get(root, "champs");
-    json_t *labels = json_object_get(root, "member_kind_labels");
-    json_t *demarche = json_object_get(root, "demarche_number");
-    if (!json_is_object(champs) || !json_is_object(labels) || !json_is_integer(demarche)) {
-        snprintf(err, errlen, "%s: champs, member_kind_labels and demarche_number are required",
-                 what);
-        json_decref(root);
-        return NULL;
-    }
-    struct ds_mapping *m = xcalloc(1, sizeof *m);
-    m->root = root;
-    m->champs = champs;
-    m->labels = labels;
-    m->demarche = (long)json_integer_value(demarche);
-    return m;
-}
-
-void ds_mapping_free(struct ds_mapping *m)
-{
-    if (!m)
-        return;
-    json_decref(m->root);
-    free(m);
-}
-
-long ds_mapping_demarche(const struct ds_mapping *m)
-{
-    return m->demarche;
-}
-
-/* Follows "a.b[0].c" through obj; returns a borrowed value or NULL. */
-static json_t *dossier_path(json_t *obj, const char *path)
-{
-    char key[128];
-    const char *p = path;
-
-    while (obj && *p) {
-        size_t n = strcspn(p, ".[");
-        if (n >= sizeof key)
-            return NULL;
-        memcpy(key, p, n);
-        key[n] = '\0';
-        if (n)
-            obj = json_object_get(obj, key);
-        p += n;
-        if (*p == '[') {
-            char *end;
-            long idx = strtol(p + 1, &end, 10);
-            if (*end != ']')
-                return NULL;
-            obj = json_array_get(obj, (size_t)idx);
-            p = end + 1;
-        }
-        if (*p == '.')
-            p++;
-    }
-    return json_is_null(obj) ? NULL : obj;
-}
-
-/* The content skeleton: every field present, unanswered ones null. */
-static json_t *dossier_content_empty(void)
-{
-    return json_pack("{s:{s:n, s:n, s:n}, s:{s:n, s:n}, s:[], s:n, s:n, s:n, s:n}", "carrier",
-                     "siret", "name", "legal_form", "territory", "name", "region", "members",
-                     "summary", "main_document", "legal_person_private", "prior_state_support");
-}
-
-/* Where each model field lands in the content object. */
-static void dossier_put(json_t *content, const char *field, json_t *value)
-{
-    static const struct {
-        const char *field;
-        const char *object;
-        const char *key;
-    } places[] = {
-        {"carrier_siret", "carrier", "siret"},
-        {"carrier_name", "carrier", "name"},
-        {"carrier_legal_form", "carrier", "legal_form"},
-        {"territory_name", "territory", "name"},
-        {"region", "territory", "region"},
-    };
-
-    for (size_t i = 0; i < sizeof places / sizeof places[0]; i++) {
-        if (strcmp(places[i].field, field) == 0) {
-            json_object_set(json_object_get(content, places[i].object), places[i].key, value);
-            return;
-        }
-    }
-    json_object_set(content, field, value); /* summary, main_document, yes/no answers */
-}
-
-/* Copies a DS File into our main_document shape (byteSizeBigInt is a string in DS). */
-static json_t *dossier_file(json_t *file)
-{
-    const char *size = json_string_value(json_object_get(file, "byteSizeBigInt"));
-
-    return json_pack(
-        "{s:O?, s:O?, s:I, s:O?, s:n, s:O?}", "filename", json_object_get(file, "filename"),
-        "content_type", json_object_get(file, "contentType"), "byte_size",
-        (json_int_t)(size ? strtoll(size, NULL, 10) : 0), "checksum",
-        json_object_get(file, "checksum"), "pages", "url", json_object_get(file, "url"));
-}
-
-/* One repetition row → {name, siret, kind}. */
-static json_t *dossier_member(const struct ds_mapping *m, json_t *row_map, json_t *row)
-{
-    json_t *member = json_pack("{s:n, s:n, s:n}", "name", "siret", "kind");
-    size_t i;
-    json_t *champ;
-
-    json_array_foreach(json_object_get(row, "champs"), i, champ)
-    {
-        const char *desc = json_string_value(json_object_get(champ, "champDescriptorId"));
-        json_t *spec = desc ? json_object_get(row_map, desc) : NULL;
-        const char *field;
-        json_t *path;
-        json_object_foreach(json_object_get(spec, "fields"), field, path)
-        {
-            json_t *v = dossier_path(champ, json_string_value(path));
-            if (v && json_object_get(spec, "labels")) /* a drop-down label → our kind */
-                v = json_object_get(m->labels, json_string_value(v));
-            json_object_set(member, field, v ? v : json_null());
-        }
-    }
-    return member;
-}
-
-json_t *dossier_content_from_ds(const struct ds_mapping *m, json_t *ds_dossier)
-{
-    json_t *content = dossier_content_empty();
-    size_t i;
-    json_t *champ;
-
-    json_array_foreach(json_object_get(ds_dossier, "champs"), i, champ)
-    {
-        const char *desc = json_string_value(json_object_get(champ, "champDescriptorId"));
-        json_t *spec = desc ? json_object_get(m->champs, desc) : NULL;
-        const char *field;
-        json_t *path;
-        json_object_foreach(json_object_get(spec, "fields"), field, path)
-        {
-            json_t *v = dossier_path(champ, json_string_value(path));
-            if (strcmp(field, "members") == 0) {
-                size_t r;
-                json_t *row;
-                json_t *members = json_object_get(content, "members");
-                json_array_foreach(v, r, row)
-                {
-                    json_array_append_new(
-                        members, dossier_member(m, json_object_get(spec, "row_champs"), row));
-                }
-            } else if (strcmp(field, "main_document") == 0) {
-                if (v)
-                    json_object_set_new(content, field, dossier_file(v));
-            } else {
-                dossier_put(content, field, v ? v : json_null());
-            }
-        }
-    }
-    return content;
+    return json_pack("{s:{s:n, s:n, s:n, s:n}, s:n, s:{s:n, s:n}, s:[], s:n, s:n, s:n, s:n}",
+                     "carrier", "siret", "name", "legal_form", "legal_category", "ptce_name",
+                     "territory", "name", "region", "members", "summary", "main_document",
+                     "legal_person_private", "prior_state_support");
 }
 
 /* ---- partner deposits ---- */
@@ -301,6 +128,7 @@ static void dossier_partner_bool(json_t *body, const char *key, json_t *errors)
 json_t *dossier_content_from_partner(json_t *body, json_t *errors)
 {
     static const char *const known[] = {"carrier",
+                                        "ptce_name",
                                         "territory",
                                         "members",
                                         "summary",
@@ -334,6 +162,7 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
         if (!region_is_valid(json_string_value(json_object_get(territory, "region"))))
             dossier_error(errors, "territory.region", "must be an INSEE region code such as 84");
     }
+    dossier_text(body, "ptce_name", "ptce_name", 300, 0, errors);
     dossier_partner_members(json_object_get(body, "members"), errors);
     dossier_text(body, "summary", "summary", 20000, 1, errors);
     dossier_partner_bool(body, "legal_person_private", errors);
@@ -355,6 +184,8 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
     json_t *content = dossier_content_empty();
     json_object_set(content, "carrier", carrier);
     json_object_set(content, "territory", territory);
+    json_t *name = json_object_get(body, "ptce_name");
+    json_object_set(content, "ptce_name", name ? name : json_null());
     json_object_set(content, "members", json_object_get(body, "members"));
     json_object_set(content, "summary", json_object_get(body, "summary"));
     if (doc && !json_is_null(doc))
@@ -387,6 +218,65 @@ static void dossier_rule_yes_no(json_t *checks, const char *rule, json_t *answer
                      : json_is_true(answer) == (wanted != 0) ? PASS
                                                              : FAIL;
     dossier_check_add(checks, rule, o, json_pack("{s:O}", "answer", answer ? answer : json_null()));
+}
+
+/* What the first digit of an INSEE catégorie juridique says about the person. */
+static const struct {
+    char digit;
+    enum outcome outcome;
+    const char *kind;
+} dossier_categories[] = {
+    {'1', FAIL, "natural person (entrepreneur individuel), not a legal person"},
+    {'2', FAIL, "group without legal personality"},
+    {'3', REVIEW, "foreign legal person: its law decides"},
+    {'4', FAIL, "public-law person under commercial law"},
+    {'5', PASS, "commercial company"},
+    {'6', PASS, "other legal person registered at the RCS"},
+    {'7', FAIL, "public-law person or body under administrative law"},
+    {'8', PASS, "private-law body of a special kind"},
+    {'9', PASS, "other private-law group (association, foundation...)"},
+};
+
+/* 1 for an INSEE catégorie juridique: exactly four digits. */
+static int dossier_category_valid(const char *code)
+{
+    if (!code || strlen(code) != 4)
+        return 0;
+    for (int i = 0; i < 4; i++) {
+        if (!isdigit((unsigned char)code[i]))
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * The carrier is a private-law legal person. A yes/no answer decides when there is one;
+ * otherwise the first digit of the catégorie juridique does (5, 6, 8, 9 pass; 1, 2, 4, 7
+ * fail; 3, or no valid code, needs review), with the code as evidence.
+ */
+static void dossier_rule_legal_person(json_t *checks, json_t *answer, json_t *carrier)
+{
+    static const char rule[] = "carrier.private_legal_person";
+    const char *code = json_string_value(json_object_get(carrier, "legal_category"));
+    enum outcome o = REVIEW;
+    const char *kind =
+        code ? "not an INSEE catégorie juridique" : "no answer, no catégorie juridique";
+
+    if (json_is_boolean(answer)) {
+        dossier_rule_yes_no(checks, rule, answer, 1);
+        return;
+    }
+    for (size_t i = 0; dossier_category_valid(code) &&
+                       i < sizeof dossier_categories / sizeof dossier_categories[0];
+         i++) {
+        if (dossier_categories[i].digit == code[0]) {
+            o = dossier_categories[i].outcome;
+            kind = dossier_categories[i].kind;
+        }
+    }
+    dossier_check_add(
+        checks, rule, o,
+        json_pack("{s:n, s:s?, s:s}", "answer", "legal_category", code, "reason", kind));
 }
 
 static void dossier_rule_siret(json_t *checks, const char *rule, const char *siret)
@@ -448,14 +338,40 @@ static void dossier_rule_territory(json_t *checks, json_t *territory)
                       json_pack("{s:s?}", "region", region));
 }
 
+/* Why a main document has no page count, for the evidence of needs_review. */
+static const char *dossier_pages_unknown_reason(const char *verification)
+{
+    static const struct {
+        const char *verification;
+        const char *reason;
+    } reasons[] = {
+        {"too_large", "file larger than the download limit: not downloaded"},
+        {"checksum_mismatch", "downloaded bytes do not match DS's checksum"},
+        {"not_a_pdf", "not a readable PDF"},
+    };
+
+    for (size_t i = 0; verification && i < sizeof reasons / sizeof reasons[0]; i++) {
+        if (strcmp(verification, reasons[i].verification) == 0)
+            return reasons[i].reason;
+    }
+    return "page count unknown";
+}
+
 static void dossier_rule_pages(json_t *checks, json_t *doc)
 {
     json_t *pages = json_object_get(doc, "pages");
 
+    if (!json_is_object(doc)) { /* absent, or JSON null as in every mapped content */
+        dossier_check_add(checks, "main_document.max_pages", REVIEW,
+                          json_pack("{s:s}", "reason", "no main document"));
+        return;
+    }
     if (!json_is_integer(pages)) {
-        dossier_check_add(
-            checks, "main_document.max_pages", REVIEW,
-            json_pack("{s:s}", "reason", doc ? "page count unknown" : "no main document"));
+        const char *verification = json_string_value(json_object_get(doc, "verification"));
+        dossier_check_add(checks, "main_document.max_pages", REVIEW,
+                          json_pack("{s:s, s:s?, s:O?}", "reason",
+                                    dossier_pages_unknown_reason(verification), "verification",
+                                    verification, "byte_size", json_object_get(doc, "byte_size")));
         return;
     }
     json_int_t n = json_integer_value(pages);
@@ -471,8 +387,7 @@ json_t *dossier_checks(json_t *content, const char **eligibility)
     json_t *c;
     int fail = 0, review = 0;
 
-    dossier_rule_yes_no(checks, "carrier.private_legal_person",
-                        json_object_get(content, "legal_person_private"), 1);
+    dossier_rule_legal_person(checks, json_object_get(content, "legal_person_private"), carrier);
     dossier_rule_siret(checks, "carrier.siret",
                        json_string_value(json_object_get(carrier, "siret")));
     dossier_rule_members(checks, json_object_get(content, "members"));
@@ -495,13 +410,15 @@ json_t *dossier_checks(json_t *content, const char **eligibility)
 json_t *dossier_document(const struct dossier_meta *meta, json_t *content, json_t *checks)
 {
     json_t *territory = json_object_get(content, "territory");
-    json_t *doc =
-        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:O?, s:O?, s:s, s:s, s:s?}", "id", meta->id,
-                  "origin", meta->origin, "wave", meta->wave, "state", meta->state, "eligibility",
-                  meta->eligibility, "rules_version", meta->rules_version, "version", meta->version,
-                  "region", json_object_get(territory, "region"), "title",
-                  json_object_get(territory, "name"), "deposited_at", meta->deposited_at,
-                  "updated_at", meta->updated_at, "ds_updated_at", meta->ds_updated_at);
+    json_t *title = json_object_get(content, "ptce_name");
+    if (!json_is_string(title) || json_string_length(title) == 0)
+        title = json_object_get(territory, "name"); /* partner deposits may leave it out */
+    json_t *doc = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:O?, s:O?, s:s, s:s, s:s?}", "id", meta->id, "origin",
+        meta->origin, "wave", meta->wave, "state", meta->state, "eligibility", meta->eligibility,
+        "rules_version", meta->rules_version, "version", meta->version, "region",
+        json_object_get(territory, "region"), "title", title, "deposited_at", meta->deposited_at,
+        "updated_at", meta->updated_at, "ds_updated_at", meta->ds_updated_at);
     json_t *copy = json_deep_copy(content);
 
     if (meta->ds_number)

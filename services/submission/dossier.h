@@ -5,6 +5,8 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "ds_mapping.h"
+
 /* The eligibility rules of décret 2015-431 as this code evaluates them; waves name a version. */
 #define DOSSIER_RULES_VERSION "decret-2015-431/v1"
 
@@ -13,28 +15,17 @@
 
 /*
  * The content of a dossier, as a JSON object (owned by whoever holds the reference):
- *   carrier {siret, name, legal_form}, territory {name, region}, members [{name, siret, kind}],
- *   summary, main_document {filename, content_type, byte_size, checksum, pages, url?} or null,
+ *   carrier {siret, name, legal_form, legal_category}, ptce_name, territory {name, region},
+ *   members [{name, siret, kind}], summary,
+ *   main_document {filename, content_type, byte_size, checksum, pages, url?} or null,
  *   legal_person_private (true/false/null), prior_state_support (true/false/null).
- * Missing answers are JSON null: the rules then say needs_review rather than guess.
+ * legal_category is the INSEE catégorie juridique (4 digits, DS's formeJuridiqueCode); ptce_name
+ * is the pôle's own name, the dossier's title. Missing answers are JSON null: the rules then say
+ * needs_review rather than guess. The DS mapping (ds_mapping.h) fills it from a DS dossier.
  */
 
-struct ds_mapping;
-
-/*
- * Loads the champ mapping from the file at path, or when path is NULL or empty from text (the
- * copy of services/submission/ds_mapping.json embedded at build time). NULL + err on a problem.
- */
-struct ds_mapping *ds_mapping_load(const char *path, const char *text, char *err, size_t errlen);
-void ds_mapping_free(struct ds_mapping *m);
-/* The démarche number the mapping is written for. */
-long ds_mapping_demarche(const struct ds_mapping *m);
-
-/*
- * Maps a DS dossier (the `dossier` object answered by getDossier) to our content, through the
- * champDescriptorId table of the mapping. Returns a new reference; never NULL.
- */
-json_t *dossier_content_from_ds(const struct ds_mapping *m, json_t *ds_dossier);
+/* The content skeleton: every field present, each null (members empty). New reference. */
+json_t *dossier_content_empty(void);
 
 /*
  * Validates a partner's POST /v1/dossiers body and returns its content (new reference), or
@@ -65,9 +56,9 @@ struct dossier_meta {
 };
 
 /*
- * The API representation of a dossier (new reference): meta, a flat region/title for filters
- * and consumers, the content (without expiring file URLs) and the checks. Borrows content and
- * checks.
+ * The API representation of a dossier (new reference): meta, a flat region and title (ptce_name,
+ * else the territory's name) for filters and consumers, the content (without expiring file URLs)
+ * and the checks. Borrows content and checks.
  */
 json_t *dossier_document(const struct dossier_meta *meta, json_t *content, json_t *checks);
 

@@ -24,8 +24,8 @@ struct ds_client {
     time_t paused_until; /* set by a 429, shared by every worker: one token, one budget */
 };
 
-static const char *const ds_result_names[] = {"ok",    "not_found", "rate_limited",
-                                              "retry", "expired",   "fatal"};
+static const char *const ds_result_names[] = {"ok",      "not_found", "rate_limited", "retry",
+                                              "expired", "fatal",     "too_large"};
 
 const char *ds_result_name(enum ds_result r)
 {
@@ -62,13 +62,17 @@ struct ds_exchange {
     struct buf body;
     time_t rate_reset; /* from RateLimit-Reset */
     long retry_after;  /* from Retry-After, seconds */
+    int too_large;     /* the answer went past the cap (announced or read) */
 };
 
 static size_t ds_write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     struct ds_exchange *x = ud;
 
-    return buf_append(&x->body, ptr, size * nmemb) == 0 ? size * nmemb : 0; /* 0 aborts */
+    if (buf_append(&x->body, ptr, size * nmemb) == 0)
+        return size * nmemb;
+    x->too_large = 1; /* buf_append fails only at the cap: xalloc aborts on out-of-memory */
+    return 0;         /* 0 aborts the transfer */
 }
 
 static size_t ds_header_cb(char *line, size_t size, size_t nmemb, void *ud)
@@ -99,8 +103,11 @@ static long ds_perform(struct ds_client *c, const char *url, const char *post,
     buf_init(&x->body, (size_t)limit);
     x->rate_reset = 0;
     x->retry_after = 0;
+    x->too_large = 0;
     if (!h)
         return -1;
+    /* A Content-Length over the cap fails at once (CURLE_FILESIZE_EXCEEDED), before any body. */
+    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)limit);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->timeout_ms < 5000 ? c->timeout_ms : 5000);
@@ -118,10 +125,12 @@ static long ds_perform(struct ds_client *c, const char *url, const char *post,
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, post);
     }
     CURLcode rc = curl_easy_perform(h);
+    if (rc == CURLE_FILESIZE_EXCEEDED)
+        x->too_large = 1;
     if (rc == CURLE_OK)
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
     else
-        snprintf(err, errlen, "%s: %s", rc == CURLE_WRITE_ERROR ? "answer too large" : "transport",
+        snprintf(err, errlen, "%s: %s", x->too_large ? "answer too large" : "transport",
                  curl_easy_strerror(rc));
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(h);
@@ -244,6 +253,11 @@ enum ds_result ds_client_download(struct ds_client *c, const char *url, struct b
     struct ds_exchange x;
     long code = ds_perform(c, url, NULL, &x, c->max_file_bytes, err, errlen);
 
+    if (x.too_large) {
+        buf_free(&x.body);
+        snprintf(err, errlen, "file larger than %ld bytes", c->max_file_bytes);
+        return DS_TOO_LARGE;
+    }
     if (code == 200) {
         *out = x.body; /* hand the buffer over */
         return DS_OK;
@@ -254,6 +268,11 @@ enum ds_result ds_client_download(struct ds_client *c, const char *url, struct b
         return DS_EXPIRED;
     }
     return ds_classify(code, err, errlen);
+}
+
+long ds_client_max_file_bytes(const struct ds_client *c)
+{
+    return c->max_file_bytes;
 }
 
 /* ---- files ---- */

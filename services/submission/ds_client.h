@@ -14,6 +14,7 @@ enum ds_result {
     DS_RETRY,        /* timeout, connection failure, 5xx: try again with backoff */
     DS_EXPIRED,      /* a file URL that expired: fetch the dossier again for a fresh one */
     DS_FATAL,        /* 400/401/403 or an answer we cannot read: needs a human, retried slowly */
+    DS_TOO_LARGE,    /* a file over max_file_bytes: permanent, never downloaded again */
 };
 
 const char *ds_result_name(enum ds_result r);
@@ -39,9 +40,16 @@ void ds_client_free(struct ds_client *c);
 enum ds_result ds_client_query(struct ds_client *c, const char *op, json_t *variables,
                                json_t **data, char *err, size_t errlen, atomic_int *stop);
 
-/* Downloads a file URL into out (capped at max_file_bytes). */
+/*
+ * Downloads a file URL into out (caller frees it with buf_free). A file over max_file_bytes,
+ * whether the server's Content-Length announces it or the body runs past it, is DS_TOO_LARGE
+ * and nothing is kept.
+ */
 enum ds_result ds_client_download(struct ds_client *c, const char *url, struct buf *out, char *err,
                                   size_t errlen);
+
+/* The largest file ds_client_download accepts, in bytes. */
+long ds_client_max_file_bytes(const struct ds_client *c);
 
 /* Base64 of the MD5 of data, as DS gives file checksums (25 bytes with the terminator). */
 void ds_checksum(const unsigned char *data, size_t len, char out[25]);

@@ -581,7 +581,7 @@ enum status store_ds_withdraw(struct db_conn *conn, long long number, const char
                               const char *reason, int *changed)
 {
     char num[24];
-    PGresult *r;
+    PGresult *r = NULL; /* cleared once at the end, whichever statement failed */
     const char *params[] = {num, deleted_at};
     enum status st = db_begin(conn);
 
@@ -607,8 +607,7 @@ enum status store_ds_withdraw(struct db_conn *conn, long long number, const char
         free(detail_text);
         json_decref(detail);
     }
-    if (st == STATUS_OK)
-        PQclear(r);
+    PQclear(r);
     if (st == STATUS_OK)
         st = db_commit(conn);
     else
@@ -618,35 +617,90 @@ enum status store_ds_withdraw(struct db_conn *conn, long long number, const char
 
 /* ---- the worker's queue ---- */
 
-DB_STMT(st_notice_claim,
-        "UPDATE ds_notification SET attempts = attempts + 1,"
-        " next_attempt_at = now() + interval '5 minutes' WHERE id = (SELECT id FROM ds_notification"
-        " WHERE status = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at, id"
-        " LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id, dossier_number, attempts");
+/*
+ * A claim is a session-level advisory lock on the dossier, held by the worker's own connection:
+ * a crash or a dropped connection releases it at once, so a failed attempt is taken again within
+ * seconds by this process or another replica. next_attempt_at only carries the backoff of real
+ * failures. The lock is taken in its own statement, never in a WHERE clause over many rows, so
+ * that a worker never holds the lock of a dossier it did not claim.
+ */
+DB_STMT(st_notice_due, "SELECT id, dossier_number FROM ds_notification WHERE status = 'pending'"
+                       " AND next_attempt_at <= now() ORDER BY next_attempt_at, id LIMIT 32");
+DB_STMT(st_fetch_lock, "SELECT pg_try_advisory_lock(hashtext('ptce.ds_fetch'), $1::int)");
+DB_STMT(st_fetch_unlock, "SELECT pg_advisory_unlock(hashtext('ptce.ds_fetch'), $1::int)");
+DB_STMT(st_notice_take, "UPDATE ds_notification SET attempts = attempts + 1 WHERE id = $1"
+                        " AND status = 'pending' AND next_attempt_at <= now() RETURNING attempts");
 DB_STMT(st_notice_done, "UPDATE ds_notification SET status = 'done', done_at = now(),"
                         " last_error = NULL WHERE dossier_number = $1 AND status = 'pending'"
                         " AND id <= $2");
 DB_STMT(st_notice_fail, "UPDATE ds_notification SET status = 'failed', last_error = $2"
                         " WHERE id = $1");
 DB_STMT(st_notice_retry, "UPDATE ds_notification SET next_attempt_at = now() + $2 * interval"
-                         " '1 millisecond', last_error = $3 WHERE id = $1");
+                         " '1 millisecond', last_error = $3 WHERE id = $1 AND status = 'pending'");
+
+/* Runs a one-boolean statement on a dossier number; *yes is its answer. */
+static enum status store_fetch_lock_run(struct db_conn *conn, struct db_stmt *stmt,
+                                        const char *number, int *yes)
+{
+    PGresult *r;
+    const char *params[] = {number};
+    enum status st = db_exec(conn, stmt, 1, params, &r);
+
+    *yes = 0;
+    if (st != STATUS_OK)
+        return st;
+    *yes = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    return STATUS_OK;
+}
+
+/* Locks the dossier of one due notice and takes the notice; *found = 0 if another holds it. */
+static enum status store_notice_take(struct db_conn *conn, const char *id, const char *number,
+                                     struct ds_claim *out, int *found)
+{
+    PGresult *r;
+    const char *params[] = {id};
+    int locked = 0, unlocked = 0;
+    enum status st = store_fetch_lock_run(conn, &st_fetch_lock, number, &locked);
+
+    if (st != STATUS_OK || !locked)
+        return st;
+    st = db_exec(conn, &st_notice_take, 1, params, &r);
+    if (st == STATUS_OK && PQntuples(r) == 1) {
+        out->id = strtoll(id, NULL, 10);
+        out->number = strtoll(number, NULL, 10);
+        out->attempts = (int)strtol(PQgetvalue(r, 0, 0), NULL, 10);
+        *found = 1;
+    }
+    if (st == STATUS_OK)
+        PQclear(r);
+    if (!*found) /* done or retried meanwhile, or the statement failed: let the dossier go */
+        store_fetch_lock_run(conn, &st_fetch_unlock, number, &unlocked);
+    return st;
+}
 
 enum status store_notice_claim(struct db_conn *conn, struct ds_claim *out, int *found)
 {
     PGresult *r;
-    enum status st = db_exec(conn, &st_notice_claim, 0, NULL, &r);
+    enum status st = db_exec(conn, &st_notice_due, 0, NULL, &r);
 
     *found = 0;
     if (st != STATUS_OK)
         return st;
-    if (PQntuples(r) == 1) {
-        out->id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-        out->number = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
-        out->attempts = (int)strtol(PQgetvalue(r, 0, 2), NULL, 10);
-        *found = 1;
-    }
+    /* Oldest first; a dossier another worker holds is skipped, not waited for. */
+    for (int row = 0; row < PQntuples(r) && !*found && st == STATUS_OK; row++)
+        st = store_notice_take(conn, PQgetvalue(r, row, 0), PQgetvalue(r, row, 1), out, found);
     PQclear(r);
-    return STATUS_OK;
+    return st;
+}
+
+enum status store_notice_release(struct db_conn *conn, const struct ds_claim *c)
+{
+    char number[24];
+    int unlocked = 0;
+
+    snprintf(number, sizeof number, "%lld", c->number);
+    return store_fetch_lock_run(conn, &st_fetch_unlock, number, &unlocked);
 }
 
 enum status store_notice_done(struct db_conn *conn, const struct ds_claim *c)
@@ -695,8 +749,10 @@ DB_STMT(st_notice_poll,
         "INSERT INTO ds_notification (procedure_id, dossier_number, state, updated_at_raw,"
         " updated_at, origin) SELECT $1::bigint, $2::bigint, $3::text, $4::text,"
         " $4::text::timestamptz, 'poller' WHERE NOT EXISTS (SELECT 1 FROM dossier"
-        " WHERE ds_number = $2::bigint AND ds_updated_at >= $4::text::timestamptz) ON CONFLICT DO "
-        "NOTHING RETURNING id");
+        " WHERE ds_number = $2::bigint AND ds_updated_at >= $4::text::timestamptz)"
+        " ON CONFLICT (procedure_id, dossier_number, state, updated_at_raw) DO UPDATE"
+        " SET next_attempt_at = now() WHERE ds_notification.status = 'pending'"
+        " AND ds_notification.next_attempt_at > now() RETURNING id");
 
 enum status store_sync_get(struct db_conn *conn, long long demarche, char *updated, char *deleted,
                            size_t len)

@@ -109,13 +109,20 @@ struct ds_claim {
     long long number;
     int attempts;
 };
-/* Takes the oldest due pending notification; *found = 0 when there is none. */
+/*
+ * Takes the oldest due pending notification whose dossier no other worker holds, and holds that
+ * dossier with a session-level advisory lock on conn until store_notice_release (or until conn
+ * is closed or lost: a crash frees the dossier at once). *found = 0 when there is none.
+ * The lock outlives transactions: store_ds_apply's COMMIT or ROLLBACK does not release it.
+ */
 enum status store_notice_claim(struct db_conn *conn, struct ds_claim *out, int *found);
+/* Lets the claimed dossier go; call it on the connection that claimed it. */
+enum status store_notice_release(struct db_conn *conn, const struct ds_claim *c);
 /* Done: this one and every older pending notice of the same dossier (one fetch saw them all). */
 enum status store_notice_done(struct db_conn *conn, const struct ds_claim *c);
 /* Hopeless (DS keeps answering not found): set aside as 'failed', kept with its error. */
 enum status store_notice_fail(struct db_conn *conn, const struct ds_claim *c, const char *error);
-/* Failed: try again after delay_ms, keeping the error. */
+/* Failed: try again after delay_ms, keeping the error (a notice done meanwhile stays done). */
 enum status store_notice_retry(struct db_conn *conn, const struct ds_claim *c, long delay_ms,
                                const char *error);
 
@@ -130,7 +137,11 @@ enum status store_sync_put(struct db_conn *conn, long long demarche, const char 
  * again while held stacks, and every hold ends when the connection closes).
  */
 enum status store_poller_lock(struct db_conn *conn, long long demarche, int *held);
-/* A poller finding: queue a notice if we hold nothing as recent for that dossier. */
+/*
+ * A poller finding: queue a notice if we hold nothing as recent for that dossier. When the same
+ * notice is already pending but waiting (a backoff), it is made due now: DS just answered, and a
+ * dossier must not wait for a stale delay. *queued says whether a notice was queued or made due.
+ */
 enum status store_notice_from_poll(struct db_conn *conn, long long procedure, long long number,
                                    const char *state, const char *updated_at, int *queued);
 

@@ -65,20 +65,50 @@ static void ds_sleep_ms(struct ds_workers *w, long ms)
 
 /* ---- one dossier ---- */
 
+/* What one attempt at a dossier came to. */
+struct ds_attempt {
+    enum ds_result result;
+    int changed;      /* a new version was stored */
+    int store_failed; /* the database failed, not DS: try again soon, not after DS's backoff */
+    char err[512];
+};
+
+/* Marks the main document as not verified, for the page rule to say needs_review. */
+static void ds_document_unverified(json_t *doc, const char *verification)
+{
+    json_object_set_new(doc, "pages", json_null());
+    json_object_set_new(doc, "verification", json_string(verification));
+}
+
 /*
  * Downloads the main document, verifies its checksum (three tries: a corrupt transfer is not a
  * corrupt file) and counts its pages. What cannot be verified is recorded in the content so that
- * the page rule says needs_review; only a transient failure is returned as an error.
+ * the page rule says needs_review; only a transient failure is returned as an error. A file over
+ * the download limit (declared by DS, announced by the server or met while reading) is
+ * permanent: it is marked too_large and never downloaded again for this version.
  */
-static enum ds_result ds_fetch_document(struct ds_workers *w, json_t *doc, struct buf *file,
-                                        char *err, size_t errlen)
+static enum ds_result ds_fetch_document(struct ds_workers *w, long long number, json_t *doc,
+                                        struct buf *file, char *err, size_t errlen)
 {
     const char *url = json_string_value(json_object_get(doc, "url"));
     const char *expected = json_string_value(json_object_get(doc, "checksum"));
+    json_int_t declared = json_integer_value(json_object_get(doc, "byte_size"));
     char actual[25];
 
+    if (declared > ds_client_max_file_bytes(w->client)) {
+        log_event(LOG_WARN, "ds.file_too_large", "{s:I, s:I, s:I}", "number", (json_int_t)number,
+                  "byte_size", declared, "max", (json_int_t)ds_client_max_file_bytes(w->client));
+        ds_document_unverified(doc, "too_large");
+        return DS_OK;
+    }
     for (int attempt = 0; attempt < 3; attempt++) {
         enum ds_result r = ds_client_download(w->client, url ? url : "", file, err, errlen);
+        if (r == DS_TOO_LARGE) {
+            log_event(LOG_WARN, "ds.file_too_large", "{s:I, s:I, s:s}", "number",
+                      (json_int_t)number, "byte_size", declared, "error", err);
+            ds_document_unverified(doc, "too_large");
+            return DS_OK; /* kept, marked, never downloaded again: a human looks at it */
+        }
         if (r != DS_OK)
             return r;
         ds_checksum((const unsigned char *)file->data, file->len, actual);
@@ -91,8 +121,8 @@ static enum ds_result ds_fetch_document(struct ds_workers *w, json_t *doc, struc
         }
         buf_free(file);
     }
-    log_event(LOG_WARN, "ds.checksum_mismatch", "{s:s?, s:s}", "expected", expected, "actual",
-              actual);
+    log_event(LOG_WARN, "ds.checksum_mismatch", "{s:I, s:s?, s:s}", "number", (json_int_t)number,
+              "expected", expected, "actual", actual);
     json_object_set_new(doc, "verification", json_string("checksum_mismatch"));
     return DS_OK; /* kept, marked, never dropped: a human looks at needs_review */
 }
@@ -102,40 +132,72 @@ static int ds_time_field(json_t *obj, const char *key, char *out, size_t len)
     return ds_time_parse(json_string_value(json_object_get(obj, key)), out, len);
 }
 
-static enum ds_result ds_fetch_once(struct ds_workers *w, struct db_conn *conn, long long number,
-                                    char *err, size_t errlen, int *changed)
+/*
+ * 1 while conn, and with it the claim's lock, is alive. A connection the server cut (a restart,
+ * pg_terminate_backend) is noticed without a query: its lock is gone and another worker may
+ * have taken the dossier, so the attempt stops before it downloads or stores anything.
+ */
+static int ds_claim_held(struct db_conn *conn, long long number, struct ds_attempt *a)
+{
+    if (conn->pg && PQconsumeInput(conn->pg) == 1 && PQstatus(conn->pg) == CONNECTION_OK)
+        return 1;
+    snprintf(a->err, sizeof a->err, "dossier %lld: database connection lost during the fetch",
+             number);
+    a->result = DS_RETRY;
+    a->store_failed = 1;
+    return 0;
+}
+
+/* Stores a fetched dossier; a failure is the database's, recorded as such in a. */
+static void ds_store(struct db_conn *conn, const struct ds_snapshot *s, struct ds_attempt *a)
+{
+    enum status st = s->state ? store_ds_apply(conn, s, &a->changed) : STATUS_INVALID;
+
+    if (st == STATUS_OK)
+        return;
+    snprintf(a->err, sizeof a->err, "storing dossier %lld: %s", s->number, status_strerror(st));
+    a->result = st == STATUS_INVALID ? DS_FATAL : DS_RETRY;
+    a->store_failed = st != STATUS_INVALID;
+}
+
+static void ds_fetch_once(struct ds_workers *w, struct db_conn *conn, long long number,
+                          struct ds_attempt *a)
 {
     json_t *data, *dossier;
     char updated[40], deposited[40];
     struct buf file;
-    enum ds_result r =
-        ds_client_query(w->client, "getDossier", json_pack("{s:I}", "number", (json_int_t)number),
-                        &data, err, errlen, &w->stop);
 
-    if (r != DS_OK)
-        return r;
+    a->result =
+        ds_client_query(w->client, "getDossier", json_pack("{s:I}", "number", (json_int_t)number),
+                        &data, a->err, sizeof a->err, &w->stop);
+    if (a->result != DS_OK || !ds_claim_held(conn, number, a)) {
+        json_decref(data);
+        return;
+    }
     dossier = json_object_get(data, "dossier");
     if (!json_is_object(dossier) ||
         ds_time_field(dossier, "dateDerniereModification", updated, sizeof updated) != 0) {
-        snprintf(err, errlen, "dossier %lld: answer without a dossier or a modification date",
-                 number);
+        snprintf(a->err, sizeof a->err,
+                 "dossier %lld: answer without a dossier or a modification date", number);
+        a->result = json_is_object(dossier) ? DS_FATAL : DS_NOT_FOUND;
         json_decref(data);
-        return json_is_object(dossier) ? DS_FATAL : DS_NOT_FOUND;
+        return;
     }
     json_int_t demarche =
         json_integer_value(json_object_get(json_object_get(dossier, "demarche"), "number"));
     if (demarche != w->cfg.demarche) {
-        snprintf(err, errlen, "dossier %lld belongs to démarche %lld, not %ld", number,
+        snprintf(a->err, sizeof a->err, "dossier %lld belongs to démarche %lld, not %ld", number,
                  (long long)demarche, w->cfg.demarche);
+        a->result = DS_FATAL;
         json_decref(data);
-        return DS_FATAL;
+        return;
     }
     json_t *content = dossier_content_from_ds(w->mapping, dossier);
     json_t *doc = json_object_get(content, "main_document");
     buf_init(&file, 0);
     if (json_is_object(doc))
-        r = ds_fetch_document(w, doc, &file, err, errlen);
-    if (r == DS_OK) {
+        a->result = ds_fetch_document(w, number, doc, &file, a->err, sizeof a->err);
+    if (a->result == DS_OK && ds_claim_held(conn, number, a)) {
         int has_dep = ds_time_field(dossier, "dateDepot", deposited, sizeof deposited) == 0;
         struct ds_snapshot s = {number,
                                 (long long)demarche,
@@ -145,57 +207,88 @@ static enum ds_result ds_fetch_once(struct ds_workers *w, struct db_conn *conn, 
                                 content,
                                 file.len ? (const unsigned char *)file.data : NULL,
                                 file.len};
-        enum status st = s.state ? store_ds_apply(conn, &s, changed) : STATUS_INVALID;
-        if (st != STATUS_OK) {
-            snprintf(err, errlen, "storing dossier %lld: %s", number, status_strerror(st));
-            r = st == STATUS_INVALID ? DS_FATAL : DS_RETRY;
-        }
+        ds_store(conn, &s, a);
     }
     buf_free(&file);
     json_decref(content);
     json_decref(data);
-    return r;
 }
 
 /* Fetches and stores; an expired file URL means fetching the dossier again for a fresh one. */
-static enum ds_result ds_fetch(struct ds_workers *w, struct db_conn *conn, long long number,
-                               char *err, size_t errlen, int *changed)
+static void ds_fetch(struct ds_workers *w, struct db_conn *conn, long long number,
+                     struct ds_attempt *a)
 {
-    enum ds_result r = ds_fetch_once(w, conn, number, err, errlen, changed);
+    ds_fetch_once(w, conn, number, a);
+    if (a->result == DS_EXPIRED)
+        ds_fetch_once(w, conn, number, a);
+    if (a->result == DS_EXPIRED)
+        a->result = DS_RETRY;
+}
 
-    if (r == DS_EXPIRED)
-        r = ds_fetch_once(w, conn, number, err, errlen, changed);
-    return r == DS_EXPIRED ? DS_RETRY : r;
+static int ds_connect(struct ds_workers *w, struct db_conn *conn);
+
+/*
+ * Records a failed attempt. The retry is written on a working connection (a lost one is opened
+ * again first); when it cannot be written at all, the dossier is still freed when its lock goes
+ * with the lost connection, and the notice, still due, is taken again at once. Returns 1 when
+ * conn is still the connection that claimed (and holds the lock).
+ */
+static int ds_record_failure(struct ds_workers *w, struct db_conn *conn, const struct ds_claim *c,
+                             const struct ds_attempt *a)
+{
+    /* 0: still the claiming connection, 1: opened again (the lock went with the old one). */
+    int connected = conn->pg && PQstatus(conn->pg) == CONNECTION_OK ? 0 : 1;
+
+    if (ds_connect(w, conn) != 0)
+        connected = -1;
+    metric_add(&m_fetch_errors, 1);
+    if (connected < 0) {
+        log_event(LOG_WARN, "ds.retry_not_recorded", "{s:I, s:s}", "number", (json_int_t)c->number,
+                  "error", a->err);
+        return 0;
+    }
+    int hopeless = a->result == DS_NOT_FOUND || a->result == DS_FATAL;
+    if (hopeless && c->attempts >= DS_MAX_HOPELESS_ATTEMPTS) {
+        /* Kept, with its error, for a human: a dossier DS no longer has, or not ours. */
+        if (store_notice_fail(conn, c, a->err) == STATUS_OK)
+            log_event(LOG_ERROR, "ds.notification_failed", "{s:I, s:s, s:i}", "number",
+                      (json_int_t)c->number, "error", a->err, "attempts", c->attempts);
+        return connected == 0;
+    }
+    /* A database failure is ours, not DS's: it does not grow DS's backoff. */
+    long delay = ds_backoff_ms(a->store_failed ? 1 : c->attempts, w->cfg.retry_max_ms);
+    if (hopeless) /* a human must act: retry, but rarely */
+        delay = w->cfg.retry_max_ms;
+    enum status st = store_notice_retry(conn, c, delay, a->err);
+    log_event(LOG_WARN, "ds.fetch_failed", "{s:I, s:s, s:s, s:i, s:I, s:b}", "number",
+              (json_int_t)c->number, "result", ds_result_name(a->result), "error", a->err,
+              "attempts", c->attempts, "retry_in_ms", (json_int_t)delay, "retry_recorded",
+              st == STATUS_OK);
+    return connected == 0;
 }
 
 static void ds_process(struct ds_workers *w, struct db_conn *conn, const struct ds_claim *c)
 {
-    char err[512] = "";
-    int changed = 0;
-    enum ds_result r = ds_fetch(w, conn, c->number, err, sizeof err, &changed);
+    struct ds_attempt a = {DS_OK, 0, 0, ""};
+    int holds_lock = 1;
 
-    if (r == DS_OK) {
+    ds_fetch(w, conn, c->number, &a);
+    if (a.result == DS_OK) {
         metric_add(&m_fetched, 1);
-        store_notice_done(conn, c);
+        /* If this fails the dossier is stored: the next attempt finds it current and is done. */
+        if (store_notice_done(conn, c) != STATUS_OK)
+            log_event(LOG_WARN, "ds.done_not_recorded", "{s:I}", "number", (json_int_t)c->number);
         log_event(LOG_INFO, "ds.dossier_stored", "{s:I, s:b}", "number", (json_int_t)c->number,
-                  "changed", changed);
-        return;
+                  "changed", a.changed);
+    } else {
+        holds_lock = ds_record_failure(w, conn, c, &a);
     }
-    metric_add(&m_fetch_errors, 1);
-    if ((r == DS_NOT_FOUND || r == DS_FATAL) && c->attempts >= DS_MAX_HOPELESS_ATTEMPTS) {
-        /* Kept, with its error, for a human: a dossier DS no longer has, or not ours. */
-        store_notice_fail(conn, c, err);
-        log_event(LOG_ERROR, "ds.notification_failed", "{s:I, s:s, s:i}", "number",
-                  (json_int_t)c->number, "error", err, "attempts", c->attempts);
-        return;
-    }
-    long delay = ds_backoff_ms(c->attempts, w->cfg.retry_max_ms);
-    if (r == DS_NOT_FOUND || r == DS_FATAL) /* a human must act: retry, but rarely */
-        delay = w->cfg.retry_max_ms;
-    store_notice_retry(conn, c, delay, err);
-    log_event(LOG_WARN, "ds.fetch_failed", "{s:I, s:s, s:s, s:i, s:I}", "number",
-              (json_int_t)c->number, "result", ds_result_name(r), "error", err, "attempts",
-              c->attempts, "retry_in_ms", (json_int_t)delay);
+    /*
+     * The lock lives on the connection that claimed: a new connection never held it. When it
+     * cannot be released, closing the connection releases it.
+     */
+    if (holds_lock && store_notice_release(conn, c) != STATUS_OK)
+        db_conn_close(conn);
 }
 
 /* ---- threads ---- */

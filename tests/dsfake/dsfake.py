@@ -46,7 +46,9 @@ the schema's own JSON shape (camelCase field names), plus
 * a File given as {"filename", "contentType", and one of "path" (relative to the fixtures
   folder), "contentBase64" or "content" (text)}, optional "createdAt" and
   "virusScanResult": the fake keeps the bytes and computes byteSize, byteSizeBigInt and
-  checksum;
+  checksum; for large-file tests, "size": N repeats the content up to exactly N bytes, and
+  "declaredByteSize": N makes the API announce N bytes whatever is served (a blob whose
+  metadata lies);
 * "demarche": {"number": N} links a dossier to a démarche of fixtures/demarche.json.
 Absent fields take defaults (see Store._normalise_dossier); an absent non-null list is
 answered as [] and an absent non-null Boolean as false; other absent non-null fields give
@@ -75,7 +77,10 @@ Fault examples:
   {"mode": "expire_urls"}                      every file URL handed out is already expired
   {"mode": "bad_checksum"}                     downloads serve bytes that miss the checksum
 "count" absent means "until reset". "target" is "graphql" (default), "files" or "any"
-for the request faults (429, 500, slow, down, 401).
+for the request faults (429, 500, slow, down, 401). "dossier": N narrows a request fault
+to the requests about dossier N: a GraphQL request whose variables hold "number": N, or a
+download of one of its files; other requests pass it by.
+  {"mode": "slow", "delay_ms": 2000, "count": 1, "dossier": 10000001}
 """
 
 from __future__ import annotations
@@ -407,6 +412,14 @@ class Store:
                 raise FixtureError("contentBase64 is not valid base64") from error
         else:
             data = str(spec["content"]).encode()
+        if "size" in spec:
+            size = spec["size"]
+            if not isinstance(size, int) or size < 1 or size > 256 * 1024 * 1024 or not data:
+                raise FixtureError("'size' must be a positive byte count (256 MiB at most) of non-empty content")
+            data = (data * (size // len(data) + 1))[:size]
+        declared = spec.get("declaredByteSize", len(data))
+        if not isinstance(declared, int) or declared < 0:
+            raise FixtureError("'declaredByteSize' must be a byte count")
         token = secrets.token_urlsafe(18)
         self.blobs[token] = {
             "data": data,
@@ -417,8 +430,8 @@ class Store:
         return {
             "filename": spec["filename"],
             "contentType": spec.get("contentType", "application/octet-stream"),
-            "byteSize": len(data),
-            "byteSizeBigInt": len(data),
+            "byteSize": declared,
+            "byteSizeBigInt": declared,
             # DS (Active Storage) stores the base64 of the MD5 digest of the bytes.
             "checksum": base64.b64encode(hashlib.md5(data).digest()).decode(),
             "createdAt": spec.get("createdAt") or format_time(now()),
@@ -466,12 +479,17 @@ class Faults:
             raise FixtureError(f"'target' must be one of {sorted(FAULT_TARGETS)}")
         if fault["mode"] == "slow" and not isinstance(fault.get("delay_ms"), (int, float)):
             raise FixtureError("a 'slow' fault needs 'delay_ms'")
+        if "dossier" in fault and not isinstance(fault["dossier"], int):
+            raise FixtureError("'dossier' must be a dossier number")
         self.active.append(fault)
         return fault
 
-    def take(self, modes: set[str], target: str | None = None) -> dict | None:
-        """Consume one use of the first active fault of one of `modes` aimed at `target`."""
+    def take(self, modes: set[str], target: str | None = None, dossier: int | None = None) -> dict | None:
+        """Consume one use of the first active fault of one of `modes` aimed at `target` (and at
+        `dossier`, for a fault narrowed to one dossier)."""
         for fault in self.active:
+            if "dossier" in fault and fault["dossier"] != dossier:
+                continue
             if fault["mode"] in modes and (target is None or fault["target"] in (target, "any")):
                 if fault.get("count") is not None:
                     fault["count"] -= 1
@@ -1059,12 +1077,12 @@ class Handler(BaseHTTPRequestHandler):
 
     # Request faults ----------------------------------------------------------------
 
-    def _apply_request_faults(self, target: str) -> bool:
+    def _apply_request_faults(self, target: str, dossier: int | None = None) -> bool:
         """Apply the active request faults; return True if the request was answered (or dropped)."""
         app = self.app
         while True:
             with app.lock:
-                fault = app.faults.take(REQUEST_FAULTS, target)
+                fault = app.faults.take(REQUEST_FAULTS, target, dossier)
                 if fault is not None:
                     app.count_fault(fault["mode"])
                     if fault["mode"] == "429":
@@ -1144,7 +1162,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._send_rate_limited(reset)
                 return
 
-        if self._apply_request_faults("graphql"):
+        variables = body.get("variables") if body is not None else None
+        number = variables.get("number") if isinstance(variables, dict) else None
+        if self._apply_request_faults("graphql", number if isinstance(number, int) else None):
             return
 
         token = ""
@@ -1170,12 +1190,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def _file(self, path: str, query: dict) -> None:
         app = self.app
-        if self._apply_request_faults("files"):
-            return
         parts = path.split("/")  # ["", "files", token, name...]
         token = parts[2] if len(parts) > 3 else ""
         with app.lock:
             blob = app.store.blobs.get(token)
+        if self._apply_request_faults("files", blob["dossier"] if blob is not None else None):
+            return
         if blob is None:
             self._send_s3_error(404, "NoSuchKey", "The specified key does not exist.")
             return

@@ -30,13 +30,16 @@ DSFAKE = HERE / "dsfake.py"
 FIXTURES = HERE / "fixtures"
 QUERIES_PATH = REPO / "services" / "submission" / "ds_queries.graphql"
 MAPPING_PATH = REPO / "services" / "submission" / "ds_mapping.json"
+LEGAL_MAPPING_PATH = FIXTURES / "ds_mapping_legal.json"
 SCHEMA_PATH = REPO.parent / "shared" / "ds" / "schema.graphql"
 
 TOKEN = "test-token"
 EXPIRED_TOKEN = "expired-token"
 DEMARCHE = 12345
+LEGAL_DEMARCHE = 23456  # opened to legal persons: the carrier is the demandeur
 QUERIES = QUERIES_PATH.read_text(encoding="utf-8")
 MAPPING = json.loads(MAPPING_PATH.read_text(encoding="utf-8"))
+LEGAL_MAPPING = json.loads(LEGAL_MAPPING_PATH.read_text(encoding="utf-8"))
 
 
 def load_make_fixtures():
@@ -132,22 +135,26 @@ def path_get(node, path: str):
     return node
 
 
-def apply_mapping(dossier: dict) -> dict:
+def apply_mapping(dossier: dict, mapping: dict = MAPPING) -> dict:
     model: dict = {}
     for champ in dossier["champs"]:
-        spec = MAPPING["champs"].get(champ["champDescriptorId"])
+        spec = mapping["champs"].get(champ["champDescriptorId"])
         if spec is None:
             continue  # e.g. section headers
         assert champ["__typename"] == spec["typename"], champ
         for field, path in spec["fields"].items():
             value = path_get(champ, path)
             if "row_champs" in spec:  # a repetition: one object per row
-                value = [map_row(row, spec["row_champs"]) for row in value or []]
+                value = [map_row(row, spec["row_champs"], mapping) for row in value or []]
             model[field] = value
+    # Dossier-level paths (the demandeur) fill only what the champs left null.
+    for field, path in mapping.get("dossier", {}).items():
+        if model.get(field) is None:
+            model[field] = path_get(dossier, path)
     return model
 
 
-def map_row(row: dict, row_champs: dict) -> dict:
+def map_row(row: dict, row_champs: dict, mapping: dict = MAPPING) -> dict:
     member = {}
     for child in row["champs"]:
         spec = row_champs[child["champDescriptorId"]]
@@ -155,7 +162,7 @@ def map_row(row: dict, row_champs: dict) -> dict:
         for field, path in spec["fields"].items():
             value = path_get(child, path)
             if "labels" in spec:  # a drop-down label, translated into our vocabulary
-                value = MAPPING[spec["labels"]].get(value)
+                value = mapping[spec["labels"]].get(value)
             member[field] = value
     return member
 
@@ -191,10 +198,17 @@ def test_queries_validate_against_ds_schema():
     assert set(variables["getDeletedDossiers"]) == {"demarcheNumber", "deletedSince", "first", "after"}
 
 
-def test_mapping_agrees_with_the_demarche_fixture():
-    demarche = json.loads((FIXTURES / "demarche.json").read_text(encoding="utf-8"))
+def demarche_fixture(number: int) -> dict:
+    demarches = json.loads((FIXTURES / "demarche.json").read_text(encoding="utf-8"))
+    return next(d for d in demarches if d["number"] == number)
+
+
+@pytest.mark.parametrize("mapping, number", [(MAPPING, DEMARCHE), (LEGAL_MAPPING, LEGAL_DEMARCHE)],
+                         ids=["ds_mapping.json", "ds_mapping_legal.json"])
+def test_mapping_agrees_with_the_demarche_fixture(mapping, number):
+    demarche = demarche_fixture(number)
     descriptors = {d["id"]: d for d in demarche["activeRevision"]["champDescriptors"]}
-    for champ_id, spec in MAPPING["champs"].items():
+    for champ_id, spec in mapping["champs"].items():
         assert champ_id == make_fixtures.champ_descriptor_id(spec["stable_id"])
         descriptor = descriptors[champ_id]
         assert descriptor["label"] == spec["label"]
@@ -203,9 +217,12 @@ def test_mapping_agrees_with_the_demarche_fixture():
             assert children[child_id]["label"] == child_spec["label"]
             if child_spec.get("labels"):
                 # Every drop-down option maps to a kind, and every kind is reachable.
-                assert set(children[child_id]["options"]) == set(MAPPING["member_kind_labels"])
-                assert set(MAPPING["member_kind_labels"].values()) == set(MAPPING["member_kinds"])
-    assert MAPPING["demarche_number"] == demarche["number"]
+                assert set(children[child_id]["options"]) == set(mapping["member_kind_labels"])
+                assert set(mapping["member_kind_labels"].values()) == set(mapping["member_kinds"])
+    assert mapping["demarche_number"] == demarche["number"]
+    # The dossier paths start at a field our getDossier fetches (DossierFields).
+    for path in mapping.get("dossier", {}).values():
+        assert path.split(".")[0] in {"demandeur", "number", "state", "dateDepot", "demarche"}, path
 
 
 def test_fixture_generator_is_deterministic(tmp_path):
@@ -253,6 +270,8 @@ def test_get_dossier_1001_is_fully_eligible(fake, tmp_path):
     assert model["carrier_siret"] == "73282932000074"
     assert model["carrier_name"] == "Pôle Territorial de Coopération du Val"
     assert model["carrier_legal_form"] == "Association déclarée"
+    assert model["carrier_legal_category"] == "9220"
+    assert model["ptce_name"] == "PTCE Réemploi du Val"
     assert model["legal_person_private"] is True
     assert model["prior_state_support"] is False
     assert model["territory_name"] == "Val de la Coopération"
@@ -284,6 +303,48 @@ def test_fixture_ineligible_cases(fake, tmp_path):
     assert not make_fixtures.luhn_valid(model["carrier_siret"])
     assert model["carrier_name"] is None  # DS could not identify the establishment
     assert dossier["demandeur"] == {"__typename": "PersonneMoraleIncomplete", "siret": "73282932000075"}
+
+
+@pytest.mark.parametrize("number, siret, name, category", [
+    (5001, make_fixtures.LEGAL_CARRIERS["association"][0], "ASSOCIATION POLE COOPERATIF DU VAL", "9220"),
+    (5002, make_fixtures.LEGAL_CARRIERS["sarl"][0], "REEMPLOI DU VAL SARL", "5499"),
+    (5003, make_fixtures.LEGAL_CARRIERS["commune"][0], "COMMUNE DE VALENCE", "7210"),
+])
+def test_legal_demarche_carrier_is_the_demandeur(fake, number, siret, name, category):
+    dossier = fake.dossier(number)
+    assert dossier["demarche"] == {"number": LEGAL_DEMARCHE}
+    assert dossier["demandeur"]["__typename"] == "PersonneMorale"
+    # No champ gives the carrier: the only SIRETs in the form are the members' (inside rows).
+    assert "SiretChamp" not in {c["__typename"] for c in dossier["champs"]}
+    model = apply_mapping(dossier, LEGAL_MAPPING)
+    assert (model["carrier_siret"], model["carrier_name"], model["carrier_legal_category"]) == \
+        (siret, name, category)
+    assert make_fixtures.luhn_valid(siret)
+    assert model["carrier_legal_form"] == dossier["demandeur"]["entreprise"]["formeJuridique"]
+    assert "legal_person_private" not in model  # no champ asks: the category answers
+    assert model["ptce_name"] == "PTCE Réemploi du Val"
+    assert [m["kind"] for m in model["members"]] == ["ess_enterprise", "other_enterprise", "local_authority"]
+    assert model["main_document"]["contentType"] == "application/pdf"
+
+
+def test_legal_demarche_incomplete_demandeur(fake):
+    dossier = fake.dossier(5004)
+    siret = make_fixtures.LEGAL_CARRIERS["incomplete"][0]
+    assert dossier["demandeur"] == {"__typename": "PersonneMoraleIncomplete", "siret": siret}
+    model = apply_mapping(dossier, LEGAL_MAPPING)
+    assert model["carrier_siret"] == siret
+    assert model["carrier_name"] is None and model["carrier_legal_category"] is None
+
+
+def test_demarches_list_their_own_dossiers(fake):
+    legal = fake.data("getDemarcheDossiers", {"demarcheNumber": LEGAL_DEMARCHE})["demarche"]["dossiers"]
+    assert [n["number"] for n in legal["nodes"]] == [5001, 5002, 5003, 5004]
+    ours = fake.data("getDemarcheDossiers", {"demarcheNumber": DEMARCHE})["demarche"]["dossiers"]
+    assert [n["number"] for n in ours["nodes"]] == [1001, 1002, 1003, 1004]
+    # A dossier deposited through the control API joins the démarche it names.
+    extra = {**json.loads((FIXTURES / "dossiers" / "5001.json").read_text(encoding="utf-8")), "number": 5999}
+    assert fake.control("POST", "dossiers", extra).status_code == 200
+    assert fake.dossier(5999)["demarche"] == {"number": LEGAL_DEMARCHE}
 
 
 def test_champ_types_fall_back_without_fragments(fake):
@@ -497,3 +558,34 @@ def test_bad_checksum_fault(fake):
     assert len(corrupt) == int(document["byteSizeBigInt"])
     assert b64_md5(corrupt) != document["checksum"]
     assert b64_md5(requests.get(document["url"], timeout=10).content) == document["checksum"]
+
+
+def test_fault_narrowed_to_one_dossier(fake):
+    fake.control("POST", "faults", {"mode": "500", "count": 1, "dossier": 1002})
+    assert fake.graphql("getDossier", {"number": 1001}).status_code == 200  # passed by
+    assert fake.control("GET", "faults").json()["faults"][0]["count"] == 1
+    assert fake.graphql("getDossier", {"number": 1002}).status_code == 500
+    assert fake.control("GET", "faults").json()["faults"] == []
+    # A narrowed file fault hits only the downloads of that dossier's files.
+    fake.control("POST", "faults", {"mode": "500", "target": "files", "count": 1, "dossier": 1002})
+    url_1001 = apply_mapping(fake.dossier(1001))["main_document"]["url"]
+    assert requests.get(url_1001, timeout=10).status_code == 200
+    url_1002 = apply_mapping(fake.dossier(1002))["main_document"]["url"]
+    assert requests.get(url_1002, timeout=10).status_code == 500
+    assert fake.control("POST", "faults", {"mode": "500", "dossier": "1002"}).status_code == 400
+
+
+def test_large_and_lying_files(fake):
+    dossier = json.loads((FIXTURES / "dossiers" / "1001.json").read_text(encoding="utf-8"))
+    dossier["number"] = 3100
+    champ = next(c for c in dossier["champs"] if c["champDescriptorId"] == "Q2hhbXAtMTEw")
+    champ["files"] = [{"filename": "big.pdf", "contentType": "application/pdf", "content": "%PDF-1.4 ",
+                       "size": 100_000, "declaredByteSize": 1234}]
+    assert fake.control("POST", "dossiers", dossier).status_code == 200
+    document = apply_mapping(fake.dossier(3100))["main_document"]
+    assert document["byteSizeBigInt"] == "1234"  # announced, not what is served
+    body = requests.get(document["url"], timeout=10).content
+    assert len(body) == 100_000 and body.startswith(b"%PDF-1.4 %PDF")
+    assert document["checksum"] == b64_md5(body)
+    champ["files"][0]["size"] = 0
+    assert fake.control("POST", "dossiers", dossier).status_code == 400

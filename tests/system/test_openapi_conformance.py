@@ -165,6 +165,7 @@ def sub(urls):
 
 def partner_body(**changes):
     body = {
+        "ptce_name": "PTCE du Val",
         "carrier": {"siret": "73282932000074", "name": "Pôle du Val", "legal_form": "Association"},
         "territory": {"name": "Vallée du Rhône", "region": "84"},
         "members": [
@@ -213,6 +214,7 @@ def test_partner_deposit_read_list_history(sub, partner, admin, instructor_11, d
     assert r.status_code == 201 and "Idempotent-Replayed" not in r.headers
     assert r.headers["Location"] == f"/v1/dossiers/{created['id']}"
     assert created["origin"] == "partner" and created["state"] == "deposited"
+    assert created["ptce_name"] == created["title"] == "PTCE du Val"
 
     r = requests.post(sub + "/v1/dossiers", data=raw, headers=headers, timeout=TIMEOUT)
     assert conform(r, "/v1/dossiers", "post") == created
@@ -246,8 +248,10 @@ def test_partner_deposit_read_list_history(sub, partner, admin, instructor_11, d
 
     # A second deposit, so that a page of one has a next page.
     headers2 = {**headers, "Idempotency-Key": str(uuid.uuid4())}
-    r = requests.post(sub + "/v1/dossiers", json=partner_body(), headers=headers2, timeout=TIMEOUT)
-    conform(r, "/v1/dossiers", "post")
+    r = requests.post(sub + "/v1/dossiers", json=partner_body(ptce_name=None), headers=headers2,
+                      timeout=TIMEOUT)
+    second = conform(r, "/v1/dossiers", "post")
+    assert second["ptce_name"] is None and second["title"] == "Vallée du Rhône"
     r = requests.get(sub + "/v1/dossiers", params={"limit": 1, "region": "84", "state": "deposited"},
                      headers=admin, timeout=TIMEOUT)
     page = conform(r, "/v1/dossiers", "get")
@@ -407,6 +411,8 @@ def test_ds_webhook_and_dossier_events(sub, admin, dsfake, db):
     r = requests.get(f"{sub}/v1/dossiers/{dossier_id}", headers=admin, timeout=TIMEOUT)
     doc = conform(r, "/v1/dossiers/{id}", "get")
     assert doc["origin"] == "ds" and doc["ds_number"] == number
+    assert doc["title"] == doc["ptce_name"] == "PTCE Réemploi du Val"  # the "Nom du pôle" champ
+    assert doc["carrier"]["legal_category"] == "9220"
 
     # A newer version on DS, notified: dossier.updated.
     fixture.update(state="en_instruction", datePassageEnInstruction="2021-06-02T10:00:00+02:00",

@@ -49,8 +49,10 @@ static char schema[64];
 static struct fsm *toy;
 static struct db_conn conn;
 
-static const struct auth_principal admin = {"aaaaaaaaaaaaaaaa", ROLE_NATIONAL_ADMIN, 1, 0, {{0}}};
-static const struct auth_principal partner = {"bbbbbbbbbbbbbbbb", ROLE_PARTNER, 1, 0, {{0}}};
+static const struct auth_principal admin = {
+    .key_id = "aaaaaaaaaaaaaaaa", .role = ROLE_NATIONAL_ADMIN, .all_regions = 1};
+static const struct auth_principal partner = {
+    .key_id = "bbbbbbbbbbbbbbbb", .role = ROLE_PARTNER, .all_regions = 1};
 
 DB_STMT(q_guard_amount, "SELECT amount FROM toy WHERE id = $1");
 

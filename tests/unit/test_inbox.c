@@ -1,5 +1,6 @@
 /* test_inbox: events from librdkafka's mock broker are applied once, in order, or set aside. */
 #include <check.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,10 @@ static void teardown(void)
 /* The handler: records the event; refuses type "unit.refused" after writing (to be undone). */
 DB_STMT(q_apply, "INSERT INTO applied (event_id, subject) VALUES ($1, $2)");
 
+/* Handler calls for the failing types below (the inbox thread runs in the test's process). */
+static atomic_int broken_calls, flaky_calls;
+#define FLAKY_FAILURES 6 /* more than the 5 attempts an event gets for a lasting failure */
+
 static enum status handle(struct db_conn *c, const struct cloudevent *ev, void *ud)
 {
     const char *params[] = {ev->id, ev->subject};
@@ -70,6 +75,13 @@ static enum status handle(struct db_conn *c, const struct cloudevent *ev, void *
     (void)ud;
     if (st == STATUS_OK && strcmp(ev->type, "unit.refused") == 0)
         return STATUS_UNPROCESSABLE;
+    if (st == STATUS_OK && strcmp(ev->type, "unit.broken") == 0) {
+        atomic_fetch_add(&broken_calls, 1);
+        return STATUS_INTERNAL; /* a bug: no retry will help */
+    }
+    if (st == STATUS_OK && strcmp(ev->type, "unit.flaky") == 0 &&
+        atomic_fetch_add(&flaky_calls, 1) < FLAKY_FAILURES)
+        return atomic_load(&flaky_calls) % 2 ? STATUS_UNAVAILABLE : STATUS_RETRY;
     return st;
 }
 
@@ -188,6 +200,36 @@ START_TEST(test_inbox_dead_letters)
 }
 END_TEST
 
+START_TEST(test_inbox_sets_aside_a_lasting_failure)
+{
+    struct inbox *inbox = inbox_open();
+
+    produce_event(E1, "unit.broken", "k");
+    produce_event(E2, "unit.ok", "k"); /* same partition: it waits until E1 is done with */
+    wait_applied(E2);
+    ck_assert_int_eq(atomic_load(&broken_calls), 5);
+    ck_assert_str_eq(scalar("SELECT format('%s/%s/%s', kafka_offset, attempts, last_status)"
+                            " FROM inbox_dead_letter"),
+                     "0/5/internal");
+    ck_assert_str_eq(scalar("SELECT count(*) FROM applied"), "1");
+    ck_assert_str_eq(scalar("SELECT count(*) FROM inbox"), "1");
+    inbox_stop(inbox);
+}
+END_TEST
+
+START_TEST(test_inbox_retries_a_transient_failure)
+{
+    struct inbox *inbox = inbox_open();
+
+    produce_event(E1, "unit.flaky", "k");
+    wait_applied(E1); /* after FLAKY_FAILURES transient failures, well past 5 attempts */
+    ck_assert_int_eq(atomic_load(&flaky_calls), FLAKY_FAILURES + 1);
+    ck_assert_str_eq(scalar("SELECT count(*) FROM inbox_dead_letter"), "0");
+    ck_assert_str_eq(scalar("SELECT count(*) FROM inbox"), "1");
+    inbox_stop(inbox);
+}
+END_TEST
+
 /* The offset group "unit-inbox" committed for partition 0 of TOPIC. */
 static long committed_offset(void)
 {
@@ -273,6 +315,8 @@ static Suite *inbox_suite(void)
     tcase_add_test(tc, test_inbox_stop_commits_offsets);
     tcase_add_test(tc, test_inbox_metrics);
     tcase_add_test(tc, test_inbox_recovers_from_failed_apply);
+    tcase_add_test(tc, test_inbox_sets_aside_a_lasting_failure);
+    tcase_add_test(tc, test_inbox_retries_a_transient_failure);
     suite_add_tcase(s, tc);
     return s;
 }
