@@ -178,6 +178,13 @@ int64_t domain_percentile(const int64_t *sorted, size_t n, int p)
     return sorted[rank - 1];
 }
 
+int domain_int64_cmp(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+    return (x > y) - (x < y);
+}
+
 void domain_csv_field(struct buf *out, const char *s)
 {
     if (!s)

@@ -58,6 +58,9 @@ void domain_consolidate(const int *totals, size_t n, int *mean, int *spread);
 /* The p-th percentile (0..100, nearest rank) of n sorted values; -1 when n == 0. */
 int64_t domain_percentile(const int64_t *sorted, size_t n, int p);
 
+/* qsort comparator of int64_t values, ascending. */
+int domain_int64_cmp(const void *a, const void *b);
+
 /*
  * Appends s to out as one CSV field for ';'-separated files: quoted (doubling quotes) when it
  * holds ';', '"', CR or LF; NULL appends nothing (an empty field).

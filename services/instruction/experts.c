@@ -20,7 +20,7 @@
     " 'answer', o.answer, 'answer_yes', o.answer_yes)"
 
 DB_STMT(experts_insert,
-        "INSERT INTO opinion_request (id, dossier_id, expert_name, expert_siret, question, yes_no,"
+        "INSERT INTO opinion_request AS o (id, dossier_id, expert_name, expert_siret, question, yes_no,"
         " confidential, deadline, key_id, created_by) VALUES ($1, $2, $3, $4, $5, $6::boolean,"
         " $7::boolean, $8::timestamptz, $9, $10) RETURNING " EXPERTS_DOC);
 DB_STMT(experts_list, "SELECT " EXPERTS_DOC ", o.key_id = $2, o.confidential"

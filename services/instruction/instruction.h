@@ -46,6 +46,7 @@ int scoring_handle_review(struct http_ctx *ctx);
 int national_handle_rankings(struct http_ctx *ctx);
 int national_handle_decisions(struct http_ctx *ctx);
 int national_handle_funnel(struct http_ctx *ctx);
+int national_handle_delays(struct http_ctx *ctx);
 int national_handle_export(struct http_ctx *ctx);
 
 #endif

@@ -28,9 +28,14 @@ DB_STMT(lifecycle_ready,
         "   AND n.value <> 'null'::jsonb AND btrim(n.value #>> '{}') <> ''))"
         " FROM dossier d WHERE d.id = $1");
 DB_STMT(lifecycle_labels, "SELECT $2 = ANY(labels) FROM dossier WHERE id = $1");
-DB_STMT(lifecycle_slots, "SELECT phase2_slots, (SELECT count(*) FROM dossier d WHERE d.wave = w.id"
-                         " AND d.state = 'phase2_laureate') FROM wave w WHERE w.id = $1"
-                         " FOR UPDATE");
+/*
+ * The count is a statement of its own, run once the wave's lock is held: a sub-select of the
+ * locking statement would read the snapshot taken before the wait and miss the laureates that
+ * the previous holder committed.
+ */
+DB_STMT(lifecycle_slots, "SELECT phase2_slots FROM wave WHERE id = $1 FOR UPDATE");
+DB_STMT(lifecycle_laureates, "SELECT count(*) FROM dossier WHERE wave = $1"
+                             " AND state = 'phase2_laureate'");
 DB_STMT(lifecycle_effect,
         "UPDATE dossier SET decided_at = CASE WHEN $2::boolean THEN now() ELSE decided_at END,"
         " phase2_deadline = coalesce($3::timestamptz, phase2_deadline),"
@@ -114,7 +119,11 @@ enum status lifecycle_wave_slots_lock(struct db_conn *conn, const char *wave, lo
         return STATUS_NOT_FOUND;
     }
     *slots = strtol(PQgetvalue(r, 0, 0), NULL, 10);
-    *taken = strtol(PQgetvalue(r, 0, 1), NULL, 10);
+    PQclear(r);
+    st = db_exec(conn, &lifecycle_laureates, 1, params, &r);
+    if (st != STATUS_OK)
+        return st;
+    *taken = strtol(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     return STATUS_OK;
 }

@@ -129,7 +129,7 @@ static int handle_dossier_list(struct http_ctx *ctx)
         return http_reply_problem(ctx, STATUS_INVALID, "state '%s' is not a state", f.state);
     enum status st = db_acquire(instruction_db(ctx), &conn);
     if (st == STATUS_OK) {
-        st = store_dossier_list(conn, &ctx->principal, &f, &items, last_id);
+        st = store_dossier_queue(conn, &ctx->principal, &f, &items, last_id);
         db_release(instruction_db(ctx), conn);
     }
     if (st != STATUS_OK)
@@ -270,11 +270,20 @@ const struct http_route instruction_routes[] = {
      INSTRUCTION_WRITERS, HTTP_BODY_JSON},
     {"GET", "/v1/dossiers/{id}/opinion-requests", experts_handle_request_list,
      INSTRUCTION_READERS, 0},
-    {"POST", "/v1/opinion-requests/{rid}/declaration", experts_handle_declaration, ROLE_EXPERT,
+    {"POST", "/v1/opinion-requests/{rid}/declaration", experts_handle_declaration,
+     ROLE_EXPERT | ROLE_DASHBOARD,
      HTTP_BODY_JSON},
-    {"PUT", "/v1/opinion-requests/{rid}/answer", experts_handle_answer, ROLE_EXPERT,
+    {"PUT", "/v1/opinion-requests/{rid}/answer", experts_handle_answer, ROLE_EXPERT | ROLE_DASHBOARD,
      HTTP_BODY_JSON},
-    {"POST", "/v1/opinion-requests/{rid}/remind", experts_handle_remind, INSTRUCTION_STAFF, 0},
-    {"POST", "/v1/opinion-requests/{rid}/revoke", experts_handle_revoke, INSTRUCTION_STAFF, 0},
+    {"POST", "/v1/opinion-requests/{rid}/remind", experts_handle_remind, INSTRUCTION_WRITERS, 0},
+    {"POST", "/v1/opinion-requests/{rid}/revoke", experts_handle_revoke, INSTRUCTION_WRITERS, 0},
+    {"POST", "/v1/dossiers/{id}/reviews", scoring_handle_review, INSTRUCTION_READERS,
+     HTTP_BODY_JSON},
+    {"GET", "/v1/rankings", national_handle_rankings, INSTRUCTION_WRITERS, 0},
+    {"POST", "/v1/waves/{wave}/decisions", national_handle_decisions, ROLE_NATIONAL_ADMIN,
+     HTTP_BODY_JSON},
+    {"GET", "/v1/stats/funnel", national_handle_funnel, INSTRUCTION_STAFF | ROLE_DASHBOARD, 0},
+    {"GET", "/v1/stats/delays", national_handle_delays, INSTRUCTION_STAFF | ROLE_DASHBOARD, 0},
+    {"GET", "/v1/exports/dossiers.csv", national_handle_export, INSTRUCTION_WRITERS, 0},
 };
 const size_t instruction_nroutes = sizeof instruction_routes / sizeof *instruction_routes;

@@ -173,7 +173,7 @@ static json_t *store_json_rows(PGresult *r)
     return items;
 }
 
-enum status store_dossier_list(struct db_conn *conn, const struct auth_principal *p,
+enum status store_dossier_queue(struct db_conn *conn, const struct auth_principal *p,
                                const struct dossier_list_filter *f, json_t **items,
                                char *last_id)
 {

@@ -55,7 +55,7 @@ struct dossier_list_filter {
  * One page of dossier documents the principal sees, by id; *items a new array, *last_id the id
  * of the last row when another page may follow ("" otherwise, UUID_STR_LEN bytes).
  */
-enum status store_dossier_list(struct db_conn *conn, const struct auth_principal *p,
+enum status store_dossier_queue(struct db_conn *conn, const struct auth_principal *p,
                                const struct dossier_list_filter *f, json_t **items,
                                char *last_id);
 
