@@ -310,3 +310,82 @@ def test_cross_region_and_dashboard_get_404(urls, k, api):
     assert requests.get(f"{api}/v1/dossiers", headers=k["dash"], timeout=T).status_code == 404
     assert get(api, did, k["partner"]).status_code == 403
     assert get(api, did, k["funding"]).status_code == 403
+
+
+def test_ds_echo_never_undoes_repeats_or_reroutes_a_decision(k, api, db):
+    did = str(uuid.uuid4())
+    base = {"id": did, "state": "en_construction", "region": "84", "wave": "2026", "title": "e",
+            "summary": "s", "ds_number": 777}
+    inject(db, did, "dossier.deposited", {**base, "version": 1})
+    wait_until(lambda: get(api, did, k["admin"]).status_code == 200, what="the projection")
+    ready_for_decision(api, did, k["i84"])
+    before = step(api, did, k["admin"], "phase1_laureate")
+    # DS accepted the dossier (our write-back) and the new DS version comes back.
+    echo = inject(db, did, "dossier.updated", {**base, "version": 2, "state": "accepte"})
+    wait_until(lambda: applied(db, echo) == 1, what="the echo")
+    after = get(api, did, k["admin"]).json()
+    assert after["state"] == "phase1_laureate" and after["version"] == before["version"]
+    assert after["source_state"] == "accepte" and after["group"] == "region-84"
+    assert len(events_of(db, did, "dossier.decided")) == 1
+    assert len(events_of(db, did, "dossier.routed")) == 1
+    assert sql(db, "SELECT count(*) FROM instruction.dossier_history WHERE resource_id = %s",
+               did)[0][0] == 3
+
+
+def test_answers_match_the_spec(urls, k, api):
+    """Instruction's answers validate against api-spec/openapi.yaml (its paths under /v1)."""
+    from test_openapi_conformance import conform
+    did = deposit(urls, k, api)
+    r = get(api, did, k["i84"])
+    conform(r, "/dossiers/{id}", "get")
+    conform(requests.get(f"{api}/v1/dossiers/{did}", headers={**k["i84"], "If-None-Match": '"v1"'},
+                         timeout=T), "/dossiers/{id}", "get")
+    conform(get(api, did, k["dash"]), "/dossiers/{id}", "get")
+    conform(requests.get(f"{api}/v1/dossiers", params={"limit": 2}, headers=k["i84"], timeout=T),
+            "/dossiers", "get")
+    conform(move(api, did, k["i84"], "regional_review"), "/dossiers/{id}/transitions", "post")
+    conform(move(api, did, k["i84"], "regional_review", '"v9"'), "/dossiers/{id}/transitions", "post")
+    conform(move(api, did, k["i84"], "refused", '"v1"'), "/dossiers/{id}/transitions", "post")
+    conform(move(api, did, k["i84"], "regional_review", '"v1"'), "/dossiers/{id}/transitions", "post")
+    conform(requests.get(f"{api}/v1/dossiers/{did}/history", headers=k["i84"], timeout=T),
+            "/dossiers/{id}/history", "get")
+    conform(put(api, did, k["i84"], "regional-opinion", {"opinion": "favourable"}),
+            "/dossiers/{id}/regional-opinion", "put")
+    conform(put(api, did, k["i84"], "labels", {"labels": ["a"]}), "/dossiers/{id}/labels", "put")
+    conform(put(api, did, k["i84"], "annotations/partners_met", {"value": True}),
+            "/dossiers/{id}/annotations/{key}", "put")
+    r = requests.post(f"{api}/v1/dossiers/{did}/reviews", json={"phase": 1, "scores": {
+        "cooperation": 1, "territory": 1, "economic_model": 1, "governance": 1}},
+        headers=k["i84"], timeout=T)
+    conform(r, "/dossiers/{id}/reviews", "post")
+    wave = r.json() and get(api, did, k["admin"]).json()["wave"]
+    conform(requests.get(f"{api}/v1/rankings", params={"wave": wave}, headers=k["i84"], timeout=T),
+            "/rankings", "get")
+    conform(requests.get(f"{api}/v1/stats/funnel", params={"wave": wave}, headers=k["dash"],
+                         timeout=T), "/stats/funnel", "get")
+    conform(requests.get(f"{api}/v1/stats/delays", params={"wave": wave}, headers=k["dash"],
+                         timeout=T), "/stats/delays", "get")
+    conform(requests.get(f"{api}/v1/exports/dossiers.csv", params={"wave": wave},
+                         headers=k["admin"], timeout=T), "/exports/dossiers.csv", "get")
+    conform(requests.post(f"{api}/v1/waves/{wave}/decisions", json={"phase": 1, "decisions": [
+        {"dossier_id": did, "outcome": "phase1_laureate", "reference": "R"}]},
+        headers=k["admin"], timeout=T), "/waves/{wave}/decisions", "post")
+    r = requests.post(f"{api}/v1/dossiers/{did}/opinion-requests", json={
+        "expert": {"name": "E"}, "question": "Q", "deadline": "2030-01-01T00:00:00Z"},
+        headers=k["i84"], timeout=T)
+    conform(r, "/dossiers/{id}/opinion-requests", "post")
+    rid, token = r.json()["id"], r.json()["token"]
+    conform(requests.post(f"{api}/v1/opinion-requests/{rid}/declaration", json={"interests": "none"},
+                          headers=bearer(token), timeout=T), "/opinion-requests/{rid}/declaration",
+            "post")
+    conform(requests.put(f"{api}/v1/opinion-requests/{rid}/answer", json={"answer": "ok"},
+                         headers=bearer(token), timeout=T), "/opinion-requests/{rid}/answer", "put")
+    conform(requests.get(f"{api}/v1/dossiers/{did}/opinion-requests", headers=k["i84"], timeout=T),
+            "/dossiers/{id}/opinion-requests", "get")
+    conform(requests.post(f"{api}/v1/opinion-requests/{rid}/remind", headers=k["i84"], timeout=T),
+            "/opinion-requests/{rid}/remind", "post")
+    conform(requests.post(f"{api}/v1/opinion-requests/{rid}/revoke", headers=k["i84"], timeout=T),
+            "/opinion-requests/{rid}/revoke", "post")
+    conform(requests.post(f"{api}/v1/dossiers/{did}/assignment", json={"group": "default",
+                          "reason": "r"}, headers=k["admin"], timeout=T),
+            "/dossiers/{id}/assignment", "post")

@@ -62,7 +62,12 @@ def new_wave(db, slots):
     payload = json.dumps({"specversion": "1.0", "id": eid, "source": "/ptce/submission",
                           "type": "wave.published", "subject": wid, "time": now,
                           "datacontenttype": "application/json",
-                          "data": {"wave": {"id": wid, "label": "test", "phase2_slots": slots}}})
+                          "data": {"wave": {
+                              "id": wid, "label": "test", "deposit_opens_at": "2026-01-01T00:00:00+00:00",
+                              "deposit_closes_at": None, "phase2_opens_at": None,
+                              "phase2_closes_at": None, "phase2_slots": slots,
+                              "amount_per_laureate_cents": 10000000,
+                              "rules_version": "decret-2015-431/v1"}}})
     sql(db, "INSERT INTO submission.outbox (event_id, topic, key, type, payload)"
             " VALUES (%s, 'ptce.submission.events', %s, 'wave.published', %s)", eid, wid, payload)
     wait_until(lambda: applied(db, eid) == 1, what="the wave")
