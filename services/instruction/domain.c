@@ -7,9 +7,12 @@
 #include "clock.h"
 
 const char *const domain_states[] = {
-    "received",        "correction_requested", "regional_review", "awaiting_decision",
-    "phase1_laureate", "refused",              "closed",          "phase2_invited",
-    "phase2_applied",  "phase2_review",        "phase2_laureate", "phase2_not_selected",
+    "received",        "correction_requested",
+    "regional_review", "awaiting_decision",
+    "phase1_laureate", "refused",
+    "closed",          "phase2_invited",
+    "phase2_applied",  "phase2_review",
+    "phase2_laureate", "phase2_not_selected",
     "withdrawn",       NULL,
 };
 
@@ -80,8 +83,7 @@ int domain_annotation_value_ok(const char *type, const json_t *value)
     if (!strcmp(type, "integer"))
         return json_is_integer(value);
     if (!strcmp(type, "date"))
-        return json_is_string(value) &&
-               clock_date_parse(json_string_value(value), &d) == STATUS_OK;
+        return json_is_string(value) && clock_date_parse(json_string_value(value), &d) == STATUS_OK;
     return 0;
 }
 
@@ -107,8 +109,8 @@ static int domain_criterion(const json_t *c, const char **key, json_int_t *weigh
     return *key && *weight > 0 && *max > 0 && *weight <= 1000 && *max <= 1000;
 }
 
-enum status domain_review_total(const json_t *criteria, const json_t *scores, int *total,
-                                char *why, size_t whylen)
+enum status domain_review_total(const json_t *criteria, const json_t *scores, int *total, char *why,
+                                size_t whylen)
 {
     long long got = 0, best = 0;
     json_int_t weight, max;
@@ -125,7 +127,8 @@ enum status domain_review_total(const json_t *criteria, const json_t *scores, in
                  json_array_size(criteria));
         return STATUS_INVALID;
     }
-    json_array_foreach(criteria, i, c) {
+    json_array_foreach(criteria, i, c)
+    {
         if (!domain_criterion(c, &key, &weight, &max)) {
             snprintf(why, whylen, "criterion %zu of the grid is malformed", i);
             return STATUS_INVALID;
@@ -140,6 +143,8 @@ enum status domain_review_total(const json_t *criteria, const json_t *scores, in
         got += weight * json_integer_value(s) * 1000000 / max;
         best += weight;
     }
+    if (best <= 0)
+        return STATUS_INVALID; /* not reached: every criterion has a positive weight */
     /* The weighted share as hundredths of a percent, rounded half up. */
     *total = (int)((got + best * 50) / (best * 100));
     return STATUS_OK;
@@ -227,7 +232,8 @@ int domain_siret_conflicts(const json_t *doc, const char *siret)
                       have, sizeof have);
     if (!strcmp(have, want))
         return 1;
-    json_array_foreach(json_object_get(doc, "members"), i, m) {
+    json_array_foreach(json_object_get(doc, "members"), i, m)
+    {
         domain_siret_norm(json_string_value(json_object_get(m, "siret")), have, sizeof have);
         if (!strcmp(have, want))
             return 1;

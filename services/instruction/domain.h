@@ -46,8 +46,8 @@ int domain_annotation_filled(const json_t *value);
  * weighted score in hundredths of a percent of the maximum (0..10000, rounded half up, integer
  * arithmetic). STATUS_INVALID with a sentence in why otherwise.
  */
-enum status domain_review_total(const json_t *criteria, const json_t *scores, int *total,
-                                char *why, size_t whylen);
+enum status domain_review_total(const json_t *criteria, const json_t *scores, int *total, char *why,
+                                size_t whylen);
 
 /*
  * The consolidated score of reviews' totals: their mean rounded half up and the spread (max −

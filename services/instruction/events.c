@@ -79,8 +79,9 @@ enum status events_route_dossier(struct db_conn *conn, const char *id, const cha
         }
         snprintf(chosen, sizeof chosen, "%s", PQgetvalue(r, 0, 0));
         PQclear(r);
-        snprintf(why, sizeof why, "%s", strcmp(chosen, "default") ? "routing rule of the region"
-                                                                 : "no rule: the default group");
+        snprintf(why, sizeof why, "%s",
+                 strcmp(chosen, "default") ? "routing rule of the region"
+                                           : "no rule: the default group");
     }
     const char *a[] = {id, chosen, actor, why};
     st = db_exec(conn, &events_assignment, 4, a, NULL);
@@ -106,8 +107,7 @@ static enum status events_follow_up(struct db_conn *conn, const char *id, const 
         return st;
     if (d.withdrawn && strcmp(d.state, "withdrawn") != 0)
         mv.to = "withdrawn";
-    else if (edited && !strcmp(d.state, "correction_requested") &&
-             !strcmp(type, "dossier.updated"))
+    else if (edited && !strcmp(d.state, "correction_requested") && !strcmp(type, "dossier.updated"))
         mv.to = "received";
     if (mv.to) {
         mv.motivation = !strcmp(mv.to, "withdrawn") ? "withdrawn on DS" : "the carrier's edit";
@@ -149,11 +149,12 @@ static enum status events_dossier(struct db_conn *conn, const struct cloudevent 
         return st;
     int route = PQgetvalue(r, 0, 0)[0] == 't';
     int edited = PQgetvalue(r, 0, 2)[0] == 't';
-    int follow = PQgetvalue(r, 0, 3)[0] == 't' || !strcmp(PQgetvalue(r, 0, 1), "correction_requested");
+    int follow =
+        PQgetvalue(r, 0, 3)[0] == 't' || !strcmp(PQgetvalue(r, 0, 1), "correction_requested");
     PQclear(r);
     if (route)
-        st = events_route_dossier(conn, ev->subject, events_str(dossier, "region"), "system",
-                                  NULL, NULL);
+        st = events_route_dossier(conn, ev->subject, events_str(dossier, "region"), "system", NULL,
+                                  NULL);
     if (st == STATUS_OK && follow)
         st = events_follow_up(conn, ev->subject, ev->type, edited);
     if (st == STATUS_OK)

@@ -15,16 +15,18 @@
     "json_build_object('id', o.id, 'dossier_id', o.dossier_id, 'expert',"                          \
     " json_build_object('name', o.expert_name, 'siret', o.expert_siret), 'question', o.question,"  \
     " 'yes_no', o.yes_no, 'confidential', o.confidential,"                                         \
-    " 'deadline', to_char(o.deadline AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"      \
+    " 'deadline', to_char(o.deadline AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"    \
     " 'state', o.state, 'key_id', o.key_id, 'reminders', o.reminders,"                             \
     " 'answer', o.answer, 'answer_yes', o.answer_yes)"
 
-DB_STMT(experts_insert,
-        "INSERT INTO opinion_request AS o (id, dossier_id, expert_name, expert_siret, question, yes_no,"
-        " confidential, deadline, key_id, created_by) VALUES ($1, $2, $3, $4, $5, $6::boolean,"
-        " $7::boolean, $8::timestamptz, $9, $10) RETURNING " EXPERTS_DOC);
-DB_STMT(experts_list, "SELECT " EXPERTS_DOC ", o.key_id = $2, o.confidential"
-                      " FROM opinion_request o WHERE o.dossier_id = $1 ORDER BY o.created_at, o.id");
+DB_STMT(
+    experts_insert,
+    "INSERT INTO opinion_request AS o (id, dossier_id, expert_name, expert_siret, question, yes_no,"
+    " confidential, deadline, key_id, created_by) VALUES ($1, $2, $3, $4, $5, $6::boolean,"
+    " $7::boolean, $8::timestamptz, $9, $10) RETURNING " EXPERTS_DOC);
+DB_STMT(experts_list,
+        "SELECT " EXPERTS_DOC ", o.key_id = $2, o.confidential"
+        " FROM opinion_request o WHERE o.dossier_id = $1 ORDER BY o.created_at, o.id");
 DB_STMT(experts_lock, "SELECT dossier_id, key_id, state, yes_no, coalesce(expert_siret, ''),"
                       " confidential FROM opinion_request WHERE id = $1 FOR UPDATE");
 DB_STMT(experts_declare, "UPDATE opinion_request SET state = $2, declaration = $3::jsonb"
@@ -55,7 +57,8 @@ static void experts_create_read(const struct http_ctx *ctx, struct experts_creat
                                 char deadline[CLOCK_RFC3339_LEN], json_t *errors)
 {
     json_t *expert = json_object_get(ctx->body, "expert");
-    json_t *yn = json_object_get(ctx->body, "yes_no"), *conf = json_object_get(ctx->body, "confidential");
+    json_t *yn = json_object_get(ctx->body, "yes_no"),
+           *conf = json_object_get(ctx->body, "confidential");
     int bad = 0;
 
     c->name = json_string_value(json_object_get(expert, "name"));
@@ -102,9 +105,16 @@ static enum status experts_create_tx(struct db_conn *conn, const struct dossier_
     enum status st = db_begin(conn);
     if (st == STATUS_OK)
         st = auth_key_insert(conn, &spec, token, key_id);
-    const char *params[] = {rid, d->id, c->name, c->siret, c->question,
-                            c->yes_no ? "true" : "false", c->confidential ? "true" : "false",
-                            c->deadline, key_id, actor};
+    const char *params[] = {rid,
+                            d->id,
+                            c->name,
+                            c->siret,
+                            c->question,
+                            c->yes_no ? "true" : "false",
+                            c->confidential ? "true" : "false",
+                            c->deadline,
+                            key_id,
+                            actor};
     if (st == STATUS_OK)
         st = db_exec(conn, &experts_insert, 10, params, &r);
     if (st == STATUS_OK) {
@@ -289,8 +299,9 @@ static enum status experts_declare_step(struct db_conn *conn, struct http_ctx *c
     if (st == STATUS_OK && conflict)
         st = db_exec(conn, &experts_key_revoke, 1, key, NULL);
     if (st == STATUS_OK && conflict) {
-        snprintf(why, whylen, "conflict of interest: the expert's organisation is a member of "
-                              "the PTCE; the request is blocked and its key revoked");
+        snprintf(why, whylen,
+                 "conflict of interest: the expert's organisation is a member of "
+                 "the PTCE; the request is blocked and its key revoked");
         return STATUS_CONFLICT;
     }
     return st;
@@ -313,8 +324,9 @@ static enum status experts_answer_step(struct db_conn *conn, struct http_ctx *ct
     }
     if (!json_is_string(answer) || !domain_annotation_filled(answer) ||
         json_string_length(answer) > 20000 || (o->yes_no && !json_is_boolean(yes))) {
-        snprintf(why, whylen, "answer (a text) is required, and yes (a boolean) for a yes/no "
-                              "question");
+        snprintf(why, whylen,
+                 "answer (a text) is required, and yes (a boolean) for a yes/no "
+                 "question");
         return STATUS_INVALID;
     }
     const char *params[] = {http_param(ctx, "rid"), json_string_value(answer),

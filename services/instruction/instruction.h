@@ -22,8 +22,7 @@ struct db_pool *instruction_db(const struct http_ctx *ctx);
 struct fsm *instruction_fsm(const struct http_ctx *ctx);
 
 /* Answers the dossier document of id with its ETag (status code). Releases nothing. */
-int instruction_reply_dossier(struct http_ctx *ctx, struct db_conn *conn, int code,
-                              const char *id);
+int instruction_reply_dossier(struct http_ctx *ctx, struct db_conn *conn, int code, const char *id);
 
 /* Answers a failed status with a sentence; the common 404 of a dossier out of scope. */
 int instruction_reply_dossier_missing(struct http_ctx *ctx, enum status st);

@@ -212,13 +212,12 @@ static json_t *lifecycle_event_data(const struct dossier_row *d, const struct li
         return data;
     time_now_rfc3339(now, sizeof now);
     const json_t *carrier = json_object_get(d->doc, "carrier");
-    json_object_update_new(data, json_pack("{s:i, s:s, s:s, s:s, s:s, s:s?, s:{s:s?, s:s?}}", "phase",
-                                       phase, "outcome", mv->to, "reference",
-                                       mv->reference ? mv->reference : "", "decided_at", now,
-                                       "decided_by", mv->who ? mv->who->key_id : "system",
-                                       "ptce_name", lifecycle_str(d->doc, "title"), "beneficiary",
-                                       "siret", lifecycle_str(carrier, "siret"), "name",
-                                       lifecycle_str(carrier, "name")));
+    json_object_update_new(
+        data, json_pack("{s:i, s:s, s:s, s:s, s:s, s:s?, s:{s:s?, s:s?}}", "phase", phase,
+                        "outcome", mv->to, "reference", mv->reference ? mv->reference : "",
+                        "decided_at", now, "decided_by", mv->who ? mv->who->key_id : "system",
+                        "ptce_name", lifecycle_str(d->doc, "title"), "beneficiary", "siret",
+                        lifecycle_str(carrier, "siret"), "name", lifecycle_str(carrier, "name")));
     return data;
 }
 
@@ -293,9 +292,9 @@ enum status lifecycle_move_in_tx(struct db_conn *conn, const struct dossier_row 
         return st;
     json_t *data = lifecycle_event_data(d, mv);
     json_object_update_new(data, json_pack("{s:s, s:s, s:s, s:I, s:s, s:s?, s:s?}", "id", d->id,
-                                       "from", d->state, "to", mv->to, "version",
-                                       (json_int_t)*version, "actor", actor, "actor_role", role,
-                                       "motivation", mv->motivation));
+                                           "from", d->state, "to", mv->to, "version",
+                                           (json_int_t)*version, "actor", actor, "actor_role", role,
+                                           "motivation", mv->motivation));
     const char *type = t && t->event_type ? t->event_type : lifecycle_def.event_type;
     return outbox_append(conn, INSTRUCTION_TOPIC, LIFECYCLE_SOURCE, type, d->id, data, NULL);
 }

@@ -11,10 +11,10 @@
 /* One move asked for; every pointer borrowed for the call. */
 struct lifecycle_move {
     const char *to;
-    const char *motivation; /* NULL when none */
-    const char *reference;  /* a decision's committee reference, NULL when none */
-    const char *deadline;   /* an invitation's deadline, RFC 3339, NULL when none */
-    const char *if_match;   /* NULL when absent */
+    const char *motivation;           /* NULL when none */
+    const char *reference;            /* a decision's committee reference, NULL when none */
+    const char *deadline;             /* an invitation's deadline, RFC 3339, NULL when none */
+    const char *if_match;             /* NULL when absent */
     const struct auth_principal *who; /* NULL: the service itself */
 };
 

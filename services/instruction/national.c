@@ -25,14 +25,26 @@
  * Four statements rather than one with optional parameters, so that the plan of a region's
  * ranking reads the dossier_rank index (wave, region, score DESC) in order and stops at LIMIT.
  */
-DB_STMT(rank1_region, RANK_ROW("score1", "spread1") " AND d.region = $5" RANK_FILTERS
-                      " ORDER BY d.score1 DESC NULLS LAST, d.id LIMIT $6::int OFFSET $7::int");
-DB_STMT(rank1_all, RANK_ROW("score1", "spread1") " AND $5::text IS NULL" RANK_FILTERS
-                   " ORDER BY d.score1 DESC NULLS LAST, d.id LIMIT $6::int OFFSET $7::int");
-DB_STMT(rank2_region, RANK_ROW("score2", "spread2") " AND d.region = $5" RANK_FILTERS
-                      " ORDER BY d.score2 DESC NULLS LAST, d.id LIMIT $6::int OFFSET $7::int");
-DB_STMT(rank2_all, RANK_ROW("score2", "spread2") " AND $5::text IS NULL" RANK_FILTERS
-                   " ORDER BY d.score2 DESC NULLS LAST, d.id LIMIT $6::int OFFSET $7::int");
+DB_STMT(
+    rank1_region,
+    RANK_ROW("score1",
+             "spread1") " AND d.region = $5" RANK_FILTERS
+                        " ORDER BY d.score1 DESC NULLS LAST, d.id LIMIT $6::int OFFSET $7::int");
+DB_STMT(
+    rank1_all,
+    RANK_ROW("score1",
+             "spread1") " AND $5::text IS NULL" RANK_FILTERS
+                        " ORDER BY d.score1 DESC NULLS LAST, d.id LIMIT $6::int OFFSET $7::int");
+DB_STMT(
+    rank2_region,
+    RANK_ROW("score2",
+             "spread2") " AND d.region = $5" RANK_FILTERS
+                        " ORDER BY d.score2 DESC NULLS LAST, d.id LIMIT $6::int OFFSET $7::int");
+DB_STMT(
+    rank2_all,
+    RANK_ROW("score2",
+             "spread2") " AND $5::text IS NULL" RANK_FILTERS
+                        " ORDER BY d.score2 DESC NULLS LAST, d.id LIMIT $6::int OFFSET $7::int");
 DB_STMT(rank_balance,
         "SELECT coalesce(json_object_agg(region, json_build_object('dossiers', n,"
         " 'phase1_laureates', l1, 'phase2_laureates', l2)), '{}') FROM (SELECT d.region,"
@@ -54,14 +66,19 @@ static enum status national_ranking_query(struct db_conn *conn, const struct htt
     char *regions = store_scope_regions(&ctx->principal);
     char lim[24], off[24];
     const char *region = http_query(ctx, "region");
-    struct db_stmt *stmt = phase == 2 ? (region ? &rank2_region : &rank2_all)
-                                      : (region ? &rank1_region : &rank1_all);
+    struct db_stmt *stmt =
+        phase == 2 ? (region ? &rank2_region : &rank2_all) : (region ? &rank1_region : &rank1_all);
     PGresult *r;
 
     snprintf(lim, sizeof lim, "%ld", limit);
     snprintf(off, sizeof off, "%ld", offset);
-    const char *params[] = {http_query(ctx, "wave"), regions, http_query(ctx, "state"),
-                            http_query(ctx, "label"), region, lim, off};
+    const char *params[] = {http_query(ctx, "wave"),
+                            regions,
+                            http_query(ctx, "state"),
+                            http_query(ctx, "label"),
+                            region,
+                            lim,
+                            off};
     enum status st = db_exec(conn, stmt, 7, params, &r);
     if (st == STATUS_OK) {
         *items = json_array();
@@ -160,7 +177,8 @@ static struct decision *national_decisions_read(const json_t *body, int *phase, 
         return NULL;
     }
     struct decision *ds = xcalloc(*n, sizeof *ds);
-    json_array_foreach(list, i, v) {
+    json_array_foreach(list, i, v)
+    {
         struct decision *d = &ds[i];
         d->index = i;
         d->dossier_id = json_string_value(json_object_get(v, "dossier_id"));
@@ -245,19 +263,20 @@ static enum status national_decide_tx(struct db_conn *conn, const struct http_ct
     if (st == STATUS_OK && json_array_size(errors))
         st = STATUS_CONFLICT;
     if (st == STATUS_OK && taken + laureates > slots) {
-        snprintf(why, whylen, "wave %s has %ld phase-2 slots, %ld taken: %ld more do not fit",
-                 wave, slots, taken, laureates);
+        snprintf(why, whylen, "wave %s has %ld phase-2 slots, %ld taken: %ld more do not fit", wave,
+                 slots, taken, laureates);
         st = STATUS_CONFLICT;
     }
     *results = json_array();
     for (size_t i = 0; st == STATUS_OK && i < n; i++) {
-        struct lifecycle_move mv = {.to = ds[i].outcome, .motivation = ds[i].motivation,
-                                    .reference = ds[i].reference, .who = &ctx->principal};
+        struct lifecycle_move mv = {.to = ds[i].outcome,
+                                    .motivation = ds[i].motivation,
+                                    .reference = ds[i].reference,
+                                    .who = &ctx->principal};
         long long version = 0;
         st = lifecycle_move_in_tx(conn, &rows[i], &mv, &version);
         json_array_append_new(*results, json_pack("{s:s, s:s, s:I}", "dossier_id", rows[i].id,
-                                                  "state", mv.to, "version",
-                                                  (json_int_t)version));
+                                                  "state", mv.to, "version", (json_int_t)version));
     }
     if (st == STATUS_OK)
         st = db_commit(conn);

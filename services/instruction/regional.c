@@ -88,7 +88,8 @@ int regional_handle_opinion(struct http_ctx *ctx)
         http_field_error(errors, "motivation", "must be a string of at most 5000 bytes");
     else if (a.opinion && strcmp(a.opinion, "favourable") != 0 &&
              !domain_annotation_filled(json_object_get(ctx->body, "motivation")))
-        http_field_error(errors, "motivation", "is required for a reserved or unfavourable opinion");
+        http_field_error(errors, "motivation",
+                         "is required for a reserved or unfavourable opinion");
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid regional opinion");
     json_decref(errors);
@@ -175,7 +176,8 @@ int regional_handle_labels(struct http_ctx *ctx)
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid labels");
     }
     pgarray_init(&a);
-    json_array_foreach(labels, i, v) {
+    json_array_foreach(labels, i, v)
+    {
         if (!regional_label_ok(json_string_value(v))) {
             pgarray_free(&a);
             json_t *errors = json_array();

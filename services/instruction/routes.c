@@ -38,8 +38,7 @@ int instruction_reply_dossier_missing(struct http_ctx *ctx, enum status st)
     return http_reply_problem(ctx, st, "the dossier could not be read");
 }
 
-int instruction_reply_dossier(struct http_ctx *ctx, struct db_conn *conn, int code,
-                              const char *id)
+int instruction_reply_dossier(struct http_ctx *ctx, struct db_conn *conn, int code, const char *id)
 {
     char etag[PRECOND_ETAG_LEN];
     json_t *doc = store_dossier_document(conn, id);
@@ -137,10 +136,10 @@ static int handle_dossier_list(struct http_ctx *ctx)
     page_pos_init(&last);
     if (last_id[0])
         page_pos_add_text(&last, last_id);
-    return http_reply_json(ctx, 200,
-                           json_pack("{s:o, s:o}", "items", items, "next_cursor",
-                                     page_next_cursor("instruction.dossiers",
-                                                      last_id[0] ? &last : NULL)));
+    return http_reply_json(
+        ctx, 200,
+        json_pack("{s:o, s:o}", "items", items, "next_cursor",
+                  page_next_cursor("instruction.dossiers", last_id[0] ? &last : NULL)));
 }
 
 static int handle_dossier_history(struct http_ctx *ctx)
@@ -160,8 +159,7 @@ static int handle_dossier_history(struct http_ctx *ctx)
         return instruction_reply_dossier_missing(ctx, st);
     st = store_dossier_find(conn, &ctx->principal, http_param(ctx, "id"), &d);
     if (st == STATUS_OK)
-        st = store_history_page(conn, d.id, pos.n == 1 ? pos.v[0].i : 0, limit, &items,
-                                &last_seq);
+        st = store_history_page(conn, d.id, pos.n == 1 ? pos.v[0].i : 0, limit, &items, &last_seq);
     store_dossier_row_clear(&d);
     db_release(instruction_db(ctx), conn);
     if (st != STATUS_OK)
@@ -262,19 +260,18 @@ const struct http_route instruction_routes[] = {
      ROLE_NATIONAL_ADMIN | ROLE_DASHBOARD, HTTP_BODY_JSON},
     {"PUT", "/v1/dossiers/{id}/regional-opinion", regional_handle_opinion, INSTRUCTION_WRITERS,
      HTTP_BODY_JSON},
-    {"PUT", "/v1/dossiers/{id}/annotations/{key}", regional_handle_annotation,
-     INSTRUCTION_WRITERS, HTTP_BODY_JSON},
+    {"PUT", "/v1/dossiers/{id}/annotations/{key}", regional_handle_annotation, INSTRUCTION_WRITERS,
+     HTTP_BODY_JSON},
     {"PUT", "/v1/dossiers/{id}/labels", regional_handle_labels, INSTRUCTION_WRITERS,
      HTTP_BODY_JSON},
     {"POST", "/v1/dossiers/{id}/opinion-requests", experts_handle_request_create,
      INSTRUCTION_WRITERS, HTTP_BODY_JSON},
-    {"GET", "/v1/dossiers/{id}/opinion-requests", experts_handle_request_list,
-     INSTRUCTION_READERS, 0},
+    {"GET", "/v1/dossiers/{id}/opinion-requests", experts_handle_request_list, INSTRUCTION_READERS,
+     0},
     {"POST", "/v1/opinion-requests/{rid}/declaration", experts_handle_declaration,
-     ROLE_EXPERT | ROLE_DASHBOARD,
-     HTTP_BODY_JSON},
-    {"PUT", "/v1/opinion-requests/{rid}/answer", experts_handle_answer, ROLE_EXPERT | ROLE_DASHBOARD,
-     HTTP_BODY_JSON},
+     ROLE_EXPERT | ROLE_DASHBOARD, HTTP_BODY_JSON},
+    {"PUT", "/v1/opinion-requests/{rid}/answer", experts_handle_answer,
+     ROLE_EXPERT | ROLE_DASHBOARD, HTTP_BODY_JSON},
     {"POST", "/v1/opinion-requests/{rid}/remind", experts_handle_remind, INSTRUCTION_WRITERS, 0},
     {"POST", "/v1/opinion-requests/{rid}/revoke", experts_handle_revoke, INSTRUCTION_WRITERS, 0},
     {"POST", "/v1/dossiers/{id}/reviews", scoring_handle_review, INSTRUCTION_READERS,

@@ -30,8 +30,8 @@ struct scoring_arg {
 };
 
 /* Recomputes the dossier's consolidated score of the phase from its reviews. */
-static enum status scoring_consolidate(struct db_conn *conn, const char *id, int phase,
-                                       int *mean, int *spread, size_t *n)
+static enum status scoring_consolidate(struct db_conn *conn, const char *id, int phase, int *mean,
+                                       int *spread, size_t *n)
 {
     char ph[4], m[16], s[16];
     int totals[SCORING_MAX_REVIEWS];
@@ -84,7 +84,7 @@ static enum status scoring_write(struct db_conn *conn, const struct dossier_row 
     uuid_new(rid);
     snprintf(total_s, sizeof total_s, "%d", total);
     char *scores = json_dumps(a->scores, JSON_COMPACT);
-    const char *params[] = {rid,     d->id,  ph,       a->reviewer, gwave,
+    const char *params[] = {rid,      d->id,  ph,      a->reviewer, gwave,
                             gversion, scores, total_s, a->comment};
     st = db_exec(conn, &scoring_upsert, 9, params, &r);
     free(scores);
@@ -95,11 +95,11 @@ static enum status scoring_write(struct db_conn *conn, const struct dossier_row 
     st = scoring_consolidate(conn, d->id, a->phase, &mean, &spread, &n);
     if (st != STATUS_OK)
         return st;
-    a->out = json_pack("{s:s, s:s, s:i, s:s, s:{s:s, s:i}, s:O, s:i, s:{s:i, s:i, s:i}}", "id",
-                       rid, "dossier_id", d->id, "phase", a->phase, "reviewer", a->reviewer,
-                       "grid", "wave", gwave, "version", (int)strtol(gversion, NULL, 10), "scores", a->scores,
-                       "total", total, "consolidated", "score", mean, "spread", spread, "reviews",
-                       (int)n);
+    a->out =
+        json_pack("{s:s, s:s, s:i, s:s, s:{s:s, s:i}, s:O, s:i, s:{s:i, s:i, s:i}}", "id", rid,
+                  "dossier_id", d->id, "phase", a->phase, "reviewer", a->reviewer, "grid", "wave",
+                  gwave, "version", (int)strtol(gversion, NULL, 10), "scores", a->scores, "total",
+                  total, "consolidated", "score", mean, "spread", spread, "reviews", (int)n);
     return STATUS_OK;
 }
 
@@ -127,8 +127,8 @@ int scoring_handle_review(struct http_ctx *ctx)
     enum status st = db_acquire(instruction_db(ctx), &conn);
     if (st != STATUS_OK)
         return instruction_reply_dossier_missing(ctx, st);
-    st = store_dossier_change(conn, &ctx->principal, http_param(ctx, "id"), NULL, scoring_write,
-                              &a, why, sizeof why);
+    st = store_dossier_change(conn, &ctx->principal, http_param(ctx, "id"), NULL, scoring_write, &a,
+                              why, sizeof why);
     db_release(instruction_db(ctx), conn);
     if (st == STATUS_OK)
         return http_reply_json(ctx, 201, a.out);

@@ -27,12 +27,13 @@ DB_STMT(stats_funnel,
         "SELECT region, row_to_json(f)::text FROM (SELECT d.region, " FUNNEL_COUNTS
         " FROM dossier d WHERE d.wave = $1 AND ($2::text[] IS NULL OR d.region = ANY($2::text[]))"
         " GROUP BY GROUPING SETS ((d.region), ())) f ORDER BY region NULLS FIRST");
-DB_STMT(stats_delays,
-        "SELECT coalesce(d.region, ''), (extract(epoch FROM d.decided_at - d.deposited_at))::bigint,"
-        " coalesce(w.target_delay_days, 42) FROM dossier d LEFT JOIN wave w ON w.id = d.wave"
-        " WHERE d.wave = $1 AND d.decided_at IS NOT NULL"
-        " AND ($2::text[] IS NULL OR d.region = ANY($2::text[]))"
-        " ORDER BY d.region, 2 LIMIT 200000");
+DB_STMT(
+    stats_delays,
+    "SELECT coalesce(d.region, ''), (extract(epoch FROM d.decided_at - d.deposited_at))::bigint,"
+    " coalesce(w.target_delay_days, 42) FROM dossier d LEFT JOIN wave w ON w.id = d.wave"
+    " WHERE d.wave = $1 AND d.decided_at IS NOT NULL"
+    " AND ($2::text[] IS NULL OR d.region = ANY($2::text[]))"
+    " ORDER BY d.region, 2 LIMIT 200000");
 DB_STMT(stats_overdue,
         "SELECT count(*), coalesce(max(w.target_delay_days), 42) FROM dossier d"
         " LEFT JOIN wave w ON w.id = d.wave WHERE d.wave = $1 AND NOT d.withdrawn"

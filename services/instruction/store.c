@@ -15,12 +15,13 @@
     " 'source_state', d.source_state, 'source_version', d.doc_version,"                            \
     " 'deposited_at', to_char(d.deposited_at AT TIME ZONE 'UTC',"                                  \
     " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"                                                       \
-    " 'decided_at', to_char(d.decided_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"  \
+    " 'decided_at', to_char(d.decided_at AT TIME ZONE 'UTC', "                                     \
+    "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"                                                        \
     " 'phase2_deadline', to_char(d.phase2_deadline AT TIME ZONE 'UTC',"                            \
     " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"                                                       \
-    " 'regional_opinion', CASE WHEN d.opinion IS NULL THEN NULL ELSE json_build_object("            \
+    " 'regional_opinion', CASE WHEN d.opinion IS NULL THEN NULL ELSE json_build_object("           \
     " 'opinion', d.opinion, 'motivation', d.opinion_motivation) END,"                              \
-    " 'labels', to_json(d.labels), 'annotations', (SELECT coalesce(json_object_agg(a.key,"        \
+    " 'labels', to_json(d.labels), 'annotations', (SELECT coalesce(json_object_agg(a.key,"         \
     " a.value), '{}') FROM annotation a WHERE a.dossier_id = d.id),"                               \
     " 'score', json_build_object('phase1', d.score1, 'spread1', d.spread1, 'phase2', d.score2,"    \
     " 'spread2', d.spread2), 'dossier', d.snapshot)"
@@ -30,9 +31,8 @@ DB_STMT(store_row_get, "SELECT id, coalesce(region, ''), coalesce(wave, ''), sta
 DB_STMT(store_row_lock, "SELECT id, coalesce(region, ''), coalesce(wave, ''), state, version,"
                         " coalesce(ds_number, 0), withdrawn, snapshot FROM dossier WHERE id = $1"
                         " FOR UPDATE");
-DB_STMT(store_expert_declared,
-        "SELECT 1 FROM opinion_request WHERE dossier_id = $1 AND key_id = $2"
-        " AND state IN ('declared', 'answered')");
+DB_STMT(store_expert_declared, "SELECT 1 FROM opinion_request WHERE dossier_id = $1 AND key_id = $2"
+                               " AND state IN ('declared', 'answered')");
 DB_STMT(store_doc_get, "SELECT " STORE_DOC " FROM dossier d WHERE d.id = $1");
 DB_STMT(store_list,
         "SELECT " STORE_DOC ", d.id FROM dossier d"
@@ -108,8 +108,8 @@ int store_dossier_visible(struct db_conn *conn, const struct auth_principal *p,
     return ok;
 }
 
-enum status store_dossier_find(struct db_conn *conn, const struct auth_principal *p,
-                               const char *id, struct dossier_row *out)
+enum status store_dossier_find(struct db_conn *conn, const struct auth_principal *p, const char *id,
+                               struct dossier_row *out)
 {
     enum status st = store_dossier_row(conn, id, 0, out);
 
@@ -174,16 +174,15 @@ static json_t *store_json_rows(PGresult *r)
 }
 
 enum status store_dossier_queue(struct db_conn *conn, const struct auth_principal *p,
-                               const struct dossier_list_filter *f, json_t **items,
-                               char *last_id)
+                                const struct dossier_list_filter *f, json_t **items, char *last_id)
 {
     char *regions = store_scope_regions(p), *dossiers = store_scope_dossiers(p);
     char limit[24];
     PGresult *r;
 
     snprintf(limit, sizeof limit, "%ld", f->limit);
-    const char *params[] = {regions,  dossiers,  f->wave,        f->region,
-                            f->state, f->group,  f->label,       f->overdue ? "true" : "false",
+    const char *params[] = {regions,     dossiers,  f->wave,  f->region,
+                            f->state,    f->group,  f->label, f->overdue ? "true" : "false",
                             f->after_id, p->key_id, limit};
     enum status st = db_exec(conn, &store_list, 11, params, &r);
     free(regions);
@@ -231,9 +230,9 @@ enum status store_dossier_change(struct db_conn *conn, const struct auth_princip
     if (st == STATUS_OK) {
         st = precond_if_match(if_match, d.version, 0);
         if (st != STATUS_OK)
-            snprintf(why, whylen, "%s", st == STATUS_INVALID
-                                            ? "If-Match is not a list of entity tags"
-                                            : "the dossier has changed since that ETag");
+            snprintf(why, whylen, "%s",
+                     st == STATUS_INVALID ? "If-Match is not a list of entity tags"
+                                          : "the dossier has changed since that ETag");
     }
     if (st == STATUS_OK)
         st = change(conn, &d, arg, why, whylen);

@@ -38,8 +38,8 @@ int store_dossier_visible(struct db_conn *conn, const struct auth_principal *p,
                           const struct dossier_row *d);
 
 /* Loads and checks visibility in one step: STATUS_NOT_FOUND when absent or out of scope. */
-enum status store_dossier_find(struct db_conn *conn, const struct auth_principal *p,
-                               const char *id, struct dossier_row *out);
+enum status store_dossier_find(struct db_conn *conn, const struct auth_principal *p, const char *id,
+                               struct dossier_row *out);
 
 /* The API document of a dossier (InstructionDossier), a new reference; NULL if absent. */
 json_t *store_dossier_document(struct db_conn *conn, const char *id);
@@ -56,8 +56,7 @@ struct dossier_list_filter {
  * of the last row when another page may follow ("" otherwise, UUID_STR_LEN bytes).
  */
 enum status store_dossier_queue(struct db_conn *conn, const struct auth_principal *p,
-                               const struct dossier_list_filter *f, json_t **items,
-                               char *last_id);
+                                const struct dossier_list_filter *f, json_t **items, char *last_id);
 
 /* One page of a dossier's history after seq (0: the start); *last_seq 0 when it is the last. */
 enum status store_history_page(struct db_conn *conn, const char *id, long long after_seq,
@@ -69,8 +68,8 @@ enum status store_history_page(struct db_conn *conn, const char *id, long long a
  * change(conn, d, arg), then version + 1. On any failure nothing is written; why (may be
  * written by change) explains a refusal.
  */
-typedef enum status (*store_change_fn)(struct db_conn *conn, const struct dossier_row *d,
-                                       void *arg, char *why, size_t whylen);
+typedef enum status (*store_change_fn)(struct db_conn *conn, const struct dossier_row *d, void *arg,
+                                       char *why, size_t whylen);
 enum status store_dossier_change(struct db_conn *conn, const struct auth_principal *p,
                                  const char *id, const char *if_match, store_change_fn change,
                                  void *arg, char *why, size_t whylen);

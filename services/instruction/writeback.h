@@ -7,9 +7,9 @@
 
 struct writeback_command {
     const char *dossier_id;
-    long long ds_number; /* 0: not a DS dossier */
-    const char *mutation; /* "dossierPasserEnInstruction", "dossierAccepter", "dossierRefuser",
-                             "dossierClasserSansSuite", "dossierRepasserEnConstruction" */
+    long long ds_number;    /* 0: not a DS dossier */
+    const char *mutation;   /* "dossierPasserEnInstruction", "dossierAccepter", "dossierRefuser",
+                               "dossierClasserSansSuite", "dossierRepasserEnConstruction" */
     const char *motivation; /* may be NULL */
 };
 

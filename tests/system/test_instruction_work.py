@@ -349,3 +349,50 @@ def test_funnel_delays_and_csv_export(k, api, db):
     assert sorted(line.split(";")[0] for line in lines[1:] if line) == sorted([a, b])
     assert requests.get(f"{api}/v1/exports/dossiers.csv", headers=k["dash"],
                         timeout=T).status_code == 404
+
+
+# ---- access: every dossier route, every role that must not see it ----
+
+BODIES = {
+    "/v1/dossiers/{id}/transitions": {"to": "regional_review"},
+    "/v1/dossiers/{id}/assignment": {"group": "default", "reason": "r"},
+    "/v1/dossiers/{id}/regional-opinion": {"opinion": "favourable"},
+    "/v1/dossiers/{id}/annotations/{key}": {"value": True},
+    "/v1/dossiers/{id}/labels": {"labels": ["x"]},
+    "/v1/dossiers/{id}/opinion-requests": {"expert": {"name": "E"}, "question": "Q",
+                                           "deadline": "2030-01-01T00:00:00Z"},
+    "/v1/dossiers/{id}/reviews": {"phase": 1, "scores": {"cooperation": 1, "territory": 1,
+                                                         "economic_model": 1, "governance": 1}},
+    "/v1/opinion-requests/{rid}/declaration": {"interests": "none"},
+    "/v1/opinion-requests/{rid}/answer": {"answer": "a"},
+}
+
+
+def test_cross_region_and_cross_dossier_404_for_each_role_and_route(urls, k, api):
+    from route_matrix import ROUTES
+    did = deposit(urls, k, api, region="84")
+    other = deposit(urls, k, api, region="84")
+    asked = ask(api, did, k["i84"]).json()
+    elsewhere = ask(api, other, k["i84"]).json()
+    assert declare(api, elsewhere["id"], elsewhere["token"]).status_code == 200
+    outsiders = {
+        "regional_instructor of another region": k["i11"],
+        "dashboard": k["dash"],
+        "expert of another dossier": bearer(elsewhere["token"]),
+    }
+    checked = 0
+    for method, pattern, allowed, hidden in ROUTES["instruction"]:
+        if "{id}" not in pattern and "{rid}" not in pattern:
+            continue
+        url = api + pattern.replace("{id}", did).replace("{rid}", asked["id"]) \
+            .replace("{key}", "partners_met")
+        for who, key in outsiders.items():
+            role = "dashboard" if who == "dashboard" else who.split(" ")[0]
+            if role not in allowed and role not in hidden:
+                continue  # refused by role (403), not by scope
+            headers = {**key, "If-Match": '"v1"'}
+            r = requests.request(method, url, json=BODIES.get(pattern), headers=headers, timeout=T)
+            assert r.status_code == 404, f"{who}: {method} {pattern} answered {r.status_code} {r.text}"
+            checked += 1
+    assert checked >= 30
+    assert get(api, did, k["admin"]).json()["version"] == 1, "nothing was changed"

@@ -55,7 +55,8 @@ START_TEST(test_lifecycle_table)
     ck_assert(lifecycle_transition_find("regional_review", "closed")->motivation_required);
     ck_assert(
         lifecycle_transition_find("regional_review", "correction_requested")->motivation_required);
-    ck_assert(!lifecycle_transition_find("awaiting_decision", "phase1_laureate")->motivation_required);
+    ck_assert(
+        !lifecycle_transition_find("awaiting_decision", "phase1_laureate")->motivation_required);
     ck_assert_uint_eq(lifecycle_transition_find("awaiting_decision", "phase1_laureate")->roles,
                       ROLE_NATIONAL_ADMIN);
     ck_assert_uint_eq(lifecycle_transition_find("phase2_review", "phase2_laureate")->roles,
