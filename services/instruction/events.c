@@ -2,6 +2,7 @@
 #include "events.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lifecycle.h"
@@ -163,6 +164,60 @@ static enum status events_dossier(struct db_conn *conn, const struct cloudevent 
     return st;
 }
 
+DB_STMT(events_wave_delay, "UPDATE wave SET target_delay_days = $2::int WHERE id = $1");
+DB_STMT(events_grid_add,
+        "INSERT INTO grid (wave, phase, version, criteria) SELECT $1, $2::int,"
+        " coalesce(max(version), 0) + 1, $3::jsonb FROM grid WHERE wave = $1 AND phase = $2::int"
+        " HAVING coalesce((array_agg(criteria ORDER BY version DESC))[1] <> $3::jsonb, true)");
+DB_STMT(events_catalogue_clear, "DELETE FROM annotation_def WHERE wave = $1");
+DB_STMT(events_catalogue_add, "INSERT INTO annotation_def (wave, key, type, mandatory, label)"
+                              " VALUES ($1, $2, $3, $4::boolean, $5)");
+
+/*
+ * The wave's instruction parameters, when its owner sends them (optional members of the wave):
+ * target_delay_days, grids {"1": [criteria], "2": [...]} (a changed grid is a new version)
+ * and annotations [{key, type, mandatory, label}] (the wave's catalogue, replaced).
+ */
+static enum status events_wave_parameters(struct db_conn *conn, const char *id, json_t *wave)
+{
+    json_t *delay = json_object_get(wave, "target_delay_days");
+    json_t *grids = json_object_get(wave, "grids"), *annotations, *a;
+    char text[24];
+    enum status st = STATUS_OK;
+    size_t i;
+
+    if (json_is_integer(delay)) {
+        snprintf(text, sizeof text, "%lld", (long long)json_integer_value(delay));
+        const char *params[] = {id, text};
+        st = db_exec(conn, &events_wave_delay, 2, params, NULL);
+    }
+    for (int phase = 1; phase <= 2 && st == STATUS_OK; phase++) {
+        json_t *criteria = json_object_get(grids, phase == 1 ? "1" : "2");
+        if (!json_is_array(criteria))
+            continue;
+        char *doc = json_dumps(criteria, JSON_COMPACT);
+        const char *params[] = {id, phase == 1 ? "1" : "2", doc};
+        st = db_exec(conn, &events_grid_add, 3, params, NULL);
+        free(doc);
+    }
+    annotations = json_object_get(wave, "annotations");
+    if (st != STATUS_OK || !json_is_array(annotations))
+        return st;
+    const char *clear[] = {id};
+    st = db_exec(conn, &events_catalogue_clear, 1, clear, NULL);
+    json_array_foreach(annotations, i, a)
+    {
+        if (st != STATUS_OK)
+            break;
+        const char *params[] = {id, events_str(a, "key"), events_str(a, "type"),
+                                json_is_true(json_object_get(a, "mandatory")) ? "true" : "false",
+                                events_str(a, "label") ? events_str(a, "label")
+                                                       : events_str(a, "key")};
+        st = db_exec(conn, &events_catalogue_add, 5, params, NULL);
+    }
+    return st;
+}
+
 static enum status events_wave(struct db_conn *conn, const struct cloudevent *ev)
 {
     json_t *wave = json_object_get(ev->data, "wave");
@@ -178,6 +233,8 @@ static enum status events_wave(struct db_conn *conn, const struct cloudevent *ev
     const char *params[] = {events_str(wave, "id"), label ? label : "", slots, doc};
     enum status st = db_exec(conn, &events_wave_upsert, 4, params, NULL);
     free(doc);
+    if (st == STATUS_OK)
+        st = events_wave_parameters(conn, events_str(wave, "id"), wave);
     return st;
 }
 

@@ -55,19 +55,19 @@ def declare(api, rid, token, **body):
                          json={"interests": "none", **body}, headers=bearer(token), timeout=T)
 
 
-def new_wave(db, slots):
-    wid = f"t{uuid.uuid4().hex[:10]}"
+def new_wave(db, slots, wid=None, **parameters):
+    """Publishes a wave as submission would (its instruction parameters optional)."""
+    wid = wid or f"t{uuid.uuid4().hex[:10]}"
     eid = str(uuid.uuid4())
     now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    wave = {"id": wid, "label": "test", "deposit_opens_at": "2026-01-01T00:00:00+00:00",
+            "deposit_closes_at": None, "phase2_opens_at": None, "phase2_closes_at": None,
+            "phase2_slots": slots, "amount_per_laureate_cents": 10000000,
+            "rules_version": "decret-2015-431/v1", **parameters}
     payload = json.dumps({"specversion": "1.0", "id": eid, "source": "/ptce/submission",
                           "type": "wave.published", "subject": wid, "time": now,
-                          "datacontenttype": "application/json",
-                          "data": {"wave": {
-                              "id": wid, "label": "test", "deposit_opens_at": "2026-01-01T00:00:00+00:00",
-                              "deposit_closes_at": None, "phase2_opens_at": None,
-                              "phase2_closes_at": None, "phase2_slots": slots,
-                              "amount_per_laureate_cents": 10000000,
-                              "rules_version": "decret-2015-431/v1"}}})
+                          "datacontenttype": "application/json", "data": {"wave": wave}})
+    check_event(json.loads(payload), "wave.published")
     sql(db, "INSERT INTO submission.outbox (event_id, topic, key, type, payload)"
             " VALUES (%s, 'ptce.submission.events', %s, 'wave.published', %s)", eid, wid, payload)
     wait_until(lambda: applied(db, eid) == 1, what="the wave")
@@ -396,3 +396,29 @@ def test_cross_region_and_cross_dossier_404_for_each_role_and_route(urls, k, api
             checked += 1
     assert checked >= 30
     assert get(api, did, k["admin"]).json()["version"] == 1, "nothing was changed"
+
+
+def test_wave_parameters_reach_instruction_as_events(k, api, db):
+    """target_delay_days, grids and the annotation catalogue come with wave.published."""
+    wave = new_wave(db, 3, target_delay_days=10,
+                    grids={"1": [{"key": "only", "weight": 1, "max": 4}]},
+                    annotations=[{"key": "visit", "type": "date", "mandatory": True, "label": "V"}])
+    (did,) = injected(db, api, k, wave)
+    assert sql(db, "SELECT target_delay_days FROM instruction.wave WHERE id = %s", wave)[0][0] == 10
+    r = requests.post(f"{api}/v1/dossiers/{did}/reviews", json={"phase": 1, "scores": {"only": 3}},
+                      headers=k["i84"], timeout=T)
+    assert r.status_code == 201, r.text
+    assert r.json()["grid"] == {"wave": wave, "version": 1} and r.json()["total"] == 7500
+    step(api, did, k["i84"], "regional_review")
+    assert put(api, did, k["i84"], "annotations/territorial_anchoring",
+               {"value": "x"}).status_code == 404, "the wave's own catalogue replaces the default"
+    assert put(api, did, k["i84"], "regional-opinion", {"opinion": "favourable"}).status_code == 200
+    r = move(api, did, k["i84"], "awaiting_decision", get(api, did, k["i84"]).headers["ETag"])
+    assert r.status_code == 422
+    assert put(api, did, k["i84"], "annotations/visit", {"value": "2026-03-01"}).status_code == 200
+    step(api, did, k["i84"], "awaiting_decision")
+    # The same grid published again is no new version; a changed one is.
+    new_wave(db, 3, wid=wave, grids={"1": [{"key": "only", "weight": 1, "max": 4}]})
+    new_wave(db, 3, wid=wave, grids={"1": [{"key": "only", "weight": 1, "max": 5}]})
+    assert sql(db, "SELECT max(version) FROM instruction.grid WHERE wave = %s AND phase = 1",
+               wave)[0][0] == 2
