@@ -45,14 +45,17 @@ DB_STMT(
     RANK_ROW("score2",
              "spread2") " AND $5::text IS NULL" RANK_FILTERS
                         " ORDER BY d.score2 DESC NULLS LAST, d.id LIMIT $6::int OFFSET $7::int");
-DB_STMT(rank_balance,
-        "SELECT coalesce(json_object_agg(region, json_build_object('dossiers', n,"
-        " 'phase1_laureates', l1, 'phase2_laureates', l2)), '{}') FROM (SELECT d.region,"
-        " count(*) AS n, count(*) FILTER (WHERE d.state IN ('phase1_laureate', 'phase2_invited',"
-        " 'phase2_applied', 'phase2_review', 'phase2_laureate', 'phase2_not_selected')) AS l1,"
-        " count(*) FILTER (WHERE d.state = 'phase2_laureate') AS l2 FROM dossier d"
-        " WHERE d.wave = $1 AND NOT d.withdrawn AND d.region IS NOT NULL"
-        " AND ($2::text[] IS NULL OR d.region = ANY($2::text[])) GROUP BY d.region) b");
+#define RANK_BALANCE(FILTER)                                                                       \
+    "SELECT coalesce(json_object_agg(region, json_build_object('dossiers', n,"                     \
+    " 'phase1_laureates', l1, 'phase2_laureates', l2)), '{}') FROM (SELECT d.region,"              \
+    " count(*) AS n, count(*) FILTER (WHERE d.state IN ('phase1_laureate', 'phase2_invited',"      \
+    " 'phase2_applied', 'phase2_review', 'phase2_laureate', 'phase2_not_selected')) AS l1,"        \
+    " count(*) FILTER (WHERE d.state = 'phase2_laureate') AS l2 FROM dossier d"                    \
+    " WHERE d.wave = $1 AND NOT d.withdrawn AND d.region IS NOT NULL " FILTER                      \
+    " AND ($2::text[] IS NULL OR d.region = ANY($2::text[])) GROUP BY d.region) b"
+/* With a region filter, the balance is that region's: an index range, not the whole wave. */
+DB_STMT(rank_balance_region, RANK_BALANCE("AND d.region = $3"));
+DB_STMT(rank_balance_all, RANK_BALANCE("AND $3::text IS NULL"));
 
 static int national_dashboard_404(struct http_ctx *ctx)
 {
@@ -88,8 +91,8 @@ static enum status national_ranking_query(struct db_conn *conn, const struct htt
             json_array_append_new(*items, row);
         }
         PQclear(r);
-        const char *b[] = {params[0], regions};
-        st = db_exec(conn, &rank_balance, 2, b, &r);
+        const char *b[] = {params[0], regions, region};
+        st = db_exec(conn, region ? &rank_balance_region : &rank_balance_all, 3, b, &r);
     }
     if (st == STATUS_OK) {
         *balance = json_loads(PQgetvalue(r, 0, 0), 0, NULL);

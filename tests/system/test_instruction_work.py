@@ -202,6 +202,7 @@ def test_reviews_consolidate_and_rank(k, api, db):
     r = requests.get(f"{api}/v1/rankings", params={"wave": wave, "region": "84", "limit": 1},
                      headers=k["admin"], timeout=T).json()
     assert [i["dossier_id"] for i in r["items"]] == [a] and r["next_cursor"]
+    assert list(r["balance_by_region"]) == ["84"], "a region's ranking balances that region"
     r = requests.get(f"{api}/v1/rankings", params={"wave": wave, "region": "84",
                                                    "cursor": r["next_cursor"]},
                      headers=k["admin"], timeout=T).json()
