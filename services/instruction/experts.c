@@ -247,6 +247,7 @@ static int experts_run(struct http_ctx *ctx, experts_step_fn fn)
 
     if (st != STATUS_OK)
         return http_reply_problem(ctx, st, "the opinion request could not be read");
+    memset(&o, 0, sizeof o); /* read below even when the transaction cannot begin */
     st = db_begin(conn);
     if (st == STATUS_OK)
         st = experts_lock_row(conn, &ctx->principal, rid, &o);

@@ -30,7 +30,11 @@ int instruction_reply_dossier_missing(struct http_ctx *ctx, enum status st);
 /* A string member of the body or NULL; *bad set when present but not a string. */
 const char *instruction_body_str(const struct http_ctx *ctx, const char *key, int *bad);
 
-/* Handlers of the other route files. */
+/*
+ * Handlers of the other route files, one per operation of api-spec/openapi.yaml (instruction's
+ * paths): each parses, checks scope (404 outside it, dashboards included), calls its store or
+ * lifecycle function and answers through http_reply_*.
+ */
 int regional_handle_opinion(struct http_ctx *ctx);
 int regional_handle_annotation(struct http_ctx *ctx);
 int regional_handle_labels(struct http_ctx *ctx);
