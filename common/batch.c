@@ -110,16 +110,14 @@ static void *batch_thread(void *arg)
             items[n++] = pending;
             pending = pending->next;
         }
-        enum status st = STATUS_OK;
-        if (!conn.pg || PQstatus(conn.pg) != CONNECTION_OK) {
-            db_conn_close(&conn);
-            st = db_conn_open(&conn, b->cfg.conninfo, b->cfg.schema, b->cfg.statement_timeout_ms);
-            if (st == STATUS_OK && b->cfg.session_sql) {
-                st = db_command(&conn, b->cfg.session_sql);
-                if (st != STATUS_OK)
-                    db_conn_close(&conn); /* set up again with the next batch */
-            }
-        }
+        /*
+         * A connection the server closed while idle (a restart) is made again before the batch
+         * is sent, and a read batch whose connection is lost under it runs again once.
+         */
+        enum status st =
+            conn.conninfo ? db_conn_check(&conn)
+                          : db_conn_open_session(&conn, b->cfg.conninfo, b->cfg.schema,
+                                                 b->cfg.statement_timeout_ms, b->cfg.session_sql);
         if (st == STATUS_OK)
             st = b->cfg.fn(&conn, items, n, b->cfg.arg);
         batch_finish(items, n, st);

@@ -33,8 +33,9 @@ struct batch_item {
 
 /*
  * Serves items[0..n) on conn: sets each item's out and st. A status other than STATUS_OK is
- * given to every item of the batch (whatever the function set), and the connection is reopened
- * before the next batch if the server dropped it.
+ * given to every item of the batch (whatever the function set). Before each batch the
+ * connection is checked (db_conn_check) and made again if the server dropped it, so that a
+ * restart of the server costs no batch; the batch's first statement is retried as db_exec says.
  */
 typedef enum status (*batch_fn)(struct db_conn *conn, struct batch_item **items, size_t n,
                                 void *arg);
@@ -44,8 +45,8 @@ struct batcher;
 struct batcher_config {
     const char *conninfo;
     const char *schema;
-    long statement_timeout_ms;
-    const char *session_sql; /* run on each new connection (NULL: nothing), e.g. a SET */
+    long statement_timeout_ms; /* of each batch's statements; 0: the server's (none) */
+    const char *session_sql;   /* run on each new connection (NULL: nothing), e.g. a SET */
     long threads;
     size_t max_batch;
     batch_fn fn;

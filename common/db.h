@@ -20,14 +20,20 @@ struct db_stmt {
 
 #define DB_MAX_STMTS 256
 
+struct db_pool;
+
 struct db_conn {
     PGconn *pg;
     unsigned char prepared[DB_MAX_STMTS / 8];
-    const char *schema; /* borrowed: the pool's or the caller's */
+    const char *schema;      /* borrowed: the pool's or the caller's */
+    const char *conninfo;    /* borrowed: the pool's or the caller's, for reconnecting */
+    const char *session_sql; /* borrowed: run on each new connection after the SETs, or NULL */
+    long statement_timeout_ms;
+    struct db_pool *pool;     /* NULL for a dedicated connection */
+    unsigned long generation; /* the pool's generation when this connection was made */
+    int fresh;                /* nothing run since db_acquire or db_conn_check: may retry */
     size_t slot;
 };
-
-struct db_pool;
 
 /*
  * Opens a pool of `size` connections to conninfo (a libpq URI or key=value string) whose
@@ -38,7 +44,13 @@ enum status db_pool_open(struct db_pool **out, const char *conninfo, const char 
                          size_t size, long wait_ms, long statement_timeout_ms);
 void db_pool_close(struct db_pool *pool);
 
-/* Takes a connection; STATUS_UNAVAILABLE when none frees up within the pool's wait. */
+/*
+ * Takes a connection; STATUS_UNAVAILABLE when none frees up within the pool's wait, or when the
+ * server cannot be reached. A connection is never handed out known dead: one the server closed
+ * while it was idle (its socket shows the end of the stream) is made again first, and once any
+ * connection of the pool is found dead (a restart kills them all) every idle connection made
+ * before is made again when it is next taken (the pool's generation counter).
+ */
 enum status db_acquire(struct db_pool *pool, struct db_conn **out);
 /* Gives it back. A connection left inside a transaction is rolled back first. */
 void db_release(struct db_pool *pool, struct db_conn *conn);
@@ -48,19 +60,40 @@ struct db_pool_stats {
     size_t size;
     size_t in_use;
     unsigned long acquire_timeouts;
+    unsigned long reconnects; /* connections made again after a loss, or of an old generation */
+    unsigned long retries;    /* first statements run again on a new connection */
+    unsigned long generation; /* bumped each time a dead connection is found */
 };
 void db_pool_stats(struct db_pool *pool, struct db_pool_stats *out);
 
-/* A dedicated connection outside any pool (relay, consumer, migrations). */
+/*
+ * A dedicated connection outside any pool (relay, consumer, migrations). conninfo and schema are
+ * borrowed and must outlive the connection: db_exec uses them to reconnect.
+ */
 enum status db_conn_open(struct db_conn *conn, const char *conninfo, const char *schema,
                          long statement_timeout_ms);
 void db_conn_close(struct db_conn *conn);
+/* Same, running session_sql (borrowed too; NULL: nothing) on each connection it makes. */
+enum status db_conn_open_session(struct db_conn *conn, const char *conninfo, const char *schema,
+                                 long statement_timeout_ms, const char *session_sql);
+
+/*
+ * Starts a unit of work on a dedicated connection, as db_acquire does for a pooled one: makes the
+ * connection again when it is closed or the server has closed it, and lets the first statement
+ * be retried once. STATUS_UNAVAILABLE when the server cannot be reached.
+ */
+enum status db_conn_check(struct db_conn *conn);
 
 /*
  * Runs a prepared statement with text parameters (NULL entries are SQL NULL). On STATUS_OK
  * *res (if res is not NULL) holds the result, which the caller PQclear()s; on any other status
  * nothing is returned. SQLSTATE 23505 → STATUS_CONFLICT, 23xxx/22xxx → STATUS_INVALID,
  * 40001/40P01 → STATUS_RETRY, a lost connection → STATUS_UNAVAILABLE (the connection is reset).
+ *
+ * The first statement after db_acquire or db_conn_check that fails because the connection is
+ * lost is run once more on a new connection when running it twice cannot do harm: BEGIN, or a
+ * read (its text starts with SELECT and names no INSERT, UPDATE, DELETE or FOR UPDATE). A write
+ * in autocommit is not retried: its loss may have come after its commit.
  */
 enum status db_exec(struct db_conn *conn, struct db_stmt *stmt, int nparams,
                     const char *const *params, PGresult **res);

@@ -71,10 +71,13 @@ struct http_server_config {
     long body_limit;       /* bytes; larger bodies answer 413 */
     long timeout_s;        /* idle connection timeout */
     long connection_limit; /* simultaneous connections */
+    long defer_timeout_ms; /* a deferred request unanswered this long gets 503 (0: 15000) */
 };
 
 struct http_route_stats;
 struct http_worker;
+
+#define HTTP_DEFER_TIMEOUT_MS_DEFAULT 15000
 
 /*
  * One acceptor thread takes the connections and gives each to the worker that holds the fewest;
@@ -85,9 +88,18 @@ struct http_server {
     size_t nworkers;
     size_t next_worker; /* where the next search for the least loaded worker starts */
     long connection_limit;
-    atomic_ulong rejected; /* connections closed at once: limit reached */
-    atomic_long deferred;  /* requests waiting for http_resume */
-    atomic_long inflight;  /* requests from their first line until their answer is sent */
+    atomic_ulong rejected;      /* connections closed at once: limit reached */
+    atomic_long deferred;       /* requests waiting for http_resume */
+    atomic_long inflight;       /* requests from their first line until their answer is sent */
+    atomic_ulong defer_expired; /* deferred requests answered 503 at their deadline */
+    long defer_timeout_ms;
+    /* the deferred requests, watched by the expiry thread: private */
+    pthread_mutex_t defer_lock;
+    pthread_cond_t defer_cond;
+    struct http_exchange *defer_head;
+    int defer_stop;
+    int defer_thread_started;
+    pthread_t defer_thread;
     int listen_fd;
     int wake_fd; /* eventfd that stops the acceptor */
     pthread_t acceptor;
@@ -103,7 +115,10 @@ struct http_server {
 enum status http_server_start(struct http_server *srv, const struct http_server_config *cfg,
                               const struct http_route *routes, size_t nroutes, void *app,
                               struct auth *auth);
-/* Stops accepting, lets in-flight requests finish, releases everything. */
+/*
+ * Stops accepting, lets in-flight requests finish (up to 10 s), answers 503 to the deferred
+ * requests still waiting, then releases everything. Never stops MHD with a request suspended.
+ */
 void http_server_stop(struct http_server *srv);
 
 /* Appends the per-route request counters and latency histograms to out (Prometheus text). */
@@ -127,6 +142,11 @@ void http_set_header(struct http_ctx *ctx, const char *name, const char *value);
  * own thread, which answers as a handler does. state (may be NULL) is the handler's, given
  * back by http_state() and released with free_state when the request ends. Call http_defer
  * before starting the work: http_resume may come at once.
+ *
+ * A request not resumed within the server's defer_timeout_ms is answered 503 by its worker
+ * without calling resume, and so is every one still waiting when the server stops. The other
+ * thread must still call http_resume exactly once, however late: until then ctx and state stay
+ * alive for it (the exchange is counted by reference), and a late call only releases them.
  */
 int http_defer(struct http_ctx *ctx, http_handler_fn resume, void *state,
                void (*free_state)(void *));

@@ -156,7 +156,8 @@ static int inbox_apply_until_done(struct inbox *inbox, const rd_kafka_message_t 
     while (!atomic_load(&inbox->stop)) {
         if (!inbox->db.pg || PQstatus(inbox->db.pg) != CONNECTION_OK) {
             db_conn_close(&inbox->db);
-            if (db_conn_open(&inbox->db, inbox->conninfo, inbox->schema, 0) != STATUS_OK) {
+            if (db_conn_open(&inbox->db, inbox->conninfo, inbox->schema,
+                             inbox->cfg.statement_timeout_ms) != STATUS_OK) {
                 clock_sleep_ms(backoff);
                 backoff = backoff < 5000 ? backoff * 2 : 5000;
                 continue;

@@ -34,6 +34,7 @@ struct inbox_config {
     long exit_after_commits;
     /* Handler failures that are not transient before the event is set aside; 0 means 5. */
     long max_attempts;
+    long statement_timeout_ms; /* of the consumer's own connection; 0: none */
 };
 
 struct inbox;

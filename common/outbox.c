@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "pgarray.h"
 #include "xalloc.h"
 
 DB_STMT(outbox_insert, "INSERT INTO outbox (event_id, topic, key, type, payload)"
@@ -111,6 +112,7 @@ struct outbox_relay {
     atomic_int stop;
     rd_kafka_t *producer;
     struct db_conn db;
+    long statement_timeout_ms;
 };
 
 static struct outbox_batch *outbox_batch_new(int n)
@@ -254,14 +256,13 @@ static enum status outbox_settle(struct outbox_relay *relay, PGresult *r,
 {
     char *blocked = xcalloc((size_t)b->n + 1, 1);
     enum status st = STATUS_OK;
-    struct buf ids;
+    struct pgarray ids;
 
-    buf_init(&ids, 0);
-    buf_append(&ids, "{", 1);
+    pgarray_init(&ids);
     for (int i = 0; i < b->n && st == STATUS_OK; i++) {
         const struct outbox_slot *slot = &b->slots[i];
         if (!blocked[i] && atomic_load(&slot->state) == DELIVERY_OK) {
-            buf_printf(&ids, "%s%s", t->sent ? "," : "", PQgetvalue(r, i, 0));
+            pgarray_add_text(&ids, PQgetvalue(r, i, 0));
             t->sent++;
             continue;
         }
@@ -281,12 +282,11 @@ static enum status outbox_settle(struct outbox_relay *relay, PGresult *r,
             if (strcmp(PQgetvalue(r, j, 2), PQgetvalue(r, i, 2)) == 0)
                 blocked[j] = 1;
     }
-    buf_append(&ids, "}", 1);
     if (st == STATUS_OK && t->sent > 0) {
-        const char *params[] = {ids.data};
+        const char *params[] = {pgarray_text(&ids)};
         st = db_exec(&relay->db, &outbox_mark_sent, 1, params, NULL);
     }
-    buf_free(&ids);
+    pgarray_free(&ids);
     free(blocked);
     return st;
 }
@@ -382,7 +382,8 @@ static int outbox_connect(struct outbox_relay *relay)
     char listen[128];
 
     db_conn_close(&relay->db);
-    if (db_conn_open(&relay->db, relay->conninfo, relay->schema, 0) != STATUS_OK)
+    if (db_conn_open(&relay->db, relay->conninfo, relay->schema, relay->statement_timeout_ms) !=
+        STATUS_OK)
         return -1;
     snprintf(listen, sizeof listen, "LISTEN \"%s_outbox\"", relay->schema);
     return db_command(&relay->db, listen) == STATUS_OK ? 0 : -1;
@@ -431,6 +432,7 @@ struct outbox_relay *outbox_relay_start(const struct outbox_relay_config *cfg)
     relay->kafka.client_id = relay->client_id;
     relay->batch = cfg->batch;
     relay->poll_ms = cfg->poll_ms;
+    relay->statement_timeout_ms = cfg->statement_timeout_ms;
     metrics_register(&m_published);
     metrics_register(&m_failed);
     metrics_register(&m_backlog);

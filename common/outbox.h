@@ -19,8 +19,9 @@ struct outbox_relay_config {
     const char *conninfo;
     const char *schema;
     struct kafka_config kafka;
-    long batch;   /* rows per round */
-    long poll_ms; /* fallback wake-up when no NOTIFY arrives */
+    long batch;                /* rows per round */
+    long poll_ms;              /* fallback wake-up when no NOTIFY arrives */
+    long statement_timeout_ms; /* of the relay's own connection; 0: none */
 };
 
 struct outbox_relay;

@@ -1,6 +1,7 @@
 /* service: wiring shared by the three services, and the probes every one of them serves. */
 #include "service.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "sql_common.h"
@@ -27,6 +29,8 @@ static const struct config_var service_vars[] = {
      "idle connection timeout, seconds"},
     {"PTCE_HTTP_CONNECTION_LIMIT", CONFIG_INT, "1024", 8, 65536, CFG(http_connection_limit),
      "simultaneous connections"},
+    {"PTCE_HTTP_DEFER_TIMEOUT_MS", CONFIG_INT, "15000", 100, 600000, CFG(http_defer_timeout_ms),
+     "a deferred request (batched read, webhook) unanswered this long gets 503"},
     {"PTCE_DATABASE_URL", CONFIG_STRING, NULL, 0, 0, CFG(database_url),
      "libpq URL of the service's role"},
     {"PTCE_DB_POOL_SIZE", CONFIG_INT, "16", 1, 512, CFG(db_pool_size),
@@ -59,8 +63,6 @@ static const struct config_var service_vars[] = {
 
 /* ---- probes ---- */
 
-DB_STMT(service_ping, "SELECT 1");
-
 static int service_healthz(struct http_ctx *ctx)
 {
     static const char ok[] = "{\"status\":\"ok\"}";
@@ -68,22 +70,122 @@ static int service_healthz(struct http_ctx *ctx)
     return http_reply_raw(ctx, 200, "application/json", ok, sizeof ok - 1);
 }
 
-static int service_db_ready(struct service *svc)
+static long service_now_ms(void)
 {
-    struct db_conn *conn;
+    struct timespec t;
 
-    if (db_acquire(svc->db, &conn) != STATUS_OK)
-        return 0;
-    int ok = db_exec(conn, &service_ping, 0, NULL, NULL) == STATUS_OK;
-    db_release(svc->db, conn);
-    return ok;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+/*
+ * SELECT 1 on conn, answered within timeout_ms or counted failed: a server that accepts and
+ * never answers must not hold the checker (nor, through it, a stop). A connection that did not
+ * answer is closed, and made again by the next check.
+ */
+static int service_db_ping(struct db_conn *conn, long timeout_ms)
+{
+    struct timespec deadline, now;
+    int ok = 1;
+
+    clock_deadline(CLOCK_MONOTONIC, timeout_ms, &deadline);
+    if (!PQsendQuery(conn->pg, "SELECT 1"))
+        goto out;
+    for (;;) {
+        if (!PQconsumeInput(conn->pg))
+            goto out;
+        if (!PQisBusy(conn->pg))
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long left = (long)(deadline.tv_sec - now.tv_sec) * 1000 +
+                    (deadline.tv_nsec - now.tv_nsec) / 1000000;
+        struct pollfd pfd = {.fd = PQsocket(conn->pg), .events = POLLIN};
+        if (left <= 0 || poll(&pfd, 1, (int)left) < 0)
+            goto out;
+    }
+    for (PGresult *r = PQgetResult(conn->pg); r; r = PQgetResult(conn->pg)) {
+        ok = ok && PQresultStatus(r) == PGRES_TUPLES_OK;
+        PQclear(r);
+    }
+    return ok;
+out:
+    db_conn_close(conn);
+    return 0;
+}
+
+/* One database check on the checker's own connection, made (again) when it is gone. */
+static int service_db_check(struct service *svc, struct db_conn *conn)
+{
+    enum status st = conn->conninfo
+                         ? db_conn_check(conn)
+                         : db_conn_open_session(conn, svc->cfg.database_url, svc->def->schema, 1000,
+                                                "SET application_name = 'ptce-readiness'");
+    return st == STATUS_OK && service_db_ping(conn, 1000);
+}
+
+static void *service_ready_watch(void *arg)
+{
+    struct service *svc = arg;
+    struct service_ready *r = &svc->ready;
+    struct db_conn conn = {0};
+    struct timespec until;
+
+    pthread_mutex_lock(&r->lock);
+    while (!r->stop) {
+        pthread_mutex_unlock(&r->lock);
+        atomic_store(&r->database, service_db_check(svc, &conn));
+        atomic_store(&r->kafka, kafka_reachable(svc->probe, 1000));
+        atomic_store(&r->checked_ms, service_now_ms());
+        pthread_mutex_lock(&r->lock);
+        clock_deadline(CLOCK_MONOTONIC, SERVICE_READY_PERIOD_MS, &until);
+        if (!r->stop)
+            pthread_cond_timedwait(&r->wake, &r->lock, &until);
+    }
+    pthread_mutex_unlock(&r->lock);
+    db_conn_close(&conn);
+    return NULL;
+}
+
+static enum status service_ready_start(struct service *svc)
+{
+    struct service_ready *r = &svc->ready;
+    pthread_condattr_t attr;
+
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    if (pthread_create(&r->thread, NULL, service_ready_watch, svc) != 0)
+        return STATUS_INTERNAL;
+    r->started = 1;
+    return STATUS_OK;
+}
+
+static void service_ready_stop(struct service *svc)
+{
+    struct service_ready *r = &svc->ready;
+
+    if (!r->started)
+        return;
+    pthread_mutex_lock(&r->lock);
+    r->stop = 1;
+    pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&r->lock);
+    pthread_join(r->thread, NULL);
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->wake);
+    r->started = 0;
+}
+
+/* Answers from the checker's state at once: no database, no Kafka on the worker. */
 static int service_readyz(struct http_ctx *ctx)
 {
     struct service *svc = ctx->app;
-    int db = service_db_ready(svc);
-    int kafka = kafka_reachable(svc->probe, 1000);
+    long checked = atomic_load(&svc->ready.checked_ms);
+    int fresh = checked > 0 && service_now_ms() - checked < SERVICE_READY_STALE_MS;
+    int db = fresh && atomic_load(&svc->ready.database);
+    int kafka = fresh && atomic_load(&svc->ready.kafka);
     json_t *body = json_pack("{s:s, s:{s:b, s:b}}", "status", db && kafka ? "ready" : "not_ready",
                              "checks", "database", db, "kafka", kafka);
 
@@ -110,8 +212,16 @@ static int service_metrics(struct http_ctx *ctx)
         "ptce_db_pool_connections{state=\"in_use\"} %zu\n"
         "# HELP ptce_db_pool_acquire_timeouts_total Requests that found no free connection.\n"
         "# TYPE ptce_db_pool_acquire_timeouts_total counter\n"
-        "ptce_db_pool_acquire_timeouts_total %lu\n",
-        ps.size, ps.in_use, ps.acquire_timeouts);
+        "ptce_db_pool_acquire_timeouts_total %lu\n"
+        "# HELP ptce_db_pool_reconnects_total Pooled connections made again: lost, or older "
+        "than a connection found dead.\n"
+        "# TYPE ptce_db_pool_reconnects_total counter\n"
+        "ptce_db_pool_reconnects_total %lu\n"
+        "# HELP ptce_db_pool_retries_total First statements run again after their connection "
+        "was lost.\n"
+        "# TYPE ptce_db_pool_retries_total counter\n"
+        "ptce_db_pool_retries_total %lu\n",
+        ps.size, ps.in_use, ps.acquire_timeouts, ps.reconnects, ps.retries);
     int rc = http_reply_raw(ctx, 200, "text/plain; version=0.0.4", out.data, out.len);
     buf_free(&out);
     return rc;
@@ -150,6 +260,11 @@ static enum status service_config_load(struct service *svc, const struct service
     }
     if (svc->cfg.http_port == 0)
         svc->cfg.http_port = def->default_port;
+    if (svc->cfg.db_statement_timeout_ms == 0 ||
+        svc->cfg.http_defer_timeout_ms <= svc->cfg.db_statement_timeout_ms)
+        log_event(LOG_WARN, "config.defer_timeout_short", "{s:I, s:I}", "defer_timeout_ms",
+                  (json_int_t)svc->cfg.http_defer_timeout_ms, "statement_timeout_ms",
+                  (json_int_t)svc->cfg.db_statement_timeout_ms);
     return STATUS_OK;
 }
 
@@ -198,8 +313,9 @@ static enum status service_kafka_start(struct service *svc)
     enum status st = kafka_topics_ensure(svc->probe, topics, 1, k.partitions, k.replication, 15000);
     if (st != STATUS_OK)
         return st;
-    struct outbox_relay_config rc = {svc->cfg.database_url, svc->def->schema, k,
-                                     svc->cfg.outbox_batch, svc->cfg.outbox_poll_ms};
+    struct outbox_relay_config rc = {
+        svc->cfg.database_url, svc->def->schema,        k,
+        svc->cfg.outbox_batch, svc->cfg.outbox_poll_ms, svc->cfg.db_statement_timeout_ms};
     svc->relay = outbox_relay_start(&rc);
     if (!svc->relay)
         return STATUS_INTERNAL;
@@ -219,7 +335,8 @@ static enum status service_kafka_start(struct service *svc)
                               svc->def->on_event,
                               svc,
                               svc->cfg.failpoint_inbox_exit_after,
-                              svc->cfg.inbox_max_attempts};
+                              svc->cfg.inbox_max_attempts,
+                              svc->cfg.db_statement_timeout_ms};
     svc->inbox = inbox_start(&ic);
     return svc->inbox ? STATUS_OK : STATUS_INTERNAL;
 }
@@ -227,9 +344,13 @@ static enum status service_kafka_start(struct service *svc)
 static enum status service_http_start(struct service *svc)
 {
     size_t n = svc->def->nroutes + NPROBES;
-    struct http_server_config hc = {svc->cfg.http_bind,      svc->cfg.http_port,
-                                    svc->cfg.http_threads,   svc->cfg.http_body_limit,
-                                    svc->cfg.http_timeout_s, svc->cfg.http_connection_limit};
+    struct http_server_config hc = {svc->cfg.http_bind,
+                                    svc->cfg.http_port,
+                                    svc->cfg.http_threads,
+                                    svc->cfg.http_body_limit,
+                                    svc->cfg.http_timeout_s,
+                                    svc->cfg.http_connection_limit,
+                                    svc->cfg.http_defer_timeout_ms};
 
     svc->routes = xcalloc(n, sizeof *svc->routes);
     memcpy(svc->routes, service_probe_routes, sizeof service_probe_routes);
@@ -243,6 +364,7 @@ static void service_stop(struct service *svc)
     http_server_stop(&svc->http); /* first: no new work arrives */
     if (svc->def->stop && svc->domain)
         svc->def->stop(svc);
+    service_ready_stop(svc);
     inbox_stop(svc->inbox);
     outbox_relay_stop(svc->relay);
     if (svc->probe)
@@ -266,6 +388,8 @@ static enum status service_start(struct service *svc)
         svc->auth = auth_new(svc->db, svc->cfg.auth_cache_ttl_ms);
         st = service_kafka_start(svc);
     }
+    if (st == STATUS_OK)
+        st = service_ready_start(svc);
     if (st == STATUS_OK && svc->def->start)
         st = svc->def->start(svc);
     if (st == STATUS_OK)

@@ -18,6 +18,7 @@ struct service_config {
     long http_body_limit;
     long http_timeout_s;
     long http_connection_limit;
+    long http_defer_timeout_ms;
     const char *database_url;
     long db_pool_size;
     long db_pool_wait_ms;
@@ -35,6 +36,24 @@ struct service_config {
 };
 
 struct service;
+
+/*
+ * What /readyz answers, kept by a thread of its own that checks the database (on a dedicated
+ * connection, not the pool) and Kafka every SERVICE_READY_PERIOD_MS: a probe never holds an
+ * HTTP worker on either. A state older than SERVICE_READY_STALE_MS (the checker is stuck on a
+ * server that does not answer) counts as not ready.
+ */
+#define SERVICE_READY_PERIOD_MS 500
+#define SERVICE_READY_STALE_MS 3000
+struct service_ready {
+    atomic_int database, kafka;
+    atomic_long checked_ms; /* CLOCK_MONOTONIC milliseconds of the last check; 0: none yet */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    int stop;
+    int started;
+    pthread_t thread;
+};
 
 /* What makes one service different from another. Everything here is static data. */
 struct service_def {
@@ -69,7 +88,8 @@ struct service {
     struct inbox *inbox;
     struct http_server http;
     struct http_route *routes; /* the service's routes plus the probes */
-    void *domain;              /* the service's own state, set by def->start */
+    struct service_ready ready;
+    void *domain; /* the service's own state, set by def->start */
 };
 
 /*

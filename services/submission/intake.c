@@ -39,7 +39,8 @@ static enum status intake_write(struct db_conn *conn, struct batch_item **items,
     return STATUS_OK;
 }
 
-struct intake *intake_start(const char *conninfo, const char *schema, long writers)
+struct intake *intake_start(const char *conninfo, const char *schema, long statement_timeout_ms,
+                            long writers)
 {
     struct intake *in = xcalloc(1, sizeof *in);
 
@@ -47,6 +48,7 @@ struct intake *intake_start(const char *conninfo, const char *schema, long write
     metrics_register(&m_notices);
     struct batcher_config bc = {.conninfo = conninfo,
                                 .schema = schema,
+                                .statement_timeout_ms = statement_timeout_ms,
                                 .threads = writers,
                                 .max_batch = INTAKE_MAX_BATCH,
                                 .fn = intake_write};

@@ -10,8 +10,10 @@ struct intake;
 /*
  * Starts `writers` threads, each with its own connection, that insert the notices queued by
  * concurrent requests as one multi-row statement: one commit (one WAL flush) for many webhooks.
+ * Each statement is bounded by statement_timeout_ms (0: no bound), as the pool's are.
  */
-struct intake *intake_start(const char *conninfo, const char *schema, long writers);
+struct intake *intake_start(const char *conninfo, const char *schema, long statement_timeout_ms,
+                            long writers);
 
 /* Finishes the queued notices, then stops. */
 void intake_stop(struct intake *in);

@@ -5,6 +5,7 @@
 
 #include "log.h"
 #include "service.h"
+#include "ds_files.h"
 #include "intake.h"
 #include "reader.h"
 #include "store.h"
@@ -40,6 +41,10 @@ static const struct config_var submission_vars[] = {
      "largest attachment downloaded"},
     {"PTCE_DS_RETRY_MAX_MS", CONFIG_INT, "600000", 100, 86400000, SCFG(ds_retry_max_ms),
      "cap of the retry backoff"},
+    {"PTCE_DS_FILE_HOSTS", CONFIG_STRING, "", 0, 0, SCFG(ds_file_hosts),
+     "hosts file URLs may point to (.domain: its sub-domains); empty: the API's and DS's"},
+    {"PTCE_DS_ALLOW_HTTP", CONFIG_INT, "0", 0, 1, SCFG(ds_allow_http),
+     "1: plain http DS URLs too (development and tests only)"},
 };
 
 static enum status submission_start(struct service *svc)
@@ -59,7 +64,8 @@ static enum status submission_start(struct service *svc)
         log_event(LOG_WARN, "ds.webhook_disabled", "{s:s}", "reason",
                   "PTCE_DS_WEBHOOK_TOKEN unset");
     sub.demarche = sub.cfg.ds_demarche ? sub.cfg.ds_demarche : ds_mapping_demarche(sub.mapping);
-    sub.intake = intake_start(svc->cfg.database_url, svc->def->schema, 2);
+    sub.intake =
+        intake_start(svc->cfg.database_url, svc->def->schema, svc->cfg.db_statement_timeout_ms, 2);
     sub.reader =
         reader_start(svc->cfg.database_url, svc->def->schema, svc->cfg.db_statement_timeout_ms, 2);
     svc->domain = &sub;
@@ -71,13 +77,27 @@ static enum status submission_start(struct service *svc)
     struct ds_client_config cc = {sub.cfg.ds_api_url, sub.cfg.ds_token, sub.cfg.ds_timeout_ms,
                                   sub.cfg.ds_max_file_bytes};
     sub.client = ds_client_new(&cc, ds_queries_text);
+    char api_host[256];
+    if (sub.cfg.ds_file_hosts[0])
+        snprintf(sub.file_hosts, sizeof sub.file_hosts, "%s", sub.cfg.ds_file_hosts);
+    else if (ds_url_host(sub.cfg.ds_api_url, api_host, sizeof api_host) == 0)
+        snprintf(sub.file_hosts, sizeof sub.file_hosts, "%s," DS_FILE_HOSTS_DEFAULT, api_host);
+    else
+        snprintf(sub.file_hosts, sizeof sub.file_hosts, "%s", DS_FILE_HOSTS_DEFAULT);
+    if (!sub.cfg.ds_allow_http && strncmp(sub.cfg.ds_api_url, "https://", 8) != 0) {
+        log_event(LOG_ERROR, "ds.api_url_not_https", "{s:s}", "url", sub.cfg.ds_api_url);
+        return STATUS_INVALID; /* the token would travel in clear */
+    }
     struct worker_config wc = {svc->cfg.database_url,
                                svc->def->schema,
                                sub.cfg.ds_workers,
                                sub.cfg.ds_poll_interval_s,
                                sub.cfg.ds_poll_overlap_s,
                                sub.cfg.ds_retry_max_ms,
-                               sub.demarche};
+                               sub.demarche,
+                               svc->cfg.db_statement_timeout_ms,
+                               sub.file_hosts,
+                               (int)sub.cfg.ds_allow_http};
     sub.workers = ds_workers_start(&wc, sub.client, sub.mapping);
     return STATUS_OK;
 }

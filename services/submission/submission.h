@@ -19,6 +19,8 @@ struct submission_config {
     long ds_timeout_ms;
     long ds_max_file_bytes;
     long ds_retry_max_ms;
+    const char *ds_file_hosts; /* empty: the API's host and DS_FILE_HOSTS_DEFAULT */
+    long ds_allow_http;        /* 1: plain http URLs too (development and tests only) */
 };
 
 struct submission {
@@ -30,6 +32,7 @@ struct submission {
     struct reader *reader;       /* dossier reads by id, in batches */
     long demarche;               /* the PTCE démarche: webhooks of others are refused */
     char webhook_token_hash[65]; /* SHA-256 of the token; empty when the webhook is disabled */
+    char file_hosts[512];        /* the hosts file URLs may point to */
 };
 
 extern const struct http_route submission_routes[];

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "ds_files.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -95,6 +96,13 @@ static enum ds_result ds_fetch_document(struct ds_workers *w, long long number, 
     json_int_t declared = json_integer_value(json_object_get(doc, "byte_size"));
     char actual[25];
 
+    char why[160];
+    if (!ds_file_url_allowed(url, w->cfg.file_hosts, w->cfg.allow_http, why, sizeof why)) {
+        log_event(LOG_WARN, "ds.file_host_refused", "{s:I, s:s}", "number", (json_int_t)number,
+                  "reason", why);
+        ds_document_unverified(doc, "host_refused");
+        return DS_OK; /* never downloaded: a human looks at needs_review */
+    }
     if (declared > ds_client_max_file_bytes(w->client)) {
         log_event(LOG_WARN, "ds.file_too_large", "{s:I, s:I, s:I}", "number", (json_int_t)number,
                   "byte_size", declared, "max", (json_int_t)ds_client_max_file_bytes(w->client));
@@ -298,7 +306,9 @@ static int ds_connect(struct ds_workers *w, struct db_conn *conn)
     if (conn->pg && PQstatus(conn->pg) == CONNECTION_OK)
         return 0;
     db_conn_close(conn);
-    return db_conn_open(conn, w->conninfo, w->schema, 0) == STATUS_OK ? 0 : -1;
+    return db_conn_open(conn, w->conninfo, w->schema, w->cfg.statement_timeout_ms) == STATUS_OK
+               ? 0
+               : -1;
 }
 
 void ds_workers_wake(struct ds_workers *w)

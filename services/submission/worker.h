@@ -13,6 +13,9 @@ struct worker_config {
     long poll_overlap_s;  /* how far before the watermark each poll starts again */
     long retry_max_ms;    /* cap of the exponential backoff */
     long demarche;
+    long statement_timeout_ms; /* of each thread's own connection; 0: none */
+    const char *file_hosts;    /* hosts file URLs may point to (ds_files.h); borrowed */
+    int allow_http;            /* plain http file URLs too (development) */
 };
 
 struct ds_workers;

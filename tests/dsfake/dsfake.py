@@ -48,7 +48,8 @@ the schema's own JSON shape (camelCase field names), plus
   "virusScanResult": the fake keeps the bytes and computes byteSize, byteSizeBigInt and
   checksum; for large-file tests, "size": N repeats the content up to exactly N bytes, and
   "declaredByteSize": N makes the API announce N bytes whatever is served (a blob whose
-  metadata lies);
+  metadata lies); "urlHost": H gives its URL that host name instead of the fake's (still
+  served by the fake: a file host the client must refuse to download from);
 * "demarche": {"number": N} links a dossier to a démarche of fixtures/demarche.json.
 Absent fields take defaults (see Store._normalise_dossier); an absent non-null list is
 answered as [] and an absent non-null Boolean as false; other absent non-null fields give
@@ -66,7 +67,8 @@ Control API (JSON in and out, no authentication, for tests only):
   POST   /_control/reset              reload the fixtures; clear faults, stats, limiter, config
   GET    /_control/stats              request counters, and "graphql_log": the latest
                                       GraphQL requests in arrival order, each {"at": epoch
-                                      seconds (float) of arrival, "operation", "status" (absent
+                                      seconds (float) of arrival, "operation", "number" (the
+                                      variables' dossier number, or null), "status" (absent
                                       for a dropped connection), "rate_limit_reset" (429 only)}
 Fault examples:
   {"mode": "429", "count": 5, "reset_in": 2}   429 like DS's rate limiter, reset in 2 s
@@ -225,6 +227,18 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
 
 def ds_error(message: str, code: str) -> GraphQLError:
     return GraphQLError(message, extensions={"code": code})
+
+
+def request_dossier_number(body):
+    """The dossier number a GraphQL request is about ("number" in its variables), or None."""
+    variables = body.get("variables") if isinstance(body, dict) else None
+    if isinstance(variables, str):
+        try:
+            variables = json.loads(variables)
+        except json.JSONDecodeError:
+            return None
+    number = variables.get("number") if isinstance(variables, dict) else None
+    return number if isinstance(number, int) else None
 
 
 def graphql_error_body(message: str, code: str, **extra: object) -> dict:
@@ -426,6 +440,7 @@ class Store:
             "filename": spec["filename"],
             "contentType": spec.get("contentType", "application/octet-stream"),
             "dossier": number,
+            "urlHost": spec.get("urlHost"),
         }
         return {
             "filename": spec["filename"],
@@ -891,7 +906,12 @@ class App:
                 self.count_fault("expire_urls")
             self.stats["file_urls_issued"] += 1
         token = file["_blob"]
-        return (f"{self.public_url}/files/{token}/{quote(file['filename'])}"
+        base = self.public_url
+        host = self.store.blobs.get(token, {}).get("urlHost")
+        if host:  # served by this fake under another host name (a host our client must refuse)
+            parts = urlsplit(base)
+            base = f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+        return (f"{base}/files/{token}/{quote(file['filename'])}"
                 f"?expires={expires}&sig={self._signature(token, expires)}")
 
     def check_url(self, token: str, query: dict) -> str | None:
@@ -1145,7 +1165,8 @@ class Handler(BaseHTTPRequestHandler):
             counts = app.stats["graphql_requests"]
             counts[operation] = counts.get(operation, 0) + 1
             app.stats["graphql_requests_total"] += 1
-            self._log_entry = {"at": arrived, "operation": operation}
+            self._log_entry = {"at": arrived, "operation": operation,
+                               "number": request_dossier_number(body)}
             log_entries = app.stats["graphql_log"]
             log_entries.append(self._log_entry)
             if len(log_entries) > GRAPHQL_LOG_SIZE:

@@ -389,3 +389,41 @@ def test_answers_match_the_spec(urls, k, api):
     conform(requests.post(f"{api}/v1/dossiers/{did}/assignment", json={"group": "default",
                           "reason": "r"}, headers=k["admin"], timeout=T),
             "/dossiers/{id}/assignment", "post")
+
+
+# The lifecycle's table (services/instruction/lifecycle.c), the oracle of the next test:
+# from -> the targets a national admin may take.
+TABLE = {
+    "received": {"regional_review"},
+    "correction_requested": set(),  # back to received only by the carrier's edit
+    "regional_review": {"correction_requested", "awaiting_decision", "closed"},
+    "awaiting_decision": {"regional_review", "phase1_laureate", "refused", "closed"},
+    "phase1_laureate": {"phase2_invited", "phase2_applied"},
+    "refused": set(), "closed": set(),
+    "phase2_invited": {"phase2_applied"},
+    "phase2_applied": {"phase2_review"},
+    "phase2_review": {"phase2_laureate", "phase2_not_selected"},
+    "phase2_laureate": set(), "phase2_not_selected": set(), "withdrawn": set(),
+}
+
+
+def test_every_illegal_transition_is_a_409_naming_the_allowed_ones(urls, k, api, db):
+    did = deposit(urls, k, api)
+    checked = 0
+    for state, allowed in TABLE.items():
+        sql(db, "UPDATE instruction.dossier SET state = %s WHERE id = %s", state, did)
+        for target in TABLE:
+            if target in allowed:
+                continue
+            r = move(api, did, k["admin"], target, "*", motivation="m", deadline="2030-01-01")
+            if (state, target) == ("correction_requested", "received"):
+                assert r.status_code == 403, "the table has it, for the projection only"
+                continue
+            assert r.status_code == 409, f"{state} -> {target}: {r.status_code} {r.text}"
+            body = r.json()
+            assert body["current_state"] == state
+            assert set(body["allowed_transitions"]) == allowed, f"from {state}"
+            checked += 1
+    assert checked == 13 * 13 - sum(len(a) for a in TABLE.values()) - 1
+    assert sql(db, "SELECT count(*) FROM instruction.dossier_history WHERE resource_id = %s",
+               did)[0][0] == 0

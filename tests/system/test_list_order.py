@@ -7,6 +7,7 @@ database owner running the statement the service runs for a new version (an UPDA
 row, as store.c's st_dossier_update does, change_seq included). Once A has committed, the
 reader goes on from its cursor: it must have seen the new version of every one of them.
 """
+import time
 import uuid
 
 import psycopg
@@ -68,3 +69,37 @@ def test_out_of_order_commits_are_all_seen(urls, keys, admin_url):
     # Going on from where it stands, the reader must list every changed dossier again.
     wait_until(lambda: set(ids) <= reader.sync(), timeout=10,
                what="every change listed again by a client going on from its cursor")
+
+
+def test_a_broker_outage_does_not_hold_the_list_back(urls, keys, stack):
+    """The list serves changes older than every transaction in flight: the relay, stuck on a
+    broker that does not answer, must not hold a transaction id meanwhile (no row locks)."""
+    region = "75"
+    partner = keys.create("partner", region)
+    reader = Reader(urls, keys.create("regional_instructor", region), region)
+    stack.kafka("stop")
+    try:
+        deposit(urls, partner, region)  # its NOTIFY starts a relay round that cannot finish
+        time.sleep(1.0)
+        late = deposit(urls, partner, region)
+        wait_until(lambda: late in reader.sync(), timeout=5,
+                   what="a deposit listed while the broker is down")
+    finally:
+        stack.kafka("start")
+
+
+def test_cursors_are_opaque_and_sealed(urls, keys):
+    """A cursor tells nothing (not the transaction ids, not the dossier id) and cannot be forged."""
+    region = "53"
+    partner = keys.create("partner", region)
+    ids = [deposit(urls, partner, region) for _ in range(2)]
+    reader = Reader(urls, keys.create("regional_instructor", region), region)
+    wait_until(lambda: set(ids) <= reader.sync(), timeout=10, what="the deposits listed")
+    r = requests.get(reader.url, params={"region": region, "limit": 1}, headers=reader.headers, timeout=10)
+    page = r.json()
+    cursor = page["next_cursor"]
+    assert cursor and page["items"][0]["id"] not in cursor and not cursor.isdigit()
+    assert "." not in cursor and all(c.isalnum() or c in "-_" for c in cursor)
+    forged = cursor[:-2] + ("AA" if cursor[-2:] != "AA" else "BB")
+    r = requests.get(reader.url, params={"cursor": forged}, headers=reader.headers, timeout=10)
+    assert r.status_code == 400 and any(e["field"] == "cursor" for e in r.json()["errors"]), r.text

@@ -141,6 +141,7 @@ def spec_full_path(path, item):
 def test_code_routes_and_spec_operations_are_the_same():
     code = c_routes("common/service.c", "service_probe_routes") | \
         c_routes("services/submission/routes.c", "submission_routes") | \
+        c_routes("services/funding/support.c", "support_routes") | \
         {(m, "[instruction]" + p) for m, p in
          c_routes("services/instruction/routes.c", "instruction_routes")}
     spec = {(method.upper(), ("[instruction]" if ":8082" in str(item.get("servers")) else "") +

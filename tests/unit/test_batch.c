@@ -25,6 +25,7 @@ static void schema_teardown(void)
 /* What the batch function saw, for the assertions. */
 static atomic_long batches, items_served, largest;
 static atomic_int fail_next;
+static atomic_int backend_pid; /* of the last batch's connection */
 
 /* Doubles each item's number with one statement for the whole batch; slow enough to queue. */
 static enum status double_all(struct db_conn *conn, struct batch_item **items, size_t n, void *arg)
@@ -49,6 +50,7 @@ static enum status double_all(struct db_conn *conn, struct batch_item **items, s
     for (size_t i = 0; i < n; i++)
         *(int *)items[i]->out = (int)strtol(PQgetvalue(r, (int)i, 0), NULL, 10);
     PQclear(r);
+    atomic_store(&backend_pid, PQbackendPID(conn->pg));
     atomic_fetch_add(&batches, 1);
     atomic_fetch_add(&items_served, (long)n);
     long seen = atomic_load(&largest);
@@ -243,6 +245,45 @@ START_TEST(test_batch_failure_reaches_every_item)
 }
 END_TEST
 
+/*
+ * The server closes the batch thread's idle connection (a restart, an administrator): the next
+ * batch is served all the same, on a new connection, rather than failed with 503.
+ */
+START_TEST(test_batch_connection_killed_while_idle)
+{
+    struct batcher *b = start(1, 8);
+    int in = 21, out = -1;
+    struct batch_item item = {.in = &in, .out = &out};
+
+    ck_assert_int_eq(batcher_submit(b, &item), STATUS_OK);
+    int pid = atomic_load(&backend_pid);
+    char text[16];
+    snprintf(text, sizeof text, "%d", pid);
+    PGconn *admin = testdb_admin_open();
+    const char *params[] = {text};
+    PGresult *r =
+        PQexecParams(admin, "SELECT pg_terminate_backend($1::int)", 1, NULL, params, NULL, NULL, 0);
+    ck_assert_str_eq(PQgetvalue(r, 0, 0), "t");
+    PQclear(r);
+    for (int i = 0; i < 100; i++) {
+        r = PQexecParams(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int", 1,
+                         NULL, params, NULL, NULL, 0);
+        int gone = strcmp(PQgetvalue(r, 0, 0), "0") == 0;
+        PQclear(r);
+        if (gone)
+            break;
+        usleep(20000);
+    }
+    PQfinish(admin);
+    usleep(50000); /* the goodbye reaches the batch thread's socket */
+    out = -1;
+    ck_assert_int_eq(batcher_submit(b, &item), STATUS_OK);
+    ck_assert_int_eq(out, 42);
+    ck_assert_int_ne(atomic_load(&backend_pid), pid);
+    batcher_free(b);
+}
+END_TEST
+
 START_TEST(test_batch_unreachable_database)
 {
     struct batcher_config cfg = {.conninfo = "postgresql://nobody@127.0.0.1:1/none",
@@ -273,6 +314,7 @@ static Suite *batch_suite(void)
     tcase_add_test(tc, test_batch_alone_is_a_batch_of_one);
     tcase_add_test(tc, test_batch_failure_reaches_every_item);
     tcase_add_test(tc, test_batch_unreachable_database);
+    tcase_add_test(tc, test_batch_connection_killed_while_idle);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,5 +1,8 @@
 /* test_db: the connection pool, statements, SQLSTATE mapping and recovery from a lost backend. */
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -271,6 +274,150 @@ START_TEST(test_db_reconnect_after_backend_killed)
 }
 END_TEST
 
+/* Takes every connection of a pool of n (n <= 8), runs q_pid on each, writes the pids. */
+static void pool_pids(size_t n, char pids[][32])
+{
+    struct db_conn *held[8];
+
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_int_eq(db_acquire(pool, &held[i]), STATUS_OK);
+        snprintf(pids[i], 32, "%s", scalar(held[i], &q_pid, 0, NULL));
+    }
+    for (size_t i = 0; i < n; i++)
+        db_release(pool, held[n - 1 - i]);
+}
+
+static int pid_among(const char *pid, char pids[][32], size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(pid, pids[i]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * A restart kills every backend at once while the pool's connections sit idle: none of them may
+ * be handed out dead, and the first that is found dead renews all the others.
+ */
+START_TEST(test_db_idle_connections_renewed_after_backends_killed)
+{
+    char before[4][32], after[4][32];
+    struct db_conn *conn;
+    struct db_pool_stats ps;
+
+    pool_open(4, 1000, 0);
+    pool_pids(4, before);
+    backend_kill(before[0]); /* the one on top of the free stack: the next one handed out */
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    ck_assert_int_eq(db_command(conn, "SET application_name = 'renewed'"),
+                     STATUS_OK); /* no retry */
+    db_release(pool, conn);
+    db_pool_stats(pool, &ps);
+    ck_assert_uint_ge(ps.generation, 1);
+    /* The three others were alive, but older than the dead one: all of them are made again. */
+    pool_pids(4, after);
+    for (size_t i = 0; i < 4; i++)
+        ck_assert_msg(!pid_among(after[i], before, 4), "connection %zu kept backend %s", i,
+                      after[i]);
+    db_pool_stats(pool, &ps);
+    ck_assert_uint_ge(ps.reconnects, 4);
+    ck_assert_uint_eq(ps.retries, 0); /* found dead before anything was sent */
+}
+END_TEST
+
+START_TEST(test_db_every_backend_killed_next_requests_succeed)
+{
+    char before[3][32];
+    struct db_conn *held[3];
+
+    pool_open(3, 1000, 0);
+    ck_assert_int_eq(db_acquire(pool, &held[0]), STATUS_OK);
+    create_items(held[0]);
+    db_release(pool, held[0]);
+    pool_pids(3, before);
+    for (size_t i = 0; i < 3; i++)
+        backend_kill(before[i]);
+    /* Writes too: nothing is retried, nothing fails, because nothing dead is handed out. */
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "%d", i);
+        const char *params[] = {id, "x"};
+        ck_assert_int_eq(db_acquire(pool, &held[i]), STATUS_OK);
+        ck_assert_int_eq(db_exec(held[i], &q_insert, 2, params, NULL), STATUS_OK);
+    }
+    for (int i = 0; i < 3; i++)
+        db_release(pool, held[i]);
+}
+END_TEST
+
+DB_STMT(q_touch, "UPDATE item SET name = name WHERE id = 0");
+
+/*
+ * The backend dies after the connection was checked, before its first statement: a BEGIN or a
+ * read runs again on a new connection; a write in autocommit, or a statement after the first,
+ * reports the loss.
+ */
+START_TEST(test_db_first_statement_retried_once)
+{
+    struct db_conn *conn;
+    struct db_pool_stats ps;
+    char pid[32];
+
+    pool_open(1, 1000, 0);
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    create_items(conn);
+    snprintf(pid, sizeof pid, "%s", scalar(conn, &q_pid, 0, NULL));
+    db_release(pool, conn);
+
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    backend_kill(pid);
+    snprintf(pid, sizeof pid, "%s", scalar(conn, &q_pid, 0, NULL)); /* retried: a new backend */
+    backend_kill(pid);
+    ck_assert_int_eq(db_exec(conn, &q_pid, 0, NULL, NULL), STATUS_UNAVAILABLE); /* not first */
+    db_release(pool, conn);
+
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    snprintf(pid, sizeof pid, "%s", scalar(conn, &q_pid, 0, NULL));
+    db_release(pool, conn);
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    backend_kill(pid);
+    ck_assert_int_eq(db_begin(conn), STATUS_OK); /* retried */
+    ck_assert_int_eq(db_exec(conn, &q_touch, 0, NULL, NULL), STATUS_OK);
+    ck_assert_int_eq(db_commit(conn), STATUS_OK);
+    snprintf(pid, sizeof pid, "%s", scalar(conn, &q_pid, 0, NULL));
+    db_release(pool, conn);
+
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    backend_kill(pid);
+    ck_assert_int_eq(db_exec(conn, &q_touch, 0, NULL, NULL), STATUS_UNAVAILABLE); /* a write */
+    db_release(pool, conn);
+    db_pool_stats(pool, &ps);
+    ck_assert_uint_eq(ps.retries, 2);
+}
+END_TEST
+
+START_TEST(test_db_dedicated_connection_check)
+{
+    struct db_conn conn;
+    char pid[32];
+
+    ck_assert_int_eq(
+        db_conn_open_session(&conn, testdb_url(), schema, 0, "SET application_name = 'unit'"),
+        STATUS_OK);
+    snprintf(pid, sizeof pid, "%s", scalar(&conn, &q_pid, 0, NULL));
+    ck_assert_int_eq(db_conn_check(&conn), STATUS_OK);
+    ck_assert_str_eq(scalar(&conn, &q_pid, 0, NULL), pid); /* alive: kept */
+    backend_kill(pid);
+    ck_assert_int_eq(db_conn_check(&conn), STATUS_OK);
+    ck_assert_str_ne(scalar(&conn, &q_pid, 0, NULL), pid);
+    ck_assert_str_eq(scalar(&conn, &q_schema, 0, NULL), schema); /* set up again, session too */
+    DB_STMT(q_app, "SELECT current_setting('application_name')");
+    ck_assert_str_eq(scalar(&conn, &q_app, 0, NULL), "unit");
+    db_conn_close(&conn);
+}
+END_TEST
+
 START_TEST(test_db_dedicated_connection)
 {
     struct db_conn conn;
@@ -301,6 +448,30 @@ START_TEST(test_db_open_unreachable)
 }
 END_TEST
 
+/* A server that accepts and never answers: connecting gives up after the default bound. */
+START_TEST(test_db_connect_bounded)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    char url[128];
+    struct db_conn conn;
+    struct timespec t0;
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(fd, 4), 0); /* the kernel accepts; nobody ever speaks */
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    snprintf(url, sizeof url, "postgresql://nobody@127.0.0.1:%d/none?sslmode=disable",
+             ntohs(a.sin_port));
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ck_assert_int_eq(db_conn_open(&conn, url, NULL, 0), STATUS_UNAVAILABLE);
+    long ms = elapsed_ms(&t0);
+    ck_assert_msg(ms >= 4000 && ms < 8000, "gave up after %ld ms", ms);
+    close(fd);
+}
+END_TEST
+
 static Suite *db_suite(void)
 {
     Suite *s = suite_create("db");
@@ -309,6 +480,7 @@ static Suite *db_suite(void)
 
     tcase_set_timeout(pure, 10);
     tcase_add_test(pure, test_db_status_from_sqlstate);
+    tcase_add_test(pure, test_db_connect_bounded);
     suite_add_tcase(s, pure);
 
     tcase_set_timeout(tc, 30);
@@ -322,6 +494,10 @@ static Suite *db_suite(void)
     tcase_add_test(tc, test_db_transactions);
     tcase_add_test(tc, test_db_reconnect_after_backend_killed);
     tcase_add_test(tc, test_db_dedicated_connection);
+    tcase_add_test(tc, test_db_idle_connections_renewed_after_backends_killed);
+    tcase_add_test(tc, test_db_every_backend_killed_next_requests_succeed);
+    tcase_add_test(tc, test_db_first_statement_retried_once);
+    tcase_add_test(tc, test_db_dedicated_connection_check);
     tcase_add_test(tc, test_db_open_unreachable);
     suite_add_tcase(s, tc);
     return s;

@@ -1,8 +1,10 @@
 /* test_http: strict JSON parsing, and a real server on 127.0.0.1 called with libcurl. */
+#define _GNU_SOURCE /* strcasestr(3) */
 #include <arpa/inet.h>
 #include <check.h>
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +56,7 @@ END_TEST
 /* ---- the in-process server ---- */
 
 #define BODY_LIMIT 1024
+#define DEFER_TIMEOUT_MS 2500
 
 static int handle_echo(struct http_ctx *ctx)
 {
@@ -80,12 +83,17 @@ struct later {
     long ms;
 };
 
+static atomic_int later_resumed; /* http_resume calls that returned */
+
 static void *later_resume(void *arg)
 {
     struct later *l = arg;
 
     usleep((useconds_t)l->ms * 1000);
+    l->ms = -l->ms; /* the state is still the work's, even past the request's deadline */
+    l->ms = -l->ms;
     http_resume(l->ctx); /* l belongs to the request from here: not touched again */
+    atomic_fetch_add(&later_resumed, 1);
     return NULL;
 }
 
@@ -109,8 +117,22 @@ static int handle_later(struct http_ctx *ctx)
     return rc;
 }
 
+/* A request whose work never comes back by itself: the test resumes it, late, by hand. */
+static struct http_ctx *_Atomic never_ctx;
+
+static int handle_never(struct http_ctx *ctx)
+{
+    struct later *l = xcalloc(1, sizeof *l);
+
+    l->ctx = ctx;
+    int rc = http_defer(ctx, later_answer, l, free);
+    atomic_store(&never_ctx, ctx);
+    return rc;
+}
+
 static const struct http_route routes[] = {
     {"GET", "/v1/later/{ms}", handle_later, 0, 0},
+    {"GET", "/v1/never", handle_never, 0, 0},
     {"GET", "/v1/items/{id}", handle_echo, 0, 0},
     {"PUT", "/v1/items/{id}", handle_echo, 0, HTTP_BODY_JSON},
     {"POST", "/v1/items", handle_create, 0, HTTP_BODY_JSON},
@@ -140,7 +162,8 @@ static long free_port(void)
 
 static void server_setup(void)
 {
-    struct http_server_config cfg = {"127.0.0.1", free_port(), 2, BODY_LIMIT, 5, 16};
+    struct http_server_config cfg = {"127.0.0.1", free_port(),     2, BODY_LIMIT, 5,
+                                     16,          DEFER_TIMEOUT_MS};
 
     port = cfg.port;
 
@@ -537,6 +560,52 @@ static int connect_raw(void)
     return fd;
 }
 
+/* Sends req on a new connection and reads the answer until the server closes it. */
+static size_t raw_request(const char *req, char *out, size_t outlen)
+{
+    struct timeval tv = {.tv_sec = 5};
+    int fd = connect_raw();
+    size_t len = 0;
+    ssize_t n;
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ck_assert_int_eq(send(fd, req, strlen(req), 0), (ssize_t)strlen(req));
+    while (len + 1 < outlen && (n = recv(fd, out + len, outlen - 1 - len, 0)) > 0)
+        len += (size_t)n;
+    out[len] = '\0';
+    close(fd);
+    return len;
+}
+
+/*
+ * A path with bytes that are not UTF-8, raw or escaped: a problem+json 404 all the same, its
+ * instance with each such byte as %XX (jansson refuses them, and the body was NULL before).
+ */
+START_TEST(test_http_not_found_non_utf8_path)
+{
+    static const char req[] =
+        "GET /v1/\xff\xfe\xc3x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    char got[4096];
+    struct reply r;
+
+    raw_request(req, got, sizeof got);
+    ck_assert_msg(strncmp(got, "HTTP/1.1 404", 12) == 0, "%s", got);
+    ck_assert_msg(strcasestr(got, "Content-Type: application/problem+json") != NULL, "%s", got);
+    const char *body = strstr(got, "\r\n\r\n");
+    ck_assert_ptr_nonnull(body);
+    json_error_t err;
+    json_t *p = json_loads(body + 4, 0, &err);
+    ck_assert_msg(json_is_object(p), "body %s: %s", body + 4, err.text);
+    ck_assert_int_eq(json_integer_value(json_object_get(p, "status")), 404);
+    ck_assert_str_eq(json_string_value(json_object_get(p, "instance")), "/v1/%FF%FE%C3x");
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(p, "detail")), "%FF%FE%C3x"));
+    json_decref(p);
+
+    call("GET", "/v1/%FF", NULL, NULL, 0, NULL, &r); /* sent escaped: matched as sent */
+    check_problem(&r, STATUS_NOT_FOUND, "/v1/%FF");
+}
+END_TEST
+
 START_TEST(test_http_connections_balanced_and_limited)
 {
     int fds[16];
@@ -683,6 +752,56 @@ static long inflight_wait(long want)
     return v;
 }
 
+/* Past its deadline, a deferred request is answered 503 by its worker; a late resume is harmless.
+ */
+START_TEST(test_http_deferred_deadline_answers_503)
+{
+    struct background never = {.path = "/v1/never"};
+    struct background slow = {.path = "/v1/later/3500"};
+    struct reply r;
+
+    ck_assert_int_eq(pthread_create(&never.thread, NULL, background_call, &never), 0);
+    ck_assert_int_eq(pthread_create(&slow.thread, NULL, background_call, &slow), 0);
+    ck_assert_int_eq(deferred_wait(2), 2);
+    for (int i = 0; i < 2; i++) {
+        struct background *b = i ? &slow : &never;
+        pthread_join(b->thread, NULL);
+        check_problem(&b->r, STATUS_UNAVAILABLE, b->path);
+        ck_assert_msg(b->secs >= DEFER_TIMEOUT_MS / 1000.0 - 0.05 && b->secs < 3.4,
+                      "%s answered after %.3f s", b->path, b->secs);
+    }
+    ck_assert_int_eq(atomic_load(&server.deferred), 0);
+    ck_assert_int_eq(metric_value("ptce_http_requests_deferred_expired_total"), 2);
+    /* the work comes back after the answer: its state was kept for it, and is released now */
+    for (int i = 0; i < 300 && atomic_load(&later_resumed) == 0; i++)
+        usleep(10000);
+    ck_assert_int_eq(atomic_load(&later_resumed), 1);
+    ck_assert_ptr_nonnull(atomic_load(&never_ctx));
+    http_resume(atomic_load(&never_ctx));
+    call("GET", "/v1/items/7", NULL, NULL, 0, NULL, &r);
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_int_eq(inflight_wait(0), 0);
+}
+END_TEST
+
+/* A stop with a request whose work never comes back: answered, then a clean stop. */
+START_TEST(test_http_stop_with_never_resumed_request)
+{
+    struct background never = {.path = "/v1/never"};
+
+    ck_assert_int_eq(pthread_create(&never.thread, NULL, background_call, &never), 0);
+    ck_assert_int_eq(deferred_wait(1), 1);
+    double t0 = now_s();
+    http_server_stop(&server); /* MHD is never stopped with the connection suspended */
+    double took = now_s() - t0;
+    ck_assert_msg(took < DEFER_TIMEOUT_MS / 1000.0 + 1, "stop took %.3f s", took);
+    pthread_join(never.thread, NULL);
+    check_problem(&never.r, STATUS_UNAVAILABLE, "/v1/never");
+    ck_assert_int_eq(atomic_load(&server.deferred), 0);
+    http_resume(atomic_load(&never_ctx)); /* after the server is gone: only releases */
+}
+END_TEST
+
 START_TEST(test_http_requests_cut_short_end)
 {
     static const char *cut[] = {
@@ -705,8 +824,8 @@ END_TEST
 START_TEST(test_http_start_failures)
 {
     struct http_server other;
-    struct http_server_config bad = {"256.0.0.1", free_port(), 2, BODY_LIMIT, 5, 16};
-    struct http_server_config taken = {"127.0.0.1", port, 2, BODY_LIMIT, 5, 16};
+    struct http_server_config bad = {"256.0.0.1", free_port(), 2, BODY_LIMIT, 5, 16, 0};
+    struct http_server_config taken = {"127.0.0.1", port, 2, BODY_LIMIT, 5, 16, 0};
 
     ck_assert_int_eq(http_server_start(&other, &bad, routes, NROUTES, NULL, NULL), STATUS_INVALID);
     /* the fixture's server holds the port */
@@ -730,6 +849,7 @@ static Suite *http_suite(void)
     tcase_add_checked_fixture(tc, server_setup, server_teardown);
     tcase_add_test(tc, test_http_get_with_param);
     tcase_add_test(tc, test_http_not_found);
+    tcase_add_test(tc, test_http_not_found_non_utf8_path);
     tcase_add_test(tc, test_http_long_path);
     tcase_add_test(tc, test_http_method_not_allowed);
     tcase_add_test(tc, test_http_post_json);
@@ -745,6 +865,8 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_http_deferred_answer_frees_its_worker);
     tcase_add_test(tc, test_http_stop_answers_deferred_requests);
     tcase_add_test(tc, test_http_client_gone_while_deferred);
+    tcase_add_test(tc, test_http_deferred_deadline_answers_503);
+    tcase_add_test(tc, test_http_stop_with_never_resumed_request);
     tcase_add_test(tc, test_http_requests_cut_short_end);
     tcase_add_test(tc, test_http_start_failures);
     suite_add_tcase(s, tc);

@@ -186,7 +186,8 @@ static struct outbox_relay *relay_open(long message_timeout_ms, long poll_ms)
         schema,
         {rd_kafka_mock_cluster_bootstraps(mock), "unit-relay", message_timeout_ms, 1, 1},
         10,
-        poll_ms};
+        poll_ms,
+        5000};
     struct outbox_relay *relay = outbox_relay_start(&cfg);
 
     ck_assert_ptr_nonnull(relay);

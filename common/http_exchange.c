@@ -1,0 +1,390 @@
+/*
+ * http_exchange: one request on its worker, from its first line to its answer — libmicrohttpd's
+ * callbacks fill ulfius's request object, run the dispatcher, send the answer — and the answers
+ * deferred to another thread, with their deadline.
+ */
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clock.h"
+#include "http.h"
+#include "http_internal.h"
+#include "log.h"
+#include "utf8.h"
+
+/*
+ * A request from its first line to its answer: ulfius's request and response objects, the
+ * handler's context, and what the worker needs to suspend and resume it.
+ */
+struct http_exchange {
+    struct _u_request req;
+    struct _u_response res;
+    struct http_ctx ctx;
+    struct http_server *srv;
+    struct MHD_Connection *conn;
+    struct MHD_PostProcessor *post; /* application/x-www-form-urlencoded bodies */
+    struct timespec start;
+    char names[HTTP_MAX_PARAMS][32];
+    long idx; /* the route, or -1 */
+    int started, dispatched;
+    http_handler_fn resume; /* set while the answer is deferred */
+    void *state;
+    void (*free_state)(void *);
+    /*
+     * One reference for MHD (until the request completes) and one for the thread that is to
+     * call http_resume, while deferred: whichever goes last frees the exchange.
+     */
+    atomic_int refs;
+    atomic_int defer_state; /* enum http_defer_state: who won the race to wake the worker */
+    struct timespec deadline;
+    struct http_exchange *dprev, *dnext; /* in srv->defer_head, while HTTP_DEFER_WAITING */
+};
+
+enum http_defer_state {
+    HTTP_DEFER_NONE,
+    HTTP_DEFER_WAITING, /* suspended, in the server's list */
+    HTTP_DEFER_RESUMED, /* http_resume came first: the worker calls resume */
+    HTTP_DEFER_EXPIRED, /* the deadline (or a stop) came first: the worker answers 503 */
+};
+
+static void http_exchange_unref(struct http_exchange *x)
+{
+    if (atomic_fetch_sub(&x->refs, 1) != 1)
+        return;
+    if (x->free_state)
+        x->free_state(x->state);
+    json_decref(x->ctx.body);
+    ulfius_clean_request(&x->req);
+    ulfius_clean_response(&x->res);
+    free(x);
+}
+
+/* Takes x out of the waiting list; the caller holds srv->defer_lock. */
+static void http_defer_unlink(struct http_server *srv, struct http_exchange *x)
+{
+    if (x->dprev)
+        x->dprev->dnext = x->dnext;
+    else
+        srv->defer_head = x->dnext;
+    if (x->dnext)
+        x->dnext->dprev = x->dprev;
+    x->dprev = x->dnext = NULL;
+}
+
+/*
+ * Wakes the worker of a waiting request that `to` wins (RESUMED or EXPIRED); 0 if another
+ * thread won first. The caller holds srv->defer_lock. The connection stays suspended, and so
+ * the exchange alive, until MHD_resume_connection: both are safe to touch here.
+ */
+static int http_defer_settle(struct http_server *srv, struct http_exchange *x, int to)
+{
+    int expected = HTTP_DEFER_WAITING;
+
+    if (!atomic_compare_exchange_strong(&x->defer_state, &expected, to))
+        return 0;
+    http_defer_unlink(srv, x);
+    MHD_resume_connection(x->conn);
+    return 1;
+}
+
+/* Expires the waiting requests past their deadline, or all of them (a stop). */
+void http_defer_expire(struct http_server *srv, int all)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pthread_mutex_lock(&srv->defer_lock);
+    struct http_exchange *x = srv->defer_head;
+    while (x) {
+        struct http_exchange *next = x->dnext;
+        int due = now.tv_sec > x->deadline.tv_sec ||
+                  (now.tv_sec == x->deadline.tv_sec && now.tv_nsec >= x->deadline.tv_nsec);
+        if ((all || due) && http_defer_settle(srv, x, HTTP_DEFER_EXPIRED))
+            atomic_fetch_add(&srv->defer_expired, 1);
+        x = next;
+    }
+    pthread_mutex_unlock(&srv->defer_lock);
+}
+
+/* The expiry thread: looks at the waiting requests every 50 ms until the server stops. */
+void *http_defer_watch(void *arg)
+{
+    struct http_server *srv = arg;
+    struct timespec until;
+
+    pthread_mutex_lock(&srv->defer_lock);
+    while (!srv->defer_stop) {
+        clock_deadline(CLOCK_MONOTONIC, 50, &until);
+        pthread_cond_timedwait(&srv->defer_cond, &srv->defer_lock, &until);
+        if (srv->defer_stop || !srv->defer_head)
+            continue;
+        pthread_mutex_unlock(&srv->defer_lock);
+        http_defer_expire(srv, 0);
+        pthread_mutex_lock(&srv->defer_lock);
+    }
+    pthread_mutex_unlock(&srv->defer_lock);
+    return NULL;
+}
+
+int http_defer(struct http_ctx *ctx, http_handler_fn resume, void *state,
+               void (*free_state)(void *))
+{
+    struct http_exchange *x = ctx->x;
+    struct http_server *srv = x->srv;
+
+    x->resume = resume;
+    x->state = state;
+    x->free_state = free_state;
+    atomic_fetch_add(&x->refs, 1); /* the resumer's, dropped by http_resume */
+    atomic_fetch_add(&srv->deferred, 1);
+    clock_deadline(CLOCK_MONOTONIC, srv->defer_timeout_ms, &x->deadline);
+    /* allowed here: the worker is inside its access handler */
+    MHD_suspend_connection(x->conn);
+    pthread_mutex_lock(&srv->defer_lock);
+    atomic_store(&x->defer_state, HTTP_DEFER_WAITING);
+    x->dprev = NULL;
+    x->dnext = srv->defer_head;
+    if (x->dnext)
+        x->dnext->dprev = x;
+    srv->defer_head = x;
+    pthread_mutex_unlock(&srv->defer_lock);
+    return U_CALLBACK_COMPLETE;
+}
+
+void http_resume(struct http_ctx *ctx)
+{
+    struct http_exchange *x = ctx->x;
+    struct http_server *srv = x->srv;
+
+    /* Late (expired, answered, maybe the server gone): only the reference is dropped. */
+    if (atomic_load(&x->defer_state) == HTTP_DEFER_WAITING) {
+        pthread_mutex_lock(&srv->defer_lock);
+        http_defer_settle(srv, x, HTTP_DEFER_RESUMED);
+        pthread_mutex_unlock(&srv->defer_lock);
+    }
+    http_exchange_unref(x);
+}
+
+void *http_state(const struct http_ctx *ctx)
+{
+    return ctx->x->state;
+}
+
+/* Routes the request and runs its handler, which answers or defers. */
+static void http_begin(struct http_exchange *x)
+{
+    clock_gettime(CLOCK_MONOTONIC, &x->start);
+    x->ctx.req = &x->req;
+    x->ctx.res = &x->res;
+    x->ctx.x = x;
+    x->idx = http_dispatch(x->srv, &x->ctx, x->names);
+}
+
+static double http_elapsed(const struct timespec *start)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/* Sends what the handler answered, and counts and logs the request. */
+static enum MHD_Result http_answer(struct http_exchange *x)
+{
+    struct http_ctx *ctx = &x->ctx;
+
+    if (ctx->status_code == 0)
+        http_reply_problem(ctx, STATUS_INTERNAL, "the handler gave no answer");
+    http_account(x->srv, ctx, x->idx, http_elapsed(&x->start));
+    log_set_request_id(NULL);
+
+    /* the body goes to MHD as it is, and is freed by it */
+    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(
+        x->res.binary_body_length, x->res.binary_body, free);
+    if (!r)
+        return MHD_NO;
+    x->res.binary_body = NULL;
+    x->res.binary_body_length = 0;
+    const char **keys = u_map_enum_keys(x->res.map_header);
+    for (size_t i = 0; keys && keys[i]; i++)
+        MHD_add_response_header(r, keys[i], u_map_get(x->res.map_header, keys[i]));
+    enum MHD_Result ret = MHD_queue_response(x->conn, (unsigned)x->res.status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/*
+ * Puts a header or query value in map; like ulfius, drops what is not UTF-8 and joins the values
+ * of a repeated name with commas.
+ */
+static enum MHD_Result http_fill_map(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    struct _u_map *map = cls;
+
+    if (!value)
+        value = "";
+    if (!utf8_valid(key, strlen(key)) || !utf8_valid(value, strlen(value)))
+        return MHD_YES;
+    const char *had = u_map_get(map, key);
+    if (!had) {
+        u_map_put(map, key, value);
+        return MHD_YES;
+    }
+    struct buf b;
+    buf_init(&b, strlen(had) + strlen(value) + 2);
+    buf_printf(&b, "%s,%s", had, value);
+    u_map_put(map, key, b.data);
+    buf_free(&b);
+    return MHD_YES;
+}
+
+/* One field of a form body, possibly in pieces (off > 0 continues the value). */
+static enum MHD_Result http_form_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *filename, const char *content_type,
+                                       const char *transfer_encoding, const char *data,
+                                       uint64_t off, size_t size)
+{
+    (void)kind;
+    (void)filename;
+    (void)content_type;
+    (void)transfer_encoding;
+    struct _u_map *map = cls;
+
+    if (!utf8_valid(key, strlen(key)) || (size && !utf8_valid(data, size)))
+        return MHD_YES;
+    ssize_t had = u_map_get_length(map, key);
+    if (had < 0)
+        u_map_put_binary(map, key, data, 0, size);
+    else if (off)
+        u_map_put_binary(map, key, data, (uint64_t)had, size);
+    else {
+        /* a repeated field: values joined with commas, as for headers */
+        u_map_put_binary(map, key, ",", (uint64_t)had, 1);
+        u_map_put_binary(map, key, data, (uint64_t)had + 1, size);
+    }
+    return MHD_YES;
+}
+
+/* Headers read: fills the request object. */
+static void http_request_start(struct http_exchange *x, const char *method, const char *version)
+{
+    struct _u_request *req = &x->req;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(x->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+    req->http_verb = xstrdup(method);
+    req->http_protocol = xstrdup(version);
+    if (ci && ci->client_addr) {
+        req->client_address = xmalloc(sizeof(struct sockaddr));
+        memcpy(req->client_address, ci->client_addr, sizeof(struct sockaddr));
+    }
+    MHD_get_connection_values(x->conn, MHD_HEADER_KIND, http_fill_map, req->map_header);
+    MHD_get_connection_values(x->conn, MHD_GET_ARGUMENT_KIND, http_fill_map, req->map_url);
+    if (http_media_is(u_map_get_case(req->map_header, "Content-Type"),
+                      "application/x-www-form-urlencoded"))
+        x->post = MHD_create_post_processor(x->conn, 16384, http_form_field, req->map_post_body);
+}
+
+/*
+ * Keeps body bytes up to one past the limit: enough for the dispatcher to see that the body was
+ * longer and answer 413, while what follows is read and dropped.
+ */
+static void http_request_body(struct http_exchange *x, const char *data, size_t size)
+{
+    struct _u_request *req = &x->req;
+    size_t room = x->srv->body_limit + 1 - req->binary_body_length;
+    size_t n = size < room ? size : room;
+
+    if (n) {
+        req->binary_body = xrealloc(req->binary_body, req->binary_body_length + n);
+        memcpy((char *)req->binary_body + req->binary_body_length, data, n);
+        req->binary_body_length += n;
+    }
+    if (x->post && req->binary_body_length <= x->srv->body_limit)
+        MHD_post_process(x->post, data, size);
+}
+
+enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
+                            const char *method, const char *version, const char *upload_data,
+                            size_t *upload_data_size, void **con_cls)
+{
+    (void)cls;
+    (void)conn; /* the exchange has it, from the request line */
+    (void)url;  /* decoded by MHD: routes match the path as it was sent */
+    struct http_exchange *x = *con_cls;
+
+    if (!x)
+        return MHD_NO;
+    if (!x->started) {
+        x->started = 1;
+        http_request_start(x, method, version);
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        http_request_body(x, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (!x->dispatched) {
+        x->dispatched = 1;
+        http_begin(x);
+        if (x->resume) {
+            log_set_request_id(NULL);
+            return MHD_YES; /* suspended: called again once resumed */
+        }
+    } else if (x->resume) {
+        http_handler_fn resume = x->resume;
+        x->resume = NULL;
+        log_set_request_id(x->ctx.request_id);
+        /* Expired: the other thread may still be using the state, so resume is not called. */
+        if (atomic_load(&x->defer_state) == HTTP_DEFER_EXPIRED)
+            http_reply_problem(&x->ctx, STATUS_UNAVAILABLE,
+                               "no answer within %ld ms; the request may still take effect",
+                               x->srv->defer_timeout_ms);
+        else
+            resume(&x->ctx);
+        atomic_fetch_sub(&x->srv->deferred, 1);
+    }
+    return http_answer(x);
+}
+
+/* The request line is read: the exchange starts, with the path as the client sent it. */
+void *http_uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct http_exchange *x = xcalloc(1, sizeof *x);
+
+    x->srv = cls;
+    x->conn = conn;
+    x->idx = -1;
+    atomic_init(&x->refs, 1);
+    atomic_init(&x->defer_state, HTTP_DEFER_NONE);
+    atomic_fetch_add(&x->srv->inflight, 1);
+    ulfius_init_request(&x->req);
+    ulfius_init_response(&x->res);
+    x->req.http_url = xstrdup(uri);
+    x->req.url_path = xstrndup(uri, strcspn(uri, "?"));
+    return x;
+}
+
+void http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                    enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    struct http_exchange *x = *con_cls;
+
+    if (!x)
+        return;
+    if (x->post)
+        MHD_destroy_post_processor(x->post);
+    x->post = NULL;
+    atomic_fetch_sub(&x->srv->inflight, 1);
+    *con_cls = NULL;
+    http_exchange_unref(x); /* the resumer's reference may outlive the request */
+}
