@@ -1,7 +1,11 @@
 /* instruction: regional instruction and national decision — wiring only. */
 #include <stddef.h>
+#include <stdio.h>
 
 #include "events.h"
+#include "instruction.h"
+#include "lifecycle.h"
+#include "log.h"
 #include "service.h"
 #include "writeback.h"
 
@@ -9,6 +13,7 @@ extern const struct migration instruction_migrations[];
 extern const size_t instruction_migrations_count;
 
 static const char *const instruction_consumes[] = {SUBMISSION_TOPIC};
+static struct instruction instruction_state;
 
 /* The DS write-back's settings (README, "Decisions written back to DS"). */
 struct instruction_config {
@@ -44,6 +49,7 @@ static const struct config_var instruction_vars[] = {
 
 static enum status instruction_start(struct service *svc)
 {
+    char err[256];
     struct writeback_config wc = {svc->cfg.database_url,
                                   svc->def->schema,
                                   svc->cfg.db_statement_timeout_ms,
@@ -55,14 +61,26 @@ static enum status instruction_start(struct service *svc)
                                   instruction_cfg.ds_timeout_ms,
                                   instruction_cfg.ds_retry_max_ms};
 
-    svc->domain = writeback_start(&wc);
-    return svc->domain ? STATUS_OK : STATUS_INVALID;
+    instruction_state.fsm = lifecycle_fsm_new(err, sizeof err);
+    if (!instruction_state.fsm) {
+        log_event(LOG_ERROR, "instruction.fsm", "{s:s}", "error", err);
+        return STATUS_INTERNAL;
+    }
+    svc->domain = &instruction_state;
+    instruction_state.writeback = writeback_start(&wc);
+    return instruction_state.writeback ? STATUS_OK : STATUS_INVALID;
 }
 
 static void instruction_stop(struct service *svc)
 {
-    writeback_stop(svc->domain);
-    svc->domain = NULL;
+    struct instruction *in = svc->domain;
+
+    if (!in)
+        return;
+    writeback_stop(in->writeback);
+    in->writeback = NULL;
+    fsm_free(in->fsm);
+    in->fsm = NULL;
 }
 
 int main(int argc, char **argv)
@@ -73,6 +91,8 @@ int main(int argc, char **argv)
         .default_port = 8082,
         .migrations = instruction_migrations,
         .nmigrations = instruction_migrations_count,
+        .routes = instruction_routes,
+        .nroutes = instruction_nroutes,
         .topic = INSTRUCTION_TOPIC,
         .consume_topics = instruction_consumes,
         .nconsume = 1,
