@@ -129,12 +129,20 @@ static void *service_ready_watch(void *arg)
     struct service_ready *r = &svc->ready;
     struct db_conn conn = {0};
     struct timespec until;
+    int db_failed = 0, kafka_failed = 0;
 
     pthread_mutex_lock(&r->lock);
     while (!r->stop) {
         pthread_mutex_unlock(&r->lock);
-        atomic_store(&r->database, service_db_check(svc, &conn));
-        atomic_store(&r->kafka, kafka_reachable(svc->probe, 1000));
+        /*
+         * Ready again at the first success, not ready after two failures in a row: one slow
+         * answer on a loaded machine (a metadata request past its second) must not make a
+         * load balancer drop a healthy replica.
+         */
+        db_failed = service_db_check(svc, &conn) ? 0 : db_failed + 1;
+        kafka_failed = kafka_reachable(svc->probe, 1000) ? 0 : kafka_failed + 1;
+        atomic_store(&r->database, db_failed == 0 || (atomic_load(&r->database) && db_failed < 2));
+        atomic_store(&r->kafka, kafka_failed == 0 || (atomic_load(&r->kafka) && kafka_failed < 2));
         atomic_store(&r->checked_ms, service_now_ms());
         pthread_mutex_lock(&r->lock);
         clock_deadline(CLOCK_MONOTONIC, SERVICE_READY_PERIOD_MS, &until);
