@@ -2,6 +2,7 @@
 #include "dossier.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 
 #include "region.h"
 #include "siret.h"
+#include "utf8.h"
 
 /* ---- the content ---- */
 
@@ -37,7 +39,8 @@ static int dossier_kind_valid(const char *kind)
     return 0;
 }
 
-/* A string field of at most max characters; "required" decides whether null is accepted. */
+/* A string field of at most max characters (code points, as JSON Schema counts); "required" decides
+ * whether null is accepted. */
 static int dossier_text(json_t *obj, const char *key, const char *field, size_t max, int required,
                         json_t *errors)
 {
@@ -50,11 +53,32 @@ static int dossier_text(json_t *obj, const char *key, const char *field, size_t 
                 errors, json_pack("{s:s, s:s}", "field", field, "message", "is required"));
         return !required;
     }
-    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max) {
-        snprintf(msg, sizeof msg, "must be a non-empty string of at most %zu bytes", max);
+    if (!json_is_string(v) || json_string_length(v) == 0 ||
+        utf8_chars(json_string_value(v), json_string_length(v)) > max) {
+        snprintf(msg, sizeof msg, "must be a non-empty string of at most %zu characters", max);
         json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "message", msg));
         return 0;
     }
+    return 1;
+}
+
+int dossier_integer(const json_t *v, long long min, long long max, long long *out)
+{
+    long long n;
+
+    if (json_is_integer(v)) {
+        n = json_integer_value(v);
+    } else {
+        double d = json_is_real(v) ? json_real_value(v) : 0.5;
+        /* 2^63 is the first double past LLONG_MAX; a fraction or NaN fails floor(d) == d */
+        if (floor(d) != d || d < -9223372036854775808.0 || d >= 9223372036854775808.0)
+            return 0;
+        n = (long long)d;
+    }
+    if (n < min || n > max)
+        return 0;
+    if (out)
+        *out = n;
     return 1;
 }
 
@@ -169,14 +193,16 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
     dossier_partner_bool(body, "prior_state_support", errors);
     if (doc && !json_is_null(doc)) {
         json_t *pages = json_object_get(doc, "pages");
+        long long npages = 0;
         if (json_is_object(doc))
             dossier_unknown_keys(doc, "main_document", document_keys, errors);
         if (!json_is_object(doc) ||
             !dossier_text(doc, "filename", "main_document.filename", 255, 1, errors))
             dossier_error(errors, "main_document", "must be {filename, pages?}");
-        else if (pages && !(json_is_integer(pages) && json_integer_value(pages) > 0 &&
-                            json_integer_value(pages) < 100000))
+        else if (pages && !dossier_integer(pages, 1, 99999, &npages))
             dossier_error(errors, "main_document.pages", "must be a positive integer");
+        else if (pages) /* 8.0 is stored as 8 */
+            json_object_set_new(doc, "pages", json_integer(npages));
     }
     if (json_array_size(errors) > before)
         return NULL;
@@ -459,8 +485,11 @@ static int ds_digits(const char **p, int n, int *out)
     return 0;
 }
 
-/* Reads the zone: "UTC", "Z", "+0200", "+02:00", "-05:00". Offset in minutes east of UTC. */
-static int ds_zone(const char *p, int *minutes)
+/*
+ * Reads the zone: "UTC", "Z", "+0200", "+02:00", "-05:00". Offset in minutes east of UTC.
+ * spaced: the zone came after a space, where a bare "0200" may stand for "+0200".
+ */
+static int ds_zone(const char *p, int spaced, int *minutes)
 {
     int sign, hh, mm;
 
@@ -470,12 +499,13 @@ static int ds_zone(const char *p, int *minutes)
     }
     /*
      * A "+" that travelled unencoded through a form or a query string arrives as a space,
-     * which the caller already skipped: a bare "0200" is read as "+0200".
+     * which the caller already skipped: a bare "0200" is read as "+0200" (only there: glued
+     * to the seconds or their fraction, digits would be ambiguous).
      */
     sign = *p == '-' ? -1 : 1;
     if (*p == '+' || *p == '-')
         p++;
-    else if (!isdigit((unsigned char)*p))
+    else if (!spaced || !isdigit((unsigned char)*p))
         return -1;
     if (ds_digits(&p, 2, &hh) != 0)
         return -1;
@@ -502,19 +532,21 @@ int ds_time_parse(const char *text, char *out, size_t outlen)
     int y, mo, d, h, mi, s, zone;
     const char *p = text;
 
-    if (!text || ds_digits(&p, 4, &y) || *p++ != '-' || ds_digits(&p, 2, &mo) || *p++ != '-' ||
-        ds_digits(&p, 2, &d) || (*p != ' ' && *p != 'T') || !*p++ || ds_digits(&p, 2, &h) ||
-        *p++ != ':' || ds_digits(&p, 2, &mi) || *p++ != ':' || ds_digits(&p, 2, &s))
+    if (!text || strlen(text) > DS_TIME_MAX || ds_digits(&p, 4, &y) || *p++ != '-' ||
+        ds_digits(&p, 2, &mo) || *p++ != '-' || ds_digits(&p, 2, &d) || (*p != ' ' && *p != 'T') ||
+        !*p++ || ds_digits(&p, 2, &h) || *p++ != ':' || ds_digits(&p, 2, &mi) || *p++ != ':' ||
+        ds_digits(&p, 2, &s))
         return -1;
     if (*p == '.') { /* fractional seconds are dropped: DS's times are whole seconds */
         p++;
         while (isdigit((unsigned char)*p))
             p++;
     }
+    const char *zone_at = p;
     while (*p == ' ')
         p++;
-    if (ds_zone(p, &zone) != 0 || mo < 1 || mo > 12 || d < 1 || d > ds_month_days(y, mo) ||
-        h > 23 || mi > 59 || s > 60)
+    if (ds_zone(p, p > zone_at, &zone) != 0 || y < 2000 || y > 2200 || mo < 1 || mo > 12 || d < 1 ||
+        d > ds_month_days(y, mo) || h > 23 || mi > 59 || s > 60)
         return -1; /* 31 February is refused, not rolled over to 3 March */
     tm.tm_year = y - 1900;
     tm.tm_mon = mo - 1;
@@ -525,7 +557,5 @@ int ds_time_parse(const char *text, char *out, size_t outlen)
     time_t t = timegm(&tm) - (time_t)zone * 60;
     struct tm utc;
     gmtime_r(&t, &utc);
-    if (utc.tm_year + 1900 < 2000 || utc.tm_year + 1900 > 2200)
-        return -1;
     return strftime(out, outlen, "%Y-%m-%dT%H:%M:%SZ", &utc) ? 0 : -1;
 }
