@@ -1,0 +1,86 @@
+"""Every running service keeps the contract of its own api-spec/openapi.yaml under fuzzing.
+
+schemathesis (pinned in tests/requirements.txt) runs, as its CLI, against each service every
+operation of the spec whose servers are that service's (an operation without servers of its own
+is served by all three), with a valid national_admin key, every check on (`--checks all`), a
+fixed seed and a bounded number of examples, talking only to the service's 127.0.0.1 URL. Any
+failure of any check fails the test. What JSON Schema cannot say is in fuzz_hooks.py (a fresh
+Idempotency-Key per request, the order of a wave's deposit window) and schemathesis.toml (428
+for a missing Idempotency-Key).
+
+This test writes dossiers and waves (a wave can capture later deposits), so conftest.py runs it
+after every other test of the session.
+"""
+import os
+import re
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SPEC_PATH = os.path.join(ROOT, "api-spec", "openapi.yaml")
+SCHEMATHESIS = os.path.join(os.path.dirname(sys.executable), "schemathesis")
+# The spec's default port of each service (its `servers`).
+SERVICE_PORTS = {"submission": 8081, "instruction": 8082, "funding": 8083}
+METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+SEED = 20261201
+MAX_EXAMPLES = int(os.environ.get("PTCE_FUZZ_MAX_EXAMPLES", "12"))
+
+
+def load_spec():
+    with open(SPEC_PATH, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def service_operations(spec, service):
+    """operationIds of the spec whose servers (operation's, else path's, else global) include
+    the service's port."""
+    port = SERVICE_PORTS[service]
+    ops = []
+    for path, item in spec["paths"].items():
+        for method in METHODS:
+            op = item.get(method)
+            if op is None:
+                continue
+            servers = op.get("servers") or item.get("servers") or spec["servers"]
+            ports = {urlsplit(s["url"].replace("{host}", "h")).port for s in servers}
+            if port in ports:
+                assert op.get("operationId"), f"{method.upper()} {path} has no operationId"
+                ops.append(op["operationId"])
+    return ops
+
+
+def test_every_service_has_operations():
+    spec = load_spec()
+    for service in SERVICE_PORTS:
+        assert {"getHealthz", "getReadyz", "getMetrics"} <= set(service_operations(spec, service))
+    assert "createDossier" in service_operations(spec, "submission")
+    assert "createDossier" not in service_operations(spec, "funding")
+
+
+@pytest.mark.parametrize("service", list(SERVICE_PORTS))
+def test_contract_fuzz(service, urls, keys, tmp_path):
+    url = urls[service]
+    assert urlsplit(url).hostname == "127.0.0.1", url
+    ops = service_operations(load_spec(), service)
+    token = keys.create("national_admin")
+    cmd = [SCHEMATHESIS, "--config-file", os.path.join(HERE, "schemathesis.toml"), "run", SPEC_PATH,
+           "--url", url, "--checks", "all",
+           "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES), "--workers", "1",
+           "--generation-database", "none", "--request-timeout", "10", "--no-color",
+           "--output-truncate", "false"]
+    for op in ops:
+        cmd += ["--include-operation-id", op]
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": os.path.join(HERE, "fuzz_hooks.py"), "PTCE_FUZZ_TOKEN": token,
+           "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    out = run.stdout + run.stderr
+    cases = re.search(r"(\d+) generated", out)
+    print(f"{service}: {len(ops)} operations, {cases.group(1) if cases else '?'} cases")
+    assert run.returncode == 0, f"schemathesis found failures on {service}:\n{out[-30000:]}"
+    assert cases and int(cases.group(1)) > 0, out[-5000:]
