@@ -1,6 +1,7 @@
 /* funding: agreements, tranches and the bouquet of services — wiring only. */
 #include "events.h"
 #include "service.h"
+#include "support.h"
 
 extern const struct migration funding_migrations[];
 extern const size_t funding_migrations_count;
@@ -19,6 +20,8 @@ int main(int argc, char **argv)
         .consume_topics = funding_consumes,
         .nconsume = 1,
         .on_event = funding_on_event,
+        .routes = support_routes,
+        .nroutes = support_nroutes,
     };
     return service_main(&def, argc, argv);
 }

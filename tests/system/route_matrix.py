@@ -28,7 +28,23 @@ ROUTES = {
     ],
     # Instruction and funding add their routes here, as they are built.
     "instruction": [],
-    "funding": [],
+    "funding": [
+        # The bouquet of services and the charter (services/funding/support.c).
+        ("GET", "/v1/support/actions", frozenset(ROLES), frozenset()),
+        ("POST", "/v1/support/actions", frozenset({"national_admin"}), frozenset()),
+        ("GET", "/v1/support/beneficiaries", frozenset({"national_admin", "funding_officer", "partner"}),
+         frozenset()),
+        ("GET", "/v1/support/beneficiaries/{dossier_id}",
+         frozenset({"national_admin", "funding_officer", "partner"}), frozenset()),
+        ("POST", "/v1/support/enrolments", frozenset({"partner"}), frozenset()),
+        ("GET", "/v1/support/enrolments/{id}", frozenset({"national_admin", "funding_officer", "partner"}),
+         frozenset()),
+        ("POST", "/v1/support/enrolments/{id}/deliveries", frozenset({"partner"}), frozenset()),
+        ("GET", "/v1/support/uptake", frozenset({"national_admin", "funding_officer", "dashboard"}),
+         frozenset()),
+        ("POST", "/v1/charter/signatures", frozenset({"national_admin", "funding_officer"}), frozenset()),
+        ("GET", "/v1/charter/signatories", PUBLIC, frozenset()),
+    ],
 }
 
 # The probes every service serves, without a key.

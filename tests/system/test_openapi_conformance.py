@@ -133,7 +133,8 @@ def c_routes(path, table):
 
 def test_code_routes_and_spec_operations_are_the_same():
     code = c_routes("common/service.c", "service_probe_routes") | \
-        c_routes("services/submission/routes.c", "submission_routes")
+        c_routes("services/submission/routes.c", "submission_routes") | \
+        c_routes("services/funding/support.c", "support_routes")
     spec = {(method.upper(), path) for path, item in SPEC["paths"].items()
             for method in item if method in METHODS}
     assert len(code) >= 10, f"the route tables were not read: {sorted(code)}"
