@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "jnum.h"
 #include "region.h"
 #include "siret.h"
 
@@ -102,10 +103,11 @@ enum status support_action_parse(const json_t *body, struct support_action_input
             http_field_error(errors, "partner_key_id",
                              "must be null or a key id (16 lower-case hex digits)");
     }
-    if (!json_is_integer(cap) || json_integer_value(cap) < 1 || json_integer_value(cap) > 100000)
+    long long capacity;
+    if (!jnum_integer_read(cap, 1, 100000, &capacity)) /* 12.0 is 12, as JSON Schema reads it */
         http_field_error(errors, "capacity", "must be an integer from 1 to 100000");
     else
-        out->capacity = (long)json_integer_value(cap);
+        out->capacity = (long)capacity;
     int ok = model_date(body, "starts_on", out->starts_on, &from, errors) == 0;
     ok &= model_date(body, "ends_on", out->ends_on, &to, errors) == 0;
     if (ok && clock_date_days(&to) < clock_date_days(&from))

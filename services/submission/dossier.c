@@ -2,12 +2,12 @@
 #include "dossier.h"
 
 #include <ctype.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "jnum.h"
 #include "region.h"
 #include "siret.h"
 #include "utf8.h"
@@ -59,26 +59,6 @@ static int dossier_text(json_t *obj, const char *key, const char *field, size_t 
         json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "message", msg));
         return 0;
     }
-    return 1;
-}
-
-int dossier_integer(const json_t *v, long long min, long long max, long long *out)
-{
-    long long n;
-
-    if (json_is_integer(v)) {
-        n = json_integer_value(v);
-    } else {
-        double d = json_is_real(v) ? json_real_value(v) : 0.5;
-        /* 2^63 is the first double past LLONG_MAX; a fraction or NaN fails floor(d) == d */
-        if (floor(d) != d || d < -9223372036854775808.0 || d >= 9223372036854775808.0)
-            return 0;
-        n = (long long)d;
-    }
-    if (n < min || n > max)
-        return 0;
-    if (out)
-        *out = n;
     return 1;
 }
 
@@ -199,7 +179,7 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
         if (!json_is_object(doc) ||
             !dossier_text(doc, "filename", "main_document.filename", 255, 1, errors))
             dossier_error(errors, "main_document", "must be {filename, pages?}");
-        else if (pages && !dossier_integer(pages, 1, 99999, &npages))
+        else if (pages && !jnum_integer_read(pages, 1, 99999, &npages))
             dossier_error(errors, "main_document.pages", "must be a positive integer");
         else if (pages) /* 8.0 is stored as 8 */
             json_object_set_new(doc, "pages", json_integer(npages));

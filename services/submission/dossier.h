@@ -65,12 +65,6 @@ json_t *dossier_document(const struct dossier_meta *meta, json_t *content, json_
 /* 1 for the five DS states (en_construction, en_instruction, accepte, refuse, sans_suite). */
 int ds_state_is_valid(const char *state);
 
-/*
- * 1 when v is a JSON number of integral value from min to max, stored into *out (may be NULL):
- * JSON Schema's "integer" takes 8.0 as well as 8, and so does this. Else 0.
- */
-int dossier_integer(const json_t *v, long long min, long long max, long long *out);
-
 /* The longest time text ds_time_parse reads, in bytes (api-spec's DsTime maxLength). */
 #define DS_TIME_MAX 64
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jnum.h"
 #include "region.h"
 #include "service.h"
 #include "intake.h"
@@ -362,11 +363,11 @@ static void routes_wave_check(json_t *w, json_t *errors)
     if (when[0][0] && when[1][0] && strcmp(when[1], when[0]) <= 0)
         http_field_error(errors, "deposit_closes_at", "must be after deposit_opens_at");
     /* 20.0 is the integer 20 (JSON Schema's reading), stored as such */
-    if (!dossier_integer(slots, 0, 1000, &n))
+    if (!jnum_integer_read(slots, 0, 1000, &n))
         http_field_error(errors, "phase2_slots", "must be an integer from 0 to 1000");
     else
         json_object_set_new(w, "phase2_slots", json_integer(n));
-    if (!dossier_integer(amount, 0, LLONG_MAX, &n))
+    if (!jnum_integer_read(amount, 0, LLONG_MAX, &n))
         http_field_error(errors, "amount_per_laureate_cents",
                          "must be a non-negative integer (euro cents)");
     else

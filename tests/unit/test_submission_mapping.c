@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jnum.h"
 #include "submission/dossier.h"
 
 extern const char ds_mapping_text[]; /* services/submission/ds_mapping.json, embedded */
@@ -364,9 +365,9 @@ START_TEST(test_partner_integral_numbers)
     ck_assert_ptr_null(dossier_content_from_partner(body, errors));
     json_t *big = json_real(1e18), *past = json_real(9223372036854775808.0),
            *text = json_string("3");
-    ck_assert(dossier_integer(big, 0, LLONG_MAX, &n) && n == 1000000000000000000LL);
-    ck_assert(!dossier_integer(past, 0, LLONG_MAX, &n));
-    ck_assert(!dossier_integer(text, 0, 10, &n));
+    ck_assert(jnum_integer_read(big, 0, LLONG_MAX, &n) && n == 1000000000000000000LL);
+    ck_assert(!jnum_integer_read(past, 0, LLONG_MAX, &n));
+    ck_assert(!jnum_integer_read(text, 0, 10, &n));
     json_decref(big);
     json_decref(past);
     json_decref(text);
