@@ -29,7 +29,7 @@ SCHEMATHESIS = os.path.join(os.path.dirname(sys.executable), "schemathesis")
 SERVICE_PORTS = {"submission": 8081, "instruction": 8082, "funding": 8083}
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 SEED = 20261201
-MAX_EXAMPLES = int(os.environ.get("PTCE_FUZZ_MAX_EXAMPLES", "12"))
+MAX_EXAMPLES = int(os.environ.get("PTCE_FUZZ_MAX_EXAMPLES", "100"))
 
 
 def load_spec():
