@@ -8,8 +8,12 @@
 #include "jnum.h"
 #include "region.h"
 #include "siret.h"
+#include "utf8.h"
 
-/* A string member of 1 to max bytes that is not only blanks; NULL (and an error) otherwise. */
+/*
+ * A string member of 1 to max characters (code points, as JSON Schema counts) that is not only
+ * blanks (space, tab, CR, LF: api-spec's pattern '[^ \t\r\n]'); NULL (and an error) otherwise.
+ */
 static const char *model_text(const json_t *body, const char *field, size_t max, int required,
                               json_t *errors)
 {
@@ -19,9 +23,9 @@ static const char *model_text(const json_t *body, const char *field, size_t max,
 
     if (!required && (!v || json_is_null(v)))
         return NULL;
-    if (s && strlen(s) <= max && strspn(s, " \t\r\n") < strlen(s))
+    if (s && utf8_chars(s, strlen(s)) <= max && strspn(s, " \t\r\n") < strlen(s))
         return s;
-    snprintf(msg, sizeof msg, "%s a non-blank string of at most %zu bytes",
+    snprintf(msg, sizeof msg, "%s a non-blank string of at most %zu characters",
              required ? "is required:" : "must be null or", max);
     http_field_error(errors, field, msg);
     return NULL;
