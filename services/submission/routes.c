@@ -328,7 +328,8 @@ static int handle_wave_list(struct http_ctx *ctx)
 /*
  * Validates a wave's fields into errors, as api-spec's WaveInput says, and rewrites each valid
  * time as the RFC 3339 UTC text that is stored (fractions dropped), so that the database reads
- * exactly the instant that was checked. deposit_closes_at must be after deposit_opens_at.
+ * exactly the instant that was checked. deposit_closes_at must be after deposit_opens_at;
+ * unknown fields are refused.
  */
 static void routes_wave_check(json_t *w, json_t *errors)
 {
@@ -338,8 +339,30 @@ static void routes_wave_check(json_t *w, json_t *errors)
     const char *label = json_string_value(json_object_get(w, "label"));
     json_t *slots = json_object_get(w, "phase2_slots");
     json_t *amount = json_object_get(w, "amount_per_laureate_cents");
-    char when[4][40] = {{0}};
+    static const char *const known[] = {"id",
+                                        "label",
+                                        "deposit_opens_at",
+                                        "deposit_closes_at",
+                                        "phase2_opens_at",
+                                        "phase2_closes_at",
+                                        "phase2_slots",
+                                        "amount_per_laureate_cents"};
+    char when[4][40] = {{0}}, field[112];
+    const char *key;
+    json_t *value;
     long long n;
+
+    /* unknown fields are refused (as a deposit's are), each named: a misspelt one is not lost */
+    json_object_foreach(w, key, value)
+    {
+        size_t k = 0;
+        while (k < sizeof known / sizeof *known && strcmp(known[k], key) != 0)
+            k++;
+        if (k < sizeof known / sizeof *known)
+            continue;
+        snprintf(field, sizeof field, "%.100s", key);
+        http_field_error(errors, field, "is not a field of a wave");
+    }
 
     if (!id || strlen(id) < 1 || strlen(id) > 32 ||
         strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -90,8 +90,9 @@ def test_contract_fuzz(service, urls, keys, tmp_path):
 
 def test_wave_fields_as_the_spec_reads_them(urls, keys):
     """What the fuzzing found on POST /v1/waves, pinned: lengths in characters, 15.0 an integer,
-    times stored as the instants checked, and a window that closes before it opens named in
-    `errors` (it was a database constraint answered without them). Past, closed waves only."""
+    times stored as the instants checked, a window that closes before it opens named in
+    `errors` (it was a database constraint answered without them), unknown fields refused.
+    Past, closed waves only."""
     token, base = keys.create("national_admin"), urls["submission"] + "/v1/waves"
     wave_id = f"f{int(time.time() * 1000) % 10**12}"
     wave = {"id": wave_id, "label": "é" * 200, "deposit_opens_at": "2019-01-01 00:00:00 +0100",
@@ -110,3 +111,7 @@ def test_wave_fields_as_the_spec_reads_them(urls, keys):
     r = requests.post(base, json=dict(wave, id=wave_id + "c", label="é" * 201), headers=bearer(token),
                       timeout=10)
     assert r.status_code == 400 and [e["field"] for e in r.json()["errors"]] == ["label"], r.text
+    # WaveInput has additionalProperties: false: an unknown field is named, not ignored
+    r = requests.post(base, json=dict(wave, id=wave_id + "d", rules_version="v0"), headers=bearer(token),
+                      timeout=10)
+    assert r.status_code == 400 and [e["field"] for e in r.json()["errors"]] == ["rules_version"], r.text
