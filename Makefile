@@ -53,6 +53,10 @@ $(BUILD)/gen/ds_queries.c: services/submission/ds_queries.graphql tools/embed_te
 $(BUILD)/gen/ds_mapping.c: services/submission/ds_mapping.json tools/embed_text.sh
 	@mkdir -p $(dir $@)
 	tools/embed_text.sh ds_mapping_text $< > $@
+instruction_EMBED := $(BUILD)/gen/ds_mutations.o
+$(BUILD)/gen/ds_mutations.c: services/instruction/ds_mutations.graphql tools/embed_text.sh
+	@mkdir -p $(dir $@)
+	tools/embed_text.sh ds_mutations_text $< > $@
 
 # One rule per service: its sources, its embedded migrations, the common library.
 define service_rules

@@ -126,7 +126,7 @@ static void http_text_clean(const char *text, struct buf *out)
 }
 
 static int http_reply_problem_v(struct http_ctx *ctx, enum status st, json_t *errors,
-                                const char *fmt, va_list ap)
+                                json_t *members, const char *fmt, va_list ap)
 {
     static const char fallback[] = "{\"type\":\"" PROBLEM_TYPE_PREFIX "internal\","
                                    "\"title\":\"Internal error\",\"status\":500}";
@@ -149,6 +149,10 @@ static int http_reply_problem_v(struct http_ctx *ctx, enum status st, json_t *er
         json_object_set_new(p, "errors", errors);
     else
         json_decref(errors);
+    if (p && members)
+        json_object_update_missing_new(p, members); /* the standard members win */
+    else
+        json_decref(members);
     if (st == STATUS_UNAVAILABLE || st == STATUS_RETRY || st == STATUS_RATE_LIMITED) {
         if (!u_map_has_key(ctx->res->map_header, "Retry-After"))
             u_map_put(ctx->res->map_header, "Retry-After", "1");
@@ -169,7 +173,7 @@ int http_reply_problem(struct http_ctx *ctx, enum status st, const char *fmt, ..
     va_list ap;
 
     va_start(ap, fmt);
-    int rc = http_reply_problem_v(ctx, st, NULL, fmt, ap);
+    int rc = http_reply_problem_v(ctx, st, NULL, NULL, fmt, ap);
     va_end(ap);
     return rc;
 }
@@ -180,7 +184,18 @@ int http_reply_problem_fields(struct http_ctx *ctx, enum status st, json_t *erro
     va_list ap;
 
     va_start(ap, fmt);
-    int rc = http_reply_problem_v(ctx, st, errors, fmt, ap);
+    int rc = http_reply_problem_v(ctx, st, errors, NULL, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int http_reply_problem_members(struct http_ctx *ctx, enum status st, json_t *members,
+                               const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    int rc = http_reply_problem_v(ctx, st, NULL, members, fmt, ap);
     va_end(ap);
     return rc;
 }

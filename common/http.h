@@ -168,6 +168,15 @@ int http_reply_problem(struct http_ctx *ctx, enum status st, const char *fmt, ..
 int http_reply_problem_fields(struct http_ctx *ctx, enum status st, json_t *errors, const char *fmt,
                               ...) __attribute__((format(printf, 4, 5)));
 
+/*
+ * Same, with extension members added to the problem object (RFC 9457 §3.2), e.g. a 409's
+ * {"current_state": …, "allowed_transitions": […]}; a member named like a standard one (type,
+ * title, status, detail, instance, request_id, errors) is ignored. Takes the reference to
+ * members (may be NULL).
+ */
+int http_reply_problem_members(struct http_ctx *ctx, enum status st, json_t *members,
+                               const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
 /* Appends {"field": field, "message": message} to errors (an array). */
 void http_field_error(json_t *errors, const char *field, const char *message);
 

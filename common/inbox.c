@@ -25,6 +25,8 @@ static struct metric m_applied =
     METRIC_COUNTER("ptce_inbox_applied_total", "Events applied by this service's inbox.");
 static struct metric m_duplicates =
     METRIC_COUNTER("ptce_inbox_duplicates_total", "Events received again and ignored.");
+static struct metric m_skipped = METRIC_COUNTER(
+    "ptce_inbox_events_skipped_total", "Events of a type this service does not apply (recorded).");
 static struct metric m_dead =
     METRIC_COUNTER("ptce_inbox_dead_letters_total", "Events set aside as impossible to apply.");
 static struct metric m_lag =
@@ -116,7 +118,9 @@ static enum status inbox_apply(struct inbox *inbox, const rd_kafka_message_t *ms
         st = db_commit(&inbox->db);
         goto out;
     }
-    st = inbox->cfg.handler(&inbox->db, &ev, inbox->cfg.ud);
+    st = inbox->cfg.routes
+             ? inbox_dispatch(inbox->cfg.routes, inbox->cfg.nroutes, &inbox->db, &ev, inbox->cfg.ud)
+             : inbox->cfg.handler(&inbox->db, &ev, inbox->cfg.ud);
     if (st == STATUS_OK) {
         st = db_commit(&inbox->db);
         if (st == STATUS_OK)
@@ -132,6 +136,19 @@ out:
     log_set_request_id(NULL);
     cloudevent_clear(&ev);
     return st;
+}
+
+enum status inbox_dispatch(const struct inbox_route *routes, size_t nroutes, struct db_conn *conn,
+                           const struct cloudevent *ev, void *ud)
+{
+    for (size_t i = 0; i < nroutes; i++) {
+        if (strcmp(routes[i].type, ev->type) == 0)
+            return routes[i].handler(conn, ev, ud);
+    }
+    metric_add(&m_skipped, 1);
+    log_event(LOG_DEBUG, "inbox.event_skipped", "{s:s, s:s?}", "type", ev->type, "subject",
+              ev->subject);
+    return STATUS_OK; /* recorded in the inbox: never looked at again */
 }
 
 /* 1 when a handler failure will not go away by itself: neither transient nor a lost link. */
@@ -229,6 +246,7 @@ struct inbox *inbox_start(const struct inbox_config *cfg)
     metrics_register(&m_applied);
     metrics_register(&m_duplicates);
     metrics_register(&m_dead);
+    metrics_register(&m_skipped);
     metrics_register(&m_lag);
     inbox->consumer = kafka_consumer_new(&inbox->cfg.kafka, inbox->group, cfg->topics, cfg->ntopics,
                                          inbox_stats_cb, inbox, errstr, sizeof errstr);

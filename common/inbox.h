@@ -18,6 +18,23 @@
 typedef enum status (*inbox_handler_fn)(struct db_conn *conn, const struct cloudevent *ev,
                                         void *ud);
 
+/*
+ * Events in, dispatched by type: a table of these replaces one handler per service. An event
+ * of a type no route names is recorded in the inbox (so never applied twice) and skipped,
+ * counted in ptce_inbox_events_skipped_total.
+ */
+struct inbox_route {
+    const char *type;                 /* "dossier.decided" */
+    inbox_handler_fn handler;
+};
+
+/*
+ * Applies ev with the route of its type in routes (nroutes entries); an unknown type counts as
+ * skipped and answers STATUS_OK. Exposed for the services' unit tests.
+ */
+enum status inbox_dispatch(const struct inbox_route *routes, size_t nroutes, struct db_conn *conn,
+                           const struct cloudevent *ev, void *ud);
+
 struct inbox_config {
     const char *conninfo;
     const char *schema;
@@ -25,7 +42,9 @@ struct inbox_config {
     const char *group;
     const char *const *topics;
     size_t ntopics;
-    inbox_handler_fn handler;
+    inbox_handler_fn handler;         /* used when routes is NULL */
+    const struct inbox_route *routes; /* dispatch by type; must outlive the inbox */
+    size_t nroutes;
     void *ud;
     /*
      * Fault injection for the system tests: when > 0, the process exits abruptly right after

@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "pgarray.h"
 #include "xalloc.h"
 
 DB_STMT(outbox_insert, "INSERT INTO outbox (event_id, topic, key, type, payload)"
@@ -255,14 +256,13 @@ static enum status outbox_settle(struct outbox_relay *relay, PGresult *r,
 {
     char *blocked = xcalloc((size_t)b->n + 1, 1);
     enum status st = STATUS_OK;
-    struct buf ids;
+    struct pgarray ids;
 
-    buf_init(&ids, 0);
-    buf_append(&ids, "{", 1);
+    pgarray_init(&ids);
     for (int i = 0; i < b->n && st == STATUS_OK; i++) {
         const struct outbox_slot *slot = &b->slots[i];
         if (!blocked[i] && atomic_load(&slot->state) == DELIVERY_OK) {
-            buf_printf(&ids, "%s%s", t->sent ? "," : "", PQgetvalue(r, i, 0));
+            pgarray_add_text(&ids, PQgetvalue(r, i, 0));
             t->sent++;
             continue;
         }
@@ -282,12 +282,11 @@ static enum status outbox_settle(struct outbox_relay *relay, PGresult *r,
             if (strcmp(PQgetvalue(r, j, 2), PQgetvalue(r, i, 2)) == 0)
                 blocked[j] = 1;
     }
-    buf_append(&ids, "}", 1);
     if (st == STATUS_OK && t->sent > 0) {
-        const char *params[] = {ids.data};
+        const char *params[] = {pgarray_text(&ids)};
         st = db_exec(&relay->db, &outbox_mark_sent, 1, params, NULL);
     }
-    buf_free(&ids);
+    pgarray_free(&ids);
     free(blocked);
     return st;
 }

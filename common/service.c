@@ -326,17 +326,19 @@ static enum status service_kafka_start(struct service *svc)
                              k.replication, 15000);
     if (st != STATUS_OK)
         return st;
-    struct inbox_config ic = {svc->cfg.database_url,
-                              svc->def->schema,
-                              k,
-                              svc->def->name,
-                              svc->def->consume_topics,
-                              svc->def->nconsume,
-                              svc->def->on_event,
-                              svc,
-                              svc->cfg.failpoint_inbox_exit_after,
-                              svc->cfg.inbox_max_attempts,
-                              svc->cfg.db_statement_timeout_ms};
+    struct inbox_config ic = {.conninfo = svc->cfg.database_url,
+                              .schema = svc->def->schema,
+                              .kafka = k,
+                              .group = svc->def->name,
+                              .topics = svc->def->consume_topics,
+                              .ntopics = svc->def->nconsume,
+                              .handler = svc->def->on_event,
+                              .routes = svc->def->event_routes,
+                              .nroutes = svc->def->nevent_routes,
+                              .ud = svc,
+                              .exit_after_commits = svc->cfg.failpoint_inbox_exit_after,
+                              .max_attempts = svc->cfg.inbox_max_attempts,
+                              .statement_timeout_ms = svc->cfg.db_statement_timeout_ms};
     svc->inbox = inbox_start(&ic);
     return svc->inbox ? STATUS_OK : STATUS_INTERNAL;
 }

@@ -67,7 +67,9 @@ struct service_def {
     const char *topic;                 /* the topic its outbox publishes to */
     const char *const *consume_topics; /* may be NULL */
     size_t nconsume;
-    inbox_handler_fn on_event;
+    inbox_handler_fn on_event;              /* one handler for every event, or: */
+    const struct inbox_route *event_routes; /* a handler per event type (inbox_dispatch) */
+    size_t nevent_routes;
     /* Extra configuration read into extra_out, after the common table. */
     const struct config_var *extra_config;
     size_t nextra;

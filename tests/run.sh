@@ -44,7 +44,8 @@ read -r _ DSFAKE_PORT <"$PTCE_STATE_DIR/dsfake.ready"
 export DSFAKE_URL=http://127.0.0.1:$DSFAKE_PORT
 # Short retry and poll periods keep the fault tests quick; the auth cache is short so that a
 # revoked key is refused within the tests' patience.
-export PTCE_SERVICE_ENV="PTCE_DS_API_URL=$DSFAKE_URL PTCE_DS_TOKEN=test-ds-token \
+export PTCE_SERVICE_ENV="PTCE_DS_API_URL=$DSFAKE_URL PTCE_DS_TOKEN=test-ds-token PTCE_DS_ALLOW_HTTP=1 \
+PTCE_DS_INSTRUCTEUR_ID=SW5zdHJ1Y3RldXItMQ== \
 PTCE_DS_WEBHOOK_TOKEN=$PTCE_DS_WEBHOOK_TOKEN PTCE_DS_POLL_INTERVAL_S=1 \
 PTCE_DS_RETRY_MAX_MS=1500 PTCE_DS_TIMEOUT_MS=3000 PTCE_AUTH_CACHE_TTL_MS=100 \
 PTCE_HTTP_BODY_LIMIT=65536 PTCE_LOG_LEVEL=info"

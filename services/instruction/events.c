@@ -1,63 +1,250 @@
-/* events (instruction): applies submission's dossier events to instruction's projection. */
+/* events (instruction): applies submission's dossier and wave events to instruction's tables. */
 #include "events.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "lifecycle.h"
 #include "log.h"
+#include "outbox.h"
 #include "uuid.h"
 
-DB_STMT(instruction_upsert_dossier,
+/* The content a carrier edits: the document without what changes with every fetch. */
+#define EVENTS_CONTENT_HASH                                                                        \
+    "md5(($6::jsonb - ARRAY['state', 'version', 'updated_at', 'ds_updated_at', 'eligibility',"     \
+    " 'checks', 'rules_version'])::text)"
+/* A newer submission version (or an event without one) replaces what we hold. */
+#define EVENTS_FRESH "(EXCLUDED.doc_version = 0 OR EXCLUDED.doc_version > dossier.doc_version)"
+
+DB_STMT(events_upsert_dossier,
         "INSERT INTO dossier (id, region, wave, title, source_state, snapshot, events_applied,"
-        " last_event_id) VALUES ($1, $2, $3, $4, $5, $6::jsonb, 1, $7)"
-        " ON CONFLICT (id) DO UPDATE SET region = EXCLUDED.region, wave = EXCLUDED.wave,"
-        " title = EXCLUDED.title, source_state = EXCLUDED.source_state,"
-        " snapshot = EXCLUDED.snapshot, events_applied = dossier.events_applied + 1,"
-        " last_event_id = EXCLUDED.last_event_id, updated_at = now()");
+        " last_event_id, doc_version, content_hash, ds_number, withdrawn, deposited_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6::jsonb, 1, $7, $8::bigint, " EVENTS_CONTENT_HASH ","
+        " $9::bigint, $10::boolean, coalesce($11::timestamptz, now()))"
+        " ON CONFLICT (id) DO UPDATE SET events_applied = dossier.events_applied + 1,"
+        " last_event_id = EXCLUDED.last_event_id, updated_at = now(),"
+        " stale_events = dossier.stale_events + CASE WHEN " EVENTS_FRESH " THEN 0 ELSE 1 END,"
+        " region = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.region ELSE dossier.region END,"
+        " wave = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.wave ELSE dossier.wave END,"
+        " title = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.title ELSE dossier.title END,"
+        " source_state = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.source_state"
+        "   ELSE dossier.source_state END,"
+        " snapshot = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.snapshot ELSE dossier.snapshot END,"
+        " content_hash = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.content_hash"
+        "   ELSE dossier.content_hash END,"
+        " ds_number = coalesce(EXCLUDED.ds_number, dossier.ds_number),"
+        " withdrawn = dossier.withdrawn OR (" EVENTS_FRESH " AND EXCLUDED.withdrawn),"
+        " doc_version = greatest(dossier.doc_version, EXCLUDED.doc_version)"
+        " RETURNING (xmax = 0) OR group_id IS NULL, state,"
+        " content_hash IS DISTINCT FROM correction_hash, withdrawn");
+DB_STMT(events_route,
+        "WITH g AS (SELECT coalesce((SELECT group_id FROM routing_rule WHERE region = $2"
+        " ORDER BY priority, id LIMIT 1), 'default') AS id)"
+        " UPDATE dossier SET group_id = g.id FROM g WHERE dossier.id = $1 RETURNING g.id");
+DB_STMT(events_group_set, "UPDATE dossier SET group_id = $2 WHERE id = $1");
+DB_STMT(events_assignment, "INSERT INTO assignment (dossier_id, group_id, actor, reason)"
+                           " VALUES ($1, $2, $3, $4)");
+DB_STMT(events_wave_upsert,
+        "INSERT INTO wave (id, label, phase2_slots, doc) VALUES ($1, $2, $3::int, $4::jsonb)"
+        " ON CONFLICT (id) DO UPDATE SET label = EXCLUDED.label,"
+        " phase2_slots = EXCLUDED.phase2_slots, doc = EXCLUDED.doc, updated_at = now()");
 
-static const char *const instruction_dossier_types[] = {
-    "dossier.deposited",
-    "dossier.updated",
-    "dossier.withdrawn",
-};
-
-static int instruction_is_dossier_event(const char *type)
-{
-    for (size_t i = 0; i < sizeof instruction_dossier_types / sizeof *instruction_dossier_types;
-         i++) {
-        if (strcmp(type, instruction_dossier_types[i]) == 0)
-            return 1;
-    }
-    return 0;
-}
-
-static const char *instruction_str(json_t *obj, const char *key)
+static const char *events_str(json_t *obj, const char *key)
 {
     return json_string_value(json_object_get(obj, key)); /* borrowed from the event */
+}
+
+enum status events_route_dossier(struct db_conn *conn, const char *id, const char *region,
+                                 const char *actor, const char *reason, const char *group)
+{
+    char chosen[64], why[160];
+    const char *params[] = {id, region};
+    PGresult *r;
+    enum status st;
+
+    if (group) {
+        snprintf(chosen, sizeof chosen, "%s", group);
+        snprintf(why, sizeof why, "%s", reason);
+        const char *set[] = {id, group};
+        st = db_exec(conn, &events_group_set, 2, set, NULL);
+        if (st != STATUS_OK)
+            return st;
+    } else {
+        st = db_exec(conn, &events_route, 2, params, &r);
+        if (st != STATUS_OK)
+            return st;
+        if (PQntuples(r) == 0) {
+            PQclear(r);
+            return STATUS_NOT_FOUND;
+        }
+        snprintf(chosen, sizeof chosen, "%s", PQgetvalue(r, 0, 0));
+        PQclear(r);
+        snprintf(why, sizeof why, "%s",
+                 strcmp(chosen, "default") ? "routing rule of the region"
+                                           : "no rule: the default group");
+    }
+    const char *a[] = {id, chosen, actor, why};
+    st = db_exec(conn, &events_assignment, 4, a, NULL);
+    if (st != STATUS_OK)
+        return st;
+    json_t *data = json_pack("{s:s, s:s?, s:s, s:s, s:s}", "dossier_id", id, "region", region,
+                             "group", chosen, "actor", actor, "reason", why);
+    return outbox_append(conn, INSTRUCTION_TOPIC, LIFECYCLE_SOURCE, "dossier.routed", id, data,
+                         NULL);
+}
+
+/* The projection's own moves: a withdrawal leaves every queue, a carrier's edit ends a
+ * correction. */
+static enum status events_follow_up(struct db_conn *conn, const char *id, const char *type,
+                                    int edited)
+{
+    struct dossier_row d;
+    enum status st = store_dossier_row(conn, id, 1, &d);
+    struct lifecycle_move mv = {0};
+    long long version;
+
+    if (st != STATUS_OK)
+        return st;
+    if (d.withdrawn && strcmp(d.state, "withdrawn") != 0)
+        mv.to = "withdrawn";
+    else if (edited && !strcmp(d.state, "correction_requested") && !strcmp(type, "dossier.updated"))
+        mv.to = "received";
+    if (mv.to) {
+        mv.motivation = !strcmp(mv.to, "withdrawn") ? "withdrawn on DS" : "the carrier's edit";
+        st = lifecycle_move_in_tx(conn, &d, &mv, &version);
+    }
+    store_dossier_row_clear(&d);
+    return st;
+}
+
+static enum status events_dossier(struct db_conn *conn, const struct cloudevent *ev)
+{
+    json_t *dossier = json_object_get(ev->data, "dossier");
+    char version[24], ds_number[24];
+
+    if (!json_is_object(dossier) || !ev->subject || !uuid_is_valid(ev->subject))
+        return STATUS_INVALID;
+    int withdrawn = strcmp(ev->type, "dossier.withdrawn") == 0;
+    const char *state = withdrawn ? "withdrawn" : events_str(dossier, "state");
+    json_t *dsn = json_object_get(dossier, "ds_number");
+    snprintf(version, sizeof version, "%lld",
+             (long long)json_integer_value(json_object_get(dossier, "version")));
+    snprintf(ds_number, sizeof ds_number, "%lld", (long long)json_integer_value(dsn));
+    char *snapshot = json_dumps(dossier, JSON_COMPACT);
+    const char *params[] = {ev->subject,
+                            events_str(dossier, "region"),
+                            events_str(dossier, "wave"),
+                            events_str(dossier, "title"),
+                            state ? state : "deposited",
+                            snapshot,
+                            ev->id,
+                            version,
+                            json_is_integer(dsn) ? ds_number : NULL,
+                            withdrawn ? "true" : "false",
+                            events_str(dossier, "deposited_at")};
+    PGresult *r;
+    enum status st = db_exec(conn, &events_upsert_dossier, 11, params, &r);
+    free(snapshot);
+    if (st != STATUS_OK)
+        return st;
+    int route = PQgetvalue(r, 0, 0)[0] == 't';
+    int edited = PQgetvalue(r, 0, 2)[0] == 't';
+    int follow =
+        PQgetvalue(r, 0, 3)[0] == 't' || !strcmp(PQgetvalue(r, 0, 1), "correction_requested");
+    PQclear(r);
+    if (route)
+        st = events_route_dossier(conn, ev->subject, events_str(dossier, "region"), "system", NULL,
+                                  NULL);
+    if (st == STATUS_OK && follow)
+        st = events_follow_up(conn, ev->subject, ev->type, edited);
+    if (st == STATUS_OK)
+        log_event(LOG_DEBUG, "dossier.projected", "{s:s, s:s}", "dossier", ev->subject, "type",
+                  ev->type);
+    return st;
+}
+
+DB_STMT(events_wave_delay, "UPDATE wave SET target_delay_days = $2::int WHERE id = $1");
+DB_STMT(events_grid_add,
+        "INSERT INTO grid (wave, phase, version, criteria) SELECT $1, $2::int,"
+        " coalesce(max(version), 0) + 1, $3::jsonb FROM grid WHERE wave = $1 AND phase = $2::int"
+        " HAVING coalesce((array_agg(criteria ORDER BY version DESC))[1] <> $3::jsonb, true)");
+DB_STMT(events_catalogue_clear, "DELETE FROM annotation_def WHERE wave = $1");
+DB_STMT(events_catalogue_add, "INSERT INTO annotation_def (wave, key, type, mandatory, label)"
+                              " VALUES ($1, $2, $3, $4::boolean, $5)");
+
+/*
+ * The wave's instruction parameters, when its owner sends them (optional members of the wave):
+ * target_delay_days, grids {"1": [criteria], "2": [...]} (a changed grid is a new version)
+ * and annotations [{key, type, mandatory, label}] (the wave's catalogue, replaced).
+ */
+static enum status events_wave_parameters(struct db_conn *conn, const char *id, json_t *wave)
+{
+    json_t *delay = json_object_get(wave, "target_delay_days");
+    json_t *grids = json_object_get(wave, "grids"), *annotations, *a;
+    char text[24];
+    enum status st = STATUS_OK;
+    size_t i;
+
+    if (json_is_integer(delay)) {
+        snprintf(text, sizeof text, "%lld", (long long)json_integer_value(delay));
+        const char *params[] = {id, text};
+        st = db_exec(conn, &events_wave_delay, 2, params, NULL);
+    }
+    for (int phase = 1; phase <= 2 && st == STATUS_OK; phase++) {
+        json_t *criteria = json_object_get(grids, phase == 1 ? "1" : "2");
+        if (!json_is_array(criteria))
+            continue;
+        char *doc = json_dumps(criteria, JSON_COMPACT);
+        const char *params[] = {id, phase == 1 ? "1" : "2", doc};
+        st = db_exec(conn, &events_grid_add, 3, params, NULL);
+        free(doc);
+    }
+    annotations = json_object_get(wave, "annotations");
+    if (st != STATUS_OK || !json_is_array(annotations))
+        return st;
+    const char *clear[] = {id};
+    st = db_exec(conn, &events_catalogue_clear, 1, clear, NULL);
+    json_array_foreach(annotations, i, a)
+    {
+        if (st != STATUS_OK)
+            break;
+        const char *params[] = {id, events_str(a, "key"), events_str(a, "type"),
+                                json_is_true(json_object_get(a, "mandatory")) ? "true" : "false",
+                                events_str(a, "label") ? events_str(a, "label")
+                                                       : events_str(a, "key")};
+        st = db_exec(conn, &events_catalogue_add, 5, params, NULL);
+    }
+    return st;
+}
+
+static enum status events_wave(struct db_conn *conn, const struct cloudevent *ev)
+{
+    json_t *wave = json_object_get(ev->data, "wave");
+    char slots[24];
+
+    if (!json_is_object(wave) || !events_str(wave, "id") ||
+        !json_is_integer(json_object_get(wave, "phase2_slots")))
+        return STATUS_INVALID;
+    snprintf(slots, sizeof slots, "%lld",
+             (long long)json_integer_value(json_object_get(wave, "phase2_slots")));
+    char *doc = json_dumps(wave, JSON_COMPACT);
+    const char *label = events_str(wave, "label");
+    const char *params[] = {events_str(wave, "id"), label ? label : "", slots, doc};
+    enum status st = db_exec(conn, &events_wave_upsert, 4, params, NULL);
+    free(doc);
+    if (st == STATUS_OK)
+        st = events_wave_parameters(conn, events_str(wave, "id"), wave);
+    return st;
 }
 
 enum status instruction_on_event(struct db_conn *conn, const struct cloudevent *ev, void *ud)
 {
     (void)ud;
-    if (!instruction_is_dossier_event(ev->type))
-        return STATUS_OK; /* recorded in the inbox, nothing else to do */
-    json_t *dossier = json_object_get(ev->data, "dossier");
-    if (!json_is_object(dossier) || !ev->subject || !uuid_is_valid(ev->subject))
-        return STATUS_INVALID;
-    char *snapshot = json_dumps(dossier, JSON_COMPACT);
-    const char *state = strcmp(ev->type, "dossier.withdrawn") == 0
-                            ? "withdrawn"
-                            : instruction_str(dossier, "state");
-    const char *params[] = {ev->subject,
-                            instruction_str(dossier, "region"),
-                            instruction_str(dossier, "wave"),
-                            instruction_str(dossier, "title"),
-                            state ? state : "deposited",
-                            snapshot,
-                            ev->id};
-    enum status st = db_exec(conn, &instruction_upsert_dossier, 7, params, NULL);
-    free(snapshot);
-    if (st == STATUS_OK)
-        log_event(LOG_DEBUG, "dossier.projected", "{s:s, s:s}", "dossier", ev->subject, "type",
-                  ev->type);
-    return st;
+    if (!strcmp(ev->type, "dossier.deposited") || !strcmp(ev->type, "dossier.updated") ||
+        !strcmp(ev->type, "dossier.withdrawn"))
+        return events_dossier(conn, ev);
+    if (!strcmp(ev->type, "wave.published"))
+        return events_wave(conn, ev);
+    return STATUS_OK; /* recorded in the inbox, nothing else to do */
 }

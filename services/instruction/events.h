@@ -7,7 +7,19 @@
 #define INSTRUCTION_TOPIC "ptce.instruction.events"
 #define SUBMISSION_TOPIC "ptce.submission.events"
 
-/* The inbox handler: dossier.deposited / dossier.updated / dossier.withdrawn → projection. */
+/*
+ * The inbox handler: dossier.deposited / dossier.updated / dossier.withdrawn → the projection
+ * (a newer version never overwritten by an older one; routing of a new dossier; a withdrawal
+ * leaves every queue; a carrier's edit ends a correction), wave.published → the wave table.
+ */
 enum status instruction_on_event(struct db_conn *conn, const struct cloudevent *ev, void *ud);
+
+/*
+ * Assigns the dossier, in the caller's transaction: to `group` when given (a re-assignment by
+ * `actor`, for `reason`), else by the routing rules of region (the default group when none
+ * matches). Keeps the assignment row and publishes dossier.routed.
+ */
+enum status events_route_dossier(struct db_conn *conn, const char *id, const char *region,
+                                 const char *actor, const char *reason, const char *group);
 
 #endif

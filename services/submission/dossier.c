@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "http.h"
 #include "jnum.h"
 #include "region.h"
 #include "siret.h"
@@ -49,22 +50,16 @@ static int dossier_text(json_t *obj, const char *key, const char *field, size_t 
 
     if (!v || json_is_null(v)) {
         if (required)
-            json_array_append_new(
-                errors, json_pack("{s:s, s:s}", "field", field, "message", "is required"));
+            http_field_error(errors, field, "is required");
         return !required;
     }
     if (!json_is_string(v) || json_string_length(v) == 0 ||
         utf8_chars(json_string_value(v), json_string_length(v)) > max) {
         snprintf(msg, sizeof msg, "must be a non-empty string of at most %zu characters", max);
-        json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "message", msg));
+        http_field_error(errors, field, msg);
         return 0;
     }
     return 1;
-}
-
-static void dossier_error(json_t *errors, const char *field, const char *message)
-{
-    json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "message", message));
 }
 
 /*
@@ -86,7 +81,7 @@ static void dossier_unknown_keys(json_t *obj, const char *prefix, const char *co
         if (known[k])
             continue;
         snprintf(field, sizeof field, "%s%s%.100s", prefix, *prefix ? "." : "", key);
-        dossier_error(errors, field, "is not a field of a dossier");
+        http_field_error(errors, field, "is not a field of a dossier");
     }
 }
 
@@ -97,14 +92,14 @@ static void dossier_partner_members(json_t *members, json_t *errors)
     char field[64];
 
     if (!json_is_array(members) || json_array_size(members) > 100) {
-        dossier_error(errors, "members", "must be an array of at most 100 members");
+        http_field_error(errors, "members", "must be an array of at most 100 members");
         return;
     }
     json_array_foreach(members, i, mb)
     {
         snprintf(field, sizeof field, "members[%zu]", i);
         if (!json_is_object(mb)) {
-            dossier_error(errors, field, "must be an object {name, siret, kind}");
+            http_field_error(errors, field, "must be an object {name, siret, kind}");
             continue;
         }
         static const char *const member_keys[] = {"name", "siret", "kind", NULL};
@@ -115,9 +110,9 @@ static void dossier_partner_members(json_t *members, json_t *errors)
         dossier_text(mb, "siret", field, 14, 0, errors);
         snprintf(field, sizeof field, "members[%zu].kind", i);
         if (!dossier_kind_valid(json_string_value(json_object_get(mb, "kind"))))
-            dossier_error(errors, field,
-                          "must be one of ess_enterprise, other_enterprise, local_authority, "
-                          "research, higher_education, training, other");
+            http_field_error(errors, field,
+                             "must be one of ess_enterprise, other_enterprise, local_authority, "
+                             "research, higher_education, training, other");
     }
 }
 
@@ -126,7 +121,7 @@ static void dossier_partner_bool(json_t *body, const char *key, json_t *errors)
     json_t *v = json_object_get(body, key);
 
     if (v && !json_is_boolean(v) && !json_is_null(v))
-        dossier_error(errors, key, "must be true, false or null");
+        http_field_error(errors, key, "must be true, false or null");
 }
 
 json_t *dossier_content_from_partner(json_t *body, json_t *errors)
@@ -151,7 +146,7 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
 
     dossier_unknown_keys(body, "", known, errors);
     if (!json_is_object(carrier)) {
-        dossier_error(errors, "carrier", "is required: {siret, name, legal_form}");
+        http_field_error(errors, "carrier", "is required: {siret, name, legal_form}");
     } else {
         dossier_unknown_keys(carrier, "carrier", carrier_keys, errors);
         dossier_text(carrier, "siret", "carrier.siret", 14, 1, errors);
@@ -159,12 +154,12 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
         dossier_text(carrier, "legal_form", "carrier.legal_form", 100, 0, errors);
     }
     if (!json_is_object(territory)) {
-        dossier_error(errors, "territory", "is required: {name, region}");
+        http_field_error(errors, "territory", "is required: {name, region}");
     } else {
         dossier_unknown_keys(territory, "territory", territory_keys, errors);
         dossier_text(territory, "name", "territory.name", 300, 1, errors);
         if (!region_is_valid(json_string_value(json_object_get(territory, "region"))))
-            dossier_error(errors, "territory.region", "must be an INSEE region code such as 84");
+            http_field_error(errors, "territory.region", "must be an INSEE region code such as 84");
     }
     dossier_text(body, "ptce_name", "ptce_name", 300, 0, errors);
     dossier_partner_members(json_object_get(body, "members"), errors);
@@ -178,9 +173,9 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
             dossier_unknown_keys(doc, "main_document", document_keys, errors);
         if (!json_is_object(doc) ||
             !dossier_text(doc, "filename", "main_document.filename", 255, 1, errors))
-            dossier_error(errors, "main_document", "must be {filename, pages?}");
+            http_field_error(errors, "main_document", "must be {filename, pages?}");
         else if (pages && !jnum_integer_read(pages, 1, 99999, &npages))
-            dossier_error(errors, "main_document.pages", "must be a positive integer");
+            http_field_error(errors, "main_document.pages", "must be a positive integer");
         else if (pages) /* 8.0 is stored as 8 */
             json_object_set_new(doc, "pages", json_integer(npages));
     }
@@ -354,6 +349,7 @@ static const char *dossier_pages_unknown_reason(const char *verification)
         {"too_large", "file larger than the download limit: not downloaded"},
         {"checksum_mismatch", "downloaded bytes do not match DS's checksum"},
         {"not_a_pdf", "not a readable PDF"},
+        {"host_refused", "file URL outside PTCE_DS_FILE_HOSTS (or not https): not downloaded"},
     };
 
     for (size_t i = 0; verification && i < sizeof reasons / sizeof reasons[0]; i++) {

@@ -5,6 +5,7 @@
 
 #include "log.h"
 #include "service.h"
+#include "ds_files.h"
 #include "intake.h"
 #include "reader.h"
 #include "store.h"
@@ -23,6 +24,8 @@ static const struct config_var submission_vars[] = {
     {"PTCE_DS_API_URL", CONFIG_STRING, "", 0, 0, SCFG(ds_api_url),
      "DS base URL; empty: no fetching"},
     {"PTCE_DS_TOKEN", CONFIG_STRING, "", 0, 0, SCFG(ds_token), "DS API token (Bearer)"},
+    {"PTCE_DS_ALLOW_HTTP", CONFIG_BOOL, "0", 0, 1, SCFG(ds_allow_http),
+     "1: plain http to DS allowed (tests); 0: https only"},
     {"PTCE_DS_WEBHOOK_TOKEN", CONFIG_STRING, "", 0, 0, SCFG(ds_webhook_token),
      "secret path token of the webhook; empty: disabled"},
     {"PTCE_DS_MAPPING_FILE", CONFIG_STRING, "", 0, 0, SCFG(ds_mapping_file),
@@ -40,6 +43,8 @@ static const struct config_var submission_vars[] = {
      "largest attachment downloaded"},
     {"PTCE_DS_RETRY_MAX_MS", CONFIG_INT, "600000", 100, 86400000, SCFG(ds_retry_max_ms),
      "cap of the retry backoff"},
+    {"PTCE_DS_FILE_HOSTS", CONFIG_STRING, "", 0, 0, SCFG(ds_file_hosts),
+     "hosts file URLs may point to (.domain: its sub-domains); empty: the API's and DS's"},
 };
 
 static enum status submission_start(struct service *svc)
@@ -69,9 +74,22 @@ static enum status submission_start(struct service *svc)
                   "PTCE_DS_API_URL unset: notifications are stored and wait");
         return STATUS_OK;
     }
-    struct ds_client_config cc = {sub.cfg.ds_api_url, sub.cfg.ds_token, sub.cfg.ds_timeout_ms,
-                                  sub.cfg.ds_max_file_bytes};
+    if (!ds_url_allowed(sub.cfg.ds_api_url, sub.cfg.ds_allow_http)) {
+        log_event(LOG_ERROR, "ds.url_refused", "{s:s, s:s}", "variable", "PTCE_DS_API_URL", "error",
+                  "must be an https:// URL (http:// only with PTCE_DS_ALLOW_HTTP=1)");
+        return STATUS_INVALID;
+    }
+    struct ds_client_config cc = {sub.cfg.ds_api_url,    sub.cfg.ds_token,
+                                  sub.cfg.ds_timeout_ms, sub.cfg.ds_max_file_bytes,
+                                  sub.cfg.ds_allow_http, "ptce-submission/1"};
     sub.client = ds_client_new(&cc, ds_queries_text);
+    char api_host[256];
+    if (sub.cfg.ds_file_hosts[0])
+        snprintf(sub.file_hosts, sizeof sub.file_hosts, "%s", sub.cfg.ds_file_hosts);
+    else if (ds_url_host(sub.cfg.ds_api_url, api_host, sizeof api_host) == 0)
+        snprintf(sub.file_hosts, sizeof sub.file_hosts, "%s," DS_FILE_HOSTS_DEFAULT, api_host);
+    else
+        snprintf(sub.file_hosts, sizeof sub.file_hosts, "%s", DS_FILE_HOSTS_DEFAULT);
     struct worker_config wc = {svc->cfg.database_url,
                                svc->def->schema,
                                sub.cfg.ds_workers,
@@ -79,7 +97,9 @@ static enum status submission_start(struct service *svc)
                                sub.cfg.ds_poll_overlap_s,
                                sub.cfg.ds_retry_max_ms,
                                sub.demarche,
-                               svc->cfg.db_statement_timeout_ms};
+                               svc->cfg.db_statement_timeout_ms,
+                               sub.file_hosts,
+                               sub.cfg.ds_allow_http};
     sub.workers = ds_workers_start(&wc, sub.client, sub.mapping);
     return STATUS_OK;
 }

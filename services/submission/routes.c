@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "jnum.h"
+#include "page.h"
 #include "region.h"
 #include "service.h"
 #include "intake.h"
@@ -171,6 +172,10 @@ static int handle_dossier_create(struct http_ctx *ctx)
     json_decref(content);
     if (st == STATUS_UNPROCESSABLE)
         return http_reply_problem(ctx, st, "this Idempotency-Key was used with another body");
+    if (st == STATUS_CONFLICT && replayed < 0)
+        return http_reply_problem(ctx, st,
+                                  "a request with this Idempotency-Key is still being "
+                                  "answered: retry it in a moment");
     if (st == STATUS_CONFLICT)
         return http_reply_problem(ctx, st, "no wave accepts deposits: a wave must be created");
     if (st != STATUS_OK)
@@ -227,17 +232,32 @@ static int handle_dossier_history(struct http_ctx *ctx)
     return routes_reply_text(ctx, 200, history);
 }
 
-/* A list cursor, "<transaction id>.<dossier id>", into pos; 0 when it is one this API gives. */
+/*
+ * A list cursor is sealed by common/page (clients learn nothing of the transaction ids inside):
+ * its position is the writing transaction's id and the dossier id of the page's last item.
+ */
 static int routes_cursor_parse(const char *cursor, struct dossier_position *pos)
 {
-    size_t n = strspn(cursor, "0123456789");
+    struct page_pos p;
 
-    if (n == 0 || n >= sizeof pos->xid || cursor[n] != '.' || !uuid_is_valid(cursor + n + 1))
+    if (page_cursor_decode("dossiers", cursor, &p) != STATUS_OK || p.n != 2 ||
+        p.v[0].type != PAGE_INT || p.v[1].type != PAGE_TEXT || p.v[0].i < 0 ||
+        !uuid_is_valid(p.v[1].text))
         return -1;
-    memcpy(pos->xid, cursor, n);
-    pos->xid[n] = '\0';
-    snprintf(pos->id, sizeof pos->id, "%s", cursor + n + 1);
+    snprintf(pos->xid, sizeof pos->xid, "%lld", (long long)p.v[0].i);
+    memcpy(pos->id, p.v[1].text, 37); /* a UUID: 36 characters and the terminator */
     return 0;
+}
+
+/* The sealed cursor of a position (caller frees). */
+static char *routes_cursor_make(const struct dossier_position *last)
+{
+    struct page_pos p;
+
+    page_pos_init(&p);
+    page_pos_add_int(&p, strtoll(last->xid, NULL, 10));
+    page_pos_add_text(&p, last->id);
+    return page_cursor_encode("dossiers", &p);
 }
 
 /* Reads and validates the list filters; appends field errors. pos holds the cursor's parts. */
@@ -304,9 +324,11 @@ static int handle_dossier_list(struct http_ctx *ctx)
         buf_free(&out);
         return http_reply_problem(ctx, st, "the dossiers could not be listed");
     }
-    if (more)
-        buf_printf(&out, ",\"next_cursor\":\"%s.%s\"}", last.xid, last.id);
-    else
+    if (more) {
+        char *cursor = routes_cursor_make(&last);
+        buf_printf(&out, ",\"next_cursor\":\"%s\"}", cursor); /* base64url: nothing to escape */
+        free(cursor);
+    } else
         buf_printf(&out, ",\"next_cursor\":null}");
     int rc = http_reply_raw(ctx, 200, "application/json", out.data, out.len);
     buf_free(&out);

@@ -8,8 +8,10 @@
 
 #include "cloudevent.h"
 #include "dossier.h"
+#include "idempotency.h"
 #include "log.h"
 #include "outbox.h"
+#include "pgarray.h"
 #include "uuid.h"
 
 /* ---- notifications ---- */
@@ -19,18 +21,6 @@ DB_STMT(st_notice_insert_batch,
         " updated_at) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],"
         " $5::timestamptz[]) ON CONFLICT DO NOTHING"
         " RETURNING procedure_id, dossier_number, state, updated_at_raw");
-
-/* Appends s to a PostgreSQL array literal as a quoted element. */
-static void store_array_elem(struct buf *b, const char *s)
-{
-    buf_append(b, b->len > 1 ? ",\"" : "\"", b->len > 1 ? 2 : 1);
-    for (const char *p = s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            buf_append(b, "\\", 1);
-        buf_append(b, p, 1);
-    }
-    buf_append(b, "\"", 1);
-}
 
 /* 1 when row r of the result is notice n. */
 static int store_notice_is(PGresult *r, int row, const struct ds_notice *n)
@@ -44,29 +34,25 @@ static int store_notice_is(PGresult *r, int row, const struct ds_notice *n)
 enum status store_notice_insert_batch(struct db_conn *conn, const struct ds_notice *const *n,
                                       size_t count, int *fresh)
 {
-    struct buf cols[5];
+    struct pgarray cols[5];
     const char *params[5];
     PGresult *r;
 
-    for (int c = 0; c < 5; c++) {
-        buf_init(&cols[c], 0);
-        buf_append(&cols[c], "{", 1);
-    }
+    for (int c = 0; c < 5; c++)
+        pgarray_init(&cols[c]);
     for (size_t i = 0; i < count; i++) {
-        store_array_elem(&cols[0], n[i]->procedure_id);
-        store_array_elem(&cols[1], n[i]->dossier_number);
-        store_array_elem(&cols[2], n[i]->state);
-        store_array_elem(&cols[3], n[i]->updated_at_raw);
-        store_array_elem(&cols[4], n[i]->updated_at);
+        pgarray_add_text(&cols[0], n[i]->procedure_id);
+        pgarray_add_text(&cols[1], n[i]->dossier_number);
+        pgarray_add_text(&cols[2], n[i]->state);
+        pgarray_add_text(&cols[3], n[i]->updated_at_raw);
+        pgarray_add_text(&cols[4], n[i]->updated_at);
         fresh[i] = 0;
     }
-    for (int c = 0; c < 5; c++) {
-        buf_append(&cols[c], "}", 1);
-        params[c] = cols[c].data;
-    }
+    for (int c = 0; c < 5; c++)
+        params[c] = pgarray_text(&cols[c]);
     enum status st = db_exec(conn, &st_notice_insert_batch, 5, params, &r);
     for (int c = 0; c < 5; c++)
-        buf_free(&cols[c]);
+        pgarray_free(&cols[c]);
     if (st != STATUS_OK)
         return st;
     /* Each inserted row is fresh for the first request that carried it; the others are repeats. */
@@ -148,19 +134,17 @@ static enum status store_scoped_read(struct db_pool *db, struct db_stmt *stmt,
 enum status store_dossier_read_batch(struct db_conn *conn, struct dossier_read *const *reads,
                                      size_t n)
 {
-    struct buf ids;
+    struct pgarray ids;
     PGresult *r;
 
-    buf_init(&ids, 40 * n + 2);
-    buf_append(&ids, "{", 1);
+    pgarray_init(&ids);
     for (size_t i = 0; i < n; i++) {
         reads[i]->document = NULL;
-        buf_printf(&ids, "%s%s", i ? "," : "", reads[i]->id);
+        pgarray_add_text(&ids, reads[i]->id);
     }
-    buf_append(&ids, "}", 1);
-    const char *params[] = {ids.data};
+    const char *params[] = {pgarray_text(&ids)};
     enum status st = db_exec(conn, &st_dossier_get_many, 1, params, &r);
-    free(ids.data);
+    pgarray_free(&ids);
     if (st != STATUS_OK)
         return st;
     /* A batch is small (one request per waiting client): a scan per read is cheap enough. */
@@ -189,16 +173,16 @@ enum status store_dossier_history(struct db_pool *db, const struct auth_principa
 /* "{84,11}" from the principal's regions, or NULL for all regions. */
 static char *store_region_array(const struct auth_principal *who)
 {
-    struct buf b;
+    struct pgarray a;
 
     if (who->all_regions)
         return NULL;
-    buf_init(&b, 0);
-    buf_append(&b, "{", 1);
+    pgarray_init(&a);
     for (int i = 0; i < who->nregions; i++)
-        buf_printf(&b, "%s%s", i ? "," : "", who->regions[i]);
-    buf_append(&b, "}", 1);
-    return b.data;
+        pgarray_add_text(&a, who->regions[i]);
+    char *text = xstrdup(pgarray_text(&a));
+    pgarray_free(&a);
+    return text;
 }
 
 enum status store_dossier_list(struct db_pool *db, const struct auth_principal *who,
@@ -346,32 +330,6 @@ static enum status store_dossier_new(struct db_conn *conn, const struct store_ve
 
 /* ---- partner deposits ---- */
 
-DB_STMT(st_idem_claim, "INSERT INTO idempotency_key (key_id, key, request_hash)"
-                       " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1");
-DB_STMT(st_idem_get, "SELECT request_hash, response_body FROM idempotency_key"
-                     " WHERE key_id = $1 AND key = $2");
-DB_STMT(st_idem_store, "UPDATE idempotency_key SET response_status = 201, response_body = $3"
-                       " WHERE key_id = $1 AND key = $2");
-
-/* The key was used before: replay or refuse. */
-static enum status store_idem_replay(struct db_conn *conn, const char *const *params,
-                                     const char *request_hash, char **document)
-{
-    PGresult *r;
-    enum status st = db_exec(conn, &st_idem_get, 2, params, &r);
-
-    if (st != STATUS_OK)
-        return st;
-    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 1))
-        st = STATUS_CONFLICT;
-    else if (strcmp(PQgetvalue(r, 0, 0), request_hash) != 0)
-        st = STATUS_UNPROCESSABLE;
-    else
-        *document = xstrdup(PQgetvalue(r, 0, 1));
-    PQclear(r);
-    return st;
-}
-
 static enum status store_partner_insert(struct db_conn *conn, const struct auth_principal *who,
                                         json_t *content, char **document)
 {
@@ -402,8 +360,8 @@ enum status store_partner_create(struct db_pool *db, const struct auth_principal
                                  char **document, int *replayed)
 {
     struct db_conn *conn;
-    PGresult *r;
-    const char *params[] = {who->key_id, idem_key, request_hash};
+    enum idempotency_outcome outcome = IDEM_FRESH;
+    int replay_status = 0, in_flight = 0;
     enum status st = db_acquire(db, &conn);
 
     *replayed = 0;
@@ -411,21 +369,18 @@ enum status store_partner_create(struct db_pool *db, const struct auth_principal
     if (st != STATUS_OK)
         return st;
     st = db_begin(conn);
-    /* A concurrent request with the same key waits here until the first one commits. */
-    if (st == STATUS_OK)
-        st = db_exec(conn, &st_idem_claim, 3, params, &r);
+    /* A concurrent request with the same key, still in flight, is answered 409 at once. */
     if (st == STATUS_OK) {
-        int claimed = PQntuples(r) == 1;
-        PQclear(r);
-        if (!claimed) {
-            st = store_idem_replay(conn, params, request_hash, document);
-            *replayed = st == STATUS_OK;
-        } else {
-            st = store_partner_insert(conn, who, content, document);
-            const char *p3[] = {who->key_id, idem_key, *document};
-            if (st == STATUS_OK)
-                st = db_exec(conn, &st_idem_store, 3, p3, NULL);
-        }
+        st = idempotency_claim(conn, who->key_id, idem_key, request_hash, &outcome, &replay_status,
+                               document);
+        in_flight = st == STATUS_CONFLICT;
+    }
+    if (st == STATUS_OK && outcome == IDEM_REPLAY) {
+        *replayed = 1;
+    } else if (st == STATUS_OK) {
+        st = store_partner_insert(conn, who, content, document);
+        if (st == STATUS_OK)
+            st = idempotency_store(conn, who->key_id, idem_key, 201, *document);
     }
     if (st == STATUS_OK)
         st = db_commit(conn);
@@ -435,7 +390,7 @@ enum status store_partner_create(struct db_pool *db, const struct auth_principal
     if (st != STATUS_OK) {
         free(*document);
         *document = NULL;
-        *replayed = 0;
+        *replayed = in_flight ? -1 : 0;
     }
     return st;
 }
@@ -628,15 +583,24 @@ DB_STMT(st_notice_due, "SELECT id, dossier_number FROM ds_notification WHERE sta
                        " AND next_attempt_at <= now() ORDER BY next_attempt_at, id LIMIT 32");
 DB_STMT(st_fetch_lock, "SELECT pg_try_advisory_lock(hashtext('ptce.ds_fetch'), $1::int)");
 DB_STMT(st_fetch_unlock, "SELECT pg_advisory_unlock(hashtext('ptce.ds_fetch'), $1::int)");
+/*
+ * Also returns the newest pending notice of the dossier: every notice up to it was received
+ * before this fetch starts, so the one fetch answers them all (a flood of webhooks for one
+ * dossier costs one DS fetch, plus one for those that arrive while it runs).
+ */
 DB_STMT(st_notice_take, "UPDATE ds_notification SET attempts = attempts + 1 WHERE id = $1"
-                        " AND status = 'pending' AND next_attempt_at <= now() RETURNING attempts");
+                        " AND status = 'pending' AND next_attempt_at <= now() RETURNING attempts,"
+                        " (SELECT max(p.id) FROM ds_notification p WHERE p.dossier_number ="
+                        " ds_notification.dossier_number AND p.status = 'pending')");
 DB_STMT(st_notice_done, "UPDATE ds_notification SET status = 'done', done_at = now(),"
                         " last_error = NULL WHERE dossier_number = $1 AND status = 'pending'"
                         " AND id <= $2");
 DB_STMT(st_notice_fail, "UPDATE ds_notification SET status = 'failed', last_error = $2"
                         " WHERE id = $1");
+/* The failed fetch answered for every notice it covered: they all wait the same backoff. */
 DB_STMT(st_notice_retry, "UPDATE ds_notification SET next_attempt_at = now() + $2 * interval"
-                         " '1 millisecond', last_error = $3 WHERE id = $1 AND status = 'pending'");
+                         " '1 millisecond', last_error = $3 WHERE dossier_number = $4"
+                         " AND id BETWEEN $1 AND $5 AND status = 'pending'");
 
 /* Runs a one-boolean statement on a dossier number; *yes is its answer. */
 static enum status store_fetch_lock_run(struct db_conn *conn, struct db_stmt *stmt,
@@ -670,6 +634,9 @@ static enum status store_notice_take(struct db_conn *conn, const char *id, const
         out->id = strtoll(id, NULL, 10);
         out->number = strtoll(number, NULL, 10);
         out->attempts = (int)strtol(PQgetvalue(r, 0, 0), NULL, 10);
+        out->covers = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+        if (out->covers < out->id)
+            out->covers = out->id;
         *found = 1;
     }
     if (st == STATUS_OK)
@@ -709,7 +676,7 @@ enum status store_notice_done(struct db_conn *conn, const struct ds_claim *c)
     const char *params[] = {number, id};
 
     snprintf(number, sizeof number, "%lld", c->number);
-    snprintf(id, sizeof id, "%lld", c->id);
+    snprintf(id, sizeof id, "%lld", c->covers > c->id ? c->covers : c->id);
     return db_exec(conn, &st_notice_done, 2, params, NULL);
 }
 
@@ -725,12 +692,14 @@ enum status store_notice_fail(struct db_conn *conn, const struct ds_claim *c, co
 enum status store_notice_retry(struct db_conn *conn, const struct ds_claim *c, long delay_ms,
                                const char *error)
 {
-    char id[24], delay[24];
-    const char *params[] = {id, delay, error};
+    char id[24], delay[24], number[24], covers[24];
+    const char *params[] = {id, delay, error, number, covers};
 
     snprintf(id, sizeof id, "%lld", c->id);
     snprintf(delay, sizeof delay, "%ld", delay_ms);
-    return db_exec(conn, &st_notice_retry, 3, params, NULL);
+    snprintf(number, sizeof number, "%lld", c->number);
+    snprintf(covers, sizeof covers, "%lld", c->covers > c->id ? c->covers : c->id);
+    return db_exec(conn, &st_notice_retry, 5, params, NULL);
 }
 
 /* ---- the poller ---- */
@@ -750,7 +719,7 @@ DB_STMT(st_notice_poll,
         " updated_at, origin) SELECT $1::bigint, $2::bigint, $3::text, $4::text,"
         " $4::text::timestamptz, 'poller' WHERE NOT EXISTS (SELECT 1 FROM dossier"
         " WHERE ds_number = $2::bigint AND ds_updated_at >= $4::text::timestamptz)"
-        " ON CONFLICT (procedure_id, dossier_number, state, updated_at_raw) DO UPDATE"
+        " ON CONFLICT (procedure_id, dossier_number, state, updated_at) DO UPDATE"
         " SET next_attempt_at = now() WHERE ds_notification.status = 'pending'"
         " AND ds_notification.next_attempt_at > now() RETURNING id");
 

@@ -75,7 +75,9 @@ enum status store_dossier_history(struct db_pool *db, const struct auth_principa
 /*
  * Creates a partner dossier under an idempotency key, in one transaction: the same key with the
  * same request hash replays the first answer (*replayed = 1); with another hash it is
- * STATUS_UNPROCESSABLE. On success *document is the created document's text (caller frees).
+ * STATUS_UNPROCESSABLE; while another request with the key is still in flight it is
+ * STATUS_CONFLICT with *replayed = -1 (STATUS_CONFLICT alone: no wave accepts deposits). On
+ * success *document is the created document's text (caller frees).
  */
 enum status store_partner_create(struct db_pool *db, const struct auth_principal *who,
                                  const char *idem_key, const char *request_hash, json_t *content,
@@ -108,6 +110,7 @@ struct ds_claim {
     long long id;
     long long number;
     int attempts;
+    long long covers; /* the newest pending notice of the dossier when it was claimed */
 };
 /*
  * Takes the oldest due pending notification whose dossier no other worker holds, and holds that
@@ -118,11 +121,17 @@ struct ds_claim {
 enum status store_notice_claim(struct db_conn *conn, struct ds_claim *out, int *found);
 /* Lets the claimed dossier go; call it on the connection that claimed it. */
 enum status store_notice_release(struct db_conn *conn, const struct ds_claim *c);
-/* Done: this one and every older pending notice of the same dossier (one fetch saw them all). */
+/*
+ * Done: every pending notice of the dossier up to c->covers (received before the fetch began:
+ * the one fetch saw what they announced). Those received since stay pending.
+ */
 enum status store_notice_done(struct db_conn *conn, const struct ds_claim *c);
 /* Hopeless (DS keeps answering not found): set aside as 'failed', kept with its error. */
 enum status store_notice_fail(struct db_conn *conn, const struct ds_claim *c, const char *error);
-/* Failed: try again after delay_ms, keeping the error (a notice done meanwhile stays done). */
+/*
+ * Failed: the notices the fetch covered try again after delay_ms, keeping the error (a notice
+ * done meanwhile stays done).
+ */
 enum status store_notice_retry(struct db_conn *conn, const struct ds_claim *c, long delay_ms,
                                const char *error);
 

@@ -10,6 +10,7 @@
 struct submission_config {
     const char *ds_api_url; /* empty: no fetching (notifications wait, pending) */
     const char *ds_token;
+    int ds_allow_http;            /* plain http to DS (tests only); otherwise https only */
     const char *ds_webhook_token; /* the secret path segment of the webhook URL */
     const char *ds_mapping_file;  /* empty: the mapping embedded at build time */
     long ds_demarche;             /* 0: the mapping's démarche */
@@ -19,6 +20,7 @@ struct submission_config {
     long ds_timeout_ms;
     long ds_max_file_bytes;
     long ds_retry_max_ms;
+    const char *ds_file_hosts; /* empty: the API's host and DS_FILE_HOSTS_DEFAULT */
 };
 
 struct submission {
@@ -30,6 +32,7 @@ struct submission {
     struct reader *reader;       /* dossier reads by id, in batches */
     long demarche;               /* the PTCE démarche: webhooks of others are refused */
     char webhook_token_hash[65]; /* SHA-256 of the token; empty when the webhook is disabled */
+    char file_hosts[512];        /* the hosts file URLs may point to */
 };
 
 extern const struct http_route submission_routes[];

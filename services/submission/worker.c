@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "ds_files.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -39,20 +40,6 @@ struct ds_workers {
     pthread_cond_t wake;
     unsigned long wakeups; /* bumped by ds_workers_wake, so a wake-up is never missed */
 };
-
-long ds_backoff_ms(int attempts, long cap_ms)
-{
-    long base = 1000;
-    unsigned char r;
-
-    for (int i = 1; i < attempts && base < cap_ms; i++)
-        base *= 2;
-    if (base > cap_ms)
-        base = cap_ms;
-    random_bytes(&r, 1);
-    long delay = base / 2 + (base * r) / 255; /* between 50 % and 150 % */
-    return delay < cap_ms ? delay : cap_ms;
-}
 
 static void ds_sleep_ms(struct ds_workers *w, long ms)
 {
@@ -95,6 +82,13 @@ static enum ds_result ds_fetch_document(struct ds_workers *w, long long number, 
     json_int_t declared = json_integer_value(json_object_get(doc, "byte_size"));
     char actual[25];
 
+    char why[160];
+    if (!ds_file_url_allowed(url, w->cfg.file_hosts, w->cfg.allow_http, why, sizeof why)) {
+        log_event(LOG_WARN, "ds.file_host_refused", "{s:I, s:s}", "number", (json_int_t)number,
+                  "reason", why);
+        ds_document_unverified(doc, "host_refused");
+        return DS_OK; /* never downloaded: a human looks at needs_review */
+    }
     if (declared > ds_client_max_file_bytes(w->client)) {
         log_event(LOG_WARN, "ds.file_too_large", "{s:I, s:I, s:I}", "number", (json_int_t)number,
                   "byte_size", declared, "max", (json_int_t)ds_client_max_file_bytes(w->client));

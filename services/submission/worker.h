@@ -14,6 +14,8 @@ struct worker_config {
     long retry_max_ms;    /* cap of the exponential backoff */
     long demarche;
     long statement_timeout_ms; /* of each thread's own connection; 0: none */
+    const char *file_hosts;    /* hosts file URLs may point to (ds_files.h); borrowed */
+    int allow_http;            /* plain http file URLs too (development) */
 };
 
 struct ds_workers;
@@ -29,8 +31,5 @@ void ds_workers_stop(struct ds_workers *w);
 
 /* Tells the local fetch threads that a notification was just stored (NULL: no-op). */
 void ds_workers_wake(struct ds_workers *w);
-
-/* Backoff before attempt n+1: exponential from 1 s, capped, with ±50 % jitter. */
-long ds_backoff_ms(int attempts, long cap_ms);
 
 #endif

@@ -39,6 +39,16 @@ Behaviours copied from DS's code (demarches-simplifiees.fr, app/graphql, config/
   files whose virus scan is neither "safe" nor "pending" are left out of "files".
 * Dates are ISO 8601 with the Paris offset and whole seconds ("2021-06-01T09:15:00+02:00").
 
+Mutations (instruction's write-back): dossierPasserEnInstruction (from en_construction),
+dossierAccepter, dossierRefuser, dossierClasserSansSuite (from en_instruction) and
+dossierRepasserEnConstruction (from en_instruction). Their input is checked against the
+schema's input types (a missing motivation where DS requires one fails validation); an
+instructeurId outside --instructeur and the dossier's groupe instructeur's instructeurs is
+DS's permission error, a dossier in another state "Le dossier est déjà <état>", both as
+errors[] in the payload with a null dossier and HTTP 200, as DS answers. A successful one
+changes the state and dateDerniereModification (and the date of the step). Every one, refused
+or not, is kept in the mutation log of the control API.
+
 Fixture shape (files in fixtures/dossiers/*.json and bodies of POST /_control/dossiers):
 the schema's own JSON shape (camelCase field names), plus
 * "__typename" on every object typed by an interface (Champ, Demandeur, ChampDescriptor,
@@ -48,7 +58,8 @@ the schema's own JSON shape (camelCase field names), plus
   "virusScanResult": the fake keeps the bytes and computes byteSize, byteSizeBigInt and
   checksum; for large-file tests, "size": N repeats the content up to exactly N bytes, and
   "declaredByteSize": N makes the API announce N bytes whatever is served (a blob whose
-  metadata lies);
+  metadata lies); "urlHost": H gives its URL that host name instead of the fake's (still
+  served by the fake: a file host the client must refuse to download from);
 * "demarche": {"number": N} links a dossier to a démarche of fixtures/demarche.json.
 Absent fields take defaults (see Store._normalise_dossier); an absent non-null list is
 answered as [] and an absent non-null Boolean as false; other absent non-null fields give
@@ -62,11 +73,16 @@ Control API (JSON in and out, no authentication, for tests only):
   POST   /_control/faults             add one fault or a list of faults (see FAULT_MODES)
   GET    /_control/faults             the active faults
   DELETE /_control/faults             remove every fault
-  POST   /_control/config             {"rate_limit": N or null, "url_ttl": seconds}
+  POST   /_control/config             {"rate_limit": N or null, "url_ttl": seconds,
+                                      "instructeurs": [ids the mutations accept]}
+  GET    /_control/mutations[?dossier=N]  the mutations received, in arrival order, each
+                                      {"at", "mutation", "dossier", "input", "ok", "errors",
+                                      "state_before", "state"}
   POST   /_control/reset              reload the fixtures; clear faults, stats, limiter, config
   GET    /_control/stats              request counters, and "graphql_log": the latest
                                       GraphQL requests in arrival order, each {"at": epoch
-                                      seconds (float) of arrival, "operation", "status" (absent
+                                      seconds (float) of arrival, "operation", "number" (the
+                                      variables' dossier number, or null), "status" (absent
                                       for a dropped connection), "rate_limit_reset" (429 only)}
 Fault examples:
   {"mode": "429", "count": 5, "reset_in": 2}   429 like DS's rate limiter, reset in 2 s
@@ -78,8 +94,9 @@ Fault examples:
   {"mode": "bad_checksum"}                     downloads serve bytes that miss the checksum
 "count" absent means "until reset". "target" is "graphql" (default), "files" or "any"
 for the request faults (429, 500, slow, down, 401). "dossier": N narrows a request fault
-to the requests about dossier N: a GraphQL request whose variables hold "number": N, or a
-download of one of its files; other requests pass it by.
+to the requests about dossier N: a GraphQL request whose variables hold "number": N (or a
+mutation whose input.dossierId is N's global id), or a download of one of its files; other
+requests pass it by.
   {"mode": "slow", "delay_ms": 2000, "count": 1, "dossier": 10000001}
 """
 
@@ -225,6 +242,18 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
 
 def ds_error(message: str, code: str) -> GraphQLError:
     return GraphQLError(message, extensions={"code": code})
+
+
+def request_dossier_number(body):
+    """The dossier number a GraphQL request is about ("number" in its variables), or None."""
+    variables = body.get("variables") if isinstance(body, dict) else None
+    if isinstance(variables, str):
+        try:
+            variables = json.loads(variables)
+        except json.JSONDecodeError:
+            return None
+    number = variables.get("number") if isinstance(variables, dict) else None
+    return number if isinstance(number, int) else None
 
 
 def graphql_error_body(message: str, code: str, **extra: object) -> dict:
@@ -426,6 +455,7 @@ class Store:
             "filename": spec["filename"],
             "contentType": spec.get("contentType", "application/octet-stream"),
             "dossier": number,
+            "urlHost": spec.get("urlHost"),
         }
         return {
             "filename": spec["filename"],
@@ -686,6 +716,85 @@ def _filter_by_id(items: list, ident) -> list:
     return [item for item in items if ident is None or item.get("id") == ident]
 
 
+# The mutations that change a dossier's state (app/graphql/mutations/dossier_*.rb): the states
+# each one starts from, the state it leaves, and the date it sets.
+MUTATIONS = {
+    "dossierPasserEnInstruction": ({"en_construction"}, "en_instruction", "datePassageEnInstruction"),
+    "dossierAccepter": ({"en_instruction"}, "accepte", "dateTraitement"),
+    "dossierRefuser": ({"en_instruction"}, "refuse", "dateTraitement"),
+    "dossierClasserSansSuite": ({"en_instruction"}, "sans_suite", "dateTraitement"),
+    "dossierRepasserEnConstruction": ({"en_instruction"}, "en_construction", "datePassageEnConstruction"),
+}
+# DS's dossier_display_state, as its refusals word a state ("Le dossier est déjà accepté").
+STATE_LABELS = {
+    "brouillon": "en brouillon",
+    "en_construction": "en construction",
+    "en_instruction": "en instruction",
+    "accepte": "accepté",
+    "refuse": "refusé",
+    "sans_suite": "classé sans suite",
+}
+PERMISSION_ERROR = "L’instructeur n’a pas les droits d’accès à ce dossier"
+DEFAULT_INSTRUCTEUR = typed_id("Instructeur", 1)
+MUTATION_LOG_SIZE = 5000
+
+
+def number_of_global_id(ident: object, kind: str = "Dossier") -> int | None:
+    """The number inside a global id ("RG9zc2llci0xMjM=" → 123), or None if it is not one of kind."""
+    if not isinstance(ident, str):
+        return None
+    try:
+        text = base64.b64decode(ident + "=" * (-len(ident) % 4), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    prefix, _, number = text.partition("-")
+    return int(number) if prefix == kind and number.isdigit() else None
+
+
+def dossier_number_of(variables: object) -> int | None:
+    """The dossier a GraphQL request is about: variables "number", or a mutation's input.dossierId."""
+    if not isinstance(variables, dict):
+        return None
+    if isinstance(variables.get("number"), int):
+        return variables["number"]
+    payload = variables.get("input")
+    return number_of_global_id(payload.get("dossierId")) if isinstance(payload, dict) else None
+
+
+def resolve_state_mutation(_root, info, input):  # noqa: A002 - the schema's argument name
+    """One of MUTATIONS, with DS's preconditions: a refusal is errors[] with a null dossier."""
+    app = info.context.app
+    name = info.field_name
+    sources, target, date_field = MUTATIONS[name]
+    number = number_of_global_id(input.get("dossierId"))
+    dossier = app.store.dossiers.get(number) if number is not None else None
+    if dossier is None:  # DS: loads: Types::DossierType, an unknown id is a top-level error
+        raise ds_error(f"No object found for `dossierId: {input.get('dossierId')!r}`", "not_found")
+    groupe = dossier.get("groupeInstructeur") or {}
+    allowed = set(app.instructeurs) | {i.get("id") for i in groupe.get("instructeurs") or []}
+    before = dossier["state"]
+    if input.get("instructeurId") not in allowed:
+        errors = [PERMISSION_ERROR]
+    elif before not in sources:
+        errors = [f"Le dossier est déjà {STATE_LABELS.get(before, before)}"]
+    else:
+        errors = []
+        moment = now()
+        dossier["state"] = target
+        dossier[date_field] = format_time(moment)
+        dossier["_updated_at"] = moment
+        dossier["dateDerniereModification"] = format_time(moment)
+        if target in ("accepte", "refuse", "sans_suite"):
+            dossier["motivation"] = input.get("motivation")
+        elif target == "en_construction":
+            dossier["datePassageEnInstruction"] = None
+    app.record_mutation({"at": time.time(), "mutation": name, "dossier": number, "input": dict(input),
+                         "ok": not errors, "errors": errors, "state_before": before,
+                         "state": dossier["state"]})
+    return {"clientMutationId": input.get("clientMutationId"), "dossier": None if errors else dossier,
+            "errors": [{"message": m} for m in errors] or None}
+
+
 def bind_resolvers(schema: GraphQLSchema) -> None:
     """Attach the fake's resolvers and scalar coercions to the schema built from DS's SDL."""
     fields = lambda type_name: schema.type_map[type_name].fields  # noqa: E731
@@ -724,12 +833,13 @@ def bind_resolvers(schema: GraphQLSchema) -> None:
     fields("Query")["demarcheDescriptor"].resolve = resolve_demarche_descriptor
     fields("Query")["groupeInstructeur"].resolve = resolve_groupe
 
-    # Mutations are not part of the fake yet: say so instead of answering null.
+    # Mutations: the five instruction writes back (see MUTATIONS); the others say so instead
+    # of answering null.
     def resolve_mutation(_root, info, **_args):
         raise ds_error(f"The DS fake does not implement the mutation {info.field_name}", "not_implemented")
 
-    for field in fields("Mutation").values():
-        field.resolve = resolve_mutation
+    for name, field in fields("Mutation").items():
+        field.resolve = resolve_state_mutation if name in MUTATIONS else resolve_mutation
 
     # Demarche and DemarcheDescriptor -----------------------------------------------
     def active_revision(demarche: dict) -> dict:
@@ -872,6 +982,15 @@ class App:
             self.stats = new_stats()
             self.limiter = RateLimiter(self.options.rate_limit)
             self.url_ttl = self.options.url_ttl
+            self.instructeurs = list(self.options.instructeur)
+            self.mutations: list[dict] = []
+
+    def record_mutation(self, entry: dict) -> None:
+        """Keep what a mutation received and what came of it, for GET /_control/mutations."""
+        with self.lock:
+            self.mutations.append(entry)
+            if len(self.mutations) > MUTATION_LOG_SIZE:
+                del self.mutations[: len(self.mutations) - MUTATION_LOG_SIZE]
 
     def count_fault(self, mode: str) -> None:
         served = self.stats["faults_served"]
@@ -891,7 +1010,12 @@ class App:
                 self.count_fault("expire_urls")
             self.stats["file_urls_issued"] += 1
         token = file["_blob"]
-        return (f"{self.public_url}/files/{token}/{quote(file['filename'])}"
+        base = self.public_url
+        host = self.store.blobs.get(token, {}).get("urlHost")
+        if host:  # served by this fake under another host name (a host our client must refuse)
+            parts = urlsplit(base)
+            base = f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+        return (f"{base}/files/{token}/{quote(file['filename'])}"
                 f"?expires={expires}&sig={self._signature(token, expires)}")
 
     def check_url(self, token: str, query: dict) -> str | None:
@@ -1145,7 +1269,8 @@ class Handler(BaseHTTPRequestHandler):
             counts = app.stats["graphql_requests"]
             counts[operation] = counts.get(operation, 0) + 1
             app.stats["graphql_requests_total"] += 1
-            self._log_entry = {"at": arrived, "operation": operation}
+            self._log_entry = {"at": arrived, "operation": operation,
+                               "number": request_dossier_number(body)}
             log_entries = app.stats["graphql_log"]
             log_entries.append(self._log_entry)
             if len(log_entries) > GRAPHQL_LOG_SIZE:
@@ -1163,8 +1288,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
 
         variables = body.get("variables") if body is not None else None
-        number = variables.get("number") if isinstance(variables, dict) else None
-        if self._apply_request_faults("graphql", number if isinstance(number, int) else None):
+        if self._apply_request_faults("graphql", dossier_number_of(variables)):
             return
 
         token = ""
@@ -1267,10 +1391,20 @@ class Handler(BaseHTTPRequestHandler):
                         app.limiter = RateLimiter(payload["rate_limit"])
                     if "url_ttl" in payload:
                         app.url_ttl = int(payload["url_ttl"])
-                    self._send_json(200, {"rate_limit": app.limiter.limit, "url_ttl": app.url_ttl})
+                    if "instructeurs" in payload:
+                        if not isinstance(payload["instructeurs"], list):
+                            raise FixtureError("'instructeurs' is a list of instructeur ids")
+                        app.instructeurs = [str(i) for i in payload["instructeurs"]]
+                    self._send_json(200, {"rate_limit": app.limiter.limit, "url_ttl": app.url_ttl,
+                                          "instructeurs": app.instructeurs})
             elif parts == ["reset"] and method == "POST":
                 app.reset()
                 self._send_json(200, {"reset": True})
+            elif parts == ["mutations"] and method == "GET":
+                wanted = parse_qs(urlsplit(self.path).query).get("dossier")
+                with app.lock:
+                    entries = [e for e in app.mutations if not wanted or str(e["dossier"]) == wanted[0]]
+                    self._send_json(200, {"mutations": copy.deepcopy(entries)})
             elif parts == ["stats"] and method == "GET":
                 with app.lock:
                     self._send_json(200, copy.deepcopy(app.stats))
@@ -1333,9 +1467,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="status of an expired file URL (S3: 403, OpenStack Swift: 401)")
     parser.add_argument("--public-url", default=None,
                         help="base of the file URLs (default: http://<host>:<port>)")
+    parser.add_argument("--instructeur", action="append",
+                        help="instructeur id the mutations accept, besides those of the dossier's "
+                             f"groupe instructeur (repeatable; default {DEFAULT_INSTRUCTEUR})")
     parser.add_argument("--verbose", action="store_true", help="log every request on stderr")
     options = parser.parse_args(argv)
     options.token = options.token or [env("DSFAKE_TOKEN", "test-token")]
+    options.instructeur = options.instructeur or [DEFAULT_INSTRUCTEUR]
     return options
 
 

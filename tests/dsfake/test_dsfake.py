@@ -1,9 +1,9 @@
 """Tests of the démarches-simplifiées fake (dsfake.py), its fixtures and our DS documents.
 
 The fake runs in a subprocess, as the C service's tests will run it. Every GraphQL request
-sends services/submission/ds_queries.graphql whole, with an operationName: so these tests
-also prove that the documents of the submission service validate against DS's published
-schema and that ds_mapping.json finds what it expects in the answers.
+sends services/submission/ds_queries.graphql (or instruction's ds_mutations.graphql) whole,
+with an operationName: so these tests also prove that the documents of the services validate
+against DS's published schema and that ds_mapping.json finds what it expects in the answers.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ REPO = HERE.parent.parent
 DSFAKE = HERE / "dsfake.py"
 FIXTURES = HERE / "fixtures"
 QUERIES_PATH = REPO / "services" / "submission" / "ds_queries.graphql"
+MUTATIONS_PATH = REPO / "services" / "instruction" / "ds_mutations.graphql"
 MAPPING_PATH = REPO / "services" / "submission" / "ds_mapping.json"
 LEGAL_MAPPING_PATH = FIXTURES / "ds_mapping_legal.json"
 SCHEMA_PATH = REPO.parent / "shared" / "ds" / "schema.graphql"
@@ -38,6 +39,8 @@ EXPIRED_TOKEN = "expired-token"
 DEMARCHE = 12345
 LEGAL_DEMARCHE = 23456  # opened to legal persons: the carrier is the demandeur
 QUERIES = QUERIES_PATH.read_text(encoding="utf-8")
+MUTATIONS = MUTATIONS_PATH.read_text(encoding="utf-8")
+INSTRUCTEUR = base64.b64encode(b"Instructeur-1").decode()  # the fake's default instructeur
 MAPPING = json.loads(MAPPING_PATH.read_text(encoding="utf-8"))
 LEGAL_MAPPING = json.loads(LEGAL_MAPPING_PATH.read_text(encoding="utf-8"))
 
@@ -589,3 +592,124 @@ def test_large_and_lying_files(fake):
     assert document["checksum"] == b64_md5(body)
     champ["files"][0]["size"] = 0
     assert fake.control("POST", "dossiers", dossier).status_code == 400
+
+
+# --------------------------------------------------------------------------------------
+# Mutations: instruction's write-back documents, DS's preconditions and refusals.
+# --------------------------------------------------------------------------------------
+
+
+def gid(number: int) -> str:
+    return base64.b64encode(f"Dossier-{number}".encode()).decode()
+
+
+def mutate(fake: Fake, mutation: str, number: int, instructeur: str = INSTRUCTEUR, **extra) -> dict:
+    variables = {"input": {"dossierId": gid(number), "instructeurId": instructeur, **extra}}
+    response = fake.graphql(mutation, variables, query=MUTATIONS)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def put_dossier(fake: Fake, number: int, state: str) -> None:
+    body = {"number": number, "state": state, "demarche": {"number": LEGAL_DEMARCHE}}
+    assert fake.control("POST", "dossiers", body).status_code == 200
+
+
+def test_mutations_validate_against_ds_schema():
+    schema = build_schema(SCHEMA_PATH.read_text(encoding="utf-8"))
+    document = parse(MUTATIONS)
+    assert validate(schema, document) == []
+    operations = {d.name.value for d in document.definitions if isinstance(d, OperationDefinitionNode)}
+    assert operations == {"dossierPasserEnInstruction", "dossierAccepter", "dossierRefuser",
+                          "dossierClasserSansSuite", "dossierRepasserEnConstruction", "writebackDossierState"}
+
+
+def test_mutations_follow_the_lifecycle(fake):
+    put_dossier(fake, 9101, "en_construction")
+    before = fake.control("GET", "dossiers/9101").json()["dateDerniereModification"]
+    time.sleep(1.1)  # DS's dates have whole seconds
+    body = mutate(fake, "dossierPasserEnInstruction", 9101, clientMutationId="c1")
+    payload = body["data"]["dossierPasserEnInstruction"]
+    assert payload["errors"] is None and payload["dossier"]["state"] == "en_instruction"
+    stored = fake.control("GET", "dossiers/9101").json()
+    assert stored["state"] == "en_instruction" and stored["dateDerniereModification"] > before
+    assert mutate(fake, "dossierRepasserEnConstruction", 9101)["data"]["dossierRepasserEnConstruction"][
+        "dossier"]["state"] == "en_construction"
+    mutate(fake, "dossierPasserEnInstruction", 9101)
+    accepted = mutate(fake, "dossierAccepter", 9101, motivation="Projet solide")
+    assert accepted["data"]["dossierAccepter"]["dossier"]["state"] == "accepte"
+    assert fake.control("GET", "dossiers/9101").json()["motivation"] == "Projet solide"
+    log = fake.control("GET", "mutations?dossier=9101").json()["mutations"]
+    assert [e["mutation"] for e in log] == ["dossierPasserEnInstruction", "dossierRepasserEnConstruction",
+                                            "dossierPasserEnInstruction", "dossierAccepter"]
+    assert all(e["ok"] for e in log)
+    assert log[0]["input"]["clientMutationId"] == "c1" and log[3]["input"]["motivation"] == "Projet solide"
+
+
+@pytest.mark.parametrize("mutation,start,target", [
+    ("dossierRefuser", "en_instruction", "refuse"),
+    ("dossierClasserSansSuite", "en_instruction", "sans_suite"),
+])
+def test_refuse_and_close_need_a_motivation(fake, mutation, start, target):
+    put_dossier(fake, 9102, start)
+    missing = mutate(fake, mutation, 9102)  # motivation: String! in the input type
+    assert missing["errors"] and fake.control("GET", "dossiers/9102").json()["state"] == start
+    done = mutate(fake, mutation, 9102, motivation="Hors champ")
+    assert done["data"][mutation]["dossier"]["state"] == target
+
+
+def test_preconditions_are_refusals_inside_a_200(fake):
+    put_dossier(fake, 9103, "accepte")
+    body = mutate(fake, "dossierAccepter", 9103)
+    assert body["data"]["dossierAccepter"] == {"dossier": None, "errors": [{"message": "Le dossier est déjà accepté"}]}
+    assert "errors" not in body
+    put_dossier(fake, 9104, "en_construction")
+    refused = mutate(fake, "dossierRefuser", 9104, motivation="x")["data"]["dossierRefuser"]
+    assert refused["errors"] == [{"message": "Le dossier est déjà en construction"}]
+    assert mutate(fake, "dossierRepasserEnConstruction", 9104)["data"]["dossierRepasserEnConstruction"]["errors"]
+    put_dossier(fake, 9105, "en_instruction")
+    assert mutate(fake, "dossierPasserEnInstruction", 9105)["data"]["dossierPasserEnInstruction"]["errors"] == [
+        {"message": "Le dossier est déjà en instruction"}]
+    log = fake.control("GET", "mutations").json()["mutations"]
+    assert [e["ok"] for e in log] == [False, False, False, False]
+    assert fake.control("GET", "dossiers/9103").json()["state"] == "accepte"
+
+
+def test_wrong_instructeur_is_a_permission_error(fake):
+    put_dossier(fake, 9106, "en_construction")
+    other = base64.b64encode(b"Instructeur-99").decode()
+    payload = mutate(fake, "dossierPasserEnInstruction", 9106, instructeur=other)["data"]["dossierPasserEnInstruction"]
+    assert payload["dossier"] is None
+    assert payload["errors"] == [{"message": "L’instructeur n’a pas les droits d’accès à ce dossier"}]
+    assert fake.control("GET", "dossiers/9106").json()["state"] == "en_construction"
+    # The control API changes who may act; the dossier's groupe instructeur's ones always may.
+    fake.control("POST", "config", {"instructeurs": [other]})
+    assert mutate(fake, "dossierPasserEnInstruction", 9106, instructeur=other)["data"][
+        "dossierPasserEnInstruction"]["errors"] is None
+
+
+def test_mutation_input_is_checked_against_the_schema(fake):
+    put_dossier(fake, 9107, "en_construction")
+    response = fake.graphql("dossierPasserEnInstruction", {"input": {
+        "dossierId": gid(9107), "instructeurId": INSTRUCTEUR, "motivation": "no such field"}}, query=MUTATIONS)
+    assert response.status_code == 200 and response.json()["errors"]
+    assert fake.control("GET", "dossiers/9107").json()["state"] == "en_construction"
+    unknown = mutate(fake, "dossierPasserEnInstruction", 999999)
+    assert unknown["errors"][0]["extensions"]["code"] == "not_found"
+
+
+def test_faults_apply_to_mutations_and_narrow_to_their_dossier(fake):
+    put_dossier(fake, 9108, "en_construction")
+    put_dossier(fake, 9109, "en_construction")
+    fake.control("POST", "faults", [{"mode": "429", "count": 1, "reset_in": 2, "dossier": 9108},
+                                    {"mode": "down", "count": 1, "dossier": 9108}])
+    variables = {"input": {"dossierId": gid(9109), "instructeurId": INSTRUCTEUR}}
+    assert fake.graphql("dossierPasserEnInstruction", variables, query=MUTATIONS).status_code == 200
+    variables["input"]["dossierId"] = gid(9108)
+    throttled = fake.graphql("dossierPasserEnInstruction", variables, query=MUTATIONS)
+    assert throttled.status_code == 429 and "RateLimit-Reset" in throttled.headers
+    with pytest.raises(requests.exceptions.ConnectionError):
+        fake.graphql("dossierPasserEnInstruction", variables, query=MUTATIONS)
+    assert fake.control("GET", "dossiers/9108").json()["state"] == "en_construction"
+    assert fake.graphql("dossierPasserEnInstruction", variables, query=MUTATIONS).status_code == 200
+    assert fake.control("GET", "dossiers/9108").json()["state"] == "en_instruction"

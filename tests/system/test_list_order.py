@@ -86,3 +86,24 @@ def test_a_broker_outage_does_not_hold_the_list_back(urls, keys, stack):
                    what="a deposit listed while the broker is down")
     finally:
         stack.kafka("start")
+        # Leave the stack as it was found: every service ready again (its probe reconnected).
+        for url in urls.values():
+            wait_until(lambda u=url: requests.get(u + "/readyz", timeout=5).status_code == 200,
+                       timeout=60, what=f"{url} ready again after the broker restart")
+
+
+def test_cursors_are_opaque_and_sealed(urls, keys):
+    """A cursor tells nothing (not the transaction ids, not the dossier id) and cannot be forged."""
+    region = "53"
+    partner = keys.create("partner", region)
+    ids = [deposit(urls, partner, region) for _ in range(2)]
+    reader = Reader(urls, keys.create("regional_instructor", region), region)
+    wait_until(lambda: set(ids) <= reader.sync(), timeout=10, what="the deposits listed")
+    r = requests.get(reader.url, params={"region": region, "limit": 1}, headers=reader.headers, timeout=10)
+    page = r.json()
+    cursor = page["next_cursor"]
+    assert cursor and page["items"][0]["id"] not in cursor and not cursor.isdigit()
+    assert "." not in cursor and all(c.isalnum() or c in "-_" for c in cursor)
+    forged = cursor[:-2] + ("AA" if cursor[-2:] != "AA" else "BB")
+    r = requests.get(reader.url, params={"cursor": forged}, headers=reader.headers, timeout=10)
+    assert r.status_code == 400 and any(e["field"] == "cursor" for e in r.json()["errors"]), r.text

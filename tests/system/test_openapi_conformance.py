@@ -131,12 +131,23 @@ def c_routes(path, table):
     return set(re.findall(r'\{\s*"([A-Z]+)",\s*"([^"]+)"', match.group(1)))
 
 
+def spec_full_path(path, item):
+    """The path as served: a path-level server's base path (instruction's `/v1`) + the key."""
+    servers = item.get("servers") or []
+    base = re.sub(r"^[a-z]+://[^/]+", "", servers[0]["url"]) if servers else ""
+    return base.rstrip("/") + path
+
+
 def test_code_routes_and_spec_operations_are_the_same():
     code = c_routes("common/service.c", "service_probe_routes") | \
         c_routes("services/submission/routes.c", "submission_routes") | \
-        c_routes("services/funding/support.c", "support_routes")
-    spec = {(method.upper(), path) for path, item in SPEC["paths"].items()
-            for method in item if method in METHODS}
+        c_routes("services/funding/support.c", "support_routes") | \
+        c_routes("services/funding/routes.c", "funding_routes") | \
+        {(m, "[instruction]" + p) for m, p in
+         c_routes("services/instruction/routes.c", "instruction_routes")}
+    spec = {(method.upper(), ("[instruction]" if ":8082" in str(item.get("servers")) else "") +
+             spec_full_path(path, item))
+            for path, item in SPEC["paths"].items() for method in item if method in METHODS}
     assert len(code) >= 10, f"the route tables were not read: {sorted(code)}"
     assert code - spec == set(), f"routes missing from api-spec/openapi.yaml: {sorted(code - spec)}"
     assert spec - code == set(), f"operations of the spec the code lacks: {sorted(spec - code)}"

@@ -302,6 +302,53 @@ START_TEST(test_inbox_recovers_from_failed_apply)
 }
 END_TEST
 
+/* ---- dispatch by event type ---- */
+
+static int calls_a, calls_b;
+
+static enum status route_a(struct db_conn *c, const struct cloudevent *ev, void *ud)
+{
+    (void)c;
+    (void)ev;
+    calls_a += ud == (void *)&calls_a;
+    return STATUS_OK;
+}
+
+static enum status route_b(struct db_conn *c, const struct cloudevent *ev, void *ud)
+{
+    (void)c;
+    (void)ev;
+    (void)ud;
+    calls_b++;
+    return STATUS_NOT_FOUND;
+}
+
+START_TEST(test_inbox_dispatch_by_type)
+{
+    static const struct inbox_route routes[] = {{"t.a", route_a}, {"t.b", route_b}};
+    struct cloudevent ev;
+    struct buf m;
+
+    memset(&ev, 0, sizeof ev);
+    ev.type = "t.a";
+    ck_assert_int_eq(inbox_dispatch(routes, 2, NULL, &ev, &calls_a), STATUS_OK);
+    ev.type = "t.b";
+    ck_assert_int_eq(inbox_dispatch(routes, 2, NULL, &ev, NULL), STATUS_NOT_FOUND);
+    ev.type = "t.unknown";
+    ck_assert_int_eq(inbox_dispatch(routes, 2, NULL, &ev, NULL), STATUS_OK);
+    ck_assert_int_eq(inbox_dispatch(routes, 2, NULL, &ev, NULL), STATUS_OK);
+    ck_assert_int_eq(calls_a, 1);
+    ck_assert_int_eq(calls_b, 1);
+    /* The skipped ones are counted (the metric is registered when an inbox starts). */
+    struct inbox *inbox = inbox_open();
+    buf_init(&m, 0);
+    metrics_render(&m);
+    ck_assert_msg(strstr(m.data, "ptce_inbox_events_skipped_total 2"), "%s", m.data);
+    buf_free(&m);
+    inbox_stop(inbox);
+}
+END_TEST
+
 static Suite *inbox_suite(void)
 {
     Suite *s = suite_create("inbox");
@@ -317,6 +364,7 @@ static Suite *inbox_suite(void)
     tcase_add_test(tc, test_inbox_recovers_from_failed_apply);
     tcase_add_test(tc, test_inbox_sets_aside_a_lasting_failure);
     tcase_add_test(tc, test_inbox_retries_a_transient_failure);
+    tcase_add_test(tc, test_inbox_dispatch_by_type);
     suite_add_tcase(s, tc);
     return s;
 }

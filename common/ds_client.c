@@ -1,4 +1,4 @@
-/* ds_client (submission): GraphQL over libcurl with DS's rate limit and error conventions. */
+/* ds_client: GraphQL over libcurl with DS's rate limit and error conventions. */
 #include "ds_client.h"
 
 #include <curl/curl.h>
@@ -13,6 +13,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "uuid.h"
 
 struct ds_client {
     char *api_url;
@@ -20,12 +21,14 @@ struct ds_client {
     char *queries;
     long timeout_ms;
     long max_file_bytes;
+    int allow_http;
+    char *user_agent;
     pthread_mutex_t lock;
     time_t paused_until; /* set by a 429, shared by every worker: one token, one budget */
 };
 
 static const char *const ds_result_names[] = {"ok",      "not_found", "rate_limited", "retry",
-                                              "expired", "fatal",     "too_large"};
+                                              "expired", "fatal",     "too_large",    "refused"};
 
 const char *ds_result_name(enum ds_result r)
 {
@@ -41,6 +44,8 @@ struct ds_client *ds_client_new(const struct ds_client_config *cfg, const char *
     c->queries = xstrdup(queries);
     c->timeout_ms = cfg->timeout_ms;
     c->max_file_bytes = cfg->max_file_bytes;
+    c->allow_http = cfg->allow_http;
+    c->user_agent = xstrdup(cfg->user_agent ? cfg->user_agent : "ptce/1");
     pthread_mutex_init(&c->lock, NULL);
     return c;
 }
@@ -53,6 +58,7 @@ void ds_client_free(struct ds_client *c)
     free(c->api_url);
     free(c->token);
     free(c->queries);
+    free(c->user_agent);
     free(c);
 }
 
@@ -91,9 +97,25 @@ static size_t ds_header_cb(char *line, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-/* Performs one request; returns the HTTP status, or -1 for a transport failure. */
+/* libcurl's progress callback, about once a second even when idle: non-zero aborts. */
+static int ds_progress_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                          curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    return atomic_load((atomic_int *)ud) ? 1 : 0;
+}
+
+/*
+ * Performs one request; returns the HTTP status, or -1 for a transport failure. A set *stop
+ * (stop may be NULL) abandons the request within a second, with err "stopping": a service
+ * that stops does not wait for DS's timeout.
+ */
 static long ds_perform(struct ds_client *c, const char *url, const char *post,
-                       struct ds_exchange *x, long limit, char *err, size_t errlen)
+                       struct ds_exchange *x, long limit, char *err, size_t errlen,
+                       atomic_int *stop)
 {
     CURL *h = curl_easy_init();
     struct curl_slist *hdrs = NULL;
@@ -116,7 +138,15 @@ static long ds_perform(struct ds_client *c, const char *url, const char *post,
     curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, ds_header_cb);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "ptce-submission/1");
+    if (stop) {
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, ds_progress_cb);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, stop);
+    }
+    curl_easy_setopt(h, CURLOPT_USERAGENT, c->user_agent);
+    /* The token travels in every request: plain http only when configured for tests. */
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, c->allow_http ? "http,https" : "https");
+    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, c->allow_http ? "http,https" : "https");
     if (post) {
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->token);
         hdrs = curl_slist_append(hdrs, auth);
@@ -129,6 +159,8 @@ static long ds_perform(struct ds_client *c, const char *url, const char *post,
         x->too_large = 1;
     if (rc == CURLE_OK)
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    else if (rc == CURLE_ABORTED_BY_CALLBACK)
+        snprintf(err, errlen, "stopping");
     else
         snprintf(err, errlen, "%s: %s", x->too_large ? "answer too large" : "transport",
                  curl_easy_strerror(rc));
@@ -235,7 +267,7 @@ enum ds_result ds_client_query(struct ds_client *c, const char *op, json_t *vari
         return DS_RETRY;
     }
     snprintf(url, sizeof url, "%s/api/v2/graphql", c->api_url);
-    long code = ds_perform(c, url, post, &x, 64L * 1024 * 1024, err, errlen);
+    long code = ds_perform(c, url, post, &x, 64L * 1024 * 1024, err, errlen, stop);
     free(post);
     enum ds_result r =
         code == 200 ? ds_read_answer(&x.body, data, err, errlen) : ds_classify(code, err, errlen);
@@ -247,11 +279,87 @@ enum ds_result ds_client_query(struct ds_client *c, const char *op, json_t *vari
     return r;
 }
 
+/* Joins the messages of a payload's errors[] ("a; b") into err. */
+static void ds_join_messages(json_t *errors, char *err, size_t errlen)
+{
+    size_t i, used = 0;
+    json_t *e;
+
+    err[0] = '\0';
+    json_array_foreach(errors, i, e)
+    {
+        const char *msg = json_string_value(json_object_get(e, "message"));
+        int n = snprintf(err + used, errlen - used, "%s%s", i ? "; " : "", msg ? msg : "-");
+        if (n < 0 || (size_t)n >= errlen - used)
+            return; /* truncated: the first messages are the ones that matter */
+        used += (size_t)n;
+    }
+}
+
+enum ds_result ds_client_mutate(struct ds_client *c, const char *op, const char *field,
+                                json_t *variables, json_t **payload, char *err, size_t errlen,
+                                atomic_int *stop)
+{
+    json_t *data;
+    enum ds_result r = ds_client_query(c, op, variables, &data, err, errlen, stop);
+
+    if (payload)
+        *payload = NULL;
+    if (r != DS_OK)
+        return r;
+    json_t *p = json_object_get(data, field); /* borrowed from data */
+    json_t *errors = json_object_get(p, "errors");
+    if (!json_is_object(p)) {
+        snprintf(err, errlen, "answer without the %s payload", field);
+        r = DS_RETRY;
+    } else if (json_array_size(errors) > 0) {
+        ds_join_messages(errors, err, errlen);
+        r = DS_REFUSED;
+    } else if (payload) {
+        *payload = json_incref(p);
+    }
+    json_decref(data);
+    return r;
+}
+
+void ds_dossier_global_id(long long number, char *out, size_t len)
+{
+    char plain[48];
+    unsigned char encoded[68];
+    int n = snprintf(plain, sizeof plain, "Dossier-%lld", number);
+
+    EVP_EncodeBlock(encoded, (const unsigned char *)plain, n); /* padded, as graphql-ruby */
+    snprintf(out, len, "%s", (const char *)encoded);
+}
+
+int ds_url_allowed(const char *url, int allow_http)
+{
+    if (!url)
+        return 0;
+    if (strncasecmp(url, "https://", 8) == 0)
+        return url[8] != '\0';
+    return allow_http && strncasecmp(url, "http://", 7) == 0 && url[7] != '\0';
+}
+
+long ds_backoff_ms(int attempts, long cap_ms)
+{
+    long base = 1000;
+    unsigned char r;
+
+    for (int i = 1; i < attempts && base < cap_ms; i++)
+        base *= 2;
+    if (base > cap_ms)
+        base = cap_ms;
+    random_bytes(&r, 1);
+    long delay = base / 2 + (base * r) / 255; /* between 50 % and 150 % */
+    return delay < cap_ms ? delay : cap_ms;
+}
+
 enum ds_result ds_client_download(struct ds_client *c, const char *url, struct buf *out, char *err,
                                   size_t errlen)
 {
     struct ds_exchange x;
-    long code = ds_perform(c, url, NULL, &x, c->max_file_bytes, err, errlen);
+    long code = ds_perform(c, url, NULL, &x, c->max_file_bytes, err, errlen, NULL);
 
     if (x.too_large) {
         buf_free(&x.body);

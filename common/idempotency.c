@@ -1,0 +1,86 @@
+/* idempotency: one row per (API key, Idempotency-Key), claimed under a transaction lock. */
+#include "idempotency.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "xalloc.h"
+
+/* Held until the claiming transaction ends: a concurrent twin sees it taken and answers 409. */
+DB_STMT(idem_lock, "SELECT pg_try_advisory_xact_lock(hashtext('ptce.idempotency.' ||"
+                   " current_schema()), hashtext($1 || ' ' || $2))");
+DB_STMT(idem_insert, "INSERT INTO idempotency_request (key_id, key, request_hash)"
+                     " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1");
+DB_STMT(idem_get, "SELECT request_hash, response_status, response_body FROM idempotency_request"
+                  " WHERE key_id = $1 AND key = $2");
+DB_STMT(idem_store, "UPDATE idempotency_request SET response_status = $3, response_body = $4"
+                    " WHERE key_id = $1 AND key = $2");
+
+int idempotency_key_valid(const char *key)
+{
+    size_t n = key ? strlen(key) : 0;
+
+    return n >= 1 && n <= 200;
+}
+
+static enum status idempotency_replay(struct db_conn *conn, const char *const *params,
+                                      const char *request_hash, int *status, char **body)
+{
+    PGresult *r;
+    enum status st = db_exec(conn, &idem_get, 2, params, &r);
+
+    if (st != STATUS_OK)
+        return st;
+    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 1))
+        st = STATUS_CONFLICT; /* claimed and never answered: another request still runs */
+    else if (strcmp(PQgetvalue(r, 0, 0), request_hash) != 0)
+        st = STATUS_UNPROCESSABLE;
+    else {
+        *status = (int)strtol(PQgetvalue(r, 0, 1), NULL, 10);
+        *body = xstrdup(PQgetvalue(r, 0, 2));
+    }
+    PQclear(r);
+    return st;
+}
+
+enum status idempotency_claim(struct db_conn *conn, const char *key_id, const char *key,
+                              const char *request_hash, enum idempotency_outcome *outcome,
+                              int *status, char **body)
+{
+    const char *params[] = {key_id, key, request_hash};
+    PGresult *r;
+
+    *body = NULL;
+    *status = 0;
+    enum status st = db_exec(conn, &idem_lock, 2, params, &r);
+    if (st != STATUS_OK)
+        return st;
+    int locked = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (!locked)
+        return STATUS_CONFLICT; /* the same key is being answered right now */
+    st = db_exec(conn, &idem_insert, 3, params, &r);
+    if (st != STATUS_OK)
+        return st;
+    int fresh = PQntuples(r) == 1;
+    PQclear(r);
+    if (fresh) {
+        *outcome = IDEM_FRESH;
+        return STATUS_OK;
+    }
+    st = idempotency_replay(conn, params, request_hash, status, body);
+    if (st == STATUS_OK)
+        *outcome = IDEM_REPLAY;
+    return st;
+}
+
+enum status idempotency_store(struct db_conn *conn, const char *key_id, const char *key, int status,
+                              const char *body)
+{
+    char code[16];
+    const char *params[] = {key_id, key, code, body};
+
+    snprintf(code, sizeof code, "%d", status);
+    return db_exec(conn, &idem_store, 4, params, NULL);
+}

@@ -1,0 +1,62 @@
+/* funding: the service's state shared by its handlers (ctx->app's domain). */
+#ifndef PTCE_FUNDING_H
+#define PTCE_FUNDING_H
+
+#include <stddef.h>
+
+#include "fsm.h"
+#include "http.h"
+
+/* Settings of funding itself (see the README's table). */
+struct funding_config {
+    const char *grantor_name;  /* PTCE_FUNDING_GRANTOR_NAME: nomAttribuant of the open data */
+    const char *grantor_siret; /* PTCE_FUNDING_GRANTOR_SIRET: idAttribuant */
+};
+
+struct funding {
+    struct funding_config cfg;
+    struct fsm *agreements; /* the agreement's signatures: draft → carrier_signed → signed */
+};
+
+/* The agreement state machine's definition (routes.c). */
+extern const struct fsm_def funding_agreement_fsm;
+
+/* The routes of routes.c; main.c appends support.c's. */
+extern const struct http_route funding_routes[];
+extern const size_t funding_nroutes;
+
+/* Handlers of routes_money.c: tranches, reports and the ledger. */
+int funding_handle_tranche_pay(struct http_ctx *ctx);
+int funding_handle_tranche_cancel(struct http_ctx *ctx);
+int funding_handle_tranche_recover(struct http_ctx *ctx);
+int funding_handle_report_submit(struct http_ctx *ctx);
+int funding_handle_report_review(struct http_ctx *ctx);
+int funding_handle_reports_overdue(struct http_ctx *ctx);
+int funding_handle_catalogue(struct http_ctx *ctx);
+int funding_handle_ledger(struct http_ctx *ctx);
+
+/* ---- helpers shared by the two handler files (routes.c) ---- */
+
+/* The service's pool and state. */
+struct db_pool *funding_db(const struct http_ctx *ctx);
+struct funding *funding_domain(const struct http_ctx *ctx);
+
+/*
+ * 0 when the caller may see the resource `kind` ("agreement", "tranche", "report") with this
+ * id: a uuid, existing, of a region in the key's scope, and the key not a dashboard's (which
+ * sees aggregates only). Otherwise answers 404 (or the database's status) and returns the
+ * handler's return value through *rc.
+ */
+int funding_resource_visible(struct http_ctx *ctx, const char *kind, const char *id, int *rc);
+
+/* The key's regions as a PostgreSQL array literal (caller frees), or NULL for every region. */
+char *funding_scope_regions(const struct http_ctx *ctx);
+
+/* Answers a document with 200 (or code). Takes doc. */
+int funding_reply_doc(struct http_ctx *ctx, int code, json_t *doc);
+
+/* A problem for st with the store's detail when it gave one, else the fallback. */
+int funding_reply_refusal(struct http_ctx *ctx, enum status st, const char *why,
+                          const char *fallback);
+
+#endif

@@ -1,0 +1,223 @@
+/* routes_money (funding): the handlers of tranches, reports and the ledger. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "funding.h"
+#include "money.h"
+#include "store.h"
+#include "uuid.h"
+
+#define MONEY_WHY_LEN 256
+
+/* A required string of 1 to max bytes, or a field error. Borrowed from the body. */
+static const char *money_text(struct http_ctx *ctx, const char *name, size_t max, json_t *errors)
+{
+    const char *s = json_string_value(json_object_get(ctx->body, name));
+    char message[64];
+
+    if (s && *s && strlen(s) <= max)
+        return s;
+    snprintf(message, sizeof message, "is required (1 to %zu bytes)", max);
+    http_field_error(errors, name, message);
+    return NULL;
+}
+
+/* Answers a use case's result: its member `key` (a tranche, a report) with 200. */
+static int money_reply(struct http_ctx *ctx, enum status st, json_t *doc, const char *key,
+                       const char *why, const char *fallback)
+{
+    if (st != STATUS_OK)
+        return funding_reply_refusal(ctx, st, why, fallback);
+    json_t *member = json_incref(json_object_get(doc, key));
+    json_decref(doc);
+    return http_reply_json(ctx, 200, member);
+}
+
+int funding_handle_tranche_pay(struct http_ctx *ctx)
+{
+    const char *id = http_param(ctx, "id");
+    char why[MONEY_WHY_LEN] = "";
+    struct clock_date day;
+    json_t *doc = NULL;
+    int rc;
+
+    if (funding_resource_visible(ctx, "tranche", id, &rc) != 0)
+        return rc;
+    json_t *errors = json_array();
+    const char *reference = money_text(ctx, "reference", 64, errors);
+    const char *paid_on = json_string_value(json_object_get(ctx->body, "paid_on"));
+    if (!paid_on || clock_date_parse(paid_on, &day) != STATUS_OK)
+        http_field_error(errors, "paid_on", "must be a date (YYYY-MM-DD)");
+    if (json_array_size(errors))
+        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid payment");
+    json_decref(errors);
+    enum status st = store_tranche_pay(funding_db(ctx), id, reference, paid_on,
+                                       ctx->principal.key_id, &doc, why, sizeof why);
+    return money_reply(ctx, st, doc, "tranche", why, "the payment could not be recorded");
+}
+
+int funding_handle_tranche_cancel(struct http_ctx *ctx)
+{
+    const char *id = http_param(ctx, "id");
+    char why[MONEY_WHY_LEN] = "";
+    json_t *doc = NULL;
+    int rc;
+
+    if (funding_resource_visible(ctx, "tranche", id, &rc) != 0)
+        return rc;
+    json_t *errors = json_array();
+    const char *motivation = money_text(ctx, "motivation", 2000, errors);
+    if (json_array_size(errors))
+        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid cancellation");
+    json_decref(errors);
+    enum status st = store_tranche_cancel(funding_db(ctx), id, motivation, ctx->principal.key_id,
+                                          &doc, why, sizeof why);
+    return money_reply(ctx, st, doc, "tranche", why, "the cancellation could not be recorded");
+}
+
+int funding_handle_tranche_recover(struct http_ctx *ctx)
+{
+    const char *id = http_param(ctx, "id");
+    char why[MONEY_WHY_LEN] = "", amount[24];
+    int64_t cents = 0;
+    json_t *doc = NULL;
+    int rc;
+
+    if (funding_resource_visible(ctx, "tranche", id, &rc) != 0)
+        return rc;
+    json_t *errors = json_array();
+    const char *reference = money_text(ctx, "reference", 64, errors);
+    if (money_from_json(json_object_get(ctx->body, "amount_cents"), &cents) != STATUS_OK ||
+        cents <= 0)
+        http_field_error(errors, "amount_cents", "must be a positive amount (integer cents)");
+    if (json_array_size(errors))
+        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid recovery");
+    json_decref(errors);
+    snprintf(amount, sizeof amount, "%lld", (long long)cents);
+    enum status st = store_tranche_recover(funding_db(ctx), id, amount, reference,
+                                           ctx->principal.key_id, &doc, why, sizeof why);
+    return money_reply(ctx, st, doc, "tranche", why, "the recovery could not be recorded");
+}
+
+/*
+ * A progress report lists indicators of the catalogue, each with the pole's baseline, target and
+ * value; a financial one CERFA lines with their actual amount. The codes are checked against
+ * the catalogue by the database.
+ */
+static int money_report_body_ok(const json_t *body)
+{
+    static const char *const indicator_members[] = {"baseline", "target", "value"};
+    const json_t *ind = json_object_get(body, "indicators");
+    const json_t *lines = json_object_get(body, "lines");
+    const json_t *list = ind ? ind : lines;
+
+    if ((ind && lines) || !json_is_array(list) || json_array_size(list) == 0 ||
+        json_array_size(list) > 100)
+        return 0;
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        const json_t *e = json_array_get(list, i);
+        if (!json_is_object(e))
+            return 0;
+        if (!ind && !json_is_integer(json_object_get(e, "actual_cents")))
+            return 0;
+        for (size_t k = 0; ind && k < sizeof indicator_members / sizeof *indicator_members; k++) {
+            if (!json_is_integer(json_object_get(e, indicator_members[k])))
+                return 0;
+        }
+    }
+    return 1;
+}
+
+int funding_handle_report_submit(struct http_ctx *ctx)
+{
+    const char *id = http_param(ctx, "id");
+    char why[MONEY_WHY_LEN] = "";
+    json_t *doc = NULL;
+    int rc;
+
+    if (funding_resource_visible(ctx, "report", id, &rc) != 0)
+        return rc;
+    if (!money_report_body_ok(ctx->body)) {
+        json_t *errors = json_array();
+        http_field_error(errors, "indicators",
+                         "a progress report has indicators [{code, baseline, target, value}], a"
+                         " financial one lines [{heading, actual_cents}] (1 to 100, integers)");
+        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid report");
+    }
+    char *content = json_dumps(ctx->body, JSON_COMPACT);
+    enum status st = store_report_submit(funding_db(ctx), id, content, &doc, why, sizeof why);
+    free(content);
+    return money_reply(ctx, st, doc, "report", why, "the report could not be recorded");
+}
+
+int funding_handle_report_review(struct http_ctx *ctx)
+{
+    const char *id = http_param(ctx, "id");
+    const char *decision = json_string_value(json_object_get(ctx->body, "decision"));
+    const char *reason = json_string_value(json_object_get(ctx->body, "reason"));
+    char why[MONEY_WHY_LEN] = "";
+    json_t *doc = NULL;
+    int rc;
+
+    if (funding_resource_visible(ctx, "report", id, &rc) != 0)
+        return rc;
+    json_t *errors = json_array();
+    int approved = decision && strcmp(decision, "approved") == 0;
+    if (!decision || (!approved && strcmp(decision, "rejected") != 0))
+        http_field_error(errors, "decision", "must be approved or rejected");
+    if (decision && !approved && (!reason || !*reason))
+        http_field_error(errors, "reason", "a rejection gives its reason");
+    if (reason && strlen(reason) > 2000)
+        http_field_error(errors, "reason", "is at most 2000 bytes");
+    if (json_array_size(errors))
+        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid review");
+    json_decref(errors);
+    enum status st =
+        store_report_review(funding_db(ctx), id, decision, reason, &doc, why, sizeof why);
+    return money_reply(ctx, st, doc, "report", why, "the review could not be recorded");
+}
+
+int funding_handle_reports_overdue(struct http_ctx *ctx)
+{
+    json_t *doc = NULL;
+
+    if (ctx->principal.role == ROLE_DASHBOARD)
+        return http_reply_problem(ctx, STATUS_NOT_FOUND, "no such resource: /v1/reports/overdue");
+    char *regions = funding_scope_regions(ctx);
+    enum status st = store_reports_overdue(funding_db(ctx), regions, &doc);
+    free(regions);
+    if (st != STATUS_OK)
+        return http_reply_problem(ctx, st, "the overdue reports could not be listed");
+    return http_reply_json(ctx, 200, doc);
+}
+
+int funding_handle_catalogue(struct http_ctx *ctx)
+{
+    json_t *doc = NULL;
+    enum status st = store_catalogue(funding_db(ctx), &doc);
+
+    if (st != STATUS_OK)
+        return http_reply_problem(ctx, st, "the catalogue could not be read");
+    return http_reply_json(ctx, 200, doc);
+}
+
+int funding_handle_ledger(struct http_ctx *ctx)
+{
+    const char *agreement = http_query(ctx, "agreement_id");
+    json_t *doc = NULL;
+    int rc;
+
+    if (agreement && funding_resource_visible(ctx, "agreement", agreement, &rc) != 0)
+        return rc;
+    if (ctx->principal.role == ROLE_DASHBOARD)
+        return http_reply_problem(ctx, STATUS_NOT_FOUND, "no such resource: /v1/ledger");
+    if (!agreement && !ctx->principal.all_regions)
+        return http_reply_problem(ctx, STATUS_FORBIDDEN,
+                                  "a regional key reads the ledger of one agreement at a time");
+    enum status st = store_ledger(funding_db(ctx), agreement, &doc);
+    if (st != STATUS_OK)
+        return http_reply_problem(ctx, st, "the ledger could not be read");
+    return http_reply_json(ctx, 200, doc);
+}

@@ -1,0 +1,335 @@
+/* national (instruction): the committee's ranking and its bulk decisions, all-or-nothing. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "domain.h"
+#include "instruction.h"
+#include "lifecycle.h"
+#include "page.h"
+
+#define DECISIONS_MAX 500
+#define RANKING_MAX 500
+#define DECISION_TRIES 3
+
+/* One ranking row; `d` is the dossier alias, S and P the score and spread columns. */
+#define RANK_ROW(S, P)                                                                             \
+    "SELECT json_build_object('dossier_id', d.id, 'title', d.title, 'region', d.region,"           \
+    " 'state', d.state, 'labels', to_json(d.labels), 'regional_opinion', d.opinion,"               \
+    " 'score', d." S ", 'spread', d." P ") FROM dossier d WHERE d.wave = $1 AND NOT d.withdrawn"
+#define RANK_FILTERS                                                                               \
+    " AND ($2::text[] IS NULL OR d.region = ANY($2::text[])) AND ($3::text IS NULL OR"             \
+    " d.state = $3) AND ($4::text IS NULL OR $4 = ANY(d.labels))"
+
+/*
+ * Four statements rather than one with optional parameters, so that the plan of a region's
+ * ranking reads the dossier_rank index (wave, region, score DESC) in order and stops at LIMIT.
+ */
+DB_STMT(
+    rank1_region,
+    RANK_ROW("score1",
+             "spread1") " AND d.region = $5" RANK_FILTERS
+                        " ORDER BY d.score1 DESC NULLS LAST, d.id LIMIT $6::int OFFSET $7::int");
+DB_STMT(
+    rank1_all,
+    RANK_ROW("score1",
+             "spread1") " AND $5::text IS NULL" RANK_FILTERS
+                        " ORDER BY d.score1 DESC NULLS LAST, d.id LIMIT $6::int OFFSET $7::int");
+DB_STMT(
+    rank2_region,
+    RANK_ROW("score2",
+             "spread2") " AND d.region = $5" RANK_FILTERS
+                        " ORDER BY d.score2 DESC NULLS LAST, d.id LIMIT $6::int OFFSET $7::int");
+DB_STMT(
+    rank2_all,
+    RANK_ROW("score2",
+             "spread2") " AND $5::text IS NULL" RANK_FILTERS
+                        " ORDER BY d.score2 DESC NULLS LAST, d.id LIMIT $6::int OFFSET $7::int");
+#define RANK_BALANCE(FILTER)                                                                       \
+    "SELECT coalesce(json_object_agg(region, json_build_object('dossiers', n,"                     \
+    " 'phase1_laureates', l1, 'phase2_laureates', l2)), '{}') FROM (SELECT d.region,"              \
+    " count(*) AS n, count(*) FILTER (WHERE d.state IN ('phase1_laureate', 'phase2_invited',"      \
+    " 'phase2_applied', 'phase2_review', 'phase2_laureate', 'phase2_not_selected')) AS l1,"        \
+    " count(*) FILTER (WHERE d.state = 'phase2_laureate') AS l2 FROM dossier d"                    \
+    " WHERE d.wave = $1 AND NOT d.withdrawn AND d.region IS NOT NULL " FILTER                      \
+    " AND ($2::text[] IS NULL OR d.region = ANY($2::text[])) GROUP BY d.region) b"
+/* With a region filter, the balance is that region's: an index range, not the whole wave. */
+DB_STMT(rank_balance_region, RANK_BALANCE("AND d.region = $3"));
+DB_STMT(rank_balance_all, RANK_BALANCE("AND $3::text IS NULL"));
+
+static int national_dashboard_404(struct http_ctx *ctx)
+{
+    return http_reply_problem(ctx, STATUS_NOT_FOUND, "no such resource: %s", ctx->req->url_path);
+}
+
+static enum status national_ranking_query(struct db_conn *conn, const struct http_ctx *ctx,
+                                          int phase, long limit, long offset, json_t **items,
+                                          json_t **balance)
+{
+    char *regions = store_scope_regions(&ctx->principal);
+    char lim[24], off[24];
+    const char *region = http_query(ctx, "region");
+    struct db_stmt *stmt =
+        phase == 2 ? (region ? &rank2_region : &rank2_all) : (region ? &rank1_region : &rank1_all);
+    PGresult *r;
+
+    snprintf(lim, sizeof lim, "%ld", limit);
+    snprintf(off, sizeof off, "%ld", offset);
+    const char *params[] = {http_query(ctx, "wave"),
+                            regions,
+                            http_query(ctx, "state"),
+                            http_query(ctx, "label"),
+                            region,
+                            lim,
+                            off};
+    enum status st = db_exec(conn, stmt, 7, params, &r);
+    if (st == STATUS_OK) {
+        *items = json_array();
+        for (int i = 0; i < PQntuples(r); i++) {
+            json_t *row = json_loads(PQgetvalue(r, i, 0), 0, NULL);
+            json_object_set_new(row, "rank", json_integer(offset + i + 1));
+            json_array_append_new(*items, row);
+        }
+        PQclear(r);
+        const char *b[] = {params[0], regions, region};
+        st = db_exec(conn, region ? &rank_balance_region : &rank_balance_all, 3, b, &r);
+    }
+    if (st == STATUS_OK) {
+        *balance = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
+        PQclear(r);
+    }
+    free(regions);
+    return st;
+}
+
+int national_handle_rankings(struct http_ctx *ctx)
+{
+    const char *wave = http_query(ctx, "wave"), *phase_s = http_query(ctx, "phase");
+    const char *cursor = http_query(ctx, "cursor"), *state = http_query(ctx, "state");
+    struct page_pos pos, next;
+    json_t *errors, *items = NULL, *balance = NULL;
+    struct db_conn *conn;
+    char why[128];
+    long limit;
+
+    if (ctx->principal.role == ROLE_DASHBOARD)
+        return national_dashboard_404(ctx);
+    errors = json_array();
+    int phase = phase_s && !strcmp(phase_s, "2") ? 2 : 1;
+    if (!wave || strlen(wave) > 32)
+        http_field_error(errors, "wave", "is required");
+    if (phase_s && strcmp(phase_s, "1") != 0 && strcmp(phase_s, "2") != 0)
+        http_field_error(errors, "phase", "must be 1 or 2");
+    if (state && !domain_state_known(state))
+        http_field_error(errors, "state", "must be a state of the lifecycle");
+    if (page_limit_parse(http_query(ctx, "limit"), 100, RANKING_MAX, &limit, why, sizeof why) !=
+        STATUS_OK)
+        http_field_error(errors, "limit", why);
+    page_pos_init(&pos);
+    if (cursor && page_cursor_decode("instruction.rankings", cursor, &pos) != STATUS_OK)
+        http_field_error(errors, "cursor", "is not a cursor of this list");
+    if (json_array_size(errors))
+        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid ranking query");
+    json_decref(errors);
+    long offset = pos.n == 1 ? (long)pos.v[0].i : 0;
+    enum status st = db_acquire(instruction_db(ctx), &conn);
+    if (st == STATUS_OK) {
+        st = national_ranking_query(conn, ctx, phase, limit, offset, &items, &balance);
+        db_release(instruction_db(ctx), conn);
+    }
+    if (st != STATUS_OK)
+        return http_reply_problem(ctx, st, "the ranking could not be read");
+    page_pos_init(&next);
+    int more = (long)json_array_size(items) == limit;
+    if (more)
+        page_pos_add_int(&next, offset + limit);
+    return http_reply_json(
+        ctx, 200,
+        json_pack("{s:s, s:i, s:o, s:o, s:o}", "wave", wave, "phase", phase, "items", items,
+                  "balance_by_region", balance, "next_cursor",
+                  page_next_cursor("instruction.rankings", more ? &next : NULL)));
+}
+
+/* ---- bulk decisions ---- */
+
+struct decision {
+    const char *dossier_id, *outcome, *motivation, *reference;
+    size_t index; /* in the request */
+};
+
+static int decision_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct decision *)a)->dossier_id,
+                  ((const struct decision *)b)->dossier_id);
+}
+
+/* Reads and checks the request; returns the decisions (sorted by id) or NULL with errors. */
+static struct decision *national_decisions_read(const json_t *body, int *phase, size_t *n,
+                                                json_t *errors)
+{
+    json_t *list = json_object_get(body, "decisions"), *ph = json_object_get(body, "phase"), *v;
+    char field[48];
+    size_t i;
+
+    *phase = (int)json_integer_value(ph);
+    if (!json_is_integer(ph) || (*phase != 1 && *phase != 2))
+        http_field_error(errors, "phase", "must be 1 or 2");
+    *n = json_array_size(list);
+    if (!json_is_array(list) || *n == 0 || *n > DECISIONS_MAX) {
+        http_field_error(errors, "decisions", "must hold 1 to 500 decisions");
+        return NULL;
+    }
+    struct decision *ds = xcalloc(*n, sizeof *ds);
+    json_array_foreach(list, i, v)
+    {
+        struct decision *d = &ds[i];
+        d->index = i;
+        d->dossier_id = json_string_value(json_object_get(v, "dossier_id"));
+        d->outcome = json_string_value(json_object_get(v, "outcome"));
+        d->motivation = json_string_value(json_object_get(v, "motivation"));
+        d->reference = json_string_value(json_object_get(v, "reference"));
+        snprintf(field, sizeof field, "decisions[%zu]", i);
+        if (!d->dossier_id || !uuid_is_valid(d->dossier_id))
+            http_field_error(errors, field, "dossier_id must be a dossier id");
+        else if (!d->outcome || domain_decision_phase(d->outcome) != *phase)
+            http_field_error(errors, field, "outcome must be a decision of this phase");
+        else if (!d->reference || !*d->reference || strlen(d->reference) > 200)
+            http_field_error(errors, field, "reference is required (at most 200 bytes)");
+        else if (d->motivation && strlen(d->motivation) > 5000)
+            http_field_error(errors, field, "motivation is at most 5000 bytes");
+        else if (lifecycle_transition_find(domain_decision_from(*phase), d->outcome)
+                     ->motivation_required &&
+                 !domain_annotation_filled(json_object_get(v, "motivation")))
+            http_field_error(errors, field, "a motivation is required for this outcome");
+    }
+    if (json_array_size(errors)) {
+        free(ds);
+        return NULL;
+    }
+    qsort(ds, *n, sizeof *ds, decision_cmp); /* rows locked in id order: no deadlock */
+    for (i = 1; i < *n; i++) {
+        if (!strcmp(ds[i].dossier_id, ds[i - 1].dossier_id)) {
+            snprintf(field, sizeof field, "decisions[%zu]", ds[i].index);
+            http_field_error(errors, field, "the dossier is decided twice in this request");
+            free(ds);
+            return NULL;
+        }
+    }
+    return ds;
+}
+
+/* Checks each locked dossier; appends a field error for each that may not take its outcome. */
+static enum status national_decisions_check(struct db_conn *conn, const char *wave, int phase,
+                                            const struct decision *ds, size_t n,
+                                            struct dossier_row *rows, long *laureates,
+                                            json_t *errors)
+{
+    char field[48], msg[160];
+
+    *laureates = 0;
+    for (size_t i = 0; i < n; i++) {
+        enum status st = store_dossier_row(conn, ds[i].dossier_id, 1, &rows[i]);
+        snprintf(field, sizeof field, "decisions[%zu]", ds[i].index);
+        if (st == STATUS_NOT_FOUND || (st == STATUS_OK && strcmp(rows[i].wave, wave) != 0)) {
+            http_field_error(errors, field, "no such dossier in this wave");
+            continue;
+        }
+        if (st != STATUS_OK)
+            return st;
+        if (strcmp(rows[i].state, domain_decision_from(phase)) != 0) {
+            snprintf(msg, sizeof msg, "the dossier is %s, not %s", rows[i].state,
+                     domain_decision_from(phase));
+            http_field_error(errors, field, msg);
+        }
+        if (!strcmp(ds[i].outcome, "phase2_laureate"))
+            (*laureates)++;
+    }
+    return STATUS_OK;
+}
+
+/* One attempt: the whole batch in one transaction, or nothing. */
+static enum status national_decide_tx(struct db_conn *conn, const struct http_ctx *ctx, int phase,
+                                      const struct decision *ds, size_t n, json_t *errors,
+                                      json_t **results, char *why, size_t whylen)
+{
+    const char *wave = http_param(ctx, "wave");
+    struct dossier_row *rows = xcalloc(n, sizeof *rows);
+    long slots = 0, taken = 0, laureates = 0;
+    enum status st = db_begin(conn);
+
+    if (st == STATUS_OK)
+        st = lifecycle_wave_slots_lock(conn, wave, &slots, &taken);
+    if (st == STATUS_NOT_FOUND)
+        snprintf(why, whylen, "no wave %s", wave);
+    if (st == STATUS_OK)
+        st = national_decisions_check(conn, wave, phase, ds, n, rows, &laureates, errors);
+    if (st == STATUS_OK && json_array_size(errors))
+        st = STATUS_CONFLICT;
+    if (st == STATUS_OK && taken + laureates > slots) {
+        snprintf(why, whylen, "wave %s has %ld phase-2 slots, %ld taken: %ld more do not fit", wave,
+                 slots, taken, laureates);
+        st = STATUS_CONFLICT;
+    }
+    *results = json_array();
+    for (size_t i = 0; st == STATUS_OK && i < n; i++) {
+        struct lifecycle_move mv = {.to = ds[i].outcome,
+                                    .motivation = ds[i].motivation,
+                                    .reference = ds[i].reference,
+                                    .who = &ctx->principal};
+        long long version = 0;
+        st = lifecycle_move_in_tx(conn, &rows[i], &mv, &version);
+        json_array_append_new(*results, json_pack("{s:s, s:s, s:I}", "dossier_id", rows[i].id,
+                                                  "state", mv.to, "version", (json_int_t)version));
+    }
+    if (st == STATUS_OK)
+        st = db_commit(conn);
+    if (st != STATUS_OK)
+        db_rollback(conn);
+    for (size_t i = 0; i < n; i++)
+        store_dossier_row_clear(&rows[i]);
+    free(rows);
+    return st;
+}
+
+int national_handle_decisions(struct http_ctx *ctx)
+{
+    json_t *errors = json_array(), *results = NULL;
+    struct db_conn *conn;
+    char why[200] = "";
+    int phase;
+    size_t n;
+    struct decision *ds = national_decisions_read(ctx->body, &phase, &n, errors);
+
+    if (!ds)
+        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid decisions");
+    enum status st = db_acquire(instruction_db(ctx), &conn);
+    if (st != STATUS_OK) {
+        free(ds);
+        json_decref(errors);
+        return http_reply_problem(ctx, st, "no decision was recorded");
+    }
+    for (int attempt = 0; attempt < DECISION_TRIES; attempt++) {
+        json_array_clear(errors);
+        st = national_decide_tx(conn, ctx, phase, ds, n, errors, &results, why, sizeof why);
+        if (st != STATUS_RETRY)
+            break;
+        json_decref(results); /* a deadlock or serialization failure: the batch runs again */
+        results = NULL;
+    }
+    db_release(instruction_db(ctx), conn);
+    free(ds);
+    if (st == STATUS_OK) {
+        json_decref(errors);
+        return http_reply_json(ctx, 200,
+                               json_pack("{s:s, s:i, s:I, s:o}", "wave", http_param(ctx, "wave"),
+                                         "phase", phase, "decided", (json_int_t)n, "results",
+                                         results));
+    }
+    json_decref(results);
+    if (json_array_size(errors))
+        return http_reply_problem_fields(ctx, STATUS_CONFLICT, errors,
+                                         "no decision was recorded: some dossiers may not take "
+                                         "their outcome");
+    json_decref(errors);
+    return http_reply_problem(ctx, st, "%s", why[0] ? why : "no decision was recorded");
+}

@@ -1,0 +1,409 @@
+"""Funding: from a phase-2 decision to the last tranche paid, envelopes that never over-commit.
+
+Decisions are published through instruction's outbox as instruction will (funding_helpers);
+everything else goes through funding's HTTP API, with keys made by ptce-admin. Every test uses
+its own wave, so their envelopes and statistics do not see each other.
+"""
+import json
+import threading
+import uuid
+
+import pytest
+import requests
+
+from conftest import bearer, sql, wait_until
+from funding_helpers import (SIRETS, TIMEOUT, agreement_of, applied, approve_year, decision_event,
+                             get_agreement, ledger_problems, new_wave, open_envelope, pay, publish,
+                             sign)
+from test_openapi_conformance import check_event, conform
+
+AMOUNT = 10000000  # 100 000,00 €, the default of a wave funding never heard of
+
+
+@pytest.fixture(scope="module")
+def fund(urls):
+    return urls["funding"]
+
+
+@pytest.fixture(scope="module")
+def officer(keys):
+    return bearer(keys.create("funding_officer"))
+
+
+@pytest.fixture(scope="module")
+def dashboard(keys):
+    return bearer(keys.create("dashboard"))
+
+
+def events_of(db, aid):
+    rows = sql(db, "SELECT type, payload FROM funding.outbox WHERE key = %s ORDER BY id", aid)
+    return [(t, json.loads(p)) for t, p in rows]
+
+
+def test_whole_path_from_decision_to_last_tranche(fund, officer, db):
+    wave = new_wave()
+    env = open_envelope(fund, officer, wave, 15 * AMOUNT)
+    assert env["remaining_cents"] == 15 * AMOUNT and env["committed_cents"] == 0
+    dossier = str(uuid.uuid4())
+    publish(db, decision_event(dossier, wave, region="84", siret=SIRETS[0]))
+    aid = agreement_of(db, dossier)
+
+    r = requests.get(f"{fund}/v1/agreements/{aid}", headers=officer, timeout=TIMEOUT)
+    doc = conform(r, "/v1/agreements/{id}", "get")
+    assert r.status_code == 200 and r.headers["ETag"] == '"v1"'
+    assert {k: doc[k] for k in ("id", "dossier_id", "wave", "amount_cents", "state")} == \
+        {"id": aid, "dossier_id": dossier, "wave": wave, "amount_cents": AMOUNT, "state": "draft"}
+    assert [(t["amount_cents"], t["state"]) for t in doc["tranches"]] == \
+        [(AMOUNT // 2, "scheduled"), (AMOUNT // 2, "scheduled")]
+    assert {"id", "amount_cents", "state", "due_on"} <= set(doc["tranches"][0])
+    assert {"objet", "montant", "modalites_versement", "conditions_utilisation"} <= set(doc["clauses"])
+    r = requests.get(f"{fund}/v1/agreements/{aid}", timeout=TIMEOUT,
+                     headers={**officer, "If-None-Match": '"v1"'})
+    assert r.status_code == 304
+
+    # The signatures: If-Match is required, the carrier first, then the State commits.
+    r = requests.post(f"{fund}/v1/agreements/{aid}/signatures", json={"signer": "carrier"},
+                      headers=officer, timeout=TIMEOUT)
+    assert r.status_code == 428
+    r = sign(fund, officer, aid, "carrier", etag='"v7"')
+    assert r.status_code == 412
+    r = sign(fund, officer, aid, "state")
+    conform(r, "/v1/agreements/{id}/signatures", "post")
+    assert r.status_code == 409  # draft → signed is not a transition
+    assert r.json()["detail"] == "the agreement is draft; from there it may go to: carrier_signed"
+    r = sign(fund, officer, aid, "carrier")
+    assert r.status_code == 200 and r.json()["state"] == "carrier_signed", r.text
+    r = sign(fund, officer, aid, "state")
+    doc = conform(r, "/v1/agreements/{id}/signatures", "post")
+    assert r.status_code == 200 and doc["state"] == "signed" and doc["committed_cents"] == AMOUNT
+    first, second = doc["tranches"]
+    assert first["state"] == "due" and second["state"] == "scheduled"
+
+    # Tranche 1: paid once; a second payment is refused and changes nothing.
+    r = pay(fund, officer, first["id"], "VIR-2026-001")
+    assert conform(r, "/v1/tranches/{id}/payments", "post")["state"] == "paid"
+    r = pay(fund, officer, first["id"], "VIR-2026-001-bis")
+    conform(r, "/v1/tranches/{id}/payments", "post")
+    assert r.status_code == 409
+    r = pay(fund, officer, second["id"])
+    assert r.status_code == 409  # not due before the year-1 reports are approved
+    assert sql(db, "SELECT count(*) FROM funding.ledger WHERE tranche_id = %s", first["id"])[0][0] == 1
+
+    # Year 1 reviewed: tranche 2 falls due and is paid.
+    approve_year(fund, officer, aid, 1)
+    doc, _ = get_agreement(fund, officer, aid)
+    assert doc["state"] == "active" and doc["tranches"][1]["state"] == "due"
+    assert pay(fund, officer, second["id"], "VIR-2027-001").status_code == 200
+
+    # Year 3: refused before the year-2 review, then granted within the envelope.
+    _, etag = get_agreement(fund, officer, aid)
+    body = {"decision": "granted", "amount_cents": 3000000, "motivation": "Bilan de deuxième année"}
+    r = requests.post(f"{fund}/v1/agreements/{aid}/year3", json=body,
+                      headers={**officer, "If-Match": etag}, timeout=TIMEOUT)
+    conform(r, "/v1/agreements/{id}/year3", "post")
+    assert r.status_code == 409
+    approve_year(fund, officer, aid, 2)
+    _, etag = get_agreement(fund, officer, aid)
+    r = requests.post(f"{fund}/v1/agreements/{aid}/year3", json=body,
+                      headers={**officer, "If-Match": etag}, timeout=TIMEOUT)
+    doc = conform(r, "/v1/agreements/{id}/year3", "post")
+    assert r.status_code == 201, r.text
+    assert doc["amount_cents"] == AMOUNT + 3000000 and doc["year3"]["decision"] == "granted"
+    third = doc["tranches"][2]
+    assert third["state"] == "due" and third["amount_cents"] == 3000000
+    assert pay(fund, officer, third["id"], "VIR-2028-001").status_code == 200
+
+    doc, _ = get_agreement(fund, officer, aid)
+    assert doc["state"] == "closed" and doc["paid_cents"] == AMOUNT + 3000000
+    r = requests.get(f"{fund}/v1/agreements/{aid}/versions", headers=officer, timeout=TIMEOUT)
+    versions = conform(r, "/v1/agreements/{id}/versions", "get")["items"]
+    assert [v["kind"] for v in versions] == ["initial", "year3"]
+    assert versions[0]["agreement"]["amount_cents"] == AMOUNT
+
+    r = requests.get(f"{fund}/v1/stats/money", params={"wave": wave}, headers=officer, timeout=TIMEOUT)
+    stats = conform(r, "/v1/stats/money", "get")
+    assert (stats["envelope_cents"], stats["committed_cents"], stats["paid_cents"],
+            stats["remaining_cents"], stats["agreements"]) == \
+        (15 * AMOUNT, AMOUNT + 3000000, AMOUNT + 3000000, 14 * AMOUNT - 3000000, 1)
+    assert stats["by_region"]["84"]["agreements"] == 1
+    r = requests.get(f"{fund}/v1/ledger", params={"agreement_id": aid}, headers=officer, timeout=TIMEOUT)
+    ledger = conform(r, "/v1/ledger", "get")
+    assert [e["kind"] for e in ledger["items"]] == \
+        ["commitment", "payment", "payment", "commitment", "payment"]
+    assert ledger["discrepancies"] == [] and ledger_problems(db) == []
+
+    # Every event the path published matches api-spec/asyncapi.yaml.
+    published = events_of(db, aid)
+    types = [t for t, _ in published]
+    assert types.count("funding.agreement_created") == 1
+    assert types.count("funding.agreement_signed") == 2
+    assert types.count("funding.tranche_due") == 3 and types.count("funding.tranche_paid") == 3
+    assert types.count("funding.year3_decided") == 1
+    for t, ev in published:
+        check_event(ev, t)
+
+
+def test_concurrent_commitments_never_exceed_the_envelope(fund, officer, db):
+    """50 State signatures at once against an envelope with room for 15: exactly 15 commit."""
+    wave = new_wave()
+    open_envelope(fund, officer, wave, 15 * AMOUNT, region="11")
+    dossiers = [str(uuid.uuid4()) for _ in range(50)]
+    publish(db, *[decision_event(d, wave, region="11", siret=SIRETS[i % len(SIRETS)])
+                  for i, d in enumerate(dossiers)])
+    aids = [agreement_of(db, d) for d in dossiers]
+    etags = {}
+    for aid in aids:
+        r = sign(fund, officer, aid, "carrier")
+        assert r.status_code == 200, r.text
+        etags[aid] = r.headers["ETag"]
+    codes = []
+    barrier = threading.Barrier(len(aids))
+
+    def commit(aid):
+        barrier.wait()
+        codes.append(sign(fund, officer, aid, "state", etag=etags[aid]).status_code)
+
+    threads = [threading.Thread(target=commit, args=(a,)) for a in aids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(set(codes)) == [200, 409] and codes.count(200) == 15, codes
+    env = sql(db, "SELECT amount_cents, committed_cents FROM funding.envelope WHERE wave = %s", wave)
+    assert env == [(15 * AMOUNT, 15 * AMOUNT)]
+    assert sql(db, "SELECT count(*) FROM funding.agreement WHERE wave = %s AND state = 'signed'",
+               wave)[0][0] == 15
+    assert ledger_problems(db) == []
+
+
+def test_a_replayed_decision_creates_one_agreement(fund, officer, db):
+    wave = new_wave()
+    dossier = str(uuid.uuid4())
+    ev = decision_event(dossier, wave)
+    again = dict(ev, id=str(uuid.uuid4()))  # the same decision under a new event id
+    publish(db, ev)
+    aid = agreement_of(db, dossier)
+    publish(db, again)  # the inbox already drops a second delivery of one id (test_exactly_once)
+    wait_until(lambda: applied(db, again["id"]), what="the replayed decision to be applied")
+    assert sql(db, "SELECT count(*) FROM funding.agreement WHERE dossier_id = %s", dossier)[0][0] == 1
+    assert sql(db, "SELECT count(*) FROM funding.outbox WHERE key = %s"
+                   " AND type = 'funding.agreement_created'", aid)[0][0] == 1
+    # A dossier not selected gets no agreement.
+    other = str(uuid.uuid4())
+    refused = decision_event(other, wave, outcome="phase2_not_selected")
+    publish(db, refused)
+    wait_until(lambda: applied(db, refused["id"]), what="the refusal to be applied")
+    assert sql(db, "SELECT count(*) FROM funding.agreement WHERE dossier_id = %s", other)[0][0] == 0
+
+
+def test_wave_parameters_come_from_wave_published(fund, officer, db, urls, keys):
+    """A wave created in submission reaches funding; its agreements take its amount."""
+    admin = bearer(keys.create("national_admin"))
+    wave = new_wave()
+    r = requests.post(f"{urls['submission']}/v1/waves", headers=admin, timeout=TIMEOUT,
+                      json={"id": wave, "label": "Funding wave", "deposit_opens_at": "2030-01-01T00:00:00Z",
+                            "phase2_slots": 4, "amount_per_laureate_cents": 8000001})
+    assert r.status_code == 201, r.text
+    wait_until(lambda: sql(db, "SELECT amount_per_laureate_cents FROM funding.wave_parameters"
+                               " WHERE wave = %s", wave), what="funding's copy of the wave")
+    dossier = str(uuid.uuid4())
+    publish(db, decision_event(dossier, wave))
+    doc, _ = get_agreement(fund, officer, agreement_of(db, dossier))
+    assert doc["amount_cents"] == 8000001
+    assert sorted(t["amount_cents"] for t in doc["tranches"]) == [4000000, 4000001]
+
+
+def test_envelopes(fund, officer, dashboard, keys):
+    wave = new_wave()
+    r = requests.post(f"{fund}/v1/envelopes", headers=officer, timeout=TIMEOUT,
+                      json={"wave": wave, "region": None, "amount_cents": "1500000.00"})
+    assert conform(r, "/v1/envelopes", "post")["amount_cents"] == 150000000
+    r = requests.post(f"{fund}/v1/envelopes", headers=officer, timeout=TIMEOUT,
+                      json={"wave": wave, "region": None, "amount_cents": 1})
+    conform(r, "/v1/envelopes", "post")
+    assert r.status_code == 409
+    r = requests.post(f"{fund}/v1/envelopes", headers=officer, timeout=TIMEOUT,
+                      json={"wave": wave, "region": "05", "amount_cents": 1.5})
+    body = conform(r, "/v1/envelopes", "post")
+    assert r.status_code == 400 and {e["field"] for e in body["errors"]} == {"region", "amount_cents"}
+    r = requests.get(f"{fund}/v1/envelopes", params={"wave": wave}, headers=dashboard, timeout=TIMEOUT)
+    items = conform(r, "/v1/envelopes", "get")["items"]
+    assert [(e["region"], e["remaining_cents"]) for e in items] == [(None, 150000000)]
+    r = requests.post(f"{fund}/v1/envelopes", headers=dashboard, timeout=TIMEOUT,
+                      json={"wave": wave, "region": "84", "amount_cents": 1})
+    assert r.status_code == 403
+
+
+def test_access_scope_and_dashboards(fund, officer, dashboard, keys, db):
+    wave = new_wave()
+    dossier = str(uuid.uuid4())
+    publish(db, decision_event(dossier, wave, region="84"))
+    aid = agreement_of(db, dossier)
+    doc, _ = get_agreement(fund, officer, aid)
+    tranche = doc["tranches"][0]["id"]
+    other_region = bearer(keys.create("funding_officer", regions="11"))
+    own_region = bearer(keys.create("funding_officer", regions="84"))
+    partner = bearer(keys.create("partner"))
+    for path in (f"/v1/agreements/{aid}", f"/v1/agreements/{aid}/versions",
+                 f"/v1/agreements/{aid}/reports"):
+        assert requests.get(fund + path, headers=other_region, timeout=TIMEOUT).status_code == 404
+        assert requests.get(fund + path, headers=dashboard, timeout=TIMEOUT).status_code == 404
+        assert requests.get(fund + path, headers=own_region, timeout=TIMEOUT).status_code == 200
+        assert requests.get(fund + path, headers=partner, timeout=TIMEOUT).status_code == 403
+    assert pay(fund, other_region, tranche).status_code == 404
+    assert pay(fund, dashboard, tranche).status_code == 404
+    listed = requests.get(f"{fund}/v1/agreements", params={"wave": wave}, headers=other_region,
+                          timeout=TIMEOUT).json()["items"]
+    assert listed == []
+    r = requests.get(f"{fund}/v1/agreements", params={"wave": wave, "limit": 1}, headers=own_region,
+                     timeout=TIMEOUT)
+    page = conform(r, "/v1/agreements", "get")
+    assert [a["id"] for a in page["items"]] == [aid]
+    assert requests.get(f"{fund}/v1/agreements", headers=dashboard, timeout=TIMEOUT).status_code == 404
+    r = requests.get(f"{fund}/v1/agreements", params={"wave": wave, "cursor": page["next_cursor"]},
+                     headers=own_region, timeout=TIMEOUT)
+    assert conform(r, "/v1/agreements", "get")["items"] == []
+    r = requests.get(f"{fund}/v1/agreements", params={"state": "lost", "cursor": "x", "limit": 0},
+                     headers=own_region, timeout=TIMEOUT)
+    body = conform(r, "/v1/agreements", "get")
+    assert r.status_code == 400 and {e["field"] for e in body["errors"]} == {"state", "cursor", "limit"}
+    r = requests.get(f"{fund}/v1/stats/money", params={"wave": wave}, headers=dashboard, timeout=TIMEOUT)
+    assert conform(r, "/v1/stats/money", "get")["agreements"] == 1
+    r = requests.get(f"{fund}/v1/stats/money", headers=dashboard, timeout=TIMEOUT)
+    conform(r, "/v1/stats/money", "get")
+    assert r.status_code == 400
+
+
+def test_reductions_cancellations_recoveries(fund, officer, db):
+    wave = new_wave()
+    open_envelope(fund, officer, wave, 2 * AMOUNT)
+    dossier = str(uuid.uuid4())
+    publish(db, decision_event(dossier, wave))
+    aid = agreement_of(db, dossier)
+    sign(fund, officer, aid, "carrier")
+    doc = sign(fund, officer, aid, "state").json()
+    first, second = doc["tranches"]
+    assert pay(fund, officer, first["id"]).status_code == 200
+
+    # A partial reduction takes from the unpaid tranche; more than is unpaid is refused.
+    _, etag = get_agreement(fund, officer, aid)
+    r = requests.post(f"{fund}/v1/agreements/{aid}/reductions", headers={**officer, "If-Match": etag},
+                      json={"amount_cents": AMOUNT, "motivation": "trop"}, timeout=TIMEOUT)
+    conform(r, "/v1/agreements/{id}/reductions", "post")
+    assert r.status_code == 422
+    r = requests.post(f"{fund}/v1/agreements/{aid}/reductions", headers={**officer, "If-Match": etag},
+                      json={"amount_cents": 1000000, "motivation": "Dépenses moindres"}, timeout=TIMEOUT)
+    doc = conform(r, "/v1/agreements/{id}/reductions", "post")
+    assert r.status_code == 201 and doc["amount_cents"] == AMOUNT - 1000000
+    assert doc["tranches"][1]["amount_cents"] == AMOUNT // 2 - 1000000
+    r = requests.post(f"{fund}/v1/agreements/{aid}/reductions", headers={**officer, "If-Match": etag},
+                      json={"amount_cents": 1, "motivation": "stale"}, timeout=TIMEOUT)
+    assert r.status_code == 412
+
+    # A recovery of unspent money on the paid tranche frees it in the envelope.
+    r = requests.post(f"{fund}/v1/tranches/{first['id']}/recoveries", headers=officer, timeout=TIMEOUT,
+                      json={"amount_cents": 250000, "reference": "OR-2027-4"})
+    assert conform(r, "/v1/tranches/{id}/recoveries", "post")["recovered_cents"] == 250000
+    r = requests.post(f"{fund}/v1/tranches/{first['id']}/recoveries", headers=officer, timeout=TIMEOUT,
+                      json={"amount_cents": AMOUNT, "reference": "OR-2027-5"})
+    assert r.status_code == 422
+    # The unpaid tranche cancelled.
+    r = requests.post(f"{fund}/v1/tranches/{second['id']}/cancellation", headers=officer,
+                      json={"motivation": "Projet arrêté"}, timeout=TIMEOUT)
+    assert conform(r, "/v1/tranches/{id}/cancellation", "post")["state"] == "cancelled"
+    assert pay(fund, officer, second["id"]).status_code == 409
+    doc, _ = get_agreement(fund, officer, aid)
+    assert doc["amount_cents"] == AMOUNT // 2
+    assert (doc["committed_cents"], doc["paid_cents"]) == (AMOUNT // 2 - 250000, AMOUNT // 2 - 250000)
+    env = sql(db, "SELECT committed_cents, paid_cents FROM funding.envelope WHERE wave = %s", wave)
+    assert env == [(AMOUNT // 2 - 250000, AMOUNT // 2 - 250000)]
+    kinds = sql(db, "SELECT kind FROM funding.ledger WHERE agreement_id = %s ORDER BY seq", aid)
+    assert [k for (k,) in kinds] == ["commitment", "payment", "reduction", "recovery", "reduction"]
+    assert ledger_problems(db) == []
+
+
+def test_reports_overdue_and_rejected(fund, officer, db):
+    wave = new_wave()
+    dossier = str(uuid.uuid4())
+    ev = decision_event(dossier, wave)
+    ev["data"]["decided_at"] = "2020-01-15T10:00:00.000Z"  # its year-1 reports were due in 2021
+    publish(db, ev)
+    aid = agreement_of(db, dossier)
+    r = requests.get(f"{fund}/v1/reports/overdue", headers=officer, timeout=TIMEOUT)
+    overdue = [x for x in conform(r, "/v1/reports/overdue", "get")["items"] if x["agreement_id"] == aid]
+    assert sorted((x["year"], x["kind"]) for x in overdue) == \
+        [(1, "financial"), (1, "progress"), (2, "financial"), (2, "progress")]
+    assert overdue[0]["due_on"] == "2021-07-15"
+    rep = next(x for x in overdue if x["year"] == 1 and x["kind"] == "progress")
+    r = requests.post(f"{fund}/v1/reports/{rep['id']}/submission", headers=officer, timeout=TIMEOUT,
+                      json={"indicators": [{"code": "no_such_sensor", "baseline": 0, "target": 1,
+                                            "value": 1}]})
+    conform(r, "/v1/reports/{id}/submission", "post")
+    assert r.status_code == 400
+    r = requests.post(f"{fund}/v1/reports/{rep['id']}/submission", headers=officer, timeout=TIMEOUT,
+                      json={"indicators": [{"code": "jobs_created", "value": 3}]})  # no baseline
+    assert r.status_code == 400
+    r = requests.post(f"{fund}/v1/reports/{rep['id']}/submission", headers=officer, timeout=TIMEOUT,
+                      json={"indicators": [{"code": "jobs_created", "baseline": 0, "target": 5,
+                                            "value": 3}]})
+    assert conform(r, "/v1/reports/{id}/submission", "post")["state"] == "submitted"
+    r = requests.post(f"{fund}/v1/reports/{rep['id']}/review", headers=officer, timeout=TIMEOUT,
+                      json={"decision": "rejected"})
+    assert r.status_code == 400
+    r = requests.post(f"{fund}/v1/reports/{rep['id']}/review", headers=officer, timeout=TIMEOUT,
+                      json={"decision": "rejected", "reason": "Indicateurs incomplets"})
+    doc = conform(r, "/v1/reports/{id}/review", "post")
+    assert doc["state"] == "rejected" and doc["reason"] == "Indicateurs incomplets" and doc["overdue"]
+    r = requests.get(f"{fund}/v1/reports/catalogue", headers=officer, timeout=TIMEOUT)
+    cat = conform(r, "/v1/reports/catalogue", "get")
+    assert "jobs_created" in {i["code"] for i in cat["indicators"]}
+    assert {"64", "74"} <= {h["code"] for h in cat["cerfa_15059"]}
+
+
+def test_refused_signatures_and_year3_beyond_the_envelope(fund, officer, db):
+    # No envelope for the wave: the State's signature is refused and nothing is committed.
+    wave = new_wave()
+    dossier = str(uuid.uuid4())
+    publish(db, decision_event(dossier, wave))
+    aid = agreement_of(db, dossier)
+    assert sign(fund, officer, aid, "carrier").status_code == 200
+    r = sign(fund, officer, aid, "state")
+    conform(r, "/v1/agreements/{id}/signatures", "post")
+    assert r.status_code == 409 and "no envelope" in r.json()["detail"]
+    doc, _ = get_agreement(fund, officer, aid)
+    assert (doc["state"], doc["committed_cents"], doc["signatures"][0]["signer"]) == \
+        ("carrier_signed", 0, "carrier")
+    assert sql(db, "SELECT count(*) FROM funding.ledger WHERE agreement_id = %s", aid)[0][0] == 0
+
+    # A beneficiary without a SIRET: the State does not sign.
+    open_envelope(fund, officer, wave, AMOUNT)
+    anonymous = str(uuid.uuid4())
+    publish(db, decision_event(anonymous, wave, siret=None))
+    other = agreement_of(db, anonymous)
+    assert sign(fund, officer, other, "carrier").status_code == 200
+    r = sign(fund, officer, other, "state")
+    conform(r, "/v1/agreements/{id}/signatures", "post")
+    assert r.status_code == 422
+
+    # The envelope holds exactly one agreement: the year-3 aid finds nothing left.
+    doc = sign(fund, officer, aid, "state").json()
+    assert doc["state"] == "signed"
+    assert pay(fund, officer, doc["tranches"][0]["id"]).status_code == 200
+    approve_year(fund, officer, aid, 1)
+    assert pay(fund, officer, doc["tranches"][1]["id"]).status_code == 200
+    approve_year(fund, officer, aid, 2)
+    _, etag = get_agreement(fund, officer, aid)
+    r = requests.post(f"{fund}/v1/agreements/{aid}/year3", headers={**officer, "If-Match": etag},
+                      json={"decision": "granted", "amount_cents": 1}, timeout=TIMEOUT)
+    assert r.status_code == 409 and "0 cents left" in r.json()["detail"]
+    r = requests.post(f"{fund}/v1/agreements/{aid}/year3", headers={**officer, "If-Match": etag},
+                      json={"decision": "declined"}, timeout=TIMEOUT)
+    assert r.status_code == 400
+    r = requests.post(f"{fund}/v1/agreements/{aid}/year3", headers={**officer, "If-Match": etag},
+                      json={"decision": "declined", "motivation": "Enveloppe épuisée"}, timeout=TIMEOUT)
+    doc = conform(r, "/v1/agreements/{id}/year3", "post")
+    assert r.status_code == 201 and doc["state"] == "closed" and doc["year3"]["amount_cents"] == 0
+    declined = [ev for t, ev in events_of(db, aid) if t == "funding.year3_decided"]
+    assert len(declined) == 1 and declined[0]["data"]["decision"] == "declined"
+    check_event(declined[0], "funding.year3_decided")
+    assert ledger_problems(db) == []
