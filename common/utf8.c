@@ -36,3 +36,14 @@ int utf8_valid(const char *s, size_t n)
     }
     return 1;
 }
+
+size_t utf8_chars(const char *s, size_t n)
+{
+    size_t chars = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (((unsigned char)s[i] & 0xc0) != 0x80)
+            chars++;
+    }
+    return chars;
+}

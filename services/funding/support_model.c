@@ -5,10 +5,15 @@
 #include <string.h>
 
 #include "http.h"
+#include "jnum.h"
 #include "region.h"
 #include "siret.h"
+#include "utf8.h"
 
-/* A string member of 1 to max bytes that is not only blanks; NULL (and an error) otherwise. */
+/*
+ * A string member of 1 to max characters (code points, as JSON Schema counts) that is not only
+ * blanks (space, tab, CR, LF: api-spec's pattern '[^ \t\r\n]'); NULL (and an error) otherwise.
+ */
 static const char *model_text(const json_t *body, const char *field, size_t max, int required,
                               json_t *errors)
 {
@@ -18,9 +23,9 @@ static const char *model_text(const json_t *body, const char *field, size_t max,
 
     if (!required && (!v || json_is_null(v)))
         return NULL;
-    if (s && strlen(s) <= max && strspn(s, " \t\r\n") < strlen(s))
+    if (s && utf8_chars(s, strlen(s)) <= max && strspn(s, " \t\r\n") < strlen(s))
         return s;
-    snprintf(msg, sizeof msg, "%s a non-blank string of at most %zu bytes",
+    snprintf(msg, sizeof msg, "%s a non-blank string of at most %zu characters",
              required ? "is required:" : "must be null or", max);
     http_field_error(errors, field, msg);
     return NULL;
@@ -102,10 +107,11 @@ enum status support_action_parse(const json_t *body, struct support_action_input
             http_field_error(errors, "partner_key_id",
                              "must be null or a key id (16 lower-case hex digits)");
     }
-    if (!json_is_integer(cap) || json_integer_value(cap) < 1 || json_integer_value(cap) > 100000)
+    long long capacity;
+    if (!jnum_integer_read(cap, 1, 100000, &capacity)) /* 12.0 is 12, as JSON Schema reads it */
         http_field_error(errors, "capacity", "must be an integer from 1 to 100000");
     else
-        out->capacity = (long)json_integer_value(cap);
+        out->capacity = (long)capacity;
     int ok = model_date(body, "starts_on", out->starts_on, &from, errors) == 0;
     ok &= model_date(body, "ends_on", out->ends_on, &to, errors) == 0;
     if (ok && clock_date_days(&to) < clock_date_days(&from))

@@ -8,8 +8,10 @@
 #include <time.h>
 
 #include "http.h"
+#include "jnum.h"
 #include "region.h"
 #include "siret.h"
+#include "utf8.h"
 
 /* ---- the content ---- */
 
@@ -38,7 +40,8 @@ static int dossier_kind_valid(const char *kind)
     return 0;
 }
 
-/* A string field of at most max characters; "required" decides whether null is accepted. */
+/* A string field of at most max characters (code points, as JSON Schema counts); "required" decides
+ * whether null is accepted. */
 static int dossier_text(json_t *obj, const char *key, const char *field, size_t max, int required,
                         json_t *errors)
 {
@@ -50,8 +53,9 @@ static int dossier_text(json_t *obj, const char *key, const char *field, size_t 
             http_field_error(errors, field, "is required");
         return !required;
     }
-    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max) {
-        snprintf(msg, sizeof msg, "must be a non-empty string of at most %zu bytes", max);
+    if (!json_is_string(v) || json_string_length(v) == 0 ||
+        utf8_chars(json_string_value(v), json_string_length(v)) > max) {
+        snprintf(msg, sizeof msg, "must be a non-empty string of at most %zu characters", max);
         http_field_error(errors, field, msg);
         return 0;
     }
@@ -164,14 +168,16 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
     dossier_partner_bool(body, "prior_state_support", errors);
     if (doc && !json_is_null(doc)) {
         json_t *pages = json_object_get(doc, "pages");
+        long long npages = 0;
         if (json_is_object(doc))
             dossier_unknown_keys(doc, "main_document", document_keys, errors);
         if (!json_is_object(doc) ||
             !dossier_text(doc, "filename", "main_document.filename", 255, 1, errors))
             http_field_error(errors, "main_document", "must be {filename, pages?}");
-        else if (pages && !(json_is_integer(pages) && json_integer_value(pages) > 0 &&
-                            json_integer_value(pages) < 100000))
+        else if (pages && !jnum_integer_read(pages, 1, 99999, &npages))
             http_field_error(errors, "main_document.pages", "must be a positive integer");
+        else if (pages) /* 8.0 is stored as 8 */
+            json_object_set_new(doc, "pages", json_integer(npages));
     }
     if (json_array_size(errors) > before)
         return NULL;
@@ -455,8 +461,11 @@ static int ds_digits(const char **p, int n, int *out)
     return 0;
 }
 
-/* Reads the zone: "UTC", "Z", "+0200", "+02:00", "-05:00". Offset in minutes east of UTC. */
-static int ds_zone(const char *p, int *minutes)
+/*
+ * Reads the zone: "UTC", "Z", "+0200", "+02:00", "-05:00". Offset in minutes east of UTC.
+ * spaced: the zone came after a space, where a bare "0200" may stand for "+0200".
+ */
+static int ds_zone(const char *p, int spaced, int *minutes)
 {
     int sign, hh, mm;
 
@@ -466,12 +475,13 @@ static int ds_zone(const char *p, int *minutes)
     }
     /*
      * A "+" that travelled unencoded through a form or a query string arrives as a space,
-     * which the caller already skipped: a bare "0200" is read as "+0200".
+     * which the caller already skipped: a bare "0200" is read as "+0200" (only there: glued
+     * to the seconds or their fraction, digits would be ambiguous).
      */
     sign = *p == '-' ? -1 : 1;
     if (*p == '+' || *p == '-')
         p++;
-    else if (!isdigit((unsigned char)*p))
+    else if (!spaced || !isdigit((unsigned char)*p))
         return -1;
     if (ds_digits(&p, 2, &hh) != 0)
         return -1;
@@ -498,19 +508,21 @@ int ds_time_parse(const char *text, char *out, size_t outlen)
     int y, mo, d, h, mi, s, zone;
     const char *p = text;
 
-    if (!text || ds_digits(&p, 4, &y) || *p++ != '-' || ds_digits(&p, 2, &mo) || *p++ != '-' ||
-        ds_digits(&p, 2, &d) || (*p != ' ' && *p != 'T') || !*p++ || ds_digits(&p, 2, &h) ||
-        *p++ != ':' || ds_digits(&p, 2, &mi) || *p++ != ':' || ds_digits(&p, 2, &s))
+    if (!text || strlen(text) > DS_TIME_MAX || ds_digits(&p, 4, &y) || *p++ != '-' ||
+        ds_digits(&p, 2, &mo) || *p++ != '-' || ds_digits(&p, 2, &d) || (*p != ' ' && *p != 'T') ||
+        !*p++ || ds_digits(&p, 2, &h) || *p++ != ':' || ds_digits(&p, 2, &mi) || *p++ != ':' ||
+        ds_digits(&p, 2, &s))
         return -1;
     if (*p == '.') { /* fractional seconds are dropped: DS's times are whole seconds */
         p++;
         while (isdigit((unsigned char)*p))
             p++;
     }
+    const char *zone_at = p;
     while (*p == ' ')
         p++;
-    if (ds_zone(p, &zone) != 0 || mo < 1 || mo > 12 || d < 1 || d > ds_month_days(y, mo) ||
-        h > 23 || mi > 59 || s > 60)
+    if (ds_zone(p, p > zone_at, &zone) != 0 || y < 2000 || y > 2200 || mo < 1 || mo > 12 || d < 1 ||
+        d > ds_month_days(y, mo) || h > 23 || mi > 59 || s > 60)
         return -1; /* 31 February is refused, not rolled over to 3 March */
     tm.tm_year = y - 1900;
     tm.tm_mon = mo - 1;
@@ -521,7 +533,5 @@ int ds_time_parse(const char *text, char *out, size_t outlen)
     time_t t = timegm(&tm) - (time_t)zone * 60;
     struct tm utc;
     gmtime_r(&t, &utc);
-    if (utc.tm_year + 1900 < 2000 || utc.tm_year + 1900 > 2200)
-        return -1;
     return strftime(out, outlen, "%Y-%m-%dT%H:%M:%SZ", &utc) ? 0 : -1;
 }

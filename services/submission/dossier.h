@@ -65,9 +65,15 @@ json_t *dossier_document(const struct dossier_meta *meta, json_t *content, json_
 /* 1 for the five DS states (en_construction, en_instruction, accepte, refuse, sans_suite). */
 int ds_state_is_valid(const char *state);
 
+/* The longest time text ds_time_parse reads, in bytes (api-spec's DsTime maxLength). */
+#define DS_TIME_MAX 64
+
 /*
  * Parses DS's webhook time ("2021-06-23 10:32:42 +0200", "2021-06-23 10:32:42 UTC", or
- * ISO 8601 "2021-06-23T10:32:42+02:00") into RFC 3339 UTC ("2021-06-23T08:32:42Z").
+ * ISO 8601 "2021-06-23T10:32:42+02:00") into RFC 3339 UTC ("2021-06-23T08:32:42Z"),
+ * fractional seconds dropped. The text is at most DS_TIME_MAX bytes, its date a real one of
+ * the years 2000 to 2200 as written, and a zone without sign ("0200", a "+" that arrived as a
+ * space) must follow a space: exactly what api-spec's DsTime pattern accepts.
  * Returns 0 on success, -1 for anything else.
  */
 int ds_time_parse(const char *text, char *out, size_t outlen);

@@ -1,9 +1,11 @@
 /* routes (submission): one thin handler per operation of api-spec/openapi.yaml. */
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "jnum.h"
 #include "page.h"
 #include "region.h"
 #include "service.h"
@@ -11,6 +13,7 @@
 #include "reader.h"
 #include "store.h"
 #include "submission.h"
+#include "utf8.h"
 #include "uuid.h"
 
 #define READERS                                                                                    \
@@ -344,6 +347,12 @@ static int handle_wave_list(struct http_ctx *ctx)
     return routes_reply_text(ctx, 200, json);
 }
 
+/*
+ * Validates a wave's fields into errors, as api-spec's WaveInput says, and rewrites each valid
+ * time as the RFC 3339 UTC text that is stored (fractions dropped), so that the database reads
+ * exactly the instant that was checked. deposit_closes_at must be after deposit_opens_at;
+ * unknown fields are refused.
+ */
 static void routes_wave_check(json_t *w, json_t *errors)
 {
     static const char *const times[] = {"deposit_opens_at", "deposit_closes_at", "phase2_opens_at",
@@ -352,29 +361,62 @@ static void routes_wave_check(json_t *w, json_t *errors)
     const char *label = json_string_value(json_object_get(w, "label"));
     json_t *slots = json_object_get(w, "phase2_slots");
     json_t *amount = json_object_get(w, "amount_per_laureate_cents");
-    char when[40];
+    static const char *const known[] = {"id",
+                                        "label",
+                                        "deposit_opens_at",
+                                        "deposit_closes_at",
+                                        "phase2_opens_at",
+                                        "phase2_closes_at",
+                                        "phase2_slots",
+                                        "amount_per_laureate_cents"};
+    char when[4][40] = {{0}}, field[112];
+    const char *key;
+    json_t *value;
+    long long n;
+
+    /* unknown fields are refused (as a deposit's are), each named: a misspelt one is not lost */
+    json_object_foreach(w, key, value)
+    {
+        size_t k = 0;
+        while (k < sizeof known / sizeof *known && strcmp(known[k], key) != 0)
+            k++;
+        if (k < sizeof known / sizeof *known)
+            continue;
+        snprintf(field, sizeof field, "%.100s", key);
+        http_field_error(errors, field, "is not a field of a wave");
+    }
 
     if (!id || strlen(id) < 1 || strlen(id) > 32 ||
         strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
                    "abcdefghijklmnopqrstuvwxyz"
                    "0123456789_-") != strlen(id))
         http_field_error(errors, "id", "must be 1 to 32 letters, digits, '-' or '_'");
-    if (!label || !*label || strlen(label) > 200)
-        http_field_error(errors, "label", "is required (at most 200 bytes)");
+    if (!label || !*label || utf8_chars(label, strlen(label)) > 200)
+        http_field_error(errors, "label", "is required (at most 200 characters)");
     for (size_t i = 0; i < sizeof times / sizeof *times; i++) {
         json_t *t = json_object_get(w, times[i]);
         if ((i == 0 && (!t || json_is_null(t))) ||
-            (t && !json_is_null(t) && ds_time_parse(json_string_value(t), when, sizeof when) != 0))
+            (t && !json_is_null(t) &&
+             ds_time_parse(json_string_value(t), when[i], sizeof when[i]) != 0))
             http_field_error(errors, times[i],
                              i == 0 ? "is required: an RFC 3339 time"
                                     : "must be an RFC 3339 time or null");
+        else if (when[i][0])
+            json_object_set_new(w, times[i], json_string(when[i]));
     }
-    if (!json_is_integer(slots) || json_integer_value(slots) < 0 ||
-        json_integer_value(slots) > 1000)
+    /* Canonical UTC texts of one length compare as their instants do. */
+    if (when[0][0] && when[1][0] && strcmp(when[1], when[0]) <= 0)
+        http_field_error(errors, "deposit_closes_at", "must be after deposit_opens_at");
+    /* 20.0 is the integer 20 (JSON Schema's reading), stored as such */
+    if (!jnum_integer_read(slots, 0, 1000, &n))
         http_field_error(errors, "phase2_slots", "must be an integer from 0 to 1000");
-    if (!json_is_integer(amount) || json_integer_value(amount) < 0)
+    else
+        json_object_set_new(w, "phase2_slots", json_integer(n));
+    if (!jnum_integer_read(amount, 0, LLONG_MAX, &n))
         http_field_error(errors, "amount_per_laureate_cents",
                          "must be a non-negative integer (euro cents)");
+    else
+        json_object_set_new(w, "amount_per_laureate_cents", json_integer(n));
 }
 
 static int handle_wave_create(struct http_ctx *ctx)

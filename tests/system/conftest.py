@@ -271,3 +271,9 @@ def wait_until(predicate, timeout=30.0, interval=0.2, what="condition"):
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+def pytest_collection_modifyitems(items):
+    """The contract fuzzing (test_contract_fuzz.py) runs last: the waves and dossiers it creates
+    must not change what the other tests see."""
+    items.sort(key=lambda item: item.path.name == "test_contract_fuzz.py")

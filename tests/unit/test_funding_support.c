@@ -110,6 +110,19 @@ START_TEST(test_action_rules)
     ck_assert_int_eq(in.capacity, 3);
     ck_assert_str_eq(in.partner_key_id, "0123456789abcdef");
     ck_assert_ptr_null(in.description);
+    /* JSON Schema's reading, as api-spec says: 12.0 is an integer, lengths are characters */
+    char title[2 * 201 + 1] = "";
+    for (int i = 0; i < 200; i++)
+        memcpy(title + 2 * i, "\xc3\xa9", 3);
+    json_object_set_new(good, "title", json_string(title));
+    json_object_set_new(good, "capacity", json_real(12.0));
+    ck_assert_int_eq(support_action_parse(good, &in, errors), STATUS_OK);
+    ck_assert_int_eq(in.capacity, 12);
+    memcpy(title + 2 * 200, "\xc3\xa9", 3);
+    json_object_set_new(good, "title", json_string(title));
+    ck_assert_int_eq(support_action_parse(good, &in, errors), STATUS_INVALID);
+    ck_assert_str_eq(fields(errors, f, sizeof f), "title");
+    json_array_clear(errors);
     json_t *bad = obj("{\"title\": \"  \", \"format\": \"group\", \"capacity\": 1.5,"
                       " \"starts_on\": \"2026-03-02\", \"ends_on\": \"2026-03-01\","
                       " \"partner_key_id\": \"0123456789ABCDEF\"}");

@@ -1,9 +1,11 @@
 /* test_submission_mapping: the DS mapping (champs and dossier paths, checked at load), the
  * legal-person rule read from the catégorie juridique, and the pôle's name as the title. */
 #include <check.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "jnum.h"
 #include "submission/dossier.h"
 
 extern const char ds_mapping_text[]; /* services/submission/ds_mapping.json, embedded */
@@ -315,6 +317,65 @@ START_TEST(test_partner_ptce_name)
 }
 END_TEST
 
+/* Lengths are characters, as JSON Schema's maxLength counts them: 300 "é" (600 bytes) fit. */
+START_TEST(test_partner_lengths_count_characters)
+{
+    char name[2 * 301 + 1] = "";
+    json_t *body = json_loads("{\"carrier\": {\"siret\": \"73282932000074\", \"name\": \"X\"},"
+                              " \"territory\": {\"name\": \"Val\", \"region\": \"84\"},"
+                              " \"members\": [], \"summary\": \"s\"}",
+                              0, NULL);
+    json_t *errors = json_array();
+
+    for (int i = 0; i < 300; i++)
+        memcpy(name + 2 * i, "\xc3\xa9", 3);
+    json_object_set_new(json_object_get(body, "carrier"), "name", json_string(name));
+    json_t *content = dossier_content_from_partner(body, errors);
+    ck_assert_ptr_nonnull(content);
+    ck_assert_int_eq(json_array_size(errors), 0);
+    json_decref(content);
+    memcpy(name + 2 * 300, "\xc3\xa9", 3);
+    json_object_set_new(json_object_get(body, "carrier"), "name", json_string(name));
+    ck_assert_ptr_null(dossier_content_from_partner(body, errors));
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(errors, 0), "field")),
+                     "carrier.name");
+    json_decref(errors);
+    json_decref(body);
+}
+END_TEST
+
+/* JSON Schema's integers: 8.0 is the integer 8 (stored as 8), 8.5 is not one. */
+START_TEST(test_partner_integral_numbers)
+{
+    json_t *body = json_loads("{\"carrier\": {\"siret\": \"73282932000074\", \"name\": \"X\"},"
+                              " \"territory\": {\"name\": \"Val\", \"region\": \"84\"},"
+                              " \"members\": [], \"summary\": \"s\","
+                              " \"main_document\": {\"filename\": \"d.pdf\", \"pages\": 8.0}}",
+                              0, NULL);
+    json_t *errors = json_array();
+    json_t *content = dossier_content_from_partner(body, errors);
+    long long n = 0;
+
+    ck_assert_ptr_nonnull(content);
+    json_t *pages = json_object_get(json_object_get(content, "main_document"), "pages");
+    ck_assert(json_is_integer(pages));
+    ck_assert_int_eq(json_integer_value(pages), 8);
+    json_decref(content);
+    json_object_set_new(json_object_get(body, "main_document"), "pages", json_real(8.5));
+    ck_assert_ptr_null(dossier_content_from_partner(body, errors));
+    json_t *big = json_real(1e18), *past = json_real(9223372036854775808.0),
+           *text = json_string("3");
+    ck_assert(jnum_integer_read(big, 0, LLONG_MAX, &n) && n == 1000000000000000000LL);
+    ck_assert(!jnum_integer_read(past, 0, LLONG_MAX, &n));
+    ck_assert(!jnum_integer_read(text, 0, 10, &n));
+    json_decref(big);
+    json_decref(past);
+    json_decref(text);
+    json_decref(errors);
+    json_decref(body);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("submission_mapping");
@@ -329,6 +390,8 @@ int main(void)
     tcase_add_test(tc, test_an_answer_wins_over_the_category);
     tcase_add_test(tc, test_title_is_the_ptce_name);
     tcase_add_test(tc, test_partner_ptce_name);
+    tcase_add_test(tc, test_partner_lengths_count_characters);
+    tcase_add_test(tc, test_partner_integral_numbers);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -46,6 +46,34 @@ START_TEST(test_ds_time_impossible_dates)
 }
 END_TEST
 
+/* What api-spec's DsTime pattern says, exactly: the fuzzing checks that spec and code agree. */
+START_TEST(test_ds_time_as_the_spec_says)
+{
+    char out[40], longest[DS_TIME_MAX + 2];
+
+    /* the year as written: 2000 to 2200, whatever the zone makes of it in UTC */
+    ck_assert_int_eq(ds_time_parse("2000-01-01T00:30:00+01:00", out, sizeof out), 0);
+    ck_assert_str_eq(out, "1999-12-31T23:30:00Z");
+    ck_assert_int_eq(ds_time_parse("2200-12-31T23:30:00-01:00", out, sizeof out), 0);
+    ck_assert_int_ne(ds_time_parse("2201-01-01T00:00:00Z", out, sizeof out), 0);
+    /* a zone without sign only after a space: glued to the seconds it is refused */
+    ck_assert_int_eq(ds_time_parse("2021-06-23 10:32:42 0200", out, sizeof out), 0);
+    ck_assert_int_ne(ds_time_parse("2021-06-23 10:32:420200", out, sizeof out), 0);
+    ck_assert_int_ne(ds_time_parse("2021-06-23 10:32:42.50200", out, sizeof out), 0);
+    ck_assert_int_eq(ds_time_parse("2021-06-23 10:32:42.5+0200", out, sizeof out), 0);
+    /* at most DS_TIME_MAX bytes, fraction included */
+    memset(longest, '0', sizeof longest);
+    memcpy(longest, "2021-06-23T10:32:42.", 20);
+    longest[DS_TIME_MAX - 1] = 'Z';
+    longest[DS_TIME_MAX] = '\0';
+    ck_assert_int_eq(ds_time_parse(longest, out, sizeof out), 0);
+    longest[DS_TIME_MAX - 1] = '0';
+    longest[DS_TIME_MAX] = 'Z';
+    longest[DS_TIME_MAX + 1] = '\0';
+    ck_assert_int_ne(ds_time_parse(longest, out, sizeof out), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("submission_time");
@@ -53,6 +81,7 @@ int main(void)
 
     tcase_add_test(tc, test_ds_time_forms);
     tcase_add_test(tc, test_ds_time_impossible_dates);
+    tcase_add_test(tc, test_ds_time_as_the_spec_says);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
