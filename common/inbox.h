@@ -24,7 +24,7 @@ typedef enum status (*inbox_handler_fn)(struct db_conn *conn, const struct cloud
  * counted in ptce_inbox_events_skipped_total.
  */
 struct inbox_route {
-    const char *type;                 /* "dossier.decided" */
+    const char *type; /* "dossier.decided" */
     inbox_handler_fn handler;
 };
 

@@ -74,14 +74,16 @@ START_TEST(test_migrate_common_once)
     ck_assert(relation_exists(&conn, "outbox"));
     ck_assert(relation_exists(&conn, "inbox"));
     ck_assert(relation_exists(&conn, "inbox_dead_letter"));
-    ck_assert_str_eq(recorded(&conn), "001_outbox_inbox.sql,002_dead_letters.sql,003_idempotency.sql");
+    ck_assert_str_eq(recorded(&conn),
+                     "001_outbox_inbox.sql,002_dead_letters.sql,003_idempotency.sql");
     ck_assert_int_eq(PQtransactionStatus(conn.pg), PQTRANS_IDLE); /* committed */
 
     ck_assert_int_eq(
         apply_one_list(&conn, sql_common_migrations, sql_common_migrations_count, &applied),
         STATUS_OK);
     ck_assert_uint_eq(applied, 0);
-    ck_assert_str_eq(recorded(&conn), "001_outbox_inbox.sql,002_dead_letters.sql,003_idempotency.sql");
+    ck_assert_str_eq(recorded(&conn),
+                     "001_outbox_inbox.sql,002_dead_letters.sql,003_idempotency.sql");
 }
 END_TEST
 
