@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from conftest import bearer
+from conftest import bearer, wait_until
 
 
 def host_port(url):
@@ -86,6 +86,9 @@ def tight_limits(stack):
     finally:
         stack.stop_service("submission")
         stack.start_service("submission")
+        url = stack.replica_url("submission", 0)
+        wait_until(lambda: requests.get(url + "/readyz", timeout=5).status_code == 200,
+                   what="submission ready again")
 
 
 def test_rate_limits_answer_429_with_retry_after(urls, keys, tight_limits):
