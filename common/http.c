@@ -187,4 +187,3 @@ json_t *http_json_parse_object(const char *data, size_t len, char *why, size_t w
     }
     return v;
 }
-

@@ -1,8 +1,9 @@
 /*
  * http: the services' HTTP plumbing — routing, limits, auth, problems, metrics, answers that
- * wait without holding a thread. Requests and responses are ulfius's objects; the workers drive
- * libmicrohttpd themselves, because ulfius's dispatcher must answer before it returns and so
- * cannot suspend a request while the database works on it.
+ * wait without holding a thread, database work off the workers. Requests and responses are
+ * ulfius's objects; the workers drive libmicrohttpd themselves, because ulfius's dispatcher
+ * must answer before it returns and so cannot suspend a request while the database works on
+ * it. The README's "What of ulfius the layer serves" lists what is and is not served.
  */
 #ifndef PTCE_HTTP_H
 #define PTCE_HTTP_H

@@ -349,8 +349,7 @@ enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *
                                "no answer within %ld ms; the request may still take effect",
                                x->srv->defer_timeout_ms);
         else if (x->work_status != STATUS_OK)
-            http_reply_problem(&x->ctx, x->work_status,
-                               "no database connection is free right now");
+            http_reply_problem(&x->ctx, x->work_status, "no database connection is free right now");
         else
             http_handler_result(x, resume(&x->ctx));
         if (x->resume) {

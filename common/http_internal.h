@@ -30,7 +30,8 @@ void http_dispatch_body(struct http_exchange *x);
 void http_handler_result(struct http_exchange *x, int rc);
 /* http.c: appends text to out as valid UTF-8, other bytes as "%XX". */
 void http_text_clean(const char *text, struct buf *out);
-/* http_metrics.c: the zeroed figures of nroutes routes and of the unmatched requests; free() them. */
+/* http_metrics.c: the zeroed figures of nroutes routes and of the unmatched requests; free() them.
+ */
 struct http_route_stats *http_route_stats_new(size_t nroutes);
 /* http_metrics.c: counts and logs an answered request. */
 void http_account(struct http_server *srv, const struct http_ctx *ctx, long idx, double secs);
@@ -53,10 +54,10 @@ struct http_exchange {
     long idx; /* the route, or -1 */
     int started, dispatched;
     int headed; /* the checks on the headers passed: the body is read, then the handler runs */
-    char bad_query[64]; /* the first query parameter that is not UTF-8 (cleaned), or "" */
-    char client[64];    /* the client's address as text, for the failure throttle */
+    char bad_query[64];      /* the first query parameter that is not UTF-8 (cleaned), or "" */
+    char client[64];         /* the client's address as text, for the failure throttle */
     enum status work_status; /* http_defer_work: STATUS_OK, or why no connection was lent */
-    http_handler_fn resume; /* set while the answer is deferred */
+    http_handler_fn resume;  /* set while the answer is deferred */
     void *state;
     void (*free_state)(void *);
     /*

@@ -70,7 +70,7 @@ void http_metrics_render(const struct http_server *srv, struct buf *out)
                "# TYPE ptce_http_requests_in_flight gauge\n"
                "ptce_http_requests_in_flight %ld\n"
                "# HELP ptce_http_requests_deferred Requests waiting, without a worker, for "
-               "another thread's work (a batched statement).\n"
+               "another thread's work (database work, a key look-up, a batched statement).\n"
                "# TYPE ptce_http_requests_deferred gauge\n"
                "ptce_http_requests_deferred %ld\n"
                "# HELP ptce_http_requests_deferred_expired_total Deferred requests answered 503 "

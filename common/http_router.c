@@ -134,7 +134,7 @@ static int http_pattern_check(const char *pattern, char *why, size_t whylen)
         }
         if (memchr(s, '{', n) || memchr(s, '}', n)) {
             size_t name = n >= 2 ? strspn(s + 1, "abcdefghijklmnopqrstuvwxyz"
-                                                  "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+                                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
                                  : 0;
             if (s[0] != '{' || name == 0 || name + 2 != n || s[n - 1] != '}' || name > 31) {
                 snprintf(why, whylen,
@@ -163,7 +163,8 @@ enum status http_routes_check(const struct http_route *routes, size_t nroutes, c
         size_t m = 0;
         const char *method = r->method ? r->method : "(null)";
 
-        while (m < sizeof http_methods / sizeof *http_methods && strcmp(http_methods[m], method))
+        while (m < sizeof http_methods / sizeof *http_methods &&
+               strcmp(http_methods[m], method) != 0)
             m++;
         if (m == sizeof http_methods / sizeof *http_methods) {
             snprintf(why, whylen, "route %zu: %s is not a method this server serves", i, method);

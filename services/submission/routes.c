@@ -393,8 +393,7 @@ static void dossier_list_run(struct http_ctx *ctx, void *arg)
 {
     struct dossier_page *p = arg;
 
-    p->st = store_dossier_list(routes_db(ctx), &ctx->principal, &p->f, &p->out, &p->more,
-                               &p->last);
+    p->st = store_dossier_list(routes_db(ctx), &ctx->principal, &p->f, &p->out, &p->more, &p->last);
 }
 
 static int dossier_list_answer(struct http_ctx *ctx)

@@ -947,8 +947,11 @@ START_TEST(test_http_routes_check)
 
     /* a bad table does not start */
     struct http_server other;
-    struct http_server_config cfg = {.bind = "127.0.0.1", .port = free_port(), .threads = 1,
-                                     .body_limit = BODY_LIMIT, .timeout_s = 5,
+    struct http_server_config cfg = {.bind = "127.0.0.1",
+                                     .port = free_port(),
+                                     .threads = 1,
+                                     .body_limit = BODY_LIMIT,
+                                     .timeout_s = 5,
                                      .connection_limit = 16};
     ck_assert_int_eq(http_server_start(&other, &cfg, &cases[3].r[0], 1, NULL, NULL),
                      STATUS_INVALID);
