@@ -86,3 +86,6 @@ def test_a_broker_outage_does_not_hold_the_list_back(urls, keys, stack):
                    what="a deposit listed while the broker is down")
     finally:
         stack.kafka("start")
+        # the next tests expect the services ready: wait until they see the broker again
+        wait_until(lambda: all(requests.get(u + "/readyz", timeout=5).status_code == 200
+                               for u in urls.values()), timeout=60, what="services ready again")
