@@ -63,7 +63,7 @@ static const struct config_var service_vars[] = {
      "failed authentications a second per client address (0: no throttle; 429 beyond)"},
     {"PTCE_AUTH_FAILURE_BURST", CONFIG_INT, "50", 1, 1000000, CFG(auth_failure_burst),
      "failed authentications a client address may make at once"},
-    {"PTCE_DB_THREADS", CONFIG_INT, "4", 1, 256, CFG(db_threads),
+    {"PTCE_DB_THREADS", CONFIG_INT, "8", 1, 256, CFG(db_threads),
      "threads that run requests' database work off the HTTP workers"},
     {"PTCE_LOG_LEVEL", CONFIG_STRING, "info", 0, 0, CFG(log_level), "debug, info, warn or error"},
     {"PTCE_FAILPOINT_INBOX_EXIT_AFTER", CONFIG_INT, "0", 0, 1000000000,
