@@ -377,8 +377,9 @@ static enum status auth_load(struct auth *auth, const char *key_id, char *hash,
     return st;
 }
 
-enum status auth_authenticate(struct auth *auth, const char *authorization,
-                              struct auth_principal *out)
+/* auth_authenticate; without may_load, STATUS_RETRY where a look-up would be needed. */
+static enum status auth_check(struct auth *auth, const char *authorization,
+                              struct auth_principal *out, int may_load)
 {
     char key_id[AUTH_KEY_ID_LEN + 1], stored[65], presented[65];
     enum status st;
@@ -393,6 +394,8 @@ enum status auth_authenticate(struct auth *auth, const char *authorization,
     int cached = auth_cache_get(auth, key_id, stored, out);
     if (cached < 0)
         return STATUS_UNAUTHORIZED;
+    if (cached == 0 && !may_load)
+        return STATUS_RETRY;
     if (cached == 0) {
         st = auth_load(auth, key_id, stored, out);
         if (st != STATUS_OK)
@@ -406,15 +409,35 @@ enum status auth_authenticate(struct auth *auth, const char *authorization,
     return STATUS_OK;
 }
 
-enum status auth_authenticate_client(struct auth *auth, const char *authorization,
+enum status auth_authenticate(struct auth *auth, const char *authorization,
+                              struct auth_principal *out)
+{
+    return auth_check(auth, authorization, out, 1);
+}
+
+static enum status auth_client_check(struct auth *auth, const char *authorization,
                                      const char *client, struct auth_principal *out,
-                                     long *retry_after_s)
+                                     long *retry_after_s, int may_load)
 {
     *retry_after_s = 0;
     if (client && ratelimit_check(auth->failures, client, retry_after_s) != STATUS_OK)
         return STATUS_RATE_LIMITED; /* answered before any look-up */
-    enum status st = auth_authenticate(auth, authorization, out);
+    enum status st = auth_check(auth, authorization, out, may_load);
     if (st == STATUS_UNAUTHORIZED && client)
         (void)ratelimit_take(auth->failures, client, NULL);
     return st;
+}
+
+enum status auth_authenticate_client(struct auth *auth, const char *authorization,
+                                     const char *client, struct auth_principal *out,
+                                     long *retry_after_s)
+{
+    return auth_client_check(auth, authorization, client, out, retry_after_s, 1);
+}
+
+enum status auth_authenticate_cached(struct auth *auth, const char *authorization,
+                                     const char *client, struct auth_principal *out,
+                                     long *retry_after_s)
+{
+    return auth_client_check(auth, authorization, client, out, retry_after_s, 0);
 }

@@ -127,6 +127,14 @@ enum status auth_authenticate_client(struct auth *auth, const char *authorizatio
                                      const char *client, struct auth_principal *out,
                                      long *retry_after_s);
 
+/*
+ * auth_authenticate_client without a database look-up: STATUS_RETRY when the key is in neither
+ * cache, for a caller that makes the look-up elsewhere (an HTTP request off its worker).
+ */
+enum status auth_authenticate_cached(struct auth *auth, const char *authorization,
+                                     const char *client, struct auth_principal *out,
+                                     long *retry_after_s);
+
 /* Database look-ups made so far (cache misses), for /metrics and tests. */
 unsigned long auth_lookups(const struct auth *auth);
 

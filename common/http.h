@@ -1,8 +1,9 @@
 /*
  * http: the services' HTTP plumbing — routing, limits, auth, problems, metrics, answers that
- * wait without holding a thread. Requests and responses are ulfius's objects; the workers drive
- * libmicrohttpd themselves, because ulfius's dispatcher must answer before it returns and so
- * cannot suspend a request while the database works on it.
+ * wait without holding a thread, database work off the workers. Requests and responses are
+ * ulfius's objects; the workers drive libmicrohttpd themselves, because ulfius's dispatcher
+ * must answer before it returns and so cannot suspend a request while the database works on
+ * it. The README's "What of ulfius the layer serves" lists what is and is not served.
  */
 #ifndef PTCE_HTTP_H
 #define PTCE_HTTP_H
@@ -23,10 +24,16 @@ struct http_ctx;
 struct http_exchange;
 
 /*
- * A handler answers through http_reply_*() and returns what they return, or hands the answer
- * to later with http_defer() and returns what that returns.
+ * A handler answers through http_reply_*() and returns what they return (U_CALLBACK_COMPLETE),
+ * or hands the answer to later with http_defer() / http_defer_work() and returns what they
+ * return. The value means what it means to ulfius: U_CALLBACK_COMPLETE, the answer is given (or
+ * deferred); U_CALLBACK_UNAUTHORIZED, answer 401; U_CALLBACK_ERROR (or anything else), answer
+ * 500 in place of whatever was set. A gate (HTTP_GATE) returns HTTP_CONTINUE to let the
+ * request through, or answers and returns U_CALLBACK_COMPLETE.
  */
 typedef int (*http_handler_fn)(struct http_ctx *ctx);
+
+#define HTTP_CONTINUE U_CALLBACK_CONTINUE
 
 /* Route flags. */
 enum {
@@ -34,11 +41,25 @@ enum {
     HTTP_BODY_FORM = 1 << 1,   /* accepts application/x-www-form-urlencoded (or no body) */
     HTTP_QUIET = 1 << 2,       /* probes: access-logged at debug level only */
     HTTP_SECRET_PATH = 1 << 3, /* the path holds a secret: logs show the route pattern only */
+    HTTP_PUBLIC = 1 << 4,      /* no key at all: probes, webhooks (roles must be 0) */
+    HTTP_GATE = 1 << 5,        /* the handler is first called as a gate, see http_gating() */
 };
 
 /*
+ * Roles that get 404 on a route, as if it did not exist for them, instead of 403: a flag
+ * HTTP_HIDE(ROLE_DASHBOARD) on every route that shows personal data. Disjoint from the route's
+ * roles. Kept in the flags so that route tables written as {method, pattern, handler, roles,
+ * flags} stay as they are.
+ */
+#define HTTP_HIDE_SHIFT 16
+#define HTTP_HIDE(roles) ((unsigned)(roles) << HTTP_HIDE_SHIFT)
+#define HTTP_HIDDEN_ROLES(flags) (((unsigned)(flags) >> HTTP_HIDE_SHIFT) & ROLE_ANY)
+
+/*
  * One operation. `pattern` is a path with {name} segments ("/v1/dossiers/{id}"); `roles` is
- * the mask of roles allowed (0: no authentication, for probes and webhooks).
+ * the mask of roles allowed; a route without a key says HTTP_PUBLIC in its flags (and has no
+ * roles). http_server_start refuses a table where a route is neither, or both (see
+ * http_routes_check).
  */
 struct http_route {
     const char *method;
@@ -62,6 +83,7 @@ struct http_ctx {
     int nparams;
     int status_code;         /* what was answered, for the access log and metrics */
     struct http_exchange *x; /* private: the request on its worker */
+    int gating;              /* private: the handler runs as its route's gate */
 };
 
 struct http_server_config {
@@ -72,6 +94,10 @@ struct http_server_config {
     long timeout_s;        /* idle connection timeout */
     long connection_limit; /* simultaneous connections */
     long defer_timeout_ms; /* a deferred request unanswered this long gets 503 (0: 15000) */
+    long rate_limit_rps;   /* requests a second per API key (0: no limit) */
+    long rate_limit_burst; /* what a key may spend at once */
+    struct db_pool *db_pool; /* the connections http_defer_work lends (may be NULL) */
+    long db_threads;         /* threads that run http_defer_work (0: 4) */
 };
 
 struct http_route_stats;
@@ -109,6 +135,9 @@ struct http_server {
     struct auth *auth;
     size_t body_limit;
     struct http_route_stats *stats; /* one per route, plus one for unmatched requests */
+    struct ratelimit *key_limit;    /* per API key; NULL: no limit */
+    atomic_ulong rate_limited;      /* requests answered 429 by the per-key limit */
+    struct http_work_pool *work;    /* the threads of http_defer_work: private */
 };
 
 /* Starts listening. The routes array and app must outlive the server. auth may be NULL. */
@@ -120,6 +149,27 @@ enum status http_server_start(struct http_server *srv, const struct http_server_
  * requests still waiting, then releases everything. Never stops MHD with a request suspended.
  */
 void http_server_stop(struct http_server *srv);
+
+/*
+ * Checks a route table: every route public (HTTP_PUBLIC, no roles, nothing hidden) or with
+ * roles; hidden roles disjoint from the allowed ones; a known method, a handler, a pattern of
+ * "/" segments whose {name} parameters fill a whole segment (at most HTTP_MAX_PARAMS, names
+ * of letters, digits and '_'); no method + pattern twice. STATUS_INVALID with the first
+ * problem in why.
+ */
+enum status http_routes_check(const struct http_route *routes, size_t nroutes, char *why,
+                              size_t whylen);
+
+/*
+ * Appends one line per route to out: "METHOD PATTERN ROLES HIDDEN", ROLES being "public" or
+ * role names joined by ',', HIDDEN role names or "-".
+ */
+void http_routes_print(const struct http_route *routes, size_t nroutes, struct buf *out);
+
+/* 1 while a route's handler runs as its gate (HTTP_GATE): right after matching, before the
+ * key, the body and the method are looked at. It answers (a 404 for a wrong secret) or
+ * returns HTTP_CONTINUE. */
+int http_gating(const struct http_ctx *ctx);
 
 /* Appends the per-route request counters and latency histograms to out (Prometheus text). */
 void http_metrics_render(const struct http_server *srv, struct buf *out);
@@ -152,6 +202,27 @@ int http_defer(struct http_ctx *ctx, http_handler_fn resume, void *state,
                void (*free_state)(void *));
 void http_resume(struct http_ctx *ctx);
 void *http_state(const struct http_ctx *ctx);
+
+/* Database work of a request, run by http_defer_work on a database thread with conn lent. */
+typedef void (*http_work_fn)(struct http_ctx *ctx, struct db_conn *conn, void *state);
+/* Work of a request that takes its connections itself, run by http_defer_call. */
+typedef void (*http_call_fn)(struct http_ctx *ctx, void *state);
+
+/*
+ * Runs fn(ctx, conn, state) on one of the server's database threads (http_server_config's
+ * db_threads) with a connection of its pool (db_pool), without holding the HTTP worker; then
+ * resume(ctx) answers on the worker, as after http_defer (state, free_state, the deadline and
+ * a stop behave the same). When no connection frees up within the pool's wait, fn and resume
+ * are not called and the request is answered 503 (Retry-After: 1). fn must not answer: it
+ * leaves its results in state. ctx is readable from fn (parameters, principal, body), not
+ * writable. Returns what the handler returns.
+ */
+int http_defer_work(struct http_ctx *ctx, http_work_fn fn, void *state, void (*free_state)(void *),
+                    http_handler_fn resume);
+
+/* The same for work that takes its connections itself (a store taking the pool): none lent. */
+int http_defer_call(struct http_ctx *ctx, http_call_fn fn, void *state, void (*free_state)(void *),
+                    http_handler_fn resume);
 
 /* Answers `code` with body serialised as JSON. Takes the reference to body. */
 int http_reply_json(struct http_ctx *ctx, int code, json_t *body);

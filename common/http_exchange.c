@@ -3,6 +3,7 @@
  * callbacks fill ulfius's request object, run the dispatcher, send the answer — and the answers
  * deferred to another thread, with their deadline.
  */
+#include <arpa/inet.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,41 +15,6 @@
 #include "http_internal.h"
 #include "log.h"
 #include "utf8.h"
-
-/*
- * A request from its first line to its answer: ulfius's request and response objects, the
- * handler's context, and what the worker needs to suspend and resume it.
- */
-struct http_exchange {
-    struct _u_request req;
-    struct _u_response res;
-    struct http_ctx ctx;
-    struct http_server *srv;
-    struct MHD_Connection *conn;
-    struct MHD_PostProcessor *post; /* application/x-www-form-urlencoded bodies */
-    struct timespec start;
-    char names[HTTP_MAX_PARAMS][32];
-    long idx; /* the route, or -1 */
-    int started, dispatched;
-    http_handler_fn resume; /* set while the answer is deferred */
-    void *state;
-    void (*free_state)(void *);
-    /*
-     * One reference for MHD (until the request completes) and one for the thread that is to
-     * call http_resume, while deferred: whichever goes last frees the exchange.
-     */
-    atomic_int refs;
-    atomic_int defer_state; /* enum http_defer_state: who won the race to wake the worker */
-    struct timespec deadline;
-    struct http_exchange *dprev, *dnext; /* in srv->defer_head, while HTTP_DEFER_WAITING */
-};
-
-enum http_defer_state {
-    HTTP_DEFER_NONE,
-    HTTP_DEFER_WAITING, /* suspended, in the server's list */
-    HTTP_DEFER_RESUMED, /* http_resume came first: the worker calls resume */
-    HTTP_DEFER_EXPIRED, /* the deadline (or a stop) came first: the worker answers 503 */
-};
 
 static void http_exchange_unref(struct http_exchange *x)
 {
@@ -135,6 +101,9 @@ int http_defer(struct http_ctx *ctx, http_handler_fn resume, void *state,
     struct http_exchange *x = ctx->x;
     struct http_server *srv = x->srv;
 
+    /* deferred again (the key was looked up; now the handler's work): the first state is done */
+    if (x->free_state && x->state != state)
+        x->free_state(x->state);
     x->resume = resume;
     x->state = state;
     x->free_state = free_state;
@@ -173,16 +142,6 @@ void *http_state(const struct http_ctx *ctx)
     return ctx->x->state;
 }
 
-/* Routes the request and runs its handler, which answers or defers. */
-static void http_begin(struct http_exchange *x)
-{
-    clock_gettime(CLOCK_MONOTONIC, &x->start);
-    x->ctx.req = &x->req;
-    x->ctx.res = &x->res;
-    x->ctx.x = x;
-    x->idx = http_dispatch(x->srv, &x->ctx, x->names);
-}
-
 static double http_elapsed(const struct timespec *start)
 {
     struct timespec now;
@@ -201,9 +160,9 @@ static enum MHD_Result http_answer(struct http_exchange *x)
     http_account(x->srv, ctx, x->idx, http_elapsed(&x->start));
     log_set_request_id(NULL);
 
-    /* the body goes to MHD as it is, and is freed by it */
+    /* the body goes to MHD as it is, and is freed by it with ulfius's allocator, which made it */
     struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(
-        x->res.binary_body_length, x->res.binary_body, free);
+        x->res.binary_body_length, x->res.binary_body, o_free);
     if (!r)
         return MHD_NO;
     x->res.binary_body = NULL;
@@ -216,30 +175,59 @@ static enum MHD_Result http_answer(struct http_exchange *x)
     return ret;
 }
 
-/*
- * Puts a header or query value in map; like ulfius, drops what is not UTF-8 and joins the values
- * of a repeated name with commas.
- */
-static enum MHD_Result http_fill_map(void *cls, enum MHD_ValueKind kind, const char *key,
-                                     const char *value)
+/* Puts value in map; the values of a repeated name are joined with commas. */
+static void http_map_add(struct _u_map *map, const char *key, const char *value)
 {
-    (void)kind;
-    struct _u_map *map = cls;
-
-    if (!value)
-        value = "";
-    if (!utf8_valid(key, strlen(key)) || !utf8_valid(value, strlen(value)))
-        return MHD_YES;
     const char *had = u_map_get(map, key);
     if (!had) {
         u_map_put(map, key, value);
-        return MHD_YES;
+        return;
     }
     struct buf b;
     buf_init(&b, strlen(had) + strlen(value) + 2);
     buf_printf(&b, "%s,%s", had, value);
     u_map_put(map, key, b.data);
     buf_free(&b);
+}
+
+/* A header; like ulfius, drops what is not UTF-8. */
+static enum MHD_Result http_fill_map(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+
+    if (!value)
+        value = "";
+    if (utf8_valid(key, strlen(key)) && utf8_valid(value, strlen(value)))
+        http_map_add(cls, key, value);
+    return MHD_YES;
+}
+
+/*
+ * A query parameter. Unlike ulfius, which drops a value that is not UTF-8 (and so turns a
+ * filter into no filter), the first such parameter is remembered for a 400 naming it.
+ */
+static enum MHD_Result http_fill_query(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *value)
+{
+    (void)kind;
+    struct http_exchange *x = cls;
+
+    if (!value)
+        value = "";
+    if (utf8_valid(key, strlen(key)) && utf8_valid(value, strlen(value))) {
+        http_map_add(x->req.map_url, key, value);
+        return MHD_YES;
+    }
+    if (!x->bad_query[0]) {
+        struct buf name;
+        buf_init(&name, 0);
+        http_text_clean(key, &name);
+        snprintf(x->bad_query, sizeof x->bad_query, "%s", name.data ? name.data : "");
+        if (!x->bad_query[0])
+            snprintf(x->bad_query, sizeof x->bad_query, "(empty name)");
+        buf_free(&name);
+    }
     return MHD_YES;
 }
 
@@ -277,14 +265,19 @@ static void http_request_start(struct http_exchange *x, const char *method, cons
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(x->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 
-    req->http_verb = xstrdup(method);
-    req->http_protocol = xstrdup(version);
+    /* ulfius_clean_request frees these with o_free: they are made with its allocator */
+    req->http_verb = o_strdup(method);
+    req->http_protocol = o_strdup(version);
     if (ci && ci->client_addr) {
-        req->client_address = xmalloc(sizeof(struct sockaddr));
-        memcpy(req->client_address, ci->client_addr, sizeof(struct sockaddr));
+        req->client_address = o_malloc(sizeof(struct sockaddr));
+        if (req->client_address)
+            memcpy(req->client_address, ci->client_addr, sizeof(struct sockaddr));
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ci->client_addr;
+        if (in->sin_family == AF_INET)
+            inet_ntop(AF_INET, &in->sin_addr, x->client, sizeof x->client);
     }
     MHD_get_connection_values(x->conn, MHD_HEADER_KIND, http_fill_map, req->map_header);
-    MHD_get_connection_values(x->conn, MHD_GET_ARGUMENT_KIND, http_fill_map, req->map_url);
+    MHD_get_connection_values(x->conn, MHD_GET_ARGUMENT_KIND, http_fill_query, x);
     if (http_media_is(u_map_get_case(req->map_header, "Content-Type"),
                       "application/x-www-form-urlencoded"))
         x->post = MHD_create_post_processor(x->conn, 16384, http_form_field, req->map_post_body);
@@ -301,7 +294,10 @@ static void http_request_body(struct http_exchange *x, const char *data, size_t 
     size_t n = size < room ? size : room;
 
     if (n) {
-        req->binary_body = xrealloc(req->binary_body, req->binary_body_length + n);
+        void *grown = o_realloc(req->binary_body, req->binary_body_length + n);
+        if (!grown)
+            abort(); /* as xrealloc does: out of memory */
+        req->binary_body = grown;
         memcpy((char *)req->binary_body + req->binary_body_length, data, n);
         req->binary_body_length += n;
     }
@@ -321,9 +317,49 @@ enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *
     if (!x)
         return MHD_NO;
     if (!x->started) {
+        /*
+         * The headers are in: everything they can decide (route, gate, key, role, rate) is
+         * decided now, before a byte of body is read. A refusal is queued at once, which MHD
+         * allows on this first call: it sends it and closes, never reading the body.
+         */
         x->started = 1;
+        clock_gettime(CLOCK_MONOTONIC, &x->start);
+        x->ctx.req = &x->req;
+        x->ctx.res = &x->res;
+        x->ctx.x = x;
         http_request_start(x, method, version);
+        http_dispatch_head(x);
+        if (x->resume) {
+            log_set_request_id(NULL);
+            return MHD_YES; /* suspended: called again once resumed */
+        }
+        if (!x->headed)
+            return http_answer(x);
+        log_set_request_id(NULL);
         return MHD_YES;
+    }
+    if (x->resume) {
+        http_handler_fn resume = x->resume;
+        x->resume = NULL;
+        log_set_request_id(x->ctx.request_id);
+        atomic_fetch_sub(&x->srv->deferred, 1);
+        /* Expired: the other thread may still be using the state, so resume is not called. */
+        if (atomic_load(&x->defer_state) == HTTP_DEFER_EXPIRED)
+            http_reply_problem(&x->ctx, STATUS_UNAVAILABLE,
+                               "no answer within %ld ms; the request may still take effect",
+                               x->srv->defer_timeout_ms);
+        else if (x->work_status != STATUS_OK)
+            http_reply_problem(&x->ctx, x->work_status, "no database connection is free right now");
+        else
+            http_handler_result(x, resume(&x->ctx));
+        if (x->resume) {
+            log_set_request_id(NULL);
+            return MHD_YES; /* deferred again (the key was checked; now the handler's work) */
+        }
+        if (x->ctx.status_code || !x->headed)
+            return http_answer(x);
+        log_set_request_id(NULL);
+        return MHD_YES; /* the key is checked: on to the body */
     }
     if (*upload_data_size) {
         http_request_body(x, upload_data, *upload_data_size);
@@ -332,23 +368,12 @@ enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *
     }
     if (!x->dispatched) {
         x->dispatched = 1;
-        http_begin(x);
+        log_set_request_id(x->ctx.request_id);
+        http_dispatch_body(x);
         if (x->resume) {
             log_set_request_id(NULL);
             return MHD_YES; /* suspended: called again once resumed */
         }
-    } else if (x->resume) {
-        http_handler_fn resume = x->resume;
-        x->resume = NULL;
-        log_set_request_id(x->ctx.request_id);
-        /* Expired: the other thread may still be using the state, so resume is not called. */
-        if (atomic_load(&x->defer_state) == HTTP_DEFER_EXPIRED)
-            http_reply_problem(&x->ctx, STATUS_UNAVAILABLE,
-                               "no answer within %ld ms; the request may still take effect",
-                               x->srv->defer_timeout_ms);
-        else
-            resume(&x->ctx);
-        atomic_fetch_sub(&x->srv->deferred, 1);
     }
     return http_answer(x);
 }
@@ -366,8 +391,8 @@ void *http_uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
     atomic_fetch_add(&x->srv->inflight, 1);
     ulfius_init_request(&x->req);
     ulfius_init_response(&x->res);
-    x->req.http_url = xstrdup(uri);
-    x->req.url_path = xstrndup(uri, strcspn(uri, "?"));
+    x->req.http_url = o_strdup(uri);
+    x->req.url_path = o_strndup(uri, strcspn(uri, "?"));
     return x;
 }
 

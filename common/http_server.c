@@ -19,6 +19,7 @@
 #include "http.h"
 #include "http_internal.h"
 #include "log.h"
+#include "ratelimit.h"
 
 static void http_connection_notify(void *cls, struct MHD_Connection *connection,
                                    void **socket_context, enum MHD_ConnectionNotificationCode toe)
@@ -153,6 +154,9 @@ static void http_workers_stop(struct http_server *srv)
         srv->defer_thread_started = 0;
         http_defer_expire(srv, 1);
     }
+    /* what the database threads still hold is run and given back (late: only released) */
+    http_work_stop(srv->work);
+    srv->work = NULL;
     for (int waited = 0; atomic_load(&srv->deferred) > 0 && waited < 5000; waited++)
         clock_sleep_ms(1);
     if (atomic_load(&srv->deferred) > 0)
@@ -164,6 +168,8 @@ static void http_workers_stop(struct http_server *srv)
     }
     free(srv->workers);
     srv->workers = NULL;
+    ratelimit_free(srv->key_limit);
+    srv->key_limit = NULL;
     pthread_mutex_destroy(&srv->defer_lock);
     pthread_cond_destroy(&srv->defer_cond);
 }
@@ -172,6 +178,12 @@ enum status http_server_start(struct http_server *srv, const struct http_server_
                               const struct http_route *routes, size_t nroutes, void *app,
                               struct auth *auth)
 {
+    char why[256];
+
+    if (http_routes_check(routes, nroutes, why, sizeof why) != STATUS_OK) {
+        log_event(LOG_ERROR, "http.bad_route_table", "{s:s}", "problem", why);
+        return STATUS_INVALID;
+    }
     memset(srv, 0, sizeof *srv);
     srv->listen_fd = srv->wake_fd = -1;
     srv->routes = routes;
@@ -191,6 +203,8 @@ enum status http_server_start(struct http_server *srv, const struct http_server_
     pthread_condattr_destroy(&attr);
     srv->stats = http_route_stats_new(nroutes);
     srv->workers = xcalloc(srv->nworkers, sizeof *srv->workers);
+    if (cfg->rate_limit_rps > 0 && cfg->rate_limit_burst > 0)
+        srv->key_limit = ratelimit_new(cfg->rate_limit_rps, cfg->rate_limit_burst, 4096);
 
     enum status st = http_listen(cfg, &srv->listen_fd);
     if (st != STATUS_OK)
@@ -206,6 +220,11 @@ enum status http_server_start(struct http_server *srv, const struct http_server_
             log_event(LOG_ERROR, "http.start_failed", "{s:i}", "worker", (int)i);
             goto fail;
         }
+    }
+    srv->work = http_work_start(cfg->db_pool, cfg->db_threads > 0 ? (size_t)cfg->db_threads : 4);
+    if (!srv->work) {
+        st = STATUS_INTERNAL;
+        goto fail;
     }
     if (pthread_create(&srv->defer_thread, NULL, http_defer_watch, srv) != 0) {
         st = STATUS_INTERNAL;

@@ -55,6 +55,16 @@ static const struct config_var service_vars[] = {
      "handler failures before an event is set aside"},
     {"PTCE_AUTH_CACHE_TTL_MS", CONFIG_INT, "2000", 0, 600000, CFG(auth_cache_ttl_ms),
      "how long a checked key is trusted"},
+    {"PTCE_RATE_LIMIT_RPS", CONFIG_INT, "500", 0, 100000000, CFG(rate_limit_rps),
+     "requests a second per API key, on average (0: no limit; 429 beyond)"},
+    {"PTCE_RATE_LIMIT_BURST", CONFIG_INT, "2000", 1, 100000000, CFG(rate_limit_burst),
+     "requests an API key may make at once above its rate"},
+    {"PTCE_AUTH_FAILURE_RPS", CONFIG_INT, "2", 0, 1000000, CFG(auth_failure_rps),
+     "failed authentications a second per client address (0: no throttle; 429 beyond)"},
+    {"PTCE_AUTH_FAILURE_BURST", CONFIG_INT, "50", 1, 1000000, CFG(auth_failure_burst),
+     "failed authentications a client address may make at once"},
+    {"PTCE_DB_THREADS", CONFIG_INT, "8", 1, 256, CFG(db_threads),
+     "threads that run requests' database work off the HTTP workers"},
     {"PTCE_LOG_LEVEL", CONFIG_STRING, "info", 0, 0, CFG(log_level), "debug, info, warn or error"},
     {"PTCE_FAILPOINT_INBOX_EXIT_AFTER", CONFIG_INT, "0", 0, 1000000000,
      CFG(failpoint_inbox_exit_after), "tests only: crash after N inbox commits"},
@@ -236,9 +246,9 @@ static int service_metrics(struct http_ctx *ctx)
 }
 
 static const struct http_route service_probe_routes[] = {
-    {"GET", "/healthz", service_healthz, 0, HTTP_QUIET},
-    {"GET", "/readyz", service_readyz, 0, HTTP_QUIET},
-    {"GET", "/metrics", service_metrics, 0, HTTP_QUIET},
+    {"GET", "/healthz", service_healthz, 0, HTTP_PUBLIC | HTTP_QUIET},
+    {"GET", "/readyz", service_readyz, 0, HTTP_PUBLIC | HTTP_QUIET},
+    {"GET", "/metrics", service_metrics, 0, HTTP_PUBLIC | HTTP_QUIET},
 };
 #define NPROBES (sizeof service_probe_routes / sizeof service_probe_routes[0])
 
@@ -351,22 +361,36 @@ static enum status service_kafka_start(struct service *svc)
     return svc->inbox ? STATUS_OK : STATUS_INTERNAL;
 }
 
-static enum status service_http_start(struct service *svc)
+/* The probes and the service's routes, in one table (svc->routes); their count. */
+static size_t service_routes_build(struct service *svc, const struct service_def *def)
 {
-    size_t n = svc->def->nroutes + NPROBES;
-    struct http_server_config hc = {svc->cfg.http_bind,
-                                    svc->cfg.http_port,
-                                    svc->cfg.http_threads,
-                                    svc->cfg.http_body_limit,
-                                    svc->cfg.http_timeout_s,
-                                    svc->cfg.http_connection_limit,
-                                    svc->cfg.http_defer_timeout_ms};
+    size_t n = def->nroutes + NPROBES;
 
     svc->routes = xcalloc(n, sizeof *svc->routes);
     memcpy(svc->routes, service_probe_routes, sizeof service_probe_routes);
-    if (svc->def->nroutes)
-        memcpy(svc->routes + NPROBES, svc->def->routes, svc->def->nroutes * sizeof *svc->routes);
-    return http_server_start(&svc->http, &hc, svc->routes, n, svc, svc->auth);
+    if (def->nroutes)
+        memcpy(svc->routes + NPROBES, def->routes, def->nroutes * sizeof *svc->routes);
+    return n;
+}
+
+static enum status service_http_start(struct service *svc)
+{
+    struct http_server_config hc = {
+        .bind = svc->cfg.http_bind,
+        .port = svc->cfg.http_port,
+        .threads = svc->cfg.http_threads,
+        .body_limit = svc->cfg.http_body_limit,
+        .timeout_s = svc->cfg.http_timeout_s,
+        .connection_limit = svc->cfg.http_connection_limit,
+        .defer_timeout_ms = svc->cfg.http_defer_timeout_ms,
+        .rate_limit_rps = svc->cfg.rate_limit_rps,
+        .rate_limit_burst = svc->cfg.rate_limit_burst,
+        .db_pool = svc->db,
+        .db_threads = svc->cfg.db_threads,
+    };
+
+    return http_server_start(&svc->http, &hc, svc->routes, svc->def->nroutes + NPROBES, svc,
+                             svc->auth);
 }
 
 static void service_stop(struct service *svc)
@@ -396,6 +420,7 @@ static enum status service_start(struct service *svc)
     st = service_migrate(svc);
     if (st == STATUS_OK) {
         svc->auth = auth_new(svc->db, svc->cfg.auth_cache_ttl_ms);
+        auth_set_failure_limit(svc->auth, svc->cfg.auth_failure_rps, svc->cfg.auth_failure_burst);
         st = service_kafka_start(svc);
     }
     if (st == STATUS_OK)
@@ -421,8 +446,26 @@ int service_main(const struct service_def *def, int argc, char **argv)
     }
     memset(&svc, 0, sizeof svc);
     svc.def = def;
-    if (service_config_load(&svc, def) != STATUS_OK)
+    size_t nroutes = service_routes_build(&svc, def);
+    char why[256];
+    if (http_routes_check(svc.routes, nroutes, why, sizeof why) != STATUS_OK) {
+        fprintf(stderr, "ptce-%s: the route table is wrong, not starting: %s\n", def->name, why);
+        free(svc.routes);
         return 2;
+    }
+    if (argc > 1 && strcmp(argv[1], "--routes") == 0) {
+        struct buf out;
+        buf_init(&out, 0);
+        http_routes_print(svc.routes, nroutes, &out);
+        fwrite(out.data, 1, out.len, stdout);
+        buf_free(&out);
+        free(svc.routes);
+        return 0;
+    }
+    if (service_config_load(&svc, def) != STATUS_OK) {
+        free(svc.routes);
+        return 2;
+    }
     log_set_async();
     /* Block the stop signals in every thread; the main thread waits for them below. */
     sigemptyset(&sigs);

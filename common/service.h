@@ -33,6 +33,11 @@ struct service_config {
     const char *log_level;
     long failpoint_inbox_exit_after;
     long inbox_max_attempts;
+    long rate_limit_rps;
+    long rate_limit_burst;
+    long auth_failure_rps;
+    long auth_failure_burst;
+    long db_threads;
 };
 
 struct service;
@@ -97,7 +102,10 @@ struct service {
 /*
  * Runs the service until SIGTERM or SIGINT, then stops it gracefully: stop accepting, finish
  * in-flight requests, stop the consumer (committing offsets), flush the producer.
- * `--help` prints the configuration table. Returns the process exit code.
+ * `--help` prints the configuration table; `--routes` the route table, one line per route:
+ * method, pattern, allowed roles (or `public`), hidden roles (or `-`). A route table that
+ * http_routes_check refuses stops the service before anything starts (exit code 2).
+ * Returns the process exit code.
  */
 int service_main(const struct service_def *def, int argc, char **argv);
 

@@ -438,6 +438,6 @@ const struct http_route funding_routes[] = {
      HTTP_BODY_JSON},
     {"GET", "/v1/ledger", funding_handle_ledger, OFFICERS_HIDDEN, 0},
     {"GET", "/v1/stats/money", handle_stats_money, AGGREGATES, 0},
-    {"GET", "/v1/opendata/subventions.csv", handle_opendata, 0, 0},
+    {"GET", "/v1/opendata/subventions.csv", handle_opendata, 0, HTTP_PUBLIC},
 };
 const size_t funding_nroutes = sizeof funding_routes / sizeof funding_routes[0];

@@ -282,6 +282,6 @@ const struct http_route support_routes[] = {
     {"GET", "/v1/support/uptake", handle_uptake, STAFF | ROLE_DASHBOARD, 0},
     {"POST", "/v1/charter/signatures", charter_signature_create, STAFF, HTTP_BODY_JSON},
     /* Public data: no key (roles 0), like the probes. */
-    {"GET", "/v1/charter/signatories", charter_signatory_list, 0, 0},
+    {"GET", "/v1/charter/signatories", charter_signatory_list, 0, HTTP_PUBLIC},
 };
 const size_t support_nroutes = sizeof support_routes / sizeof support_routes[0];

@@ -16,9 +16,11 @@
 #include "utf8.h"
 #include "uuid.h"
 
+/* The roles that read dossiers; dashboard keys see aggregates only, and dossiers do not exist for
+ * them (HTTP_HIDE: 404, not 403). */
 #define READERS                                                                                    \
-    (ROLE_NATIONAL_ADMIN | ROLE_REGIONAL_INSTRUCTOR | ROLE_EXPERT | ROLE_FUNDING_OFFICER |         \
-     ROLE_DASHBOARD)
+    (ROLE_NATIONAL_ADMIN | ROLE_REGIONAL_INSTRUCTOR | ROLE_EXPERT | ROLE_FUNDING_OFFICER)
+#define PERSONAL HTTP_HIDE(ROLE_DASHBOARD)
 
 static struct submission *routes_domain(const struct http_ctx *ctx)
 {
@@ -85,17 +87,31 @@ static int webhook_answer(struct http_ctx *ctx)
         ctx, 202, json_pack("{s:s, s:b}", "status", "accepted", "duplicate", !w->rq.fresh));
 }
 
-static int handle_ds_webhook(struct http_ctx *ctx)
+/*
+ * The webhook's gate, run right after matching, before its method, body and Content-Type are
+ * looked at: a wrong token answers exactly what an unknown path answers.
+ */
+static int webhook_gate(struct http_ctx *ctx)
 {
     struct submission *sub = routes_domain(ctx);
-    char presented[65], when[40];
-    struct ds_notice n = {0};
+    char presented[65];
 
     auth_token_hash(http_param(ctx, "token"), presented);
     /* Constant time over fixed-length hashes: the comparison says nothing about the secret. */
     if (!sub->webhook_token_hash[0] || CRYPTO_memcmp(presented, sub->webhook_token_hash, 64) != 0)
         return http_reply_problem(ctx, STATUS_NOT_FOUND, "no such resource: %s",
                                   ctx->req->url_path);
+    return HTTP_CONTINUE;
+}
+
+static int handle_ds_webhook(struct http_ctx *ctx)
+{
+    struct submission *sub = routes_domain(ctx);
+    char when[40];
+    struct ds_notice n = {0};
+
+    if (http_gating(ctx))
+        return webhook_gate(ctx);
     n.procedure_id = routes_field(ctx, "procedure_id");
     n.dossier_number = routes_field(ctx, "dossier_id");
     n.state = routes_field(ctx, "state");
@@ -139,12 +155,64 @@ static int handle_ds_webhook(struct http_ctx *ctx)
 
 /* ---- dossiers ---- */
 
+/* A deposit on its way to the database, and what the store answered. */
+struct dossier_create {
+    const char *key;
+    char hash[65];
+    json_t *content;
+    char *doc;
+    int replayed;
+    enum status st;
+};
+
+static void dossier_create_free(void *arg)
+{
+    struct dossier_create *c = arg;
+
+    json_decref(c->content);
+    free(c->doc);
+    free(c);
+}
+
+/* On a database thread. */
+static void dossier_create_run(struct http_ctx *ctx, void *arg)
+{
+    struct dossier_create *c = arg;
+
+    c->st = store_partner_create(routes_db(ctx), &ctx->principal, c->key, c->hash, c->content,
+                                 &c->doc, &c->replayed);
+}
+
+static int dossier_create_answer(struct http_ctx *ctx)
+{
+    struct dossier_create *c = http_state(ctx);
+    char location[128];
+
+    if (c->st == STATUS_UNPROCESSABLE)
+        return http_reply_problem(ctx, c->st, "this Idempotency-Key was used with another body");
+    if (c->st == STATUS_CONFLICT && c->replayed < 0)
+        return http_reply_problem(ctx, c->st,
+                                  "a request with this Idempotency-Key is still being "
+                                  "answered: retry it in a moment");
+    if (c->st == STATUS_CONFLICT)
+        return http_reply_problem(ctx, c->st, "no wave accepts deposits: a wave must be created");
+    if (c->st != STATUS_OK)
+        return http_reply_problem(ctx, c->st, "the dossier could not be created");
+    json_t *parsed = json_loads(c->doc, 0, NULL);
+    snprintf(location, sizeof location, "/v1/dossiers/%s",
+             json_string_value(json_object_get(parsed, "id")));
+    json_decref(parsed);
+    http_set_header(ctx, "Location", location);
+    if (c->replayed)
+        http_set_header(ctx, "Idempotent-Replayed", "true");
+    char *doc = c->doc;
+    c->doc = NULL;
+    return routes_reply_text(ctx, 201, doc);
+}
+
 static int handle_dossier_create(struct http_ctx *ctx)
 {
     const char *key = http_header(ctx, "Idempotency-Key");
-    char hash[65], location[128];
-    char *doc = NULL;
-    int replayed = 0;
 
     if (!key)
         return http_reply_problem(ctx, STATUS_PRECONDITION_REQUIRED,
@@ -163,31 +231,14 @@ static int handle_dossier_create(struct http_ctx *ctx)
         return http_reply_problem(ctx, STATUS_FORBIDDEN, "this key may not deposit for region %s",
                                   region ? region : "(none)");
     }
+    struct dossier_create *c = xcalloc(1, sizeof *c);
+    c->key = key;
+    c->content = content;
     /* The raw bytes are the request's identity: the same key must come with the same body. */
     char *raw = xstrndup(ctx->req->binary_body, ctx->req->binary_body_length);
-    auth_token_hash(raw, hash);
+    auth_token_hash(raw, c->hash);
     free(raw);
-    enum status st =
-        store_partner_create(routes_db(ctx), &ctx->principal, key, hash, content, &doc, &replayed);
-    json_decref(content);
-    if (st == STATUS_UNPROCESSABLE)
-        return http_reply_problem(ctx, st, "this Idempotency-Key was used with another body");
-    if (st == STATUS_CONFLICT && replayed < 0)
-        return http_reply_problem(ctx, st,
-                                  "a request with this Idempotency-Key is still being "
-                                  "answered: retry it in a moment");
-    if (st == STATUS_CONFLICT)
-        return http_reply_problem(ctx, st, "no wave accepts deposits: a wave must be created");
-    if (st != STATUS_OK)
-        return http_reply_problem(ctx, st, "the dossier could not be created");
-    json_t *parsed = json_loads(doc, 0, NULL);
-    snprintf(location, sizeof location, "/v1/dossiers/%s",
-             json_string_value(json_object_get(parsed, "id")));
-    json_decref(parsed);
-    http_set_header(ctx, "Location", location);
-    if (replayed)
-        http_set_header(ctx, "Idempotent-Replayed", "true");
-    return routes_reply_text(ctx, 201, doc);
+    return http_defer_call(ctx, dossier_create_run, c, dossier_create_free, dossier_create_answer);
 }
 
 /* A dossier read by id waits for its batch without holding the HTTP worker. */
@@ -219,17 +270,56 @@ static int handle_dossier_get(struct http_ctx *ctx)
     return rc;
 }
 
+/* A read that the store answers with one JSON text (history, waves, a new wave). */
+struct routes_text {
+    const char *id;
+    json_t *wave;
+    char *text;
+    enum status st;
+};
+
+static void routes_text_free(void *arg)
+{
+    struct routes_text *t = arg;
+
+    free(t->text);
+    free(t);
+}
+
+/* Answers the store's text (which the state gives up) with code. */
+static int routes_text_answer(struct http_ctx *ctx, struct routes_text *t, int code)
+{
+    char *text = t->text;
+
+    t->text = NULL;
+    return routes_reply_text(ctx, code, text);
+}
+
+static void dossier_history_run(struct http_ctx *ctx, void *arg)
+{
+    struct routes_text *t = arg;
+
+    t->st = store_dossier_history(routes_db(ctx), &ctx->principal, t->id, &t->text);
+}
+
+static int dossier_history_answer(struct http_ctx *ctx)
+{
+    struct routes_text *t = http_state(ctx);
+
+    if (t->st != STATUS_OK)
+        return http_reply_problem(ctx, t->st, "no dossier %s", t->id);
+    return routes_text_answer(ctx, t, 200);
+}
+
 static int handle_dossier_history(struct http_ctx *ctx)
 {
     const char *id = http_param(ctx, "id");
-    char *history;
 
     if (!uuid_is_valid(id))
         return http_reply_problem(ctx, STATUS_NOT_FOUND, "no dossier %s", id);
-    enum status st = store_dossier_history(routes_db(ctx), &ctx->principal, id, &history);
-    if (st != STATUS_OK)
-        return http_reply_problem(ctx, st, "no dossier %s", id);
-    return routes_reply_text(ctx, 200, history);
+    struct routes_text *t = xcalloc(1, sizeof *t);
+    t->id = id;
+    return http_defer_call(ctx, dossier_history_run, t, routes_text_free, dossier_history_answer);
 }
 
 /*
@@ -304,47 +394,84 @@ static void routes_list_filter(struct http_ctx *ctx, struct dossier_filter *f,
     f->updated_since = upd ? since : NULL;
 }
 
-static int handle_dossier_list(struct http_ctx *ctx)
-{
+/* A page of the list on its way to the database. */
+struct dossier_page {
     struct dossier_filter f;
     struct dossier_position pos, last;
     char since[40];
-    int more = 0;
+    int more;
     struct buf out;
-    json_t *errors = json_array();
+    enum status st;
+};
 
-    routes_list_filter(ctx, &f, &pos, since, sizeof since, errors);
-    if (json_array_size(errors))
-        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid filters");
-    json_decref(errors);
-    buf_init(&out, 0);
-    buf_append(&out, "{\"items\":", 9);
-    enum status st = store_dossier_list(routes_db(ctx), &ctx->principal, &f, &out, &more, &last);
-    if (st != STATUS_OK) {
-        buf_free(&out);
-        return http_reply_problem(ctx, st, "the dossiers could not be listed");
-    }
-    if (more) {
-        char *cursor = routes_cursor_make(&last);
-        buf_printf(&out, ",\"next_cursor\":\"%s\"}", cursor); /* base64url: nothing to escape */
+static void dossier_page_free(void *arg)
+{
+    struct dossier_page *p = arg;
+
+    buf_free(&p->out);
+    free(p);
+}
+
+static void dossier_list_run(struct http_ctx *ctx, void *arg)
+{
+    struct dossier_page *p = arg;
+
+    p->st = store_dossier_list(routes_db(ctx), &ctx->principal, &p->f, &p->out, &p->more, &p->last);
+}
+
+static int dossier_list_answer(struct http_ctx *ctx)
+{
+    struct dossier_page *p = http_state(ctx);
+
+    if (p->st != STATUS_OK)
+        return http_reply_problem(ctx, p->st, "the dossiers could not be listed");
+    if (p->more) {
+        char *cursor = routes_cursor_make(&p->last);
+        buf_printf(&p->out, ",\"next_cursor\":\"%s\"}", cursor); /* base64url: no escaping */
         free(cursor);
     } else
-        buf_printf(&out, ",\"next_cursor\":null}");
-    int rc = http_reply_raw(ctx, 200, "application/json", out.data, out.len);
-    buf_free(&out);
-    return rc;
+        buf_printf(&p->out, ",\"next_cursor\":null}");
+    return http_reply_raw(ctx, 200, "application/json", p->out.data, p->out.len);
+}
+
+static int handle_dossier_list(struct http_ctx *ctx)
+{
+    struct dossier_page *p = xcalloc(1, sizeof *p);
+    json_t *errors = json_array();
+
+    routes_list_filter(ctx, &p->f, &p->pos, p->since, sizeof p->since, errors);
+    if (json_array_size(errors)) {
+        free(p);
+        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid filters");
+    }
+    json_decref(errors);
+    buf_init(&p->out, 0);
+    buf_append(&p->out, "{\"items\":", 9);
+    return http_defer_call(ctx, dossier_list_run, p, dossier_page_free, dossier_list_answer);
 }
 
 /* ---- waves ---- */
 
+static void wave_list_run(struct http_ctx *ctx, void *arg)
+{
+    struct routes_text *t = arg;
+
+    t->st = store_waves_list(routes_db(ctx), &t->text);
+}
+
+static int wave_list_answer(struct http_ctx *ctx)
+{
+    struct routes_text *t = http_state(ctx);
+
+    if (t->st != STATUS_OK)
+        return http_reply_problem(ctx, t->st, "the waves could not be listed");
+    return routes_text_answer(ctx, t, 200);
+}
+
 static int handle_wave_list(struct http_ctx *ctx)
 {
-    char *json;
-    enum status st = store_waves_list(routes_db(ctx), &json);
-
-    if (st != STATUS_OK)
-        return http_reply_problem(ctx, st, "the waves could not be listed");
-    return routes_reply_text(ctx, 200, json);
+    return http_defer_call(ctx, wave_list_run, xcalloc(1, sizeof(struct routes_text)),
+                           routes_text_free, wave_list_answer);
 }
 
 /*
@@ -419,32 +546,50 @@ static void routes_wave_check(json_t *w, json_t *errors)
         json_object_set_new(w, "amount_per_laureate_cents", json_integer(n));
 }
 
+static void wave_create_run(struct http_ctx *ctx, void *arg)
+{
+    struct routes_text *t = arg;
+
+    t->st = store_wave_create(routes_db(ctx), ctx->body, &t->text);
+}
+
+static int wave_create_answer(struct http_ctx *ctx)
+{
+    struct routes_text *t = http_state(ctx);
+
+    if (t->st == STATUS_CONFLICT)
+        return http_reply_problem(ctx, t->st, "a wave with this id exists");
+    if (t->st != STATUS_OK)
+        return http_reply_problem(ctx, t->st, "the wave could not be created");
+    return routes_text_answer(ctx, t, 201);
+}
+
 static int handle_wave_create(struct http_ctx *ctx)
 {
-    char *json;
     json_t *errors = json_array();
 
     routes_wave_check(ctx->body, errors);
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid wave");
     json_decref(errors);
-    enum status st = store_wave_create(routes_db(ctx), ctx->body, &json);
-    if (st == STATUS_CONFLICT)
-        return http_reply_problem(ctx, st, "a wave with this id exists");
-    if (st != STATUS_OK)
-        return http_reply_problem(ctx, st, "the wave could not be created");
-    return routes_reply_text(ctx, 201, json);
+    return http_defer_call(ctx, wave_create_run, xcalloc(1, sizeof(struct routes_text)),
+                           routes_text_free, wave_create_answer);
 }
 
+/*
+ * The route table; tests/system/route_matrix.py says the same, role by role. The webhook is
+ * public (DS sends no key) and gated by the secret in its path.
+ */
 const struct http_route submission_routes[] = {
-    {"POST", "/v1/webhooks/ds/{token}", handle_ds_webhook, 0, HTTP_BODY_FORM | HTTP_SECRET_PATH},
+    {"POST", "/v1/webhooks/ds/{token}", handle_ds_webhook, 0,
+     HTTP_PUBLIC | HTTP_GATE | HTTP_BODY_FORM | HTTP_SECRET_PATH},
     {"POST", "/v1/dossiers", handle_dossier_create, ROLE_PARTNER | ROLE_NATIONAL_ADMIN,
-     HTTP_BODY_JSON},
-    {"GET", "/v1/dossiers", handle_dossier_list, READERS, 0},
+     HTTP_BODY_JSON | PERSONAL},
+    {"GET", "/v1/dossiers", handle_dossier_list, READERS, PERSONAL},
     /* A partner reads back the dossiers it deposited, and only those. */
-    {"GET", "/v1/dossiers/{id}", handle_dossier_get, READERS | ROLE_PARTNER, 0},
-    {"GET", "/v1/dossiers/{id}/history", handle_dossier_history, READERS | ROLE_PARTNER, 0},
-    {"GET", "/v1/waves", handle_wave_list, READERS | ROLE_PARTNER, 0},
+    {"GET", "/v1/dossiers/{id}", handle_dossier_get, READERS | ROLE_PARTNER, PERSONAL},
+    {"GET", "/v1/dossiers/{id}/history", handle_dossier_history, READERS | ROLE_PARTNER, PERSONAL},
+    {"GET", "/v1/waves", handle_wave_list, READERS | ROLE_PARTNER | ROLE_DASHBOARD, 0},
     {"POST", "/v1/waves", handle_wave_create, ROLE_NATIONAL_ADMIN, HTTP_BODY_JSON},
 };
 const size_t submission_nroutes = sizeof submission_routes / sizeof submission_routes[0];

@@ -15,7 +15,9 @@ chmod 755 "$PTCE_STATE_DIR"
 export PTCE_PG_PORT=26432 PTCE_KAFKA_PORT=26092 PTCE_KAFKA_CONTROLLER_PORT=26093 PTCE_PORT_BASE=17080
 # The services run with their default settings (info-level access logs included); only the
 # webhook needs its secret. PTCE_BENCH_SERVICE_ENV adds settings to try other ones.
-export PTCE_SERVICE_ENV="PTCE_DS_WEBHOOK_TOKEN=bench-secret ${PTCE_BENCH_SERVICE_ENV:-}"
+# The per-key rate limit is raised far above what the loads below reach: they measure the
+# service, not the limit.
+export PTCE_SERVICE_ENV="PTCE_DS_WEBHOOK_TOKEN=bench-secret PTCE_RATE_LIMIT_RPS=10000000 PTCE_RATE_LIMIT_BURST=10000000 ${PTCE_BENCH_SERVICE_ENV:-}"
 trap '"$STACK" down >/dev/null 2>&1; rm -rf "$PTCE_STATE_DIR"' EXIT
 
 "$STACK" up "$BUILD" >/dev/null
@@ -89,6 +91,14 @@ read -r GD_RPS GD_P99 GD_BAD <<<"$(wrk_run get_dossier -s "$HERE/get_dossier.lua
 echo "GET /v1/dossiers/{id}: $GD_RPS req/s, p99 ${GD_P99} ms ($(dist get_dossier)), non-2xx $GD_BAD"
 read -r G16_RPS G16_P99 G16_BAD <<<"$(WRK_CONNS=16 wrk_run get_dossier16 -s "$HERE/get_dossier.lua" "$SUB" -- "$RESULTS/ids.txt" "$KEY")"
 echo "GET /v1/dossiers/{id} at 16 connections: $G16_RPS req/s, p99 ${G16_P99} ms ($(dist get_dossier16)), non-2xx $G16_BAD"
+
+read -r HI_RPS HI_P99 HI_BAD <<<"$(wrk_run history -s "$HERE/history.lua" "$SUB" -- "$RESULTS/ids.txt" "$KEY")"
+echo "GET /v1/dossiers/{id}/history: $HI_RPS req/s, p99 ${HI_P99} ms ($(dist history)), non-2xx $HI_BAD"
+read -r LI_RPS LI_P99 LI_BAD <<<"$(wrk_run list -H "Authorization: Bearer $KEY" "$SUB/v1/dossiers?limit=50")"
+echo "GET /v1/dossiers?limit=50: $LI_RPS req/s, p99 ${LI_P99} ms ($(dist list)), non-2xx $LI_BAD"
+# Last: every request deposits a new dossier, which would change what the reads above see.
+read -r CR_RPS CR_P99 CR_BAD <<<"$(wrk_run create -s "$HERE/create_dossier.lua" "$SUB" -- "$KEY" "$body")"
+echo "POST /v1/dossiers: $CR_RPS req/s, p99 ${CR_P99} ms ($(dist create)), non-2xx $CR_BAD"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo "== figures of the issues (same run)"

@@ -93,6 +93,7 @@ def tokens(keys, partner, revoked):
     return {
         "partner": partner,
         "dashboard": keys.create("dashboard"),
+        "expert": keys.create("expert"),
         "revoked": revoked,
         # Well formed (ptce_<16 hex>_<secret>) but in no table.
         "unknown": "ptce_" + uuid.uuid4().hex[:16] + "_" + "A" * 40,
@@ -183,7 +184,9 @@ CASES = [
      ("WWW-Authenticate",)),
     ("revoked-key", "POST", "/v1/dossiers", "revoked", {}, dumps(valid_body()), 401, None,
      ("WWW-Authenticate",)),
-    ("role-not-allowed", "POST", "/v1/dossiers", "dashboard", {}, dumps(valid_body()), 403, None, ()),
+    ("role-not-allowed", "POST", "/v1/dossiers", "expert", {}, dumps(valid_body()), 403, None, ()),
+    # dashboard keys see aggregates only: a route with personal data does not exist for them
+    ("role-hidden", "POST", "/v1/dossiers", "dashboard", {}, dumps(valid_body()), 404, None, ()),
 ]
 
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "testdb.h"
 #include "uuid.h"
 
 /* ---- http_json_parse_object: no server ---- */
@@ -130,15 +131,85 @@ static int handle_never(struct http_ctx *ctx)
     return rc;
 }
 
+/* ---- http_defer_work: database work on the server's database threads ---- */
+
+static atomic_int work_now, work_max; /* works running at once, and the most seen */
+
+struct work {
+    long ms;
+    int ok;
+};
+
+static void work_run(struct http_ctx *ctx, struct db_conn *conn, void *arg)
+{
+    struct work *w = arg;
+    char sql[64];
+    (void)ctx;
+
+    int now = atomic_fetch_add(&work_now, 1) + 1;
+    for (int max = atomic_load(&work_max); now > max;)
+        if (atomic_compare_exchange_weak(&work_max, &max, now))
+            break;
+    snprintf(sql, sizeof sql, "SELECT pg_sleep(%ld / 1000.0)", w->ms);
+    PGresult *r = PQexec(conn->pg, sql);
+    w->ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    PQclear(r);
+    atomic_fetch_sub(&work_now, 1);
+}
+
+static int work_answer(struct http_ctx *ctx)
+{
+    const struct work *w = http_state(ctx);
+
+    return http_reply_json(ctx, 200, json_pack("{s:b}", "ok", w->ok));
+}
+
+static int handle_work(struct http_ctx *ctx)
+{
+    struct work *w = xcalloc(1, sizeof *w);
+
+    w->ms = strtol(http_param(ctx, "ms"), NULL, 10);
+    return http_defer_work(ctx, work_run, w, free, work_answer);
+}
+
+/* A gated route: only /v1/hook/good exists; any other token is an unknown path. */
+static int handle_hook(struct http_ctx *ctx)
+{
+    if (http_gating(ctx))
+        return strcmp(http_param(ctx, "token"), "good") == 0
+                   ? HTTP_CONTINUE
+                   : http_reply_problem(ctx, STATUS_NOT_FOUND, "no such resource: %s",
+                                        ctx->req->url_path);
+    return http_reply_json(ctx, 202, json_pack("{s:s}", "status", "accepted"));
+}
+
+/* Answers, then says it failed: the failure wins (500), as in ulfius. */
+static int handle_fails(struct http_ctx *ctx)
+{
+    http_reply_json(ctx, 200, json_pack("{s:b}", "ok", 1));
+    return U_CALLBACK_ERROR;
+}
+
+static int handle_refuses(struct http_ctx *ctx)
+{
+    (void)ctx;
+    return U_CALLBACK_UNAUTHORIZED;
+}
+
 static const struct http_route routes[] = {
-    {"GET", "/v1/later/{ms}", handle_later, 0, 0},
-    {"GET", "/v1/never", handle_never, 0, 0},
-    {"GET", "/v1/items/{id}", handle_echo, 0, 0},
-    {"PUT", "/v1/items/{id}", handle_echo, 0, HTTP_BODY_JSON},
-    {"POST", "/v1/items", handle_create, 0, HTTP_BODY_JSON},
-    {"GET", "/v1/a/{x}/b/{y}", handle_echo, 0, 0},
+    {"POST", "/v1/hook/{token}", handle_hook, 0, HTTP_PUBLIC | HTTP_GATE | HTTP_BODY_FORM},
+    {"GET", "/v1/fails", handle_fails, 0, HTTP_PUBLIC},
+    {"GET", "/v1/refuses", handle_refuses, 0, HTTP_PUBLIC},
+    {"GET", "/v1/later/{ms}", handle_later, 0, HTTP_PUBLIC},
+    {"GET", "/v1/never", handle_never, 0, HTTP_PUBLIC},
+    {"GET", "/v1/items/{id}", handle_echo, 0, HTTP_PUBLIC},
+    {"PUT", "/v1/items/{id}", handle_echo, 0, HTTP_PUBLIC | HTTP_BODY_JSON},
+    {"POST", "/v1/items", handle_create, 0, HTTP_PUBLIC | HTTP_BODY_JSON},
+    {"GET", "/v1/a/{x}/b/{y}", handle_echo, 0, HTTP_PUBLIC},
     {"GET", "/v1/secure", handle_echo, ROLE_ANY, 0},
-    {"GET", "/v1/silent", handle_silent, 0, 0},
+    {"POST", "/v1/secure", handle_create, ROLE_ANY, HTTP_BODY_JSON},
+    {"GET", "/v1/work/{ms}", handle_work, 0, HTTP_PUBLIC},
+    {"GET", "/v1/silent", handle_silent, 0, HTTP_PUBLIC},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 
@@ -162,8 +233,13 @@ static long free_port(void)
 
 static void server_setup(void)
 {
-    struct http_server_config cfg = {"127.0.0.1", free_port(),     2, BODY_LIMIT, 5,
-                                     16,          DEFER_TIMEOUT_MS};
+    struct http_server_config cfg = {.bind = "127.0.0.1",
+                                     .port = free_port(),
+                                     .threads = 2,
+                                     .body_limit = BODY_LIMIT,
+                                     .timeout_s = 5,
+                                     .connection_limit = 16,
+                                     .defer_timeout_ms = DEFER_TIMEOUT_MS};
 
     port = cfg.port;
 
@@ -457,10 +533,13 @@ START_TEST(test_http_request_id)
     call("GET", "/v1/items/1", NULL, NULL, 0, NULL, &r);
     ck_assert_int_eq(uuid_is_valid(r.request_id), 1);
 
+    /* the spec gives a pattern: a value outside it is refused, not replaced */
     call("GET", "/v1/items/1", NULL, NULL, 0, "X-Request-Id: has space", &r);
     ck_assert_int_eq(uuid_is_valid(r.request_id), 1);
+    check_problem(&r, STATUS_INVALID, "/v1/items/1");
+    ck_assert_ptr_nonnull(strstr(r.body, "X-Request-Id"));
     call("GET", "/v1/items/1", NULL, NULL, 0, "X-Request-Id: <script>", &r);
-    ck_assert_int_eq(uuid_is_valid(r.request_id), 1);
+    check_problem(&r, STATUS_INVALID, "/v1/items/1");
 
     char header[128], id[HTTP_REQUEST_ID_LEN + 2];
     memset(id, 'r', sizeof id - 1);
@@ -473,6 +552,7 @@ START_TEST(test_http_request_id)
     snprintf(header, sizeof header, "X-Request-Id: %s", id);
     call("GET", "/v1/items/1", NULL, NULL, 0, header, &r);
     ck_assert_int_eq(uuid_is_valid(r.request_id), 1);
+    check_problem(&r, STATUS_INVALID, "/v1/items/1");
 }
 END_TEST
 
@@ -821,11 +901,249 @@ START_TEST(test_http_requests_cut_short_end)
 }
 END_TEST
 
+START_TEST(test_http_routes_check)
+{
+    static const struct {
+        struct http_route r[2];
+        size_t n;
+        const char *why; /* NULL: accepted */
+    } cases[] = {
+        {{{"GET", "/a/{id}", handle_echo, ROLE_ANY, HTTP_HIDE(0)}}, 1, NULL},
+        {{{"GET", "/a", handle_echo, 0, HTTP_PUBLIC}}, 1, NULL},
+        {{{"GET", "/a", handle_echo, ROLE_PARTNER, HTTP_HIDE(ROLE_DASHBOARD)}}, 1, NULL},
+        {{{"GET", "/a", handle_echo, 0, 0}}, 1, "not public"},
+        {{{"GET", "/a", handle_echo, ROLE_PARTNER, HTTP_PUBLIC}}, 1, "public and names roles"},
+        {{{"GET", "/a", handle_echo, 0, HTTP_PUBLIC | HTTP_HIDE(ROLE_DASHBOARD)}}, 1, "public"},
+        {{{"GET", "/a", handle_echo, ROLE_DASHBOARD, HTTP_HIDE(ROLE_DASHBOARD)}}, 1, "hides"},
+        {{{"GET", "/a", handle_echo, 1u << 9, 0}}, 1, "role that does not exist"},
+        {{{"GET", "a", handle_echo, ROLE_ANY, 0}}, 1, "start with '/'"},
+        {{{"GET", "/a//b", handle_echo, ROLE_ANY, 0}}, 1, "empty segment"},
+        {{{"GET", "/a/x{id}", handle_echo, ROLE_ANY, 0}}, 1, "whole segment"},
+        {{{"GET", "/a/{id", handle_echo, ROLE_ANY, 0}}, 1, "whole segment"},
+        {{{"GET", "/a/{}", handle_echo, ROLE_ANY, 0}}, 1, "whole segment"},
+        {{{"GET", "/{a}/{b}/{c}/{d}/{e}", handle_echo, ROLE_ANY, 0}}, 1, "more than"},
+        {{{"FETCH", "/a", handle_echo, ROLE_ANY, 0}}, 1, "not a method"},
+        {{{"GET", "/a", NULL, ROLE_ANY, 0}}, 1, "no handler"},
+        {{{"GET", "/a", handle_echo, ROLE_ANY, 0}, {"GET", "/a", handle_echo, ROLE_ANY, 0}},
+         2,
+         "twice"},
+        {{{"GET", "/a", handle_echo, ROLE_ANY, 0}, {"POST", "/a", handle_echo, ROLE_ANY, 0}},
+         2,
+         NULL},
+    };
+    char why[256];
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        why[0] = '\0';
+        enum status st = http_routes_check(cases[i].r, cases[i].n, why, sizeof why);
+        if (!cases[i].why) {
+            ck_assert_msg(st == STATUS_OK, "case %zu refused: %s", i, why);
+            continue;
+        }
+        ck_assert_msg(st == STATUS_INVALID, "case %zu accepted", i);
+        ck_assert_msg(strstr(why, cases[i].why) != NULL, "case %zu: why = %s", i, why);
+    }
+    ck_assert_int_eq(http_routes_check(routes, NROUTES, why, sizeof why), STATUS_OK);
+
+    /* a bad table does not start */
+    struct http_server other;
+    struct http_server_config cfg = {.bind = "127.0.0.1",
+                                     .port = free_port(),
+                                     .threads = 1,
+                                     .body_limit = BODY_LIMIT,
+                                     .timeout_s = 5,
+                                     .connection_limit = 16};
+    ck_assert_int_eq(http_server_start(&other, &cfg, &cases[3].r[0], 1, NULL, NULL),
+                     STATUS_INVALID);
+
+    struct buf out;
+    const struct http_route printed[] = {
+        {"GET", "/p", handle_echo, 0, HTTP_PUBLIC},
+        {"POST", "/d", handle_echo, ROLE_PARTNER | ROLE_NATIONAL_ADMIN, HTTP_HIDE(ROLE_DASHBOARD)},
+    };
+    buf_init(&out, 0);
+    http_routes_print(printed, 2, &out);
+    ck_assert_str_eq(out.data, "GET /p public -\nPOST /d national_admin,partner dashboard\n");
+    buf_free(&out);
+}
+END_TEST
+
+/* An unauthenticated request is answered from its headers: the body is never waited for. */
+START_TEST(test_http_unauthenticated_body_not_read)
+{
+    static const char head[] = "POST /v1/secure HTTP/1.1\r\nHost: t\r\n"
+                               "Content-Type: application/json\r\n"
+                               "Content-Length: 1048576\r\n\r\n";
+    char chunk[65536], got[512];
+    struct timeval tv = {.tv_sec = 3};
+    int fd = connect_raw();
+
+    memset(chunk, ' ', sizeof chunk);
+    ck_assert_int_eq(send(fd, head, sizeof head - 1, 0), (ssize_t)(sizeof head - 1));
+    ck_assert_int_eq(send(fd, chunk, sizeof chunk, MSG_NOSIGNAL), (ssize_t)sizeof chunk);
+    /* 64 KiB of the 1 MiB sent: a server that read the body first would still be waiting */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ssize_t n = recv(fd, got, sizeof got - 1, 0);
+    ck_assert_msg(n > 12, "no answer before the body was sent");
+    got[n] = '\0';
+    ck_assert_msg(strncmp(got, "HTTP/1.1 401", 12) == 0, "%s", got);
+    close(fd);
+}
+END_TEST
+
+START_TEST(test_http_query_not_utf8)
+{
+    struct reply r;
+
+    call("GET", "/v1/items/1?q=%FF%FE", NULL, NULL, 0, NULL, &r);
+    check_problem(&r, STATUS_INVALID, "/v1/items/1");
+    json_t *p = reply_json(&r);
+    json_t *e = json_array_get(json_object_get(p, "errors"), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "field")), "q");
+    json_decref(p);
+    call("GET", "/v1/items/1?q=%C3%A9", NULL, NULL, 0, NULL, &r); /* é */
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"q\":\"\xc3\xa9\""));
+}
+END_TEST
+
+START_TEST(test_http_path_params_decoded)
+{
+    struct reply r;
+
+    call("GET", "/v1/items/a%20b%2Fc+d", NULL, NULL, 0, NULL, &r);
+    ck_assert_int_eq(r.code, 200);
+    json_t *v = reply_json(&r);
+    ck_assert_str_eq(json_string_value(json_object_get(v, "id")), "a b/c d");
+    json_decref(v);
+}
+END_TEST
+
+/* A wrong secret is an unknown path whatever else is wrong with the request. */
+START_TEST(test_http_gate_before_everything)
+{
+    char big[BODY_LIMIT * 2];
+    struct reply r, unknown;
+
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    call("POST", "/v1/nothing/bad", "text/plain", big, 0, NULL, &unknown);
+    check_problem(&unknown, STATUS_NOT_FOUND, "/v1/nothing/bad");
+    call("POST", "/v1/hook/bad", "text/plain", big, 0, NULL, &r); /* 413 and 415 otherwise */
+    check_problem(&r, STATUS_NOT_FOUND, "/v1/hook/bad");
+    call("GET", "/v1/hook/bad", NULL, NULL, 0, NULL, &r); /* 405 otherwise */
+    check_problem(&r, STATUS_NOT_FOUND, "/v1/hook/bad");
+    ck_assert_str_eq(r.allow, "");
+    /* the right secret: the usual checks, then the handler */
+    call("GET", "/v1/hook/good", NULL, NULL, 0, NULL, &r);
+    check_problem(&r, STATUS_METHOD_NOT_ALLOWED, "/v1/hook/good");
+    call("POST", "/v1/hook/good", "text/plain", "x=1", 0, NULL, &r);
+    check_problem(&r, STATUS_UNSUPPORTED_MEDIA, "/v1/hook/good");
+    call("POST", "/v1/hook/good", "application/x-www-form-urlencoded", "x=1", 0, NULL, &r);
+    ck_assert_int_eq(r.code, 202);
+}
+END_TEST
+
+START_TEST(test_http_handler_return_value)
+{
+    struct reply r;
+
+    call("GET", "/v1/fails", NULL, NULL, 0, NULL, &r);
+    check_problem(&r, STATUS_INTERNAL, "/v1/fails");
+    call("GET", "/v1/refuses", NULL, NULL, 0, NULL, &r);
+    check_problem(&r, STATUS_UNAUTHORIZED, "/v1/refuses");
+}
+END_TEST
+
+/* A server of 8 workers whose database work gets a pool of pool_size connections. */
+static void db_server_start(struct http_server *srv, struct db_pool **pool, size_t pool_size,
+                            long wait_ms)
+{
+    struct http_server_config cfg = {.bind = "127.0.0.1",
+                                     .port = free_port(),
+                                     .threads = 8,
+                                     .body_limit = BODY_LIMIT,
+                                     .timeout_s = 5,
+                                     .connection_limit = 64,
+                                     .defer_timeout_ms = 10000,
+                                     .db_threads = 16};
+
+    ck_assert_int_eq(db_pool_open(pool, testdb_url(), "public", pool_size, wait_ms, 0), STATUS_OK);
+    cfg.db_pool = *pool;
+    ck_assert_int_eq(http_server_start(srv, &cfg, routes, NROUTES, NULL, NULL), STATUS_OK);
+    snprintf(base, sizeof base, "http://127.0.0.1:%ld", cfg.port);
+}
+
+/* More database-bound requests than workers are all under way at once. */
+START_TEST(test_http_defer_work_not_bound_by_workers)
+{
+    struct http_server dbsrv;
+    struct db_pool *pool;
+    struct background b[12];
+
+    db_server_start(&dbsrv, &pool, 16, 2000);
+    atomic_store(&work_max, 0);
+    double t0 = now_s();
+    for (int i = 0; i < 12; i++) {
+        b[i] = (struct background){.path = "/v1/work/800"};
+        ck_assert_int_eq(pthread_create(&b[i].thread, NULL, background_call, &b[i]), 0);
+    }
+    for (int i = 0; i < 12; i++) {
+        pthread_join(b[i].thread, NULL);
+        ck_assert_int_eq(b[i].r.code, 200);
+        ck_assert_ptr_nonnull(strstr(b[i].r.body, "\"ok\":true"));
+    }
+    double secs = now_s() - t0;
+    /* serialised by the 8 workers, 12 works of 0.8 s would take 1.6 s and overlap 8 at most */
+    ck_assert_int_eq(atomic_load(&work_max), 12);
+    ck_assert_msg(secs < 1.6, "12 works took %.2f s", secs);
+    http_server_stop(&dbsrv);
+    db_pool_close(pool);
+}
+END_TEST
+
+START_TEST(test_http_defer_work_pool_exhausted)
+{
+    struct http_server dbsrv;
+    struct db_pool *pool;
+    struct background holder = {.path = "/v1/work/1500"};
+    struct reply r;
+
+    db_server_start(&dbsrv, &pool, 1, 100);
+    ck_assert_int_eq(pthread_create(&holder.thread, NULL, background_call, &holder), 0);
+    for (int i = 0; i < 100 && atomic_load(&work_now) == 0; i++)
+        usleep(10000); /* the holder has the only connection */
+    call("GET", "/v1/work/10", NULL, NULL, 0, NULL, &r);
+    check_problem(&r, STATUS_UNAVAILABLE, "/v1/work/10");
+    pthread_join(holder.thread, NULL);
+    ck_assert_int_eq(holder.r.code, 200);
+    http_server_stop(&dbsrv);
+    db_pool_close(pool);
+}
+END_TEST
+
+START_TEST(test_http_defer_work_without_pool)
+{
+    struct reply r;
+
+    call("GET", "/v1/work/10", NULL, NULL, 0, NULL, &r); /* the fixture's server has no pool */
+    check_problem(&r, STATUS_UNAVAILABLE, "/v1/work/10");
+}
+END_TEST
+
 START_TEST(test_http_start_failures)
 {
     struct http_server other;
-    struct http_server_config bad = {"256.0.0.1", free_port(), 2, BODY_LIMIT, 5, 16, 0};
-    struct http_server_config taken = {"127.0.0.1", port, 2, BODY_LIMIT, 5, 16, 0};
+    struct http_server_config bad = {.bind = "256.0.0.1",
+                                     .port = free_port(),
+                                     .threads = 2,
+                                     .body_limit = BODY_LIMIT,
+                                     .timeout_s = 5,
+                                     .connection_limit = 16};
+    struct http_server_config taken = bad;
+
+    taken.bind = "127.0.0.1";
+    taken.port = port;
 
     ck_assert_int_eq(http_server_start(&other, &bad, routes, NROUTES, NULL, NULL), STATUS_INVALID);
     /* the fixture's server holds the port */
@@ -869,6 +1187,15 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_http_stop_with_never_resumed_request);
     tcase_add_test(tc, test_http_requests_cut_short_end);
     tcase_add_test(tc, test_http_start_failures);
+    tcase_add_test(tc, test_http_routes_check);
+    tcase_add_test(tc, test_http_unauthenticated_body_not_read);
+    tcase_add_test(tc, test_http_query_not_utf8);
+    tcase_add_test(tc, test_http_path_params_decoded);
+    tcase_add_test(tc, test_http_gate_before_everything);
+    tcase_add_test(tc, test_http_handler_return_value);
+    tcase_add_test(tc, test_http_defer_work_not_bound_by_workers);
+    tcase_add_test(tc, test_http_defer_work_pool_exhausted);
+    tcase_add_test(tc, test_http_defer_work_without_pool);
     suite_add_tcase(s, tc);
     return s;
 }
@@ -877,6 +1204,7 @@ int main(void)
 {
     SRunner *sr = srunner_create(http_suite());
 
+    testdb_init();
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
