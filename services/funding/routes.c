@@ -16,7 +16,9 @@
 
 #define OFFICERS (ROLE_NATIONAL_ADMIN | ROLE_FUNDING_OFFICER)
 /* Dashboards pass the role check of these routes and are then told they do not exist. */
-#define OFFICERS_HIDDEN (OFFICERS | ROLE_DASHBOARD)
+#define OFFICERS_HIDDEN OFFICERS
+/* Agreements, tranches, reports and the ledger do not exist for dashboards (404, not 403). */
+#define PERSONAL HTTP_HIDE(ROLE_DASHBOARD)
 #define AGGREGATES (OFFICERS | ROLE_DASHBOARD)
 
 struct db_pool *funding_db(const struct http_ctx *ctx)
@@ -415,28 +417,29 @@ static int handle_opendata(struct http_ctx *ctx)
 const struct http_route funding_routes[] = {
     {"GET", "/v1/envelopes", handle_envelope_list, AGGREGATES, 0},
     {"POST", "/v1/envelopes", handle_envelope_create, OFFICERS, HTTP_BODY_JSON},
-    {"GET", "/v1/agreements", handle_agreement_list, OFFICERS_HIDDEN, 0},
-    {"GET", "/v1/agreements/{id}", handle_agreement_get, OFFICERS_HIDDEN, 0},
-    {"GET", "/v1/agreements/{id}/versions", handle_agreement_versions, OFFICERS_HIDDEN, 0},
-    {"GET", "/v1/agreements/{id}/reports", handle_agreement_reports, OFFICERS_HIDDEN, 0},
+    {"GET", "/v1/agreements", handle_agreement_list, OFFICERS_HIDDEN, PERSONAL},
+    {"GET", "/v1/agreements/{id}", handle_agreement_get, OFFICERS_HIDDEN, PERSONAL},
+    {"GET", "/v1/agreements/{id}/versions", handle_agreement_versions, OFFICERS_HIDDEN, PERSONAL},
+    {"GET", "/v1/agreements/{id}/reports", handle_agreement_reports, OFFICERS_HIDDEN, PERSONAL},
     {"POST", "/v1/agreements/{id}/signatures", handle_agreement_sign, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON},
+     HTTP_BODY_JSON | PERSONAL},
     {"POST", "/v1/agreements/{id}/reductions", handle_agreement_reduce, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON},
-    {"POST", "/v1/agreements/{id}/year3", handle_agreement_year3, OFFICERS_HIDDEN, HTTP_BODY_JSON},
+     HTTP_BODY_JSON | PERSONAL},
+    {"POST", "/v1/agreements/{id}/year3", handle_agreement_year3, OFFICERS_HIDDEN,
+     HTTP_BODY_JSON | PERSONAL},
     {"POST", "/v1/tranches/{id}/payments", funding_handle_tranche_pay, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON},
+     HTTP_BODY_JSON | PERSONAL},
     {"POST", "/v1/tranches/{id}/cancellation", funding_handle_tranche_cancel, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON},
+     HTTP_BODY_JSON | PERSONAL},
     {"POST", "/v1/tranches/{id}/recoveries", funding_handle_tranche_recover, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON},
-    {"GET", "/v1/reports/overdue", funding_handle_reports_overdue, OFFICERS_HIDDEN, 0},
+     HTTP_BODY_JSON | PERSONAL},
+    {"GET", "/v1/reports/overdue", funding_handle_reports_overdue, OFFICERS_HIDDEN, PERSONAL},
     {"GET", "/v1/reports/catalogue", funding_handle_catalogue, AGGREGATES, 0},
     {"POST", "/v1/reports/{id}/submission", funding_handle_report_submit, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON},
+     HTTP_BODY_JSON | PERSONAL},
     {"POST", "/v1/reports/{id}/review", funding_handle_report_review, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON},
-    {"GET", "/v1/ledger", funding_handle_ledger, OFFICERS_HIDDEN, 0},
+     HTTP_BODY_JSON | PERSONAL},
+    {"GET", "/v1/ledger", funding_handle_ledger, OFFICERS_HIDDEN, PERSONAL},
     {"GET", "/v1/stats/money", handle_stats_money, AGGREGATES, 0},
     {"GET", "/v1/opendata/subventions.csv", handle_opendata, 0, HTTP_PUBLIC},
 };

@@ -7,9 +7,10 @@
 #include "store.h"
 
 #define INSTRUCTION_STAFF (ROLE_NATIONAL_ADMIN | ROLE_REGIONAL_INSTRUCTOR)
-/* Routes that show a dossier admit dashboards only to answer 404 (aggregates only). */
-#define INSTRUCTION_READERS (INSTRUCTION_STAFF | ROLE_EXPERT | ROLE_DASHBOARD)
-#define INSTRUCTION_WRITERS (INSTRUCTION_STAFF | ROLE_DASHBOARD)
+#define INSTRUCTION_READERS (INSTRUCTION_STAFF | ROLE_EXPERT)
+#define INSTRUCTION_WRITERS INSTRUCTION_STAFF
+/* Routes that show a dossier do not exist for dashboards (aggregates only): 404, not 403. */
+#define INSTRUCTION_PERSONAL HTTP_HIDE(ROLE_DASHBOARD)
 
 struct writeback;
 
