@@ -48,7 +48,10 @@ export PTCE_SERVICE_ENV="PTCE_DS_API_URL=$DSFAKE_URL PTCE_DS_TOKEN=test-ds-token
 PTCE_DS_INSTRUCTEUR_ID=SW5zdHJ1Y3RldXItMQ== \
 PTCE_DS_WEBHOOK_TOKEN=$PTCE_DS_WEBHOOK_TOKEN PTCE_DS_POLL_INTERVAL_S=1 \
 PTCE_DS_RETRY_MAX_MS=1500 PTCE_DS_TIMEOUT_MS=3000 PTCE_AUTH_CACHE_TTL_MS=100 \
-PTCE_HTTP_BODY_LIMIT=65536 PTCE_LOG_LEVEL=info"
+PTCE_HTTP_BODY_LIMIT=65536 PTCE_LOG_LEVEL=info \
+PTCE_AUTH_FAILURE_RPS=1000 PTCE_AUTH_FAILURE_BURST=1000000"
+# (Every test calls from 127.0.0.1, and many send wrong keys on purpose: the per-client
+# failure throttle is raised for the run; tests/system/test_http_edges.py checks it with its own.)
 
 echo "== stack (state in $PTCE_STATE_DIR)"
 if ! "$STACK" up "$BUILD"; then
