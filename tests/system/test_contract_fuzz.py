@@ -51,6 +51,8 @@ KNOWN_MISMATCHES = {
     "submitFundingReport": "ST202: integers beyond 64 bits refused as malformed JSON",
     "recoverFundingTranche": "ST202: integers beyond 64 bits refused as malformed JSON",
     "reduceFundingAgreement": "ST202: integers beyond 64 bits refused as malformed JSON",
+    "reviewFundingReport": "ST202: a rejection with an empty `reason` refused; the spec allows it",
+    "createSupportAction": "ST202: integers beyond 64 bits refused as malformed JSON",
 }
 # The stateful phase (chains of linked calls) also sends integers beyond 64 bits inside the
 # free-form bodies of instruction's and funding's routes, which jansson refuses as malformed:
