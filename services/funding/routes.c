@@ -198,7 +198,9 @@ static int handle_agreement_get(struct http_ctx *ctx)
     return routes_reply_agreement(ctx, 200, id);
 }
 
-static int handle_agreement_versions(struct http_ctx *ctx)
+/* Answers one document about an agreement in the caller's scope (its versions, its reports). */
+static int routes_agreement_part(struct http_ctx *ctx,
+                                 enum status (*read)(struct db_pool *, const char *, json_t **))
 {
     const char *id = http_param(ctx, "id");
     json_t *doc = NULL;
@@ -206,24 +208,20 @@ static int handle_agreement_versions(struct http_ctx *ctx)
 
     if (funding_resource_visible(ctx, "agreement", id, &rc) != 0)
         return rc;
-    enum status st = store_agreement_versions(funding_db(ctx), id, &doc);
+    enum status st = read(funding_db(ctx), id, &doc);
     if (st != STATUS_OK)
         return http_reply_problem(ctx, st, "no agreement %s", id);
     return http_reply_json(ctx, 200, doc);
 }
 
+static int handle_agreement_versions(struct http_ctx *ctx)
+{
+    return routes_agreement_part(ctx, store_agreement_versions);
+}
+
 static int handle_agreement_reports(struct http_ctx *ctx)
 {
-    const char *id = http_param(ctx, "id");
-    json_t *doc = NULL;
-    int rc;
-
-    if (funding_resource_visible(ctx, "agreement", id, &rc) != 0)
-        return rc;
-    enum status st = store_agreement_reports(funding_db(ctx), id, &doc);
-    if (st != STATUS_OK)
-        return http_reply_problem(ctx, st, "no agreement %s", id);
-    return http_reply_json(ctx, 200, doc);
+    return routes_agreement_part(ctx, store_agreement_reports);
 }
 
 /* ---- signatures: the agreement's state machine ---- */
