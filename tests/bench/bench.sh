@@ -12,7 +12,10 @@ CONNS=64
 
 export PTCE_STATE_DIR=$(mktemp -d /tmp/ptce-bench.XXXXXX)
 chmod 755 "$PTCE_STATE_DIR"
-export PTCE_PG_PORT=26432 PTCE_KAFKA_PORT=26092 PTCE_KAFKA_CONTROLLER_PORT=26093 PTCE_PORT_BASE=17080
+# Ports of the throwaway stack; PTCE_BENCH_PG_PORT and friends move it (two checkouts benching at once).
+export PTCE_PG_PORT=${PTCE_BENCH_PG_PORT:-26432} PTCE_KAFKA_PORT=${PTCE_BENCH_KAFKA_PORT:-26092}
+export PTCE_KAFKA_CONTROLLER_PORT=${PTCE_BENCH_KAFKA_CONTROLLER_PORT:-26093}
+export PTCE_PORT_BASE=${PTCE_BENCH_PORT_BASE:-17080}
 # The services run with their default settings (info-level access logs included); only the
 # webhook needs its secret. PTCE_BENCH_SERVICE_ENV adds settings to try other ones.
 # The per-key rate limit is raised far above what the loads below reach: they measure the
@@ -54,6 +57,8 @@ dist() {
     awk '$1 == "50%" {a=$2} $1 == "90%" {b=$2} END {printf "p50 %s, p90 %s", a, b}' "$RESULTS/$1.txt"
 }
 
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
 pgbench_tps() {
     awk '/^tps/ {print $3; exit}' "$1"
 }
@@ -72,37 +77,48 @@ PG_SELECT16=$(pgbench_tps "$RESULTS/pg_select16.txt")
 echo "pgbench single-row insert: $PG_INSERT tps"
 echo "pgbench prepared point select: $PG_SELECT tps ($CONNS clients), $PG_SELECT16 tps (16 clients)"
 
-echo "== wrk (${CONNS} keep-alive connections, 2 threads, ${SECS}s each)"
-read -r HZ_RPS HZ_P99 HZ_BAD <<<"$(wrk_run healthz "$SUB/healthz")"
-echo "GET /healthz: $HZ_RPS req/s, p99 ${HZ_P99} ms ($(dist healthz)), non-2xx $HZ_BAD"
+if [[ -z ${PTCE_BENCH_ONLY:-} || $PTCE_BENCH_ONLY == submission ]]; then
+    echo "== wrk (${CONNS} keep-alive connections, 2 threads, ${SECS}s each)"
+    read -r HZ_RPS HZ_P99 HZ_BAD <<<"$(wrk_run healthz "$SUB/healthz")"
+    echo "GET /healthz: $HZ_RPS req/s, p99 ${HZ_P99} ms ($(dist healthz)), non-2xx $HZ_BAD"
 
-read -r WH_RPS WH_P99 WH_BAD <<<"$(wrk_run webhook -s "$HERE/webhook.lua" "$SUB/v1/webhooks/ds/bench-secret")"
-echo "POST /v1/webhooks/ds/{token}: $WH_RPS req/s, p99 ${WH_P99} ms ($(dist webhook)), non-2xx $WH_BAD"
+    read -r WH_RPS WH_P99 WH_BAD <<<"$(wrk_run webhook -s "$HERE/webhook.lua" "$SUB/v1/webhooks/ds/bench-secret")"
+    echo "POST /v1/webhooks/ds/{token}: $WH_RPS req/s, p99 ${WH_P99} ms ($(dist webhook)), non-2xx $WH_BAD"
 
-# Dossiers to read: partner deposits through the API, as a partner platform would make them.
-KEY=$(PTCE_ADMIN_DATABASE_URL=$DB "$BUILD/ptce-admin" key create --role national_admin --regions all --label bench)
-body='{"carrier":{"siret":"73282932000074","name":"Bench"},"territory":{"name":"T","region":"84"},"members":[{"name":"a","kind":"ess_enterprise"},{"name":"b","kind":"other_enterprise"},{"name":"c","kind":"local_authority"}],"summary":"bench","legal_person_private":true,"prior_state_support":false}'
-for i in $(seq 1 200); do
-    curl -fsS -o /dev/null -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
-        -H "Idempotency-Key: bench-$i" -d "$body" "$SUB/v1/dossiers"
+    # Dossiers to read: partner deposits through the API, as a partner platform would make them.
+    KEY=$(PTCE_ADMIN_DATABASE_URL=$DB "$BUILD/ptce-admin" key create --role national_admin --regions all --label bench)
+    body='{"carrier":{"siret":"73282932000074","name":"Bench"},"territory":{"name":"T","region":"84"},"members":[{"name":"a","kind":"ess_enterprise"},{"name":"b","kind":"other_enterprise"},{"name":"c","kind":"local_authority"}],"summary":"bench","legal_person_private":true,"prior_state_support":false}'
+    for i in $(seq 1 200); do
+        curl -fsS -o /dev/null -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+            -H "Idempotency-Key: bench-$i" -d "$body" "$SUB/v1/dossiers"
+    done
+    psql "$DB" -Atc "SELECT id FROM submission.dossier LIMIT 200" >"$RESULTS/ids.txt"
+    read -r GD_RPS GD_P99 GD_BAD <<<"$(wrk_run get_dossier -s "$HERE/get_dossier.lua" "$SUB" -- "$RESULTS/ids.txt" "$KEY")"
+    echo "GET /v1/dossiers/{id}: $GD_RPS req/s, p99 ${GD_P99} ms ($(dist get_dossier)), non-2xx $GD_BAD"
+    read -r G16_RPS G16_P99 G16_BAD <<<"$(WRK_CONNS=16 wrk_run get_dossier16 -s "$HERE/get_dossier.lua" "$SUB" -- "$RESULTS/ids.txt" "$KEY")"
+    echo "GET /v1/dossiers/{id} at 16 connections: $G16_RPS req/s, p99 ${G16_P99} ms ($(dist get_dossier16)), non-2xx $G16_BAD"
+
+    read -r HI_RPS HI_P99 HI_BAD <<<"$(wrk_run history -s "$HERE/history.lua" "$SUB" -- "$RESULTS/ids.txt" "$KEY")"
+    echo "GET /v1/dossiers/{id}/history: $HI_RPS req/s, p99 ${HI_P99} ms ($(dist history)), non-2xx $HI_BAD"
+    read -r LI_RPS LI_P99 LI_BAD <<<"$(wrk_run list -H "Authorization: Bearer $KEY" "$SUB/v1/dossiers?limit=50")"
+    echo "GET /v1/dossiers?limit=50: $LI_RPS req/s, p99 ${LI_P99} ms ($(dist list)), non-2xx $LI_BAD"
+    # Last: every request deposits a new dossier, which would change what the reads above see.
+    read -r CR_RPS CR_P99 CR_BAD <<<"$(wrk_run create -s "$HERE/create_dossier.lua" "$SUB" -- "$KEY" "$body")"
+    echo "POST /v1/dossiers: $CR_RPS req/s, p99 ${CR_P99} ms ($(dist create)), non-2xx $CR_BAD"
+
+    echo "== figures of the issues (same run)"
+    echo "healthz: $HZ_RPS req/s (target >= 40000)"
+    echo "webhook intake / pgbench insert: $(ratio "$WH_RPS" "$PG_INSERT") (target >= 0.40), p99 ${WH_P99} ms (target <= 25)"
+    echo "GET dossier / pgbench point select, $CONNS connections: $(ratio "$GD_RPS" "$PG_SELECT") (target >= 0.40), p99 ${GD_P99} ms (target <= 10)"
+    echo "GET dossier / pgbench point select, 16 connections: $(ratio "$G16_RPS" "$PG_SELECT16") (target >= 0.40), p99 ${G16_P99} ms (target <= 10)"
+fi
+
+# The instruction and funding figures, on the same stack and against the same pgbench figures
+# (each script reads PG_INSERT, PG_SELECT, PG_SELECT16, the helpers above and the stack's env).
+# PTCE_BENCH_ONLY=instruction|funding|submission narrows a development run.
+for part in instruction funding; do
+    if [ -f "$HERE/bench_$part.sh" ] && [[ -z ${PTCE_BENCH_ONLY:-} || $PTCE_BENCH_ONLY == "$part" ]]; then
+        # shellcheck source=/dev/null
+        source "$HERE/bench_$part.sh"
+    fi
 done
-psql "$DB" -Atc "SELECT id FROM submission.dossier LIMIT 200" >"$RESULTS/ids.txt"
-read -r GD_RPS GD_P99 GD_BAD <<<"$(wrk_run get_dossier -s "$HERE/get_dossier.lua" "$SUB" -- "$RESULTS/ids.txt" "$KEY")"
-echo "GET /v1/dossiers/{id}: $GD_RPS req/s, p99 ${GD_P99} ms ($(dist get_dossier)), non-2xx $GD_BAD"
-read -r G16_RPS G16_P99 G16_BAD <<<"$(WRK_CONNS=16 wrk_run get_dossier16 -s "$HERE/get_dossier.lua" "$SUB" -- "$RESULTS/ids.txt" "$KEY")"
-echo "GET /v1/dossiers/{id} at 16 connections: $G16_RPS req/s, p99 ${G16_P99} ms ($(dist get_dossier16)), non-2xx $G16_BAD"
-
-read -r HI_RPS HI_P99 HI_BAD <<<"$(wrk_run history -s "$HERE/history.lua" "$SUB" -- "$RESULTS/ids.txt" "$KEY")"
-echo "GET /v1/dossiers/{id}/history: $HI_RPS req/s, p99 ${HI_P99} ms ($(dist history)), non-2xx $HI_BAD"
-read -r LI_RPS LI_P99 LI_BAD <<<"$(wrk_run list -H "Authorization: Bearer $KEY" "$SUB/v1/dossiers?limit=50")"
-echo "GET /v1/dossiers?limit=50: $LI_RPS req/s, p99 ${LI_P99} ms ($(dist list)), non-2xx $LI_BAD"
-# Last: every request deposits a new dossier, which would change what the reads above see.
-read -r CR_RPS CR_P99 CR_BAD <<<"$(wrk_run create -s "$HERE/create_dossier.lua" "$SUB" -- "$KEY" "$body")"
-echo "POST /v1/dossiers: $CR_RPS req/s, p99 ${CR_P99} ms ($(dist create)), non-2xx $CR_BAD"
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-echo "== figures of the issues (same run)"
-echo "healthz: $HZ_RPS req/s (target >= 40000)"
-echo "webhook intake / pgbench insert: $(ratio "$WH_RPS" "$PG_INSERT") (target >= 0.40), p99 ${WH_P99} ms (target <= 25)"
-echo "GET dossier / pgbench point select, $CONNS connections: $(ratio "$GD_RPS" "$PG_SELECT") (target >= 0.40), p99 ${GD_P99} ms (target <= 10)"
-echo "GET dossier / pgbench point select, 16 connections: $(ratio "$G16_RPS" "$PG_SELECT16") (target >= 0.40), p99 ${G16_P99} ms (target <= 10)"
