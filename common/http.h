@@ -43,7 +43,17 @@ enum {
     HTTP_SECRET_PATH = 1 << 3, /* the path holds a secret: logs show the route pattern only */
     HTTP_PUBLIC = 1 << 4,      /* no key at all: probes, webhooks (roles must be 0) */
     HTTP_GATE = 1 << 5,        /* the handler is first called as a gate, see http_gating() */
+    HTTP_DB = 1 << 6,          /* the handler runs on a database thread, see below */
 };
+
+/*
+ * HTTP_DB: the whole handler runs on one of the server's database threads (db_threads), not on
+ * its HTTP worker, which serves other connections meanwhile; it may take connections of the
+ * pool and wait on them as long as it needs. It answers as any handler does (http_reply_*,
+ * http_set_header), into a response of its own that its worker sends once it returns; it must
+ * not defer (http_defer*: 500). Past the server's defer_timeout_ms the client gets 503 and the
+ * handler's late answer is dropped. Every route whose handler touches the database says it.
+ */
 
 /*
  * Roles that get 404 on a route, as if it did not exist for them, instead of 403: a flag
@@ -84,6 +94,7 @@ struct http_ctx {
     int status_code;         /* what was answered, for the access log and metrics */
     struct http_exchange *x; /* private: the request on its worker */
     int gating;              /* private: the handler runs as its route's gate */
+    int on_db_thread;        /* private: an HTTP_DB handler, answering into its own response */
 };
 
 struct http_server_config {

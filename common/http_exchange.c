@@ -101,6 +101,14 @@ int http_defer(struct http_ctx *ctx, http_handler_fn resume, void *state,
     struct http_exchange *x = ctx->x;
     struct http_server *srv = x->srv;
 
+    if (ctx->on_db_thread) {
+        log_event(LOG_ERROR, "http.defer_refused", "{s:s, s:s, s:s}", "why",
+                  "an HTTP_DB handler may not defer", "method", ctx->route->method, "route",
+                  ctx->route->pattern);
+        if (free_state)
+            free_state(state);
+        return U_CALLBACK_ERROR;
+    }
     /* deferred again (the key was looked up; now the handler's work): the first state is done */
     if (x->free_state && x->state != state)
         x->free_state(x->state);

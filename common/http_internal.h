@@ -87,6 +87,8 @@ void http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 /* http_work.c: nthreads database threads lending connections of db (may be NULL); NULL if
  * a thread cannot start. */
 struct http_work_pool *http_work_start(struct db_pool *db, size_t nthreads);
+/* http_work.c: runs an HTTP_DB route's handler on a database thread; what a handler returns. */
+int http_work_handler(struct http_ctx *ctx);
 /* http_work.c: runs what is queued, then stops the threads (NULL: nothing). */
 void http_work_stop(struct http_work_pool *wp);
 

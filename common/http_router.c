@@ -474,5 +474,8 @@ void http_dispatch_body(struct http_exchange *x)
 {
     if (http_check_body(x->srv, &x->ctx))
         return;
-    http_handler_result(x, x->ctx.route->handler(&x->ctx));
+    if (x->ctx.route->flags & HTTP_DB)
+        http_handler_result(x, http_work_handler(&x->ctx));
+    else
+        http_handler_result(x, x->ctx.route->handler(&x->ctx));
 }

@@ -5,6 +5,7 @@
  * http_defer_work) and resumes the request, whose resume callback answers on its worker.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "http.h"
 #include "http_internal.h"
@@ -108,6 +109,9 @@ static int http_work_post(struct http_ctx *ctx, http_work_fn work, http_call_fn 
                           void (*free_state)(void *), http_handler_fn resume)
 {
     struct http_work_pool *wp = ctx->x->srv->work;
+
+    if (ctx->on_db_thread)
+        return http_defer(ctx, resume, state, free_state); /* refused there, state released */
     struct http_work_item *it = xcalloc(1, sizeof *it);
 
     it->ctx = ctx;
@@ -137,4 +141,59 @@ int http_defer_call(struct http_ctx *ctx, http_call_fn fn, void *state, void (*f
                     http_handler_fn resume)
 {
     return http_work_post(ctx, NULL, fn, state, free_state, resume);
+}
+
+/*
+ * An HTTP_DB handler's run: it answers into res, its own, so that a worker answering 503 at the
+ * deadline never shares a response with it; the worker then takes status, headers and body.
+ */
+struct http_db_run {
+    struct _u_response res;
+    int status_code;
+    int rc;
+};
+
+static void http_db_run_free(void *p)
+{
+    struct http_db_run *run = p;
+
+    ulfius_clean_response(&run->res);
+    free(run);
+}
+
+static void http_db_call(struct http_ctx *ctx, void *state)
+{
+    struct http_db_run *run = state;
+    struct http_ctx local = *ctx;
+
+    local.res = &run->res;
+    local.status_code = 0;
+    local.on_db_thread = 1;
+    log_set_request_id(ctx->request_id);
+    run->rc = ctx->route->handler(&local);
+    run->status_code = local.status_code;
+    log_set_request_id(NULL);
+}
+
+static int http_db_resume(struct http_ctx *ctx)
+{
+    struct http_db_run *run = http_state(ctx);
+    const char **keys = u_map_enum_keys(run->res.map_header);
+
+    for (size_t i = 0; keys && keys[i]; i++)
+        u_map_put(ctx->res->map_header, keys[i], u_map_get(run->res.map_header, keys[i]));
+    ctx->status_code = run->status_code;
+    ctx->res->status = run->res.status;
+    if (run->res.binary_body_length > 0)
+        ulfius_set_binary_body_response(ctx->res, run->res.status, run->res.binary_body,
+                                        run->res.binary_body_length);
+    return run->rc;
+}
+
+int http_work_handler(struct http_ctx *ctx)
+{
+    struct http_db_run *run = xcalloc(1, sizeof *run);
+
+    ulfius_init_response(&run->res);
+    return http_defer_call(ctx, http_db_call, run, http_db_run_free, http_db_resume);
 }

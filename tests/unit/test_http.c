@@ -172,6 +172,32 @@ static int handle_work(struct http_ctx *ctx)
     return http_defer_work(ctx, work_run, w, free, work_answer);
 }
 
+/* ---- HTTP_DB: a whole handler on a database thread ---- */
+
+static atomic_int db_now, db_max; /* HTTP_DB handlers running at once, and the most seen */
+
+static int handle_db(struct http_ctx *ctx)
+{
+    long ms = strtol(http_param(ctx, "ms"), NULL, 10);
+    int now = atomic_fetch_add(&db_now, 1) + 1;
+
+    for (int max = atomic_load(&db_max); now > max;)
+        if (atomic_compare_exchange_weak(&db_max, &max, now))
+            break;
+    usleep((useconds_t)ms * 1000);
+    atomic_fetch_sub(&db_now, 1);
+    http_set_header(ctx, "Allow", "GET, from-the-db-thread");
+    return http_reply_json(ctx, 203, json_pack("{s:i}", "slept", (int)ms));
+}
+
+/* Defers from a database thread: refused, 500. */
+static int handle_db_defers(struct http_ctx *ctx)
+{
+    struct work *w = xcalloc(1, sizeof *w);
+
+    return http_defer_work(ctx, work_run, w, free, work_answer);
+}
+
 /* A gated route: only /v1/hook/good exists; any other token is an unknown path. */
 static int handle_hook(struct http_ctx *ctx)
 {
@@ -210,6 +236,8 @@ static const struct http_route routes[] = {
     {"POST", "/v1/secure", handle_create, ROLE_ANY, HTTP_BODY_JSON},
     {"GET", "/v1/work/{ms}", handle_work, 0, HTTP_PUBLIC},
     {"GET", "/v1/silent", handle_silent, 0, HTTP_PUBLIC},
+    {"GET", "/v1/db/{ms}", handle_db, 0, HTTP_PUBLIC | HTTP_DB},
+    {"GET", "/v1/db-defers", handle_db_defers, 0, HTTP_PUBLIC | HTTP_DB},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 
@@ -1131,6 +1159,46 @@ START_TEST(test_http_defer_work_without_pool)
 }
 END_TEST
 
+/* HTTP_DB handlers run beside the 2 workers (4 at once), their answer whole: status, header, body.
+ */
+START_TEST(test_http_db_handlers_off_the_workers)
+{
+    struct background b[4];
+    struct reply r;
+
+    atomic_store(&db_max, 0);
+    for (int i = 0; i < 4; i++) {
+        b[i] = (struct background){.path = "/v1/db/600"};
+        ck_assert_int_eq(pthread_create(&b[i].thread, NULL, background_call, &b[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(b[i].thread, NULL);
+        ck_assert_int_eq(b[i].r.code, 203);
+        ck_assert_str_eq(b[i].r.body, "{\"slept\":600}");
+        ck_assert_str_eq(b[i].r.allow, "GET, from-the-db-thread");
+        ck_assert_str_ne(b[i].r.request_id, ""); /* set by the worker, kept */
+    }
+    ck_assert_int_eq(atomic_load(&db_max), 4); /* on the 2 workers, 2 at most */
+    call("GET", "/v1/db-defers", NULL, NULL, 0, NULL, &r);
+    check_problem(&r, STATUS_INTERNAL, "/v1/db-defers");
+}
+END_TEST
+
+/* Past the deadline the client gets 503; the handler's late answer is dropped, nothing leaks. */
+START_TEST(test_http_db_handler_past_deadline)
+{
+    struct reply r;
+    char path[64];
+
+    snprintf(path, sizeof path, "/v1/db/%d", DEFER_TIMEOUT_MS + 700);
+    call("GET", path, NULL, NULL, 0, NULL, &r);
+    check_problem(&r, STATUS_UNAVAILABLE, path);
+    usleep(1000 * 1000); /* the handler ends, answering into its own response */
+    call("GET", "/v1/db/1", NULL, NULL, 0, NULL, &r);
+    ck_assert_int_eq(r.code, 203);
+}
+END_TEST
+
 START_TEST(test_http_start_failures)
 {
     struct http_server other;
@@ -1196,6 +1264,8 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_http_defer_work_not_bound_by_workers);
     tcase_add_test(tc, test_http_defer_work_pool_exhausted);
     tcase_add_test(tc, test_http_defer_work_without_pool);
+    tcase_add_test(tc, test_http_db_handlers_off_the_workers);
+    tcase_add_test(tc, test_http_db_handler_past_deadline);
     suite_add_tcase(s, tc);
     return s;
 }
