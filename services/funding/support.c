@@ -270,18 +270,20 @@ static int handle_uptake(struct http_ctx *ctx)
 }
 
 const struct http_route support_routes[] = {
-    {"GET", "/v1/support/actions", handle_action_list, ROLE_ANY, 0},
-    {"POST", "/v1/support/actions", handle_action_create, ROLE_NATIONAL_ADMIN, HTTP_BODY_JSON},
-    {"GET", "/v1/support/beneficiaries", handle_beneficiary_list, STAFF | ROLE_PARTNER, 0},
+    {"GET", "/v1/support/actions", handle_action_list, ROLE_ANY, HTTP_DB},
+    {"POST", "/v1/support/actions", handle_action_create, ROLE_NATIONAL_ADMIN,
+     HTTP_BODY_JSON | HTTP_DB},
+    {"GET", "/v1/support/beneficiaries", handle_beneficiary_list, STAFF | ROLE_PARTNER, HTTP_DB},
     {"GET", "/v1/support/beneficiaries/{dossier_id}", handle_beneficiary_get, STAFF | ROLE_PARTNER,
-     0},
-    {"POST", "/v1/support/enrolments", handle_enrolment_create, ROLE_PARTNER, HTTP_BODY_JSON},
-    {"GET", "/v1/support/enrolments/{id}", handle_enrolment_get, STAFF | ROLE_PARTNER, 0},
+     HTTP_DB},
+    {"POST", "/v1/support/enrolments", handle_enrolment_create, ROLE_PARTNER,
+     HTTP_BODY_JSON | HTTP_DB},
+    {"GET", "/v1/support/enrolments/{id}", handle_enrolment_get, STAFF | ROLE_PARTNER, HTTP_DB},
     {"POST", "/v1/support/enrolments/{id}/deliveries", handle_delivery_record, ROLE_PARTNER,
-     HTTP_BODY_JSON},
-    {"GET", "/v1/support/uptake", handle_uptake, STAFF | ROLE_DASHBOARD, 0},
-    {"POST", "/v1/charter/signatures", charter_signature_create, STAFF, HTTP_BODY_JSON},
+     HTTP_BODY_JSON | HTTP_DB},
+    {"GET", "/v1/support/uptake", handle_uptake, STAFF | ROLE_DASHBOARD, HTTP_DB},
+    {"POST", "/v1/charter/signatures", charter_signature_create, STAFF, HTTP_BODY_JSON | HTTP_DB},
     /* Public data: no key (roles 0), like the probes. */
-    {"GET", "/v1/charter/signatories", charter_signatory_list, 0, HTTP_PUBLIC},
+    {"GET", "/v1/charter/signatories", charter_signatory_list, 0, HTTP_PUBLIC | HTTP_DB},
 };
 const size_t support_nroutes = sizeof support_routes / sizeof support_routes[0];
