@@ -113,10 +113,14 @@ static int handle_envelope_create(struct http_ctx *ctx)
 {
     const char *wave = json_string_value(json_object_get(ctx->body, "wave"));
     const json_t *region = json_object_get(ctx->body, "region");
+    struct funding_idem idem;
     char amount[24];
     int64_t cents = 0;
-    json_t *errors = json_array(), *doc = NULL;
+    int rc;
 
+    if (funding_idem_read(ctx, &idem, 0, 201, &rc) != 0)
+        return rc;
+    json_t *errors = json_array(), *doc = NULL;
     if (!wave || !*wave || strlen(wave) > 32 ||
         strspn(wave, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") !=
             strlen(wave))
@@ -130,8 +134,10 @@ static int handle_envelope_create(struct http_ctx *ctx)
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid envelope");
     json_decref(errors);
     snprintf(amount, sizeof amount, "%lld", (long long)cents);
-    enum status st =
-        store_envelope_create(funding_db(ctx), wave, json_string_value(region), amount, &doc);
+    enum status st = store_envelope_create(funding_db(ctx), wave, json_string_value(region), amount,
+                                           &idem, &doc);
+    if (funding_idem_reply(ctx, &idem, st, &rc))
+        return rc;
     if (st == STATUS_CONFLICT)
         return http_reply_problem(ctx, st, "wave %s already has an envelope for this region", wave);
     if (st != STATUS_OK)
