@@ -99,6 +99,14 @@ static int routes_reply_agreement(struct http_ctx *ctx, int code, const char *id
 
 /* ---- envelopes ---- */
 
+/* A wave id: 1 to 32 letters, digits, - or _ (the spec's pattern). */
+static int routes_wave_valid(const char *wave)
+{
+    static const char chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+
+    return wave && *wave && strlen(wave) <= 32 && strspn(wave, chars) == strlen(wave);
+}
+
 static int handle_envelope_list(struct http_ctx *ctx)
 {
     json_t *doc = NULL;
@@ -121,9 +129,7 @@ static int handle_envelope_create(struct http_ctx *ctx)
     if (funding_idem_read(ctx, &idem, 0, 201, &rc) != 0)
         return rc;
     json_t *errors = json_array(), *doc = NULL;
-    if (!wave || !*wave || strlen(wave) > 32 ||
-        strspn(wave, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") !=
-            strlen(wave))
+    if (!routes_wave_valid(wave))
         http_field_error(errors, "wave", "must be a wave id (1 to 32 letters, digits, - or _)");
     if (!region || (!json_is_null(region) && !region_is_valid(json_string_value(region))))
         http_field_error(errors, "region", "must be null (national) or an INSEE region code");
@@ -389,9 +395,9 @@ static int handle_stats_money(struct http_ctx *ctx)
     const char *wave = http_query(ctx, "wave");
     json_t *doc = NULL;
 
-    if (!wave || !*wave || strlen(wave) > 32) {
+    if (!routes_wave_valid(wave)) {
         json_t *errors = json_array();
-        http_field_error(errors, "wave", "is required (a wave id)");
+        http_field_error(errors, "wave", "is required (1 to 32 letters, digits, - or _)");
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid query");
     }
     enum status st = store_stats_money(funding_db(ctx), wave, &doc);

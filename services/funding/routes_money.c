@@ -180,6 +180,9 @@ int funding_handle_report_review(struct http_ctx *ctx)
         http_field_error(errors, "reason", "a rejection gives its reason");
     if (reason && strlen(reason) > 2000)
         http_field_error(errors, "reason", "is at most 2000 bytes");
+    const json_t *jreason = json_object_get(ctx->body, "reason");
+    if (jreason && !json_is_string(jreason) && !json_is_null(jreason))
+        http_field_error(errors, "reason", "is a string (or null)");
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid review");
     json_decref(errors);
