@@ -18,12 +18,15 @@ DB_STMT(st_signatory_list, "SELECT seq, " SIGNATURE_JSON " FROM charter_signatur
 int charter_signature_create(struct http_ctx *ctx)
 {
     struct charter_signature_input in;
+    struct funding_idem idem;
     struct clock_date today;
     char id[UUID_STR_LEN];
     char *json;
-    PGresult *r;
-    json_t *errors = json_array();
+    int rc;
 
+    if (funding_idem_read(ctx, &idem, 0, 201, &rc) != 0)
+        return rc;
+    json_t *errors = json_array();
     support_today(&today);
     if (charter_signature_parse(ctx->body, &today, &in, errors) != STATUS_OK)
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid signature");
@@ -32,9 +35,10 @@ int charter_signature_create(struct http_ctx *ctx)
     const char *params[] = {
         id,           in.organisation,      in.siret, in.role, in.charter_version,
         in.signed_on, ctx->principal.key_id};
-    enum status st = support_store_run(support_db(ctx), &st_signature_insert, 7, params, &r);
-    if (st == STATUS_OK)
-        st = support_store_one_text(r, &json);
+    enum status st =
+        support_store_create(support_db(ctx), &st_signature_insert, 7, params, &idem, &json);
+    if (funding_idem_reply(ctx, &idem, st, &rc))
+        return rc;
     if (st == STATUS_CONFLICT)
         return http_reply_problem(ctx, st, "SIRET %s has signed charter version %s already",
                                   in.siret, in.charter_version);

@@ -99,6 +99,14 @@ static int routes_reply_agreement(struct http_ctx *ctx, int code, const char *id
 
 /* ---- envelopes ---- */
 
+/* A wave id: 1 to 32 letters, digits, - or _ (the spec's pattern). */
+static int routes_wave_valid(const char *wave)
+{
+    static const char chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+
+    return wave && *wave && strlen(wave) <= 32 && strspn(wave, chars) == strlen(wave);
+}
+
 static int handle_envelope_list(struct http_ctx *ctx)
 {
     json_t *doc = NULL;
@@ -113,13 +121,15 @@ static int handle_envelope_create(struct http_ctx *ctx)
 {
     const char *wave = json_string_value(json_object_get(ctx->body, "wave"));
     const json_t *region = json_object_get(ctx->body, "region");
+    struct funding_idem idem;
     char amount[24];
     int64_t cents = 0;
-    json_t *errors = json_array(), *doc = NULL;
+    int rc;
 
-    if (!wave || !*wave || strlen(wave) > 32 ||
-        strspn(wave, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") !=
-            strlen(wave))
+    if (funding_idem_read(ctx, &idem, 0, 201, &rc) != 0)
+        return rc;
+    json_t *errors = json_array(), *doc = NULL;
+    if (!routes_wave_valid(wave))
         http_field_error(errors, "wave", "must be a wave id (1 to 32 letters, digits, - or _)");
     if (!region || (!json_is_null(region) && !region_is_valid(json_string_value(region))))
         http_field_error(errors, "region", "must be null (national) or an INSEE region code");
@@ -130,8 +140,10 @@ static int handle_envelope_create(struct http_ctx *ctx)
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid envelope");
     json_decref(errors);
     snprintf(amount, sizeof amount, "%lld", (long long)cents);
-    enum status st =
-        store_envelope_create(funding_db(ctx), wave, json_string_value(region), amount, &doc);
+    enum status st = store_envelope_create(funding_db(ctx), wave, json_string_value(region), amount,
+                                           &idem, &doc);
+    if (funding_idem_reply(ctx, &idem, st, &rc))
+        return rc;
     if (st == STATUS_CONFLICT)
         return http_reply_problem(ctx, st, "wave %s already has an envelope for this region", wave);
     if (st != STATUS_OK)
@@ -383,9 +395,9 @@ static int handle_stats_money(struct http_ctx *ctx)
     const char *wave = http_query(ctx, "wave");
     json_t *doc = NULL;
 
-    if (!wave || !*wave || strlen(wave) > 32) {
+    if (!routes_wave_valid(wave)) {
         json_t *errors = json_array();
-        http_field_error(errors, "wave", "is required (a wave id)");
+        http_field_error(errors, "wave", "is required (1 to 32 letters, digits, - or _)");
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid query");
     }
     enum status st = store_stats_money(funding_db(ctx), wave, &doc);
@@ -413,32 +425,35 @@ static int handle_opendata(struct http_ctx *ctx)
 }
 
 const struct http_route funding_routes[] = {
-    {"GET", "/v1/envelopes", handle_envelope_list, AGGREGATES, 0},
-    {"POST", "/v1/envelopes", handle_envelope_create, OFFICERS, HTTP_BODY_JSON},
-    {"GET", "/v1/agreements", handle_agreement_list, OFFICERS_HIDDEN, PERSONAL},
-    {"GET", "/v1/agreements/{id}", handle_agreement_get, OFFICERS_HIDDEN, PERSONAL},
-    {"GET", "/v1/agreements/{id}/versions", handle_agreement_versions, OFFICERS_HIDDEN, PERSONAL},
-    {"GET", "/v1/agreements/{id}/reports", handle_agreement_reports, OFFICERS_HIDDEN, PERSONAL},
+    {"GET", "/v1/envelopes", handle_envelope_list, AGGREGATES, HTTP_DB},
+    {"POST", "/v1/envelopes", handle_envelope_create, OFFICERS, HTTP_BODY_JSON | HTTP_DB},
+    {"GET", "/v1/agreements", handle_agreement_list, OFFICERS_HIDDEN, PERSONAL | HTTP_DB},
+    {"GET", "/v1/agreements/{id}", handle_agreement_get, OFFICERS_HIDDEN, PERSONAL | HTTP_DB},
+    {"GET", "/v1/agreements/{id}/versions", handle_agreement_versions, OFFICERS_HIDDEN,
+     PERSONAL | HTTP_DB},
+    {"GET", "/v1/agreements/{id}/reports", handle_agreement_reports, OFFICERS_HIDDEN,
+     PERSONAL | HTTP_DB},
     {"POST", "/v1/agreements/{id}/signatures", handle_agreement_sign, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON | PERSONAL},
+     HTTP_BODY_JSON | PERSONAL | HTTP_DB},
     {"POST", "/v1/agreements/{id}/reductions", handle_agreement_reduce, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON | PERSONAL},
+     HTTP_BODY_JSON | PERSONAL | HTTP_DB},
     {"POST", "/v1/agreements/{id}/year3", handle_agreement_year3, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON | PERSONAL},
+     HTTP_BODY_JSON | PERSONAL | HTTP_DB},
     {"POST", "/v1/tranches/{id}/payments", funding_handle_tranche_pay, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON | PERSONAL},
+     HTTP_BODY_JSON | PERSONAL | HTTP_DB},
     {"POST", "/v1/tranches/{id}/cancellation", funding_handle_tranche_cancel, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON | PERSONAL},
+     HTTP_BODY_JSON | PERSONAL | HTTP_DB},
     {"POST", "/v1/tranches/{id}/recoveries", funding_handle_tranche_recover, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON | PERSONAL},
-    {"GET", "/v1/reports/overdue", funding_handle_reports_overdue, OFFICERS_HIDDEN, PERSONAL},
-    {"GET", "/v1/reports/catalogue", funding_handle_catalogue, AGGREGATES, 0},
+     HTTP_BODY_JSON | PERSONAL | HTTP_DB},
+    {"GET", "/v1/reports/overdue", funding_handle_reports_overdue, OFFICERS_HIDDEN,
+     PERSONAL | HTTP_DB},
+    {"GET", "/v1/reports/catalogue", funding_handle_catalogue, AGGREGATES, HTTP_DB},
     {"POST", "/v1/reports/{id}/submission", funding_handle_report_submit, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON | PERSONAL},
+     HTTP_BODY_JSON | PERSONAL | HTTP_DB},
     {"POST", "/v1/reports/{id}/review", funding_handle_report_review, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON | PERSONAL},
-    {"GET", "/v1/ledger", funding_handle_ledger, OFFICERS_HIDDEN, PERSONAL},
-    {"GET", "/v1/stats/money", handle_stats_money, AGGREGATES, 0},
-    {"GET", "/v1/opendata/subventions.csv", handle_opendata, 0, HTTP_PUBLIC},
+     HTTP_BODY_JSON | PERSONAL | HTTP_DB},
+    {"GET", "/v1/ledger", funding_handle_ledger, OFFICERS_HIDDEN, PERSONAL | HTTP_DB},
+    {"GET", "/v1/stats/money", handle_stats_money, AGGREGATES, HTTP_DB},
+    {"GET", "/v1/opendata/subventions.csv", handle_opendata, 0, HTTP_PUBLIC | HTTP_DB},
 };
 const size_t funding_nroutes = sizeof funding_routes / sizeof funding_routes[0];

@@ -39,11 +39,13 @@ int funding_handle_tranche_pay(struct http_ctx *ctx)
 {
     const char *id = http_param(ctx, "id");
     char why[MONEY_WHY_LEN] = "";
+    struct funding_idem idem;
     struct clock_date day;
     json_t *doc = NULL;
     int rc;
 
-    if (funding_resource_visible(ctx, "tranche", id, &rc) != 0)
+    if (funding_resource_visible(ctx, "tranche", id, &rc) != 0 ||
+        funding_idem_read(ctx, &idem, 0, 200, &rc) != 0)
         return rc;
     json_t *errors = json_array();
     const char *reference = money_text(ctx, "reference", 64, errors);
@@ -54,7 +56,9 @@ int funding_handle_tranche_pay(struct http_ctx *ctx)
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid payment");
     json_decref(errors);
     enum status st = store_tranche_pay(funding_db(ctx), id, reference, paid_on,
-                                       ctx->principal.key_id, &doc, why, sizeof why);
+                                       ctx->principal.key_id, &idem, &doc, why, sizeof why);
+    if (funding_idem_reply(ctx, &idem, st, &rc))
+        return rc;
     return money_reply(ctx, st, doc, "tranche", why, "the payment could not be recorded");
 }
 
@@ -134,10 +138,12 @@ int funding_handle_report_submit(struct http_ctx *ctx)
 {
     const char *id = http_param(ctx, "id");
     char why[MONEY_WHY_LEN] = "";
+    struct funding_idem idem;
     json_t *doc = NULL;
     int rc;
 
-    if (funding_resource_visible(ctx, "report", id, &rc) != 0)
+    if (funding_resource_visible(ctx, "report", id, &rc) != 0 ||
+        funding_idem_read(ctx, &idem, 0, 200, &rc) != 0)
         return rc;
     if (!money_report_body_ok(ctx->body)) {
         json_t *errors = json_array();
@@ -147,8 +153,11 @@ int funding_handle_report_submit(struct http_ctx *ctx)
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid report");
     }
     char *content = json_dumps(ctx->body, JSON_COMPACT);
-    enum status st = store_report_submit(funding_db(ctx), id, content, &doc, why, sizeof why);
+    enum status st =
+        store_report_submit(funding_db(ctx), id, content, &idem, &doc, why, sizeof why);
     free(content);
+    if (funding_idem_reply(ctx, &idem, st, &rc))
+        return rc;
     return money_reply(ctx, st, doc, "report", why, "the report could not be recorded");
 }
 
@@ -171,6 +180,9 @@ int funding_handle_report_review(struct http_ctx *ctx)
         http_field_error(errors, "reason", "a rejection gives its reason");
     if (reason && strlen(reason) > 2000)
         http_field_error(errors, "reason", "is at most 2000 bytes");
+    const json_t *jreason = json_object_get(ctx->body, "reason");
+    if (jreason && !json_is_string(jreason) && !json_is_null(jreason))
+        http_field_error(errors, "reason", "is a string (or null)");
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid review");
     json_decref(errors);

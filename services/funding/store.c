@@ -116,9 +116,67 @@ static enum status store_match_check(struct db_conn *conn, const struct store_ma
     return st;
 }
 
+/* What a use case runs: its statement, under an If-Match or an Idempotency-Key when it has one. */
+struct store_call {
+    const struct store_match *m; /* an amendment's If-Match, or NULL */
+    struct db_stmt *stmt;
+    int n;
+    const char *const *params;
+    struct funding_idem *idem; /* a creating POST's key, or NULL */
+    const char *member;        /* with idem: the document's member that is the answer, or NULL */
+};
+
+/* The answer kept under the key: the member the handler sends, or the whole document. */
+static enum status store_answer_keep(struct db_conn *conn, const struct store_call *c,
+                                     const json_t *doc)
+{
+    const json_t *answer = c->member ? json_object_get(doc, c->member) : doc;
+    char *text = answer ? json_dumps(answer, JSON_COMPACT) : NULL;
+
+    if (!text)
+        return STATUS_INTERNAL;
+    enum status st = funding_idem_store(conn, c->idem, text);
+    free(text);
+    return st;
+}
+
+/* A replayed answer, shaped as the use case's document. Takes text. */
+static enum status store_answer_replay(const struct store_call *c, char *text, json_t **out)
+{
+    json_t *answer = json_loads(text, 0, NULL);
+
+    free(text);
+    if (!answer)
+        return STATUS_INTERNAL;
+    *out = c->member ? json_pack("{s:o}", c->member, answer) : answer; /* takes answer */
+    return STATUS_OK;
+}
+
+/* One attempt, inside the open transaction: the key's claim, the precondition, the work. */
+static enum status store_once(struct db_conn *conn, const struct store_call *c, json_t **out,
+                              char *why, size_t whylen)
+{
+    char *replay = NULL;
+    enum status st = c->idem ? funding_idem_claim(conn, c->idem, &replay) : STATUS_OK;
+
+    if (st == STATUS_OK && replay)
+        return store_answer_replay(c, replay, out);
+    if (st == STATUS_OK && c->m)
+        st = store_match_check(conn, c->m, why, whylen);
+    if (st == STATUS_OK)
+        st = store_apply(conn, c->stmt, c->n, c->params, out, why, whylen);
+    if (st == STATUS_OK && c->idem) {
+        st = store_answer_keep(conn, c, *out);
+        if (st != STATUS_OK) {
+            json_decref(*out);
+            *out = NULL;
+        }
+    }
+    return st;
+}
+
 /* One use case in a transaction of its own, run again on a serialization failure. */
-static enum status store_run(struct db_pool *pool, const struct store_match *m,
-                             struct db_stmt *stmt, int n, const char *const *params, json_t **out,
+static enum status store_run(struct db_pool *pool, const struct store_call *c, json_t **out,
                              char *why, size_t whylen)
 {
     struct db_conn *conn;
@@ -128,10 +186,8 @@ static enum status store_run(struct db_pool *pool, const struct store_match *m,
         return st;
     for (int attempt = 0; attempt < STORE_ATTEMPTS; attempt++) {
         st = db_begin(conn);
-        if (st == STATUS_OK && m)
-            st = store_match_check(conn, m, why, whylen);
         if (st == STATUS_OK)
-            st = store_apply(conn, stmt, n, params, out, why, whylen);
+            st = store_once(conn, c, out, why, whylen);
         if (st == STATUS_OK)
             st = db_commit(conn);
         if (st != STATUS_OK)
@@ -175,20 +231,22 @@ DB_STMT(store_report_submit_fn, "SELECT report_submit($1::uuid, $2::jsonb)");
 DB_STMT(store_report_review_fn, "SELECT report_review($1::uuid, $2, $3)");
 
 enum status store_tranche_pay(struct db_pool *pool, const char *id, const char *reference,
-                              const char *paid_on, const char *actor, json_t **out, char *why,
-                              size_t whylen)
+                              const char *paid_on, const char *actor, struct funding_idem *idem,
+                              json_t **out, char *why, size_t whylen)
 {
     const char *params[] = {id, reference, paid_on, actor};
+    struct store_call c = {NULL, &store_tranche_pay_fn, 4, params, idem, "tranche"};
 
-    return store_run(pool, NULL, &store_tranche_pay_fn, 4, params, out, why, whylen);
+    return store_run(pool, &c, out, why, whylen);
 }
 
 enum status store_tranche_cancel(struct db_pool *pool, const char *id, const char *motivation,
                                  const char *actor, json_t **out, char *why, size_t whylen)
 {
     const char *params[] = {id, motivation, actor};
+    struct store_call c = {NULL, &store_tranche_cancel_fn, 3, params, NULL, NULL};
 
-    return store_run(pool, NULL, &store_tranche_cancel_fn, 3, params, out, why, whylen);
+    return store_run(pool, &c, out, why, whylen);
 }
 
 enum status store_tranche_recover(struct db_pool *pool, const char *id, const char *amount,
@@ -196,8 +254,9 @@ enum status store_tranche_recover(struct db_pool *pool, const char *id, const ch
                                   size_t whylen)
 {
     const char *params[] = {id, amount, reference, actor};
+    struct store_call c = {NULL, &store_tranche_recover_fn, 4, params, NULL, NULL};
 
-    return store_run(pool, NULL, &store_tranche_recover_fn, 4, params, out, why, whylen);
+    return store_run(pool, &c, out, why, whylen);
 }
 
 enum status store_agreement_reduce(struct db_pool *pool, const struct store_match *m,
@@ -205,8 +264,9 @@ enum status store_agreement_reduce(struct db_pool *pool, const struct store_matc
                                    char *why, size_t whylen)
 {
     const char *params[] = {m->agreement_id, amount, motivation, actor};
+    struct store_call c = {m, &store_agreement_reduce_fn, 4, params, NULL, NULL};
 
-    return store_run(pool, m, &store_agreement_reduce_fn, 4, params, NULL, why, whylen);
+    return store_run(pool, &c, NULL, why, whylen);
 }
 
 enum status store_year3_decide(struct db_pool *pool, const struct store_match *m,
@@ -214,24 +274,27 @@ enum status store_year3_decide(struct db_pool *pool, const struct store_match *m
                                const char *actor, char *why, size_t whylen)
 {
     const char *params[] = {m->agreement_id, decision, amount, motivation, actor};
+    struct store_call c = {m, &store_year3_fn, 5, params, NULL, NULL};
 
-    return store_run(pool, m, &store_year3_fn, 5, params, NULL, why, whylen);
+    return store_run(pool, &c, NULL, why, whylen);
 }
 
 enum status store_report_submit(struct db_pool *pool, const char *id, const char *content,
-                                json_t **out, char *why, size_t whylen)
+                                struct funding_idem *idem, json_t **out, char *why, size_t whylen)
 {
     const char *params[] = {id, content};
+    struct store_call c = {NULL, &store_report_submit_fn, 2, params, idem, "report"};
 
-    return store_run(pool, NULL, &store_report_submit_fn, 2, params, out, why, whylen);
+    return store_run(pool, &c, out, why, whylen);
 }
 
 enum status store_report_review(struct db_pool *pool, const char *id, const char *decision,
                                 const char *reason, json_t **out, char *why, size_t whylen)
 {
     const char *params[] = {id, decision, reason};
+    struct store_call c = {NULL, &store_report_review_fn, 3, params, NULL, NULL};
 
-    return store_run(pool, NULL, &store_report_review_fn, 3, params, out, why, whylen);
+    return store_run(pool, &c, out, why, whylen);
 }
 
 /* ---- reads ---- */
@@ -353,11 +416,13 @@ enum status store_envelope_list(struct db_pool *pool, const char *wave, json_t *
 }
 
 enum status store_envelope_create(struct db_pool *pool, const char *wave, const char *region,
-                                  const char *amount, json_t **out)
+                                  const char *amount, struct funding_idem *idem, json_t **out)
 {
     const char *params[] = {wave, region, amount};
+    struct store_call c = {NULL, &store_envelope_create_q, 3, params, idem, NULL};
+    char why[128] = "";
 
-    return store_read(pool, &store_envelope_create_q, 3, params, out);
+    return store_run(pool, &c, out, why, sizeof why);
 }
 
 enum status store_ledger(struct db_pool *pool, const char *agreement_id, json_t **out)

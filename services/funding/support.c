@@ -171,42 +171,33 @@ static int handle_beneficiary_get(struct http_ctx *ctx)
 
 static int handle_enrolment_create(struct http_ctx *ctx)
 {
-    const char *key = http_header(ctx, "Idempotency-Key");
     struct support_enrolment_input in;
     struct support_refusal refusal;
-    char hash[65], location[96];
+    struct funding_idem idem;
+    char location[96];
     char *json;
-    long long version;
-    int replayed;
-    json_t *errors;
+    int rc;
 
-    if (!key)
-        return http_reply_problem(ctx, STATUS_PRECONDITION_REQUIRED,
-                                  "an Idempotency-Key header is required");
-    if (strlen(key) == 0 || strlen(key) > 200)
-        return http_reply_problem(ctx, STATUS_INVALID, "Idempotency-Key must be 1 to 200 bytes");
-    errors = json_array();
+    if (funding_idem_read(ctx, &idem, 1, 201, &rc) != 0)
+        return rc;
+    json_t *errors = json_array();
     if (support_enrolment_parse(ctx->body, &in, errors) != STATUS_OK)
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid enrolment");
     json_decref(errors);
-    /* The raw bytes are the request's identity: the same key must come with the same body. */
-    char *raw = xstrndup(ctx->req->binary_body, ctx->req->binary_body_length);
-    auth_token_hash(raw, hash);
-    free(raw);
-    enum status st = support_store_enrolment_create(support_db(ctx), &ctx->principal, &in, key,
-                                                    hash, &json, &version, &replayed, &refusal);
-    if (st == STATUS_UNPROCESSABLE)
-        return http_reply_problem(ctx, st, "this Idempotency-Key was used with another body");
+    enum status st = support_store_enrolment_create(support_db(ctx), &ctx->principal, &in, &idem,
+                                                    &json, &refusal);
+    if (funding_idem_reply(ctx, &idem, st, &rc))
+        return rc;
     if (st != STATUS_OK)
         return http_reply_problem(ctx, st, "%s",
                                   refusal.why ? refusal.why : "the enrolment could not be made");
+    /* The ETag and the Location come from the answer itself, the same on a replay. */
     json_t *parsed = json_loads(json, 0, NULL);
     snprintf(location, sizeof location, "/v1/support/enrolments/%s",
              json_string_value(json_object_get(parsed, "id")));
+    long long version = json_integer_value(json_object_get(parsed, "version"));
     json_decref(parsed);
     http_set_header(ctx, "Location", location);
-    if (replayed)
-        http_set_header(ctx, "Idempotent-Replayed", "true");
     return support_reply_versioned(ctx, 201, json, version);
 }
 
@@ -270,18 +261,20 @@ static int handle_uptake(struct http_ctx *ctx)
 }
 
 const struct http_route support_routes[] = {
-    {"GET", "/v1/support/actions", handle_action_list, ROLE_ANY, 0},
-    {"POST", "/v1/support/actions", handle_action_create, ROLE_NATIONAL_ADMIN, HTTP_BODY_JSON},
-    {"GET", "/v1/support/beneficiaries", handle_beneficiary_list, STAFF | ROLE_PARTNER, 0},
+    {"GET", "/v1/support/actions", handle_action_list, ROLE_ANY, HTTP_DB},
+    {"POST", "/v1/support/actions", handle_action_create, ROLE_NATIONAL_ADMIN,
+     HTTP_BODY_JSON | HTTP_DB},
+    {"GET", "/v1/support/beneficiaries", handle_beneficiary_list, STAFF | ROLE_PARTNER, HTTP_DB},
     {"GET", "/v1/support/beneficiaries/{dossier_id}", handle_beneficiary_get, STAFF | ROLE_PARTNER,
-     0},
-    {"POST", "/v1/support/enrolments", handle_enrolment_create, ROLE_PARTNER, HTTP_BODY_JSON},
-    {"GET", "/v1/support/enrolments/{id}", handle_enrolment_get, STAFF | ROLE_PARTNER, 0},
+     HTTP_DB},
+    {"POST", "/v1/support/enrolments", handle_enrolment_create, ROLE_PARTNER,
+     HTTP_BODY_JSON | HTTP_DB},
+    {"GET", "/v1/support/enrolments/{id}", handle_enrolment_get, STAFF | ROLE_PARTNER, HTTP_DB},
     {"POST", "/v1/support/enrolments/{id}/deliveries", handle_delivery_record, ROLE_PARTNER,
-     HTTP_BODY_JSON},
-    {"GET", "/v1/support/uptake", handle_uptake, STAFF | ROLE_DASHBOARD, 0},
-    {"POST", "/v1/charter/signatures", charter_signature_create, STAFF, HTTP_BODY_JSON},
+     HTTP_BODY_JSON | HTTP_DB},
+    {"GET", "/v1/support/uptake", handle_uptake, STAFF | ROLE_DASHBOARD, HTTP_DB},
+    {"POST", "/v1/charter/signatures", charter_signature_create, STAFF, HTTP_BODY_JSON | HTTP_DB},
     /* Public data: no key (roles 0), like the probes. */
-    {"GET", "/v1/charter/signatories", charter_signatory_list, 0, HTTP_PUBLIC},
+    {"GET", "/v1/charter/signatories", charter_signatory_list, 0, HTTP_PUBLIC | HTTP_DB},
 };
 const size_t support_nroutes = sizeof support_routes / sizeof support_routes[0];

@@ -17,13 +17,10 @@
 DB_STMT(st_enrol_lock, "SELECT coalesce(partner_key_id, ''), capacity, enrolled,"
                        " ends_on < (now() AT TIME ZONE 'UTC')::date"
                        " FROM support_action WHERE id = $1 FOR UPDATE");
-DB_STMT(st_enrol_idem, "SELECT request_hash, " ENROLMENT_JSON ", version FROM support_enrolment"
-                       " WHERE partner_key_id = $1 AND idem_key = $2");
 DB_STMT(st_enrol_access, "SELECT region FROM support_access WHERE dossier_id = $1");
 DB_STMT(st_enrol_insert,
-        "INSERT INTO support_enrolment (id, action_id, dossier_id, partner_key_id, idem_key,"
-        " request_hash, note) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        " RETURNING " ENROLMENT_JSON ", version");
+        "INSERT INTO support_enrolment (id, action_id, dossier_id, partner_key_id, note)"
+        " VALUES ($1, $2, $3, $4, $5) RETURNING " ENROLMENT_JSON);
 DB_STMT(st_enrol_count, "UPDATE support_action SET enrolled = enrolled + 1 WHERE id = $1");
 
 /* Takes (json, version) from the given columns of row 0 of r. */
@@ -64,29 +61,6 @@ static enum status enrol_lock_action(struct db_conn *conn, const struct auth_pri
     return mine ? STATUS_OK : enrol_refuse(refusal, STATUS_NOT_FOUND, "no such action");
 }
 
-/* The key was used before: replay the first answer, or refuse another body. */
-static enum status enrol_replay(struct db_conn *conn, const struct auth_principal *who,
-                                const char *idem_key, const char *request_hash, char **json,
-                                long long *version, int *found)
-{
-    const char *params[] = {who->key_id, idem_key};
-    PGresult *r;
-    enum status st = db_exec(conn, &st_enrol_idem, 2, params, &r);
-
-    *found = 0;
-    if (st != STATUS_OK)
-        return st;
-    if (PQntuples(r) == 1) {
-        *found = 1;
-        if (strcmp(PQgetvalue(r, 0, 0), request_hash) != 0)
-            st = STATUS_UNPROCESSABLE;
-        else
-            enrol_take(r, 1, json, version);
-    }
-    PQclear(r);
-    return st;
-}
-
 /* 1 when the dossier has access and lies in the key's regions. */
 static enum status enrol_may_serve(struct db_conn *conn, const struct auth_principal *who,
                                    const char *dossier_id, int *yes)
@@ -105,40 +79,32 @@ static enum status enrol_may_serve(struct db_conn *conn, const struct auth_princ
 }
 
 static enum status enrol_insert(struct db_conn *conn, const struct auth_principal *who,
-                                const struct support_enrolment_input *in, const char *idem_key,
-                                const char *request_hash, char **json, long long *version)
+                                const struct support_enrolment_input *in, char **json)
 {
     char id[UUID_STR_LEN];
     PGresult *r;
 
     uuid_new(id);
-    const char *params[] = {id,       in->action_id, in->dossier_id, who->key_id,
-                            idem_key, request_hash,  in->note};
-    enum status st = db_exec(conn, &st_enrol_insert, 7, params, &r);
+    const char *params[] = {id, in->action_id, in->dossier_id, who->key_id, in->note};
+    enum status st = db_exec(conn, &st_enrol_insert, 5, params, &r);
     if (st != STATUS_OK)
         return st;
-    enrol_take(r, 0, json, version);
+    *json = xstrdup(PQgetvalue(r, 0, 0));
     PQclear(r);
     const char *p1[] = {in->action_id};
     return db_exec(conn, &st_enrol_count, 1, p1, NULL);
 }
 
-/* The checks and writes of one enrolment, inside the open transaction. */
+/* The checks and writes of one enrolment, inside the open transaction, after the key's claim. */
 static enum status enrol_apply(struct db_conn *conn, const struct auth_principal *who,
-                               const struct support_enrolment_input *in, const char *idem_key,
-                               const char *request_hash, char **json, long long *version,
-                               int *replayed, struct support_refusal *refusal)
+                               const struct support_enrolment_input *in, char **json,
+                               struct support_refusal *refusal)
 {
-    int full = 0, over = 0, found = 0, serve = 0;
+    int full = 0, over = 0, serve = 0;
     enum status st = enrol_lock_action(conn, who, in->action_id, &full, &over, refusal);
 
     if (st == STATUS_OK)
-        st = enrol_replay(conn, who, idem_key, request_hash, json, version, &found);
-    if (st != STATUS_OK || found) {
-        *replayed = st == STATUS_OK;
-        return st;
-    }
-    st = enrol_may_serve(conn, who, in->dossier_id, &serve);
+        st = enrol_may_serve(conn, who, in->dossier_id, &serve);
     if (st != STATUS_OK)
         return st;
     if (!serve)
@@ -147,30 +113,33 @@ static enum status enrol_apply(struct db_conn *conn, const struct auth_principal
         return enrol_refuse(refusal, STATUS_CONFLICT, "the action's period is over");
     if (full)
         return enrol_refuse(refusal, STATUS_CONFLICT, "the action is full");
-    st = enrol_insert(conn, who, in, idem_key, request_hash, json, version);
+    st = enrol_insert(conn, who, in, json);
     if (st == STATUS_CONFLICT)
-        refusal->why = "this PTCE is already enrolled in this action, or the "
-                       "Idempotency-Key is in use by a concurrent request";
+        refusal->why = "this PTCE is already enrolled in this action";
     return st;
 }
 
 enum status support_store_enrolment_create(struct db_pool *db, const struct auth_principal *who,
                                            const struct support_enrolment_input *in,
-                                           const char *idem_key, const char *request_hash,
-                                           char **json, long long *version, int *replayed,
+                                           struct funding_idem *idem, char **json,
                                            struct support_refusal *refusal)
 {
     struct db_conn *conn;
     enum status st = db_acquire(db, &conn);
 
     *json = NULL;
-    *replayed = 0;
     refusal->why = NULL;
     if (st != STATUS_OK)
         return st;
     st = db_begin(conn);
+    /* The key first: a replay or a twin in flight is answered without waiting for the action. */
     if (st == STATUS_OK)
-        st = enrol_apply(conn, who, in, idem_key, request_hash, json, version, replayed, refusal);
+        st = funding_idem_claim(conn, idem, json);
+    if (st == STATUS_OK && !*json) {
+        st = enrol_apply(conn, who, in, json, refusal);
+        if (st == STATUS_OK)
+            st = funding_idem_store(conn, idem, *json);
+    }
     if (st == STATUS_OK)
         st = db_commit(conn);
     else
@@ -179,7 +148,6 @@ enum status support_store_enrolment_create(struct db_pool *db, const struct auth
     if (st != STATUS_OK) {
         free(*json);
         *json = NULL;
-        *replayed = 0;
     }
     return st;
 }

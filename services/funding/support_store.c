@@ -49,6 +49,38 @@ enum status support_store_run(struct db_pool *db, struct db_stmt *stmt, int npar
     return st;
 }
 
+enum status support_store_create(struct db_pool *db, struct db_stmt *stmt, int nparams,
+                                 const char *const *params, struct funding_idem *idem, char **json)
+{
+    struct db_conn *conn;
+    PGresult *r;
+    enum status st = db_acquire(db, &conn);
+
+    *json = NULL;
+    if (st != STATUS_OK)
+        return st;
+    st = db_begin(conn);
+    if (st == STATUS_OK)
+        st = funding_idem_claim(conn, idem, json);
+    if (st == STATUS_OK && !*json) {
+        st = db_exec(conn, stmt, nparams, params, &r);
+        if (st == STATUS_OK)
+            st = support_store_one_text(r, json);
+        if (st == STATUS_OK)
+            st = funding_idem_store(conn, idem, *json);
+    }
+    if (st == STATUS_OK)
+        st = db_commit(conn);
+    else
+        db_rollback(conn);
+    db_release(db, conn);
+    if (st != STATUS_OK) {
+        free(*json);
+        *json = NULL;
+    }
+    return st;
+}
+
 enum status support_store_one_text(PGresult *r, char **json)
 {
     enum status st = PQntuples(r) == 1 ? STATUS_OK : STATUS_NOT_FOUND;

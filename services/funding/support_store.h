@@ -6,6 +6,7 @@
 
 #include "auth.h"
 #include "db.h"
+#include "idem.h"
 #include "support_model.h"
 
 /* An RFC 3339 UTC rendering of a timestamptz column, for json_build_object. */
@@ -31,6 +32,13 @@ enum status support_store_page(struct db_pool *db, struct db_stmt *stmt, int nex
 /* Runs stmt on a pooled connection, outside any explicit transaction; *res as db_exec's. */
 enum status support_store_run(struct db_pool *db, struct db_stmt *stmt, int nparams,
                               const char *const *params, PGresult **res);
+/*
+ * Runs a creating stmt answering one JSON text (*json, caller frees) in a transaction of its
+ * own that holds the request's Idempotency-Key (idem.h): a replay answers the first text and
+ * runs nothing.
+ */
+enum status support_store_create(struct db_pool *db, struct db_stmt *stmt, int nparams,
+                                 const char *const *params, struct funding_idem *idem, char **json);
 /* Copies the first column of a one-row result into *json (else STATUS_NOT_FOUND); clears r. */
 enum status support_store_one_text(PGresult *r, char **json);
 
@@ -68,17 +76,16 @@ struct support_refusal {
 };
 
 /*
- * Enrols a PTCE, in one transaction that locks the action's row, so concurrent enrolments never
- * pass its capacity. The same (key, Idempotency-Key) with the same request_hash replays the first
- * answer (*replayed = 1); with another hash: STATUS_UNPROCESSABLE. STATUS_NOT_FOUND for an action
- * this partner key does not deliver or a PTCE it may not serve; STATUS_CONFLICT when the action
- * is full, over, or the PTCE already enrolled (refusal->why says which). *json and *version
- * describe the enrolment.
+ * Enrols a PTCE, in one transaction that holds the request's Idempotency-Key (idem.h: a replay
+ * answers the first enrolment, STATUS_UNPROCESSABLE for another request under the key,
+ * STATUS_CONFLICT for one still in flight) and locks the action's row, so concurrent enrolments
+ * never pass its capacity. STATUS_NOT_FOUND for an action this partner key does not deliver or
+ * a PTCE it may not serve; STATUS_CONFLICT when the action is full, over, or the PTCE already
+ * enrolled (refusal->why says which). *json (caller frees) describes the enrolment.
  */
 enum status support_store_enrolment_create(struct db_pool *db, const struct auth_principal *who,
                                            const struct support_enrolment_input *in,
-                                           const char *idem_key, const char *request_hash,
-                                           char **json, long long *version, int *replayed,
+                                           struct funding_idem *idem, char **json,
                                            struct support_refusal *refusal);
 /* An enrolment: a partner sees its own, other roles those of their regions. */
 enum status support_store_enrolment_get(struct db_pool *db, const struct auth_principal *who,
