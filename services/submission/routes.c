@@ -23,6 +23,10 @@
     (ROLE_NATIONAL_ADMIN | ROLE_REGIONAL_INSTRUCTOR | ROLE_EXPERT | ROLE_FUNDING_OFFICER)
 #define PERSONAL HTTP_HIDE(ROLE_DASHBOARD)
 
+/* A list page's size when `limit` is absent, and the largest one asked for: as every list's. */
+#define ROUTES_LIST_DEFAULT 50
+#define ROUTES_LIST_MAX 200
+
 static struct submission *routes_domain(const struct http_ctx *ctx)
 {
     return ((struct service *)ctx->app)->domain;
@@ -391,19 +395,17 @@ static void routes_list_filter(struct http_ctx *ctx, struct dossier_filter *f,
                                          "sans_suite"};
     const char *limit = http_query(ctx, "limit"), *cursor = http_query(ctx, "cursor");
     const char *upd = http_query(ctx, "updated_since");
-    char *end;
+    char why[96];
 
     memset(f, 0, sizeof *f);
-    f->limit = 50;
     f->wave = http_query(ctx, "wave");
     f->region = http_query(ctx, "region");
     f->state = http_query(ctx, "state");
     f->eligibility = http_query(ctx, "eligibility");
-    if (limit) {
-        f->limit = strtol(limit, &end, 10);
-        if (*end || f->limit < 1 || f->limit > 200)
-            http_field_error(errors, "limit", "must be an integer from 1 to 200");
-    }
+    /* The bounds and the message of every list (common/page): decimal digits, 1 to 200. */
+    if (page_limit_parse(limit, ROUTES_LIST_DEFAULT, ROUTES_LIST_MAX, &f->limit, why, sizeof why) !=
+        STATUS_OK)
+        http_field_error(errors, "limit", why);
     if (cursor && routes_cursor_parse(cursor, pos) != 0)
         http_field_error(errors, "cursor", "is not a cursor this API gave");
     f->after_xid = cursor ? pos->xid : NULL;
