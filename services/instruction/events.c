@@ -238,13 +238,30 @@ static enum status events_wave(struct db_conn *conn, const struct cloudevent *ev
     return st;
 }
 
-enum status instruction_on_event(struct db_conn *conn, const struct cloudevent *ev, void *ud)
+/* The handlers take no user data: these adapt them to the inbox's signature. */
+static enum status events_route_dossier_event(struct db_conn *conn, const struct cloudevent *ev,
+                                              void *ud)
 {
     (void)ud;
-    if (!strcmp(ev->type, "dossier.deposited") || !strcmp(ev->type, "dossier.updated") ||
-        !strcmp(ev->type, "dossier.withdrawn"))
-        return events_dossier(conn, ev);
-    if (!strcmp(ev->type, "wave.published"))
-        return events_wave(conn, ev);
-    return STATUS_OK; /* recorded in the inbox, nothing else to do */
+    return events_dossier(conn, ev);
+}
+
+static enum status events_route_wave(struct db_conn *conn, const struct cloudevent *ev, void *ud)
+{
+    (void)ud;
+    return events_wave(conn, ev);
+}
+
+const struct inbox_route instruction_event_routes[] = {
+    {"dossier.deposited", events_route_dossier_event},
+    {"dossier.updated", events_route_dossier_event},
+    {"dossier.withdrawn", events_route_dossier_event},
+    {"wave.published", events_route_wave},
+};
+const size_t instruction_event_nroutes =
+    sizeof instruction_event_routes / sizeof instruction_event_routes[0];
+
+enum status instruction_on_event(struct db_conn *conn, const struct cloudevent *ev, void *ud)
+{
+    return inbox_dispatch(instruction_event_routes, instruction_event_nroutes, conn, ev, ud);
 }

@@ -8,10 +8,17 @@
 #define SUBMISSION_TOPIC "ptce.submission.events"
 
 /*
- * The inbox handler: dossier.deposited / dossier.updated / dossier.withdrawn → the projection
- * (a newer version never overwritten by an older one; routing of a new dossier; a withdrawal
- * leaves every queue; a carrier's edit ends a correction), wave.published → the wave table.
+ * The consumed event types and what applies each, inside the inbox's transaction (common/inbox
+ * dispatches by type; a type without an entry is recorded in the inbox, counted in
+ * ptce_inbox_events_skipped_total and otherwise ignored): dossier.deposited / dossier.updated /
+ * dossier.withdrawn → the projection (a newer version never overwritten by an older one;
+ * routing of a new dossier; a withdrawal leaves every queue; a carrier's edit ends a
+ * correction), wave.published → the wave table.
  */
+extern const struct inbox_route instruction_event_routes[];
+extern const size_t instruction_event_nroutes;
+
+/* Applies one event as the inbox does (inbox_dispatch over instruction_event_routes). */
 enum status instruction_on_event(struct db_conn *conn, const struct cloudevent *ev, void *ud);
 
 /*

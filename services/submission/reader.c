@@ -86,13 +86,14 @@ void reader_dossier_post(struct reader *rd, struct reader_request *rq,
     batcher_post(rd->batcher, &rq->item, reader_served);
 }
 
-enum status reader_result(struct reader_request *rq, char **document)
+enum status reader_result(struct reader_request *rq, char **document, long long *version)
 {
     if (rq->item.st != STATUS_OK)
         return rq->item.st;
     if (!rq->read.document)
         return STATUS_NOT_FOUND;
     *document = rq->read.document;
+    *version = rq->read.version;
     rq->read.document = NULL;
     return STATUS_OK;
 }

@@ -35,11 +35,11 @@ void reader_dossier_post(struct reader *rd, struct reader_request *rq,
                          void (*done)(struct reader_request *rq), void *arg);
 
 /*
- * The outcome of a finished read: STATUS_OK and the stored document as JSON text (caller frees)
- * if the principal may see it; STATUS_NOT_FOUND whether it does not exist or is out of scope;
- * otherwise why the read failed.
+ * The outcome of a finished read: STATUS_OK, the stored document as JSON text (caller frees) and
+ * its version (read from the same row) if the principal may see it; STATUS_NOT_FOUND whether it
+ * does not exist or is out of scope; otherwise why the read failed.
  */
-enum status reader_result(struct reader_request *rq, char **document);
+enum status reader_result(struct reader_request *rq, char **document, long long *version);
 
 /* Releases rq (a heap-allocated request) and a document no one took. For http_defer. */
 void reader_request_free(void *rq);

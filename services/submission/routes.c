@@ -7,6 +7,7 @@
 
 #include "jnum.h"
 #include "page.h"
+#include "precond.h"
 #include "region.h"
 #include "service.h"
 #include "intake.h"
@@ -21,6 +22,10 @@
 #define READERS                                                                                    \
     (ROLE_NATIONAL_ADMIN | ROLE_REGIONAL_INSTRUCTOR | ROLE_EXPERT | ROLE_FUNDING_OFFICER)
 #define PERSONAL HTTP_HIDE(ROLE_DASHBOARD)
+
+/* A list page's size when `limit` is absent, and the largest one asked for: as every list's. */
+#define ROUTES_LIST_DEFAULT 50
+#define ROUTES_LIST_MAX 200
 
 static struct submission *routes_domain(const struct http_ctx *ctx)
 {
@@ -39,6 +44,32 @@ static int routes_reply_text(struct http_ctx *ctx, int code, char *text)
 
     free(text);
     return rc;
+}
+
+/*
+ * Answers a read of a versioned resource (a dossier, its history) with its ETag, the version as
+ * common/precond writes it ("v3"): 304 with the ETag and no body when If-None-Match names it
+ * (the weak comparison of RFC 9110, `*` and lists included), else 200 with text. A malformed
+ * If-None-Match is a 400. Takes text.
+ */
+static int routes_reply_versioned(struct http_ctx *ctx, char *text, long long version)
+{
+    char etag[PRECOND_ETAG_LEN];
+    int not_modified = 0;
+    enum status st =
+        precond_if_none_match(http_header(ctx, "If-None-Match"), version, &not_modified);
+
+    if (st != STATUS_OK) {
+        free(text);
+        return http_reply_problem(ctx, st, "If-None-Match is not a list of entity tags");
+    }
+    precond_etag(version, etag);
+    http_set_header(ctx, "ETag", etag);
+    if (not_modified) {
+        free(text);
+        return http_reply_raw(ctx, 304, NULL, "", 0);
+    }
+    return routes_reply_text(ctx, 200, text);
 }
 
 /* ---- webhook ---- */
@@ -250,11 +281,12 @@ static void dossier_read_done(struct reader_request *rq)
 static int dossier_read_answer(struct http_ctx *ctx)
 {
     char *doc;
-    enum status st = reader_result(http_state(ctx), &doc);
+    long long version;
+    enum status st = reader_result(http_state(ctx), &doc, &version);
 
     if (st != STATUS_OK)
         return http_reply_problem(ctx, st, "no dossier %s", http_param(ctx, "id"));
-    return routes_reply_text(ctx, 200, doc);
+    return routes_reply_versioned(ctx, doc, version);
 }
 
 static int handle_dossier_get(struct http_ctx *ctx)
@@ -275,6 +307,7 @@ struct routes_text {
     const char *id;
     json_t *wave;
     char *text;
+    long long version; /* of the dossier, for its history's ETag */
     enum status st;
 };
 
@@ -299,7 +332,7 @@ static void dossier_history_run(struct http_ctx *ctx, void *arg)
 {
     struct routes_text *t = arg;
 
-    t->st = store_dossier_history(routes_db(ctx), &ctx->principal, t->id, &t->text);
+    t->st = store_dossier_history(routes_db(ctx), &ctx->principal, t->id, &t->text, &t->version);
 }
 
 static int dossier_history_answer(struct http_ctx *ctx)
@@ -308,7 +341,9 @@ static int dossier_history_answer(struct http_ctx *ctx)
 
     if (t->st != STATUS_OK)
         return http_reply_problem(ctx, t->st, "no dossier %s", t->id);
-    return routes_text_answer(ctx, t, 200);
+    char *text = t->text;
+    t->text = NULL; /* the state gives it up */
+    return routes_reply_versioned(ctx, text, t->version);
 }
 
 static int handle_dossier_history(struct http_ctx *ctx)
@@ -360,19 +395,17 @@ static void routes_list_filter(struct http_ctx *ctx, struct dossier_filter *f,
                                          "sans_suite"};
     const char *limit = http_query(ctx, "limit"), *cursor = http_query(ctx, "cursor");
     const char *upd = http_query(ctx, "updated_since");
-    char *end;
+    char why[96];
 
     memset(f, 0, sizeof *f);
-    f->limit = 50;
     f->wave = http_query(ctx, "wave");
     f->region = http_query(ctx, "region");
     f->state = http_query(ctx, "state");
     f->eligibility = http_query(ctx, "eligibility");
-    if (limit) {
-        f->limit = strtol(limit, &end, 10);
-        if (*end || f->limit < 1 || f->limit > 200)
-            http_field_error(errors, "limit", "must be an integer from 1 to 200");
-    }
+    /* The bounds and the message of every list (common/page): decimal digits, 1 to 200. */
+    if (page_limit_parse(limit, ROUTES_LIST_DEFAULT, ROUTES_LIST_MAX, &f->limit, why, sizeof why) !=
+        STATUS_OK)
+        http_field_error(errors, "limit", why);
     if (cursor && routes_cursor_parse(cursor, pos) != 0)
         http_field_error(errors, "cursor", "is not a cursor this API gave");
     f->after_xid = cursor ? pos->xid : NULL;

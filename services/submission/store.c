@@ -71,14 +71,14 @@ enum status store_notice_insert_batch(struct db_conn *conn, const struct ds_noti
 /* ---- reads ---- */
 
 DB_STMT(st_dossier_get_many,
-        "SELECT id::text, region, document::text, coalesce(partner_key_id, '') FROM dossier"
-        " WHERE id = ANY($1::uuid[])");
+        "SELECT id::text, region, document::text, coalesce(partner_key_id, ''), version"
+        " FROM dossier WHERE id = ANY($1::uuid[])");
 DB_STMT(st_dossier_history,
         "SELECT d.region, coalesce(json_agg(json_build_object('at', h.at, 'actor', h.actor,"
         " 'kind', h.kind, 'detail', h.detail) ORDER BY h.id) FILTER (WHERE h.id IS NOT NULL),"
-        " '[]')::text, coalesce(d.partner_key_id, '') FROM dossier d"
+        " '[]')::text, coalesce(d.partner_key_id, ''), d.version FROM dossier d"
         " LEFT JOIN dossier_history h ON h.dossier_id = d.id WHERE d.id = $1"
-        " GROUP BY d.region, d.partner_key_id");
+        " GROUP BY d.region, d.partner_key_id, d.version");
 /*
  * Commit-safe: a row is served only once the transaction that wrote it is older than every
  * transaction still in flight (see migrations/002_commit_order.sql), so a cursor never passes
@@ -107,9 +107,13 @@ static int store_visible(const struct auth_principal *who, const char *region,
     return auth_principal_sees_region(who, region);
 }
 
-/* Runs a one-row read by dossier id and applies the caller's scope. */
+/*
+ * Runs a one-row read by dossier id (region, text, partner key, version) and applies the
+ * caller's scope.
+ */
 static enum status store_scoped_read(struct db_pool *db, struct db_stmt *stmt,
-                                     const struct auth_principal *who, const char *id, char **out)
+                                     const struct auth_principal *who, const char *id, char **out,
+                                     long long *version)
 {
     struct db_conn *conn;
     PGresult *r;
@@ -127,6 +131,7 @@ static enum status store_scoped_read(struct db_pool *db, struct db_stmt *stmt,
         return STATUS_NOT_FOUND; /* out of scope looks exactly like absent */
     }
     *out = xstrdup(PQgetvalue(r, 0, 1));
+    *version = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
     PQclear(r);
     return STATUS_OK;
 }
@@ -140,6 +145,7 @@ enum status store_dossier_read_batch(struct db_conn *conn, struct dossier_read *
     pgarray_init(&ids);
     for (size_t i = 0; i < n; i++) {
         reads[i]->document = NULL;
+        reads[i]->version = 0;
         pgarray_add_text(&ids, reads[i]->id);
     }
     const char *params[] = {pgarray_text(&ids)};
@@ -155,8 +161,10 @@ enum status store_dossier_read_batch(struct db_conn *conn, struct dossier_read *
             if (strcasecmp(PQgetvalue(r, k, 0), reads[i]->id) != 0)
                 continue;
             /* out of scope looks exactly like absent */
-            if (store_visible(reads[i]->who, PQgetvalue(r, k, 1), PQgetvalue(r, k, 3)))
+            if (store_visible(reads[i]->who, PQgetvalue(r, k, 1), PQgetvalue(r, k, 3))) {
                 reads[i]->document = xstrdup(PQgetvalue(r, k, 2));
+                reads[i]->version = strtoll(PQgetvalue(r, k, 4), NULL, 10);
+            }
             break;
         }
     }
@@ -165,9 +173,9 @@ enum status store_dossier_read_batch(struct db_conn *conn, struct dossier_read *
 }
 
 enum status store_dossier_history(struct db_pool *db, const struct auth_principal *who,
-                                  const char *id, char **history)
+                                  const char *id, char **history, long long *version)
 {
-    return store_scoped_read(db, &st_dossier_history, who, id, history);
+    return store_scoped_read(db, &st_dossier_history, who, id, history, version);
 }
 
 /* "{84,11}" from the principal's regions, or NULL for all regions. */

@@ -31,12 +31,14 @@ enum status store_notice_insert_batch(struct db_conn *conn, const struct ds_noti
 struct dossier_read {
     const char *id; /* a valid UUID */
     const struct auth_principal *who;
-    char *document; /* out: the stored document as JSON text (caller frees), or NULL */
+    char *document;    /* out: the stored document as JSON text (caller frees), or NULL */
+    long long version; /* out: the dossier's version (its ETag), when document is set */
 };
 
 /*
- * Reads the documents of several dossiers in one statement. A document is left NULL when the
- * dossier does not exist or its reader may not see it: both look the same from outside.
+ * Reads the documents of several dossiers, with their versions, in one statement (the version
+ * comes from the same row as the document, so the two always agree). A document is left NULL
+ * when the dossier does not exist or its reader may not see it: both look the same from outside.
  */
 enum status store_dossier_read_batch(struct db_conn *conn, struct dossier_read *const *reads,
                                      size_t n);
@@ -68,9 +70,12 @@ enum status store_dossier_list(struct db_pool *db, const struct auth_principal *
                                const struct dossier_filter *f, struct buf *out, int *more,
                                struct dossier_position *last);
 
-/* The history of a dossier as a JSON array text (caller frees), scope-checked like get. */
+/*
+ * The history of a dossier as a JSON array text (caller frees), scope-checked like get, and the
+ * dossier's version: every entry is written with a new version, so it tags the history too.
+ */
 enum status store_dossier_history(struct db_pool *db, const struct auth_principal *who,
-                                  const char *id, char **history);
+                                  const char *id, char **history, long long *version);
 
 /*
  * Creates a partner dossier under an idempotency key, in one transaction: the same key with the
