@@ -87,12 +87,14 @@ static int routes_reply_agreement(struct http_ctx *ctx, int code, const char *id
     long long version = json_integer_value(json_object_get(doc, "version"));
     precond_etag(version, etag);
     http_set_header(ctx, "ETag", etag);
-    if (code == 200 &&
-        precond_if_none_match(http_header(ctx, "If-None-Match"), version, &not_modified) ==
-            STATUS_OK &&
-        not_modified) {
-        json_decref(doc);
-        return http_reply_raw(ctx, 304, "application/json", "", 0);
+    if (code == 200) {
+        st = precond_if_none_match(http_header(ctx, "If-None-Match"), version, &not_modified);
+        if (st != STATUS_OK || not_modified)
+            json_decref(doc);
+        if (st != STATUS_OK) /* as submission and instruction answer it */
+            return http_reply_problem(ctx, st, "If-None-Match is not a list of entity tags");
+        if (not_modified)
+            return http_reply_raw(ctx, 304, NULL, "", 0);
     }
     return http_reply_json(ctx, code, doc);
 }

@@ -60,6 +60,10 @@ def test_whole_path_from_decision_to_last_tranche(fund, officer, db):
     r = requests.get(f"{fund}/v1/agreements/{aid}", timeout=TIMEOUT,
                      headers={**officer, "If-None-Match": '"v1"'})
     assert r.status_code == 304
+    assert r.content == b"" and "Content-Type" not in r.headers
+    r = requests.get(f"{fund}/v1/agreements/{aid}", timeout=TIMEOUT,
+                     headers={**officer, "If-None-Match": "v1"})
+    assert r.status_code == 400 and r.headers["Content-Type"].startswith("application/problem+json")
 
     # The signatures: If-Match is required, the carrier first, then the State commits.
     r = requests.post(f"{fund}/v1/agreements/{aid}/signatures", json={"signer": "carrier"},
