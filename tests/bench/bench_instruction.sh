@@ -78,8 +78,9 @@ VI_RATE=$(psql "$DB" -Atc "SELECT round(count(*) / greatest(extract(epoch FROM m
 read -r VI_PUB50 VI_PUB99 <<<"$(psql "$DB" -At -F ' ' -c "
     SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
            round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1)
-    FROM public.bench_visible s, LATERAL (SELECT extract(epoch FROM min(o.sent_at) - s.at) * 1000
-        AS ms FROM submission.outbox o WHERE o.key = s.id::text) x
+    FROM public.bench_visible s JOIN (SELECT key, min(sent_at) AS sent_at FROM submission.outbox
+        GROUP BY key) o ON o.key = s.id::text,
+    LATERAL (SELECT extract(epoch FROM o.sent_at - s.at) * 1000 AS ms) x
     WHERE s.side = 'submission' AND x.ms IS NOT NULL")"
 echo "deposit → visible in instruction: p50 ${VI_P50} ms, p99 ${VI_P99} ms, max ${VI_MAX} ms over $VI_N deposits ($VI_MISSING not visible after 60 s); paced at $DEPOSIT_RATE/s, sent at $VI_HELD/s, committed at $VI_RATE/s; $VI_201 answered 201, answer p99 ${VI_ANS99} ms from each request's due time; acknowledged by Kafka to submission's relay p50 ${VI_PUB50} ms, p99 ${VI_PUB99} ms after the commit"
 psql "$DB" -qc "DROP TRIGGER bench_committed ON submission.dossier" \
