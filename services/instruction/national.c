@@ -45,14 +45,20 @@ DB_STMT(
     RANK_ROW("score2",
              "spread2") " AND $5::text IS NULL" RANK_FILTERS
                         " ORDER BY d.score2 DESC NULLS LAST, d.id LIMIT $6::int OFFSET $7::int");
+/*
+ * Counted per (region, state) first, in the order of the dossier_balance index, and only then
+ * summed per region: a grouping on equal neighbours instead of an IN test on every row.
+ */
 #define RANK_BALANCE(FILTER)                                                                       \
     "SELECT coalesce(json_object_agg(region, json_build_object('dossiers', n,"                     \
-    " 'phase1_laureates', l1, 'phase2_laureates', l2)), '{}') FROM (SELECT d.region,"              \
-    " count(*) AS n, count(*) FILTER (WHERE d.state IN ('phase1_laureate', 'phase2_invited',"      \
-    " 'phase2_applied', 'phase2_review', 'phase2_laureate', 'phase2_not_selected')) AS l1,"        \
-    " count(*) FILTER (WHERE d.state = 'phase2_laureate') AS l2 FROM dossier d"                    \
+    " 'phase1_laureates', l1, 'phase2_laureates', l2)), '{}') FROM (SELECT region, sum(c) AS n,"   \
+    " coalesce(sum(c) FILTER (WHERE state IN ('phase1_laureate', 'phase2_invited',"                \
+    " 'phase2_applied', 'phase2_review', 'phase2_laureate', 'phase2_not_selected')), 0) AS l1,"    \
+    " coalesce(sum(c) FILTER (WHERE state = 'phase2_laureate'), 0) AS l2 FROM (SELECT d.region,"   \
+    " d.state, count(*) AS c FROM dossier d"                                                       \
     " WHERE d.wave = $1 AND NOT d.withdrawn AND d.region IS NOT NULL " FILTER                      \
-    " AND ($2::text[] IS NULL OR d.region = ANY($2::text[])) GROUP BY d.region) b"
+    " AND ($2::text[] IS NULL OR d.region = ANY($2::text[])) GROUP BY d.region, d.state) s"        \
+    " GROUP BY region) b"
 /* With a region filter, the balance is that region's: an index range, not the whole wave. */
 DB_STMT(rank_balance_region, RANK_BALANCE("AND d.region = $3"));
 DB_STMT(rank_balance_all, RANK_BALANCE("AND $3::text IS NULL"));

@@ -21,7 +21,22 @@ export PTCE_PORT_BASE=${PTCE_BENCH_PORT_BASE:-17080}
 # The per-key rate limit is raised far above what the loads below reach: they measure the
 # service, not the limit.
 export PTCE_SERVICE_ENV="PTCE_DS_WEBHOOK_TOKEN=bench-secret PTCE_RATE_LIMIT_RPS=10000000 PTCE_RATE_LIMIT_BURST=10000000 ${PTCE_BENCH_SERVICE_ENV:-}"
-trap '"$STACK" down >/dev/null 2>&1; rm -rf "$PTCE_STATE_DIR"' EXIT
+DSFAKE_PID=
+trap '"$STACK" down >/dev/null 2>&1; [ -z "$DSFAKE_PID" ] || kill "$DSFAKE_PID" 2>/dev/null; rm -rf "$PTCE_STATE_DIR"' EXIT
+
+# The DS fake, for instruction's write-back of decisions (bench_instruction.sh), with DS's
+# rate limit of 400 requests a minute and token. Only instruction is pointed at it (BENCH_DS_ENV,
+# given when that part restarts instruction): submission keeps running without DS, so the
+# webhook loads above do not start fetches.
+mkfifo "$PTCE_STATE_DIR/dsfake.ready"
+"${PTCE_CACHE_DIR:-$ROOT/.cache}/venv/bin/python" "$ROOT/tests/dsfake/dsfake.py" --port 0 \
+    --token bench-ds-token --rate-limit 400 >"$PTCE_STATE_DIR/dsfake.ready" \
+    2>"$PTCE_STATE_DIR/dsfake.log" &
+DSFAKE_PID=$!
+read -r _ DSFAKE_PORT <"$PTCE_STATE_DIR/dsfake.ready"
+export DSFAKE_URL=http://127.0.0.1:$DSFAKE_PORT
+export BENCH_DS_ENV="PTCE_DS_API_URL=$DSFAKE_URL PTCE_DS_TOKEN=bench-ds-token PTCE_DS_ALLOW_HTTP=1 \
+PTCE_DS_INSTRUCTEUR_ID=SW5zdHJ1Y3RldXItMQ=="
 
 "$STACK" up "$BUILD" >/dev/null
 eval "$("$STACK" env | sed 's/^/export /')"
