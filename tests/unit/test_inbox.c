@@ -179,6 +179,52 @@ START_TEST(test_inbox_applies_once_in_order)
 }
 END_TEST
 
+/* A burst already in the topic is applied in a few transactions, each event once, in order. */
+START_TEST(test_inbox_applies_a_burst_together)
+{
+    char id[64];
+
+    for (int i = 1; i <= 40; i++) {
+        snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", i);
+        produce_event(id, "unit.ok", "k");
+    }
+    produce_event(E1, "unit.ok", "k"); /* the first again, within the burst */
+    struct inbox *inbox = inbox_open();
+    wait_applied("00000000-0000-4000-8000-000000000040");
+    ck_assert_str_eq(scalar("SELECT count(*) FROM applied"), "40");
+    ck_assert_str_eq(scalar("SELECT bool_and(right(event_id::text, 2)::int = n) FROM applied"),
+                     "t");
+    /* one transaction per event would give 40 distinct transaction ids */
+    long xacts = strtol(scalar("SELECT count(DISTINCT xmin::text) FROM inbox"), NULL, 10);
+    ck_assert_msg(xacts >= 1 && xacts <= 10, "40 events in %ld transactions", xacts);
+    inbox_stop(inbox);
+}
+END_TEST
+
+/*
+ * Failures inside a burst: the events around them are applied, each failing one is handled as
+ * alone (refused: set aside at once; broken: 5 calls in all, the batch's one among them).
+ */
+START_TEST(test_inbox_burst_with_failures)
+{
+    produce_event(E1, "unit.ok", "k");
+    produce_event(E2, "unit.broken", "k");
+    produce_event("00000000-0000-4000-8000-000000000004", "unit.refused", "k");
+    produce_event(E3, "unit.ok", "k");
+    atomic_store(&broken_calls, 0);
+    struct inbox *inbox = inbox_open();
+    wait_applied(E3);
+    ck_assert_int_eq(atomic_load(&broken_calls), 5);
+    ck_assert_str_eq(scalar("SELECT string_agg(right(event_id::text, 1), ',' ORDER BY n)"
+                            " FROM applied"),
+                     "1,3");
+    ck_assert_str_eq(scalar("SELECT string_agg(format('%s/%s', kafka_offset, attempts), ','"
+                            " ORDER BY kafka_offset) FROM inbox_dead_letter"),
+                     "1/5,2/1");
+    inbox_stop(inbox);
+}
+END_TEST
+
 START_TEST(test_inbox_dead_letters)
 {
     struct inbox *inbox = inbox_open();
@@ -359,6 +405,8 @@ static Suite *inbox_suite(void)
     tcase_add_unchecked_fixture(tc, NULL, testdb_schema_sweep);
     tcase_add_test(tc, test_inbox_applies_once_in_order);
     tcase_add_test(tc, test_inbox_dead_letters);
+    tcase_add_test(tc, test_inbox_applies_a_burst_together);
+    tcase_add_test(tc, test_inbox_burst_with_failures);
     tcase_add_test(tc, test_inbox_stop_commits_offsets);
     tcase_add_test(tc, test_inbox_metrics);
     tcase_add_test(tc, test_inbox_recovers_from_failed_apply);
