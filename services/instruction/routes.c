@@ -206,11 +206,16 @@ static int handle_dossier_transition(struct http_ctx *ctx)
 {
     char deadline[CLOCK_RFC3339_LEN];
     struct lifecycle_move mv = {0};
+    struct instruction_idem idem;
     struct fsm_result res;
     struct dossier_row d;
     struct db_conn *conn;
     int bad = 0, rc;
-    json_t *errors = json_array();
+    json_t *errors;
+
+    if (!instruction_idem_init(ctx, &idem, &rc))
+        return rc;
+    errors = json_array();
 
     mv.to = instruction_body_str(ctx, "to", &bad);
     if (!mv.to || bad)
@@ -234,19 +239,27 @@ static int handle_dossier_transition(struct http_ctx *ctx)
     json_decref(errors);
     mv.if_match = http_header(ctx, "If-Match");
     mv.who = &ctx->principal;
+    mv.idem = &idem;
     enum status st = db_acquire(instruction_db(ctx), &conn);
     if (st != STATUS_OK)
         return instruction_reply_dossier_missing(ctx, st);
     st = store_dossier_find(conn, &ctx->principal, http_param(ctx, "id"), &d);
-    if (st != STATUS_OK) {
+    if (st != STATUS_OK)
         rc = instruction_reply_dossier_missing(ctx, st);
-    } else {
+    else {
         st = lifecycle_move_apply(instruction_fsm(ctx), conn, &d, &mv, &res);
-        rc = st != STATUS_OK ? routes_move_refused(ctx, st, &res)
-                             : instruction_reply_dossier(ctx, conn, 200, d.id);
+        if (idem.refused)
+            rc = instruction_idem_refusal(ctx, st);
+        else if (st != STATUS_OK)
+            rc = routes_move_refused(ctx, st, &res);
+        else if (idem.key) /* the document stored under the key, or the first one replayed */
+            rc = instruction_idem_reply(ctx, &idem, 1);
+        else
+            rc = instruction_reply_dossier(ctx, conn, 200, d.id);
     }
     store_dossier_row_clear(&d);
     db_release(instruction_db(ctx), conn);
+    instruction_idem_clear(&idem);
     return rc;
 }
 
