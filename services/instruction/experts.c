@@ -62,17 +62,21 @@ static void experts_create_read(const struct http_ctx *ctx, struct experts_creat
            *conf = json_object_get(ctx->body, "confidential");
     int bad = 0;
 
+    static const char *const expert_members[] = {"name", "siret", NULL};
+
+    if (json_is_object(expert))
+        instruction_members_check(expert, "expert.", expert_members, errors);
     c->name = json_string_value(json_object_get(expert, "name"));
     c->siret = json_string_value(json_object_get(expert, "siret"));
     if (!c->name || !domain_annotation_filled(json_object_get(expert, "name")) ||
-        strlen(c->name) > 300)
+        instruction_chars(c->name) > 300)
         http_field_error(errors, "expert.name", "is required (at most 300 bytes)");
     if (json_object_get(expert, "siret") && !json_is_null(json_object_get(expert, "siret")) &&
         (!c->siret || strlen(c->siret) != 14 || strspn(c->siret, "0123456789") != 14))
         http_field_error(errors, "expert.siret", "must be 14 digits");
     c->question = instruction_body_str(ctx, "question", &bad);
     if (!domain_annotation_filled(json_object_get(ctx->body, "question")) || bad ||
-        strlen(c->question) > 5000)
+        instruction_chars(c->question) > 5000)
         http_field_error(errors, "question", "is required (at most 5000 bytes)");
     if ((yn && !json_is_boolean(yn)) || (conf && !json_is_boolean(conf)))
         http_field_error(errors, yn && !json_is_boolean(yn) ? "yes_no" : "confidential",
@@ -157,7 +161,10 @@ int experts_handle_request_create(struct http_ctx *ctx)
     json_t *doc = NULL, *errors;
     int rc;
 
-    if (!instruction_idem_init(ctx, &idem, &rc))
+    static const char *const members[] = {"expert",       "question", "yes_no",
+                                          "confidential", "deadline", NULL};
+
+    if (!instruction_body_closed(ctx, members, &rc) || !instruction_idem_init(ctx, &idem, &rc))
         return rc;
     errors = json_array();
     experts_create_read(ctx, &c, deadline, errors);
@@ -339,6 +346,11 @@ static enum status experts_declare_step(struct db_conn *conn, struct http_ctx *c
 
 int experts_handle_declaration(struct http_ctx *ctx)
 {
+    static const char *const members[] = {"interests", "organisation_siret", NULL};
+    int rc;
+
+    if (!instruction_body_closed(ctx, members, &rc))
+        return rc;
     return experts_run(ctx, experts_declare_step);
 }
 
@@ -353,7 +365,8 @@ static enum status experts_answer_step(struct db_conn *conn, struct http_ctx *ct
         return STATUS_CONFLICT;
     }
     if (!json_is_string(answer) || !domain_annotation_filled(answer) ||
-        json_string_length(answer) > 20000 || (o->yes_no && !json_is_boolean(yes))) {
+        instruction_chars(json_string_value(answer)) > 20000 ||
+        (o->yes_no && !json_is_boolean(yes))) {
         snprintf(why, whylen,
                  "answer (a text) is required, and yes (a boolean) for a yes/no "
                  "question");
@@ -373,6 +386,11 @@ static enum status experts_answer_step(struct db_conn *conn, struct http_ctx *ct
 
 int experts_handle_answer(struct http_ctx *ctx)
 {
+    static const char *const members[] = {"answer", "yes", NULL};
+    int rc;
+
+    if (!instruction_body_closed(ctx, members, &rc))
+        return rc;
     return experts_run(ctx, experts_answer_step);
 }
 

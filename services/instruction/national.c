@@ -124,7 +124,7 @@ int national_handle_rankings(struct http_ctx *ctx)
         return national_dashboard_404(ctx);
     errors = json_array();
     int phase = phase_s && !strcmp(phase_s, "2") ? 2 : 1;
-    if (!wave || strlen(wave) > 32)
+    if (!wave || !*wave || instruction_chars(wave) > 32)
         http_field_error(errors, "wave", "is required");
     if (phase_s && strcmp(phase_s, "1") != 0 && strcmp(phase_s, "2") != 0)
         http_field_error(errors, "phase", "must be 1 or 2");
@@ -177,6 +177,8 @@ static struct decision *national_decisions_read(const json_t *body, int *phase, 
                                                 json_t *errors)
 {
     json_t *list = json_object_get(body, "decisions"), *ph = json_object_get(body, "phase"), *v;
+    static const char *const item_members[] = {"dossier_id", "outcome", "motivation", "reference",
+                                               NULL};
     char field[48];
     size_t i;
 
@@ -202,13 +204,17 @@ static struct decision *national_decisions_read(const json_t *body, int *phase, 
         d->motivation = json_string_value(json_object_get(v, "motivation"));
         d->reference = json_string_value(json_object_get(v, "reference"));
         snprintf(field, sizeof field, "decisions[%zu]", i);
+        char prefix[56];
+        snprintf(prefix, sizeof prefix, "%s.", field);
+        if (json_is_object(v))
+            instruction_members_check(v, prefix, item_members, errors);
         if (!d->dossier_id[0])
             http_field_error(errors, field, "dossier_id must be a dossier id");
         else if (!d->outcome || domain_decision_phase(d->outcome) != *phase)
             http_field_error(errors, field, "outcome must be a decision of this phase");
-        else if (!d->reference || !*d->reference || strlen(d->reference) > 200)
+        else if (!d->reference || !*d->reference || instruction_chars(d->reference) > 200)
             http_field_error(errors, field, "reference is required (at most 200 bytes)");
-        else if (d->motivation && strlen(d->motivation) > 5000)
+        else if (d->motivation && instruction_chars(d->motivation) > 5000)
             http_field_error(errors, field, "motivation is at most 5000 bytes");
         else if (lifecycle_transition_find(domain_decision_from(*phase), d->outcome)
                      ->motivation_required &&
@@ -338,7 +344,9 @@ int national_handle_decisions(struct http_ctx *ctx)
     int phase, rc;
     size_t n;
 
-    if (!instruction_idem_init(ctx, &idem, &rc))
+    static const char *const members[] = {"phase", "decisions", NULL};
+
+    if (!instruction_body_closed(ctx, members, &rc) || !instruction_idem_init(ctx, &idem, &rc))
         return rc;
     errors = json_array();
     struct decision *ds = national_decisions_read(ctx->body, &phase, &n, errors);

@@ -9,6 +9,7 @@
 #include "lifecycle.h"
 #include "page.h"
 #include "precond.h"
+#include "utf8.h"
 
 #define LIST_MAX 200
 
@@ -20,6 +21,43 @@ struct db_pool *instruction_db(const struct http_ctx *ctx)
 struct fsm *instruction_fsm(const struct http_ctx *ctx)
 {
     return ((struct instruction *)((struct service *)ctx->app)->domain)->fsm;
+}
+
+void instruction_members_check(const json_t *obj, const char *prefix, const char *const *allowed,
+                               json_t *errors)
+{
+    const char *key;
+    json_t *v;
+    char field[160];
+
+    json_object_foreach((json_t *)obj, key, v)
+    {
+        size_t i = 0;
+        while (allowed[i] && strcmp(allowed[i], key) != 0)
+            i++;
+        if (allowed[i])
+            continue;
+        snprintf(field, sizeof field, "%s%s", prefix, key);
+        http_field_error(errors, field, "is not a member of this request");
+    }
+}
+
+int instruction_body_closed(struct http_ctx *ctx, const char *const *allowed, int *rc)
+{
+    json_t *errors = json_array();
+
+    instruction_members_check(ctx->body, "", allowed, errors);
+    if (json_array_size(errors)) {
+        *rc = http_reply_problem_fields(ctx, STATUS_INVALID, errors, "unknown members");
+        return 0;
+    }
+    json_decref(errors);
+    return 1;
+}
+
+size_t instruction_chars(const char *s)
+{
+    return utf8_chars(s, strlen(s));
 }
 
 const char *instruction_body_str(const struct http_ctx *ctx, const char *key, int *bad)
@@ -123,6 +161,8 @@ static int handle_dossier_list(struct http_ctx *ctx)
     f.group = http_query(ctx, "group");
     f.label = http_query(ctx, "label");
     const char *overdue = http_query(ctx, "overdue");
+    if (overdue && strcmp(overdue, "true") != 0 && strcmp(overdue, "false") != 0)
+        return http_reply_problem(ctx, STATUS_INVALID, "overdue must be true or false");
     f.overdue = overdue && strcmp(overdue, "true") == 0;
     if (f.state && !domain_state_known(f.state))
         return http_reply_problem(ctx, STATUS_INVALID, "state '%s' is not a state", f.state);
@@ -213,7 +253,9 @@ static int handle_dossier_transition(struct http_ctx *ctx)
     int bad = 0, rc;
     json_t *errors;
 
-    if (!instruction_idem_init(ctx, &idem, &rc))
+    static const char *const members[] = {"to", "motivation", "reference", "deadline", NULL};
+
+    if (!instruction_body_closed(ctx, members, &rc) || !instruction_idem_init(ctx, &idem, &rc))
         return rc;
     errors = json_array();
 
@@ -222,11 +264,11 @@ static int handle_dossier_transition(struct http_ctx *ctx)
         http_field_error(errors, "to", "must be a state of the lifecycle");
     bad = 0;
     mv.motivation = instruction_body_str(ctx, "motivation", &bad);
-    if (bad || (mv.motivation && strlen(mv.motivation) > 5000))
+    if (bad || (mv.motivation && instruction_chars(mv.motivation) > 5000))
         http_field_error(errors, "motivation", "must be a string of at most 5000 bytes");
     bad = 0;
     mv.reference = instruction_body_str(ctx, "reference", &bad);
-    if (bad || (mv.reference && strlen(mv.reference) > 200))
+    if (bad || (mv.reference && instruction_chars(mv.reference) > 200))
         http_field_error(errors, "reference", "must be a string of at most 200 bytes");
     bad = 0;
     const char *dl = instruction_body_str(ctx, "deadline", &bad);

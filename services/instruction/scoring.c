@@ -119,7 +119,9 @@ int scoring_handle_review(struct http_ctx *ctx)
     struct db_conn *conn;
     char why[200];
 
-    if (!instruction_idem_init(ctx, &idem, &rc))
+    static const char *const members[] = {"phase", "scores", "comment", NULL};
+
+    if (!instruction_body_closed(ctx, members, &rc) || !instruction_idem_init(ctx, &idem, &rc))
         return rc;
     errors = json_array();
     a.idem = &idem;
@@ -130,7 +132,7 @@ int scoring_handle_review(struct http_ctx *ctx)
     if (!json_is_object(a.scores))
         http_field_error(errors, "scores", "must be an object of criterion scores");
     a.comment = instruction_body_str(ctx, "comment", &bad);
-    if (bad || (a.comment && strlen(a.comment) > 5000))
+    if (bad || (a.comment && instruction_chars(a.comment) > 5000))
         http_field_error(errors, "comment", "must be a string of at most 5000 bytes");
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid review");

@@ -428,3 +428,20 @@ def test_every_illegal_transition_is_a_409_naming_the_allowed_ones(urls, k, api,
     assert checked == 13 * 13 - sum(len(a) for a in TABLE.values()) - 1
     assert sql(db, "SELECT count(*) FROM instruction.dossier_history WHERE resource_id = %s",
                did)[0][0] == 0
+
+
+def test_bodies_are_closed_and_lengths_are_characters(urls, k, api):
+    """What the contract fuzzing found, pinned: an unknown member is named (400), not ignored;
+    `overdue` outside true/false is refused; a 200-character reference of 2-byte characters
+    (400 bytes) is within maxLength."""
+    did = deposit(urls, k, api)
+    r = move(api, did, k["i84"], "regional_review", '"v1"', motivaton="typo")
+    assert r.status_code == 400 and [e["field"] for e in r.json()["errors"]] == ["motivaton"], r.text
+    r = requests.post(f"{api}/v1/dossiers/{did}/opinion-requests", json={
+        "expert": {"name": "E", "email": "e@x"}, "question": "Q",
+        "deadline": "2030-01-01T00:00:00Z"}, headers=k["i84"], timeout=T)
+    assert r.status_code == 400 and [e["field"] for e in r.json()["errors"]] == ["expert.email"]
+    r = requests.get(f"{api}/v1/dossiers", params={"overdue": "maybe"}, headers=k["i84"], timeout=T)
+    assert r.status_code == 400, r.text
+    r = move(api, did, k["i84"], "regional_review", '"v1"', reference="é" * 200)
+    assert r.status_code == 200, r.text
