@@ -307,6 +307,8 @@ enum status fsm_apply(struct fsm *m, struct db_conn *conn, const struct fsm_requ
     if (!conn->pg || PQtransactionStatus(conn->pg) != PQTRANS_IDLE)
         return STATUS_INTERNAL; /* fsm_apply owns its transaction */
     st = db_begin(conn);
+    if (st == STATUS_OK && rq->prepare)
+        st = rq->prepare(conn, rq, res);
     if (st == STATUS_OK)
         st = fsm_lock_row(m, conn, rq->id, res);
     if (st == STATUS_OK)

@@ -77,7 +77,13 @@ struct fsm_request {
     const char *motivation;           /* NULL when none */
     const json_t *data; /* NULL, or an object whose members are added to the event data */
     fsm_hook_fn effect; /* NULL, or the caller's writes in the same transaction */
-    void *arg;          /* for the guard and the effect */
+    void *arg;          /* for the guard, the effect and prepare */
+    /*
+     * NULL, or the caller's first statements in the transaction, before the row is locked (its
+     * res->from is still empty): locks that must be taken before the row's so that every path
+     * takes them in one order, or an idempotency claim. Any status but STATUS_OK rolls back.
+     */
+    fsm_hook_fn prepare;
 };
 
 /* What fsm_apply found; caller-owned, filled on success and on refusal. */

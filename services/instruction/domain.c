@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "utf8.h"
 
 const char *const domain_states[] = {
     "received",        "correction_requested",
@@ -77,7 +78,8 @@ int domain_annotation_value_ok(const char *type, const json_t *value)
     if (json_is_null(value))
         return 1;
     if (!strcmp(type, "text"))
-        return json_is_string(value) && json_string_length(value) <= 10000;
+        return json_is_string(value) &&
+               utf8_chars(json_string_value(value), json_string_length(value)) <= 10000;
     if (!strcmp(type, "boolean"))
         return json_is_boolean(value);
     if (!strcmp(type, "integer"))

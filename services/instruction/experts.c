@@ -6,6 +6,7 @@
 #include "clock.h"
 #include "domain.h"
 #include "events.h"
+#include "idem.h"
 #include "instruction.h"
 #include "lifecycle.h"
 #include "outbox.h"
@@ -61,17 +62,21 @@ static void experts_create_read(const struct http_ctx *ctx, struct experts_creat
            *conf = json_object_get(ctx->body, "confidential");
     int bad = 0;
 
+    static const char *const expert_members[] = {"name", "siret", NULL};
+
+    if (json_is_object(expert))
+        instruction_members_check(expert, "expert.", expert_members, errors);
     c->name = json_string_value(json_object_get(expert, "name"));
     c->siret = json_string_value(json_object_get(expert, "siret"));
     if (!c->name || !domain_annotation_filled(json_object_get(expert, "name")) ||
-        strlen(c->name) > 300)
+        instruction_chars(c->name) > 300)
         http_field_error(errors, "expert.name", "is required (at most 300 bytes)");
     if (json_object_get(expert, "siret") && !json_is_null(json_object_get(expert, "siret")) &&
         (!c->siret || strlen(c->siret) != 14 || strspn(c->siret, "0123456789") != 14))
         http_field_error(errors, "expert.siret", "must be 14 digits");
     c->question = instruction_body_str(ctx, "question", &bad);
     if (!domain_annotation_filled(json_object_get(ctx->body, "question")) || bad ||
-        strlen(c->question) > 5000)
+        instruction_chars(c->question) > 5000)
         http_field_error(errors, "question", "is required (at most 5000 bytes)");
     if ((yn && !json_is_boolean(yn)) || (conf && !json_is_boolean(conf)))
         http_field_error(errors, yn && !json_is_boolean(yn) ? "yes_no" : "confidential",
@@ -85,10 +90,15 @@ static void experts_create_read(const struct http_ctx *ctx, struct experts_creat
     c->deadline = deadline;
 }
 
-/* Inside one transaction: the expert's key (scoped to the one dossier) and the request. */
+/*
+ * Inside one transaction: the Idempotency-Key's claim, the expert's key (scoped to the one
+ * dossier) and the request. The answer stored under the Idempotency-Key is the request without
+ * its token: keys are kept only as hashes, and the idempotency table must not be the one place
+ * where a bearer token lies in clear. A replay (idem->replayed) writes nothing.
+ */
 static enum status experts_create_tx(struct db_conn *conn, const struct dossier_row *d,
                                      const struct experts_create *c, const char *actor,
-                                     char **token, json_t **doc)
+                                     struct instruction_idem *idem, char **token, json_t **doc)
 {
     char rid[UUID_STR_LEN], key_id[AUTH_KEY_ID_LEN + 1], label[80];
     PGresult *r;
@@ -103,6 +113,12 @@ static enum status experts_create_tx(struct db_conn *conn, const struct dossier_
         .label = label,
     };
     enum status st = db_begin(conn);
+    if (st == STATUS_OK)
+        st = instruction_idem_claim(conn, idem);
+    if (st == STATUS_OK && idem->replayed) {
+        db_rollback(conn);
+        return STATUS_OK;
+    }
     if (st == STATUS_OK)
         st = auth_key_insert(conn, &spec, token, key_id);
     const char *params[] = {rid,
@@ -120,10 +136,14 @@ static enum status experts_create_tx(struct db_conn *conn, const struct dossier_
     if (st == STATUS_OK) {
         *doc = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
         PQclear(r);
-        st = db_commit(conn);
+        st = instruction_idem_store(conn, idem, 201, *doc);
     }
+    if (st == STATUS_OK)
+        st = db_commit(conn);
     if (st != STATUS_OK) {
         db_rollback(conn);
+        json_decref(*doc);
+        *doc = NULL;
         free(*token);
         *token = NULL;
     }
@@ -134,11 +154,19 @@ int experts_handle_request_create(struct http_ctx *ctx)
 {
     char deadline[CLOCK_RFC3339_LEN];
     struct experts_create c = {0};
+    struct instruction_idem idem;
     struct dossier_row d;
     struct db_conn *conn;
     char *token = NULL;
-    json_t *doc = NULL, *errors = json_array();
+    json_t *doc = NULL, *errors;
+    int rc;
 
+    static const char *const members[] = {"expert",       "question", "yes_no",
+                                          "confidential", "deadline", NULL};
+
+    if (!instruction_body_closed(ctx, members, &rc) || !instruction_idem_init(ctx, &idem, &rc))
+        return rc;
+    errors = json_array();
     experts_create_read(ctx, &c, deadline, errors);
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid opinion request");
@@ -150,16 +178,24 @@ int experts_handle_request_create(struct http_ctx *ctx)
     if (st == STATUS_OK && (d.withdrawn || !d.region[0]))
         st = STATUS_UNPROCESSABLE;
     if (st == STATUS_OK)
-        st = experts_create_tx(conn, &d, &c, ctx->principal.key_id, &token, &doc);
+        st = experts_create_tx(conn, &d, &c, ctx->principal.key_id, &idem, &token, &doc);
     store_dossier_row_clear(&d);
     db_release(instruction_db(ctx), conn);
-    if (st == STATUS_UNPROCESSABLE)
-        return http_reply_problem(ctx, st, "a withdrawn or unlocated dossier gets no expert");
-    if (st != STATUS_OK)
-        return instruction_reply_dossier_missing(ctx, st);
-    json_object_set_new(doc, "token", json_string(token)); /* shown this once */
+    if (idem.refused)
+        rc = instruction_idem_refusal(ctx, st);
+    else if (st == STATUS_OK && idem.replayed)
+        rc = instruction_idem_reply(ctx, &idem, 0); /* the request again, never its token */
+    else if (st == STATUS_UNPROCESSABLE)
+        rc = http_reply_problem(ctx, st, "a withdrawn or unlocated dossier gets no expert");
+    else if (st != STATUS_OK)
+        rc = instruction_reply_dossier_missing(ctx, st);
+    else {
+        json_object_set_new(doc, "token", json_string(token)); /* shown this once */
+        rc = http_reply_json(ctx, 201, doc);
+    }
     free(token);
-    return http_reply_json(ctx, 201, doc);
+    instruction_idem_clear(&idem);
+    return rc;
 }
 
 int experts_handle_request_list(struct http_ctx *ctx)
@@ -310,6 +346,11 @@ static enum status experts_declare_step(struct db_conn *conn, struct http_ctx *c
 
 int experts_handle_declaration(struct http_ctx *ctx)
 {
+    static const char *const members[] = {"interests", "organisation_siret", NULL};
+    int rc;
+
+    if (!instruction_body_closed(ctx, members, &rc))
+        return rc;
     return experts_run(ctx, experts_declare_step);
 }
 
@@ -324,7 +365,8 @@ static enum status experts_answer_step(struct db_conn *conn, struct http_ctx *ct
         return STATUS_CONFLICT;
     }
     if (!json_is_string(answer) || !domain_annotation_filled(answer) ||
-        json_string_length(answer) > 20000 || (o->yes_no && !json_is_boolean(yes))) {
+        instruction_chars(json_string_value(answer)) > 20000 ||
+        (o->yes_no && !json_is_boolean(yes))) {
         snprintf(why, whylen,
                  "answer (a text) is required, and yes (a boolean) for a yes/no "
                  "question");
@@ -344,6 +386,11 @@ static enum status experts_answer_step(struct db_conn *conn, struct http_ctx *ct
 
 int experts_handle_answer(struct http_ctx *ctx)
 {
+    static const char *const members[] = {"answer", "yes", NULL};
+    int rc;
+
+    if (!instruction_body_closed(ctx, members, &rc))
+        return rc;
     return experts_run(ctx, experts_answer_step);
 }
 

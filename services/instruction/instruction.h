@@ -31,6 +31,20 @@ int instruction_reply_dossier(struct http_ctx *ctx, struct db_conn *conn, int co
 /* Answers a failed status with a sentence; the common 404 of a dossier out of scope. */
 int instruction_reply_dossier_missing(struct http_ctx *ctx, enum status st);
 
+/*
+ * Appends a field error to errors for each member of obj not named in allowed (NULL-ended):
+ * the request bodies are closed (additionalProperties: false in api-spec/openapi.yaml), so a
+ * misspelt member is named, not ignored. prefix ("" or "expert.") is put before the name.
+ */
+void instruction_members_check(const json_t *obj, const char *prefix, const char *const *allowed,
+                               json_t *errors);
+
+/* The same on the whole body: answers 400 naming the unknown members into *rc and returns 0. */
+int instruction_body_closed(struct http_ctx *ctx, const char *const *allowed, int *rc);
+
+/* The characters (code points) of a UTF-8 string: what the spec's maxLength counts. */
+size_t instruction_chars(const char *s);
+
 /* A string member of the body or NULL; *bad set when present but not a string. */
 const char *instruction_body_str(const struct http_ctx *ctx, const char *key, int *bad);
 

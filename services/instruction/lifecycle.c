@@ -245,8 +245,51 @@ static enum status lifecycle_effect_hook(struct db_conn *conn, const struct fsm_
                                          struct fsm_result *res)
 {
     const struct lifecycle_ctx *c = rq->arg;
+    enum status st = lifecycle_effects(conn, c->d, res->from, c->mv);
 
-    return lifecycle_effects(conn, c->d, res->from, c->mv);
+    if (st != STATUS_OK || !c->mv->idem || !c->mv->idem->key)
+        return st;
+    json_t *doc = store_dossier_document(conn, c->d->id); /* what the answer shows */
+    if (!doc)
+        return STATUS_INTERNAL;
+    st = instruction_idem_store(conn, c->mv->idem, 200, doc);
+    json_decref(doc);
+    return st;
+}
+
+/* 1 when a move to `to` is capped by the wave's phase-2 slots (its guard locks the wave). */
+static int lifecycle_locks_wave(const char *to)
+{
+    for (size_t i = 0; i < sizeof lifecycle_transitions / sizeof *lifecycle_transitions; i++) {
+        if (!strcmp(lifecycle_transitions[i].to, to) &&
+            lifecycle_transitions[i].guard == lifecycle_guard_slots)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * Before the dossier's row: the Idempotency-Key's claim, then the wave's row when the slot cap
+ * is involved — a bulk decision (national.c) locks the wave, then its dossiers, and a single
+ * transition that locked its dossier before the wave could deadlock with it. The guard counts
+ * the laureates again once the row is locked.
+ */
+static enum status lifecycle_prepare_hook(struct db_conn *conn, const struct fsm_request *rq,
+                                          struct fsm_result *res)
+{
+    const struct lifecycle_ctx *c = rq->arg;
+    long slots, taken;
+    enum status st = instruction_idem_claim(conn, c->mv->idem);
+
+    (void)res;
+    if (st != STATUS_OK)
+        return st;
+    if (c->mv->idem && c->mv->idem->replayed)
+        return STATUS_CONFLICT; /* rolls back: a replay writes nothing (see below) */
+    if (!lifecycle_locks_wave(rq->to) || !c->d->wave[0])
+        return STATUS_OK;
+    st = lifecycle_wave_slots_lock(conn, c->d->wave, &slots, &taken);
+    return st == STATUS_NOT_FOUND ? STATUS_OK : st; /* the guard says it to the caller */
 }
 
 enum status lifecycle_move_apply(struct fsm *m, struct db_conn *conn, const struct dossier_row *d,
@@ -262,11 +305,14 @@ enum status lifecycle_move_apply(struct fsm *m, struct db_conn *conn, const stru
         .motivation = mv->motivation,
         .data = data,
         .effect = lifecycle_effect_hook,
+        .prepare = lifecycle_prepare_hook,
         .arg = &c,
     };
     enum status st = fsm_apply(m, conn, &rq, res);
 
     json_decref(data);
+    if (mv->idem && mv->idem->replayed)
+        return STATUS_OK; /* the first answer, stored, is the answer */
     return st;
 }
 

@@ -3,6 +3,7 @@
 #define PTCE_INSTRUCTION_LIFECYCLE_H
 
 #include "fsm.h"
+#include "idem.h"
 #include "store.h"
 
 #define LIFECYCLE_SOURCE "/ptce/instruction"
@@ -16,6 +17,7 @@ struct lifecycle_move {
     const char *deadline;             /* an invitation's deadline, RFC 3339, NULL when none */
     const char *if_match;             /* NULL when absent */
     const struct auth_principal *who; /* NULL: the service itself */
+    struct instruction_idem *idem;    /* lifecycle_move_apply's Idempotency-Key, NULL: none */
 };
 
 /* The machine, built once at start-up (NULL and a message in err when the table is wrong). */
@@ -26,7 +28,12 @@ const struct fsm_transition *lifecycle_transition_find(const char *from, const c
 
 /*
  * Applies the move to dossier d through fsm_apply (its own transaction): the state, the
- * history, the event and, in the same transaction, the dates and the DS write-back.
+ * history, the event and, in the same transaction, the dates and the DS write-back. Locks are
+ * taken in the order every path takes them: the Idempotency-Key's claim (mv->idem), then the
+ * wave's row when the move is capped by the wave's phase-2 slots, then the dossier's row. With
+ * mv->idem and a key, the dossier's new document is stored under it before the commit (and
+ * kept in it for the answer); a replay writes nothing, returns STATUS_OK and sets
+ * mv->idem->replayed.
  */
 enum status lifecycle_move_apply(struct fsm *m, struct db_conn *conn, const struct dossier_row *d,
                                  const struct lifecycle_move *mv, struct fsm_result *res);

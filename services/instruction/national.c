@@ -1,9 +1,11 @@
 /* national (instruction): the committee's ranking and its bulk decisions, all-or-nothing. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "domain.h"
+#include "idem.h"
 #include "instruction.h"
 #include "lifecycle.h"
 #include "page.h"
@@ -122,7 +124,7 @@ int national_handle_rankings(struct http_ctx *ctx)
         return national_dashboard_404(ctx);
     errors = json_array();
     int phase = phase_s && !strcmp(phase_s, "2") ? 2 : 1;
-    if (!wave || strlen(wave) > 32)
+    if (!wave || !*wave || instruction_chars(wave) > 32)
         http_field_error(errors, "wave", "is required");
     if (phase_s && strcmp(phase_s, "1") != 0 && strcmp(phase_s, "2") != 0)
         http_field_error(errors, "phase", "must be 1 or 2");
@@ -159,7 +161,8 @@ int national_handle_rankings(struct http_ctx *ctx)
 /* ---- bulk decisions ---- */
 
 struct decision {
-    const char *dossier_id, *outcome, *motivation, *reference;
+    char dossier_id[UUID_STR_LEN]; /* lower case: the order rows are locked in is the ids' */
+    const char *outcome, *motivation, *reference;
     size_t index; /* in the request */
 };
 
@@ -174,6 +177,8 @@ static struct decision *national_decisions_read(const json_t *body, int *phase, 
                                                 json_t *errors)
 {
     json_t *list = json_object_get(body, "decisions"), *ph = json_object_get(body, "phase"), *v;
+    static const char *const item_members[] = {"dossier_id", "outcome", "motivation", "reference",
+                                               NULL};
     char field[48];
     size_t i;
 
@@ -190,18 +195,26 @@ static struct decision *national_decisions_read(const json_t *body, int *phase, 
     {
         struct decision *d = &ds[i];
         d->index = i;
-        d->dossier_id = json_string_value(json_object_get(v, "dossier_id"));
+        const char *id = json_string_value(json_object_get(v, "dossier_id"));
+        if (id && uuid_is_valid(id)) {
+            for (size_t c = 0; c < UUID_STR_LEN - 1; c++)
+                d->dossier_id[c] = (char)tolower((unsigned char)id[c]);
+        }
         d->outcome = json_string_value(json_object_get(v, "outcome"));
         d->motivation = json_string_value(json_object_get(v, "motivation"));
         d->reference = json_string_value(json_object_get(v, "reference"));
         snprintf(field, sizeof field, "decisions[%zu]", i);
-        if (!d->dossier_id || !uuid_is_valid(d->dossier_id))
+        char prefix[56];
+        snprintf(prefix, sizeof prefix, "%s.", field);
+        if (json_is_object(v))
+            instruction_members_check(v, prefix, item_members, errors);
+        if (!d->dossier_id[0])
             http_field_error(errors, field, "dossier_id must be a dossier id");
         else if (!d->outcome || domain_decision_phase(d->outcome) != *phase)
             http_field_error(errors, field, "outcome must be a decision of this phase");
-        else if (!d->reference || !*d->reference || strlen(d->reference) > 200)
+        else if (!d->reference || !*d->reference || instruction_chars(d->reference) > 200)
             http_field_error(errors, field, "reference is required (at most 200 bytes)");
-        else if (d->motivation && strlen(d->motivation) > 5000)
+        else if (d->motivation && instruction_chars(d->motivation) > 5000)
             http_field_error(errors, field, "motivation is at most 5000 bytes");
         else if (lifecycle_transition_find(domain_decision_from(*phase), d->outcome)
                      ->motivation_required &&
@@ -212,7 +225,12 @@ static struct decision *national_decisions_read(const json_t *body, int *phase, 
         free(ds);
         return NULL;
     }
-    qsort(ds, *n, sizeof *ds, decision_cmp); /* rows locked in id order: no deadlock */
+    /*
+     * Rows locked in id order, after the wave's row (national_decide_tx), as a single
+     * transition locks them (lifecycle_move_apply): two batches, or a batch and a transition,
+     * over the same dossiers wait for each other and never deadlock.
+     */
+    qsort(ds, *n, sizeof *ds, decision_cmp);
     for (i = 1; i < *n; i++) {
         if (!strcmp(ds[i].dossier_id, ds[i - 1].dossier_id)) {
             snprintf(field, sizeof field, "decisions[%zu]", ds[i].index);
@@ -253,16 +271,29 @@ static enum status national_decisions_check(struct db_conn *conn, const char *wa
     return STATUS_OK;
 }
 
-/* One attempt: the whole batch in one transaction, or nothing. */
+/*
+ * One attempt: the whole batch in one transaction, or nothing: the Idempotency-Key's claim, the
+ * wave's row, the dossiers' rows in id order, the moves, the answer stored under the key. A
+ * replay (idem->replayed) writes nothing.
+ */
 static enum status national_decide_tx(struct db_conn *conn, const struct http_ctx *ctx, int phase,
-                                      const struct decision *ds, size_t n, json_t *errors,
-                                      json_t **results, char *why, size_t whylen)
+                                      const struct decision *ds, size_t n,
+                                      struct instruction_idem *idem, json_t *errors,
+                                      json_t **answer, char *why, size_t whylen)
 {
     const char *wave = http_param(ctx, "wave");
-    struct dossier_row *rows = xcalloc(n, sizeof *rows);
+    struct dossier_row *rows;
     long slots = 0, taken = 0, laureates = 0;
     enum status st = db_begin(conn);
 
+    *answer = NULL;
+    if (st == STATUS_OK)
+        st = instruction_idem_claim(conn, idem);
+    if (st == STATUS_OK && idem->replayed) {
+        db_rollback(conn);
+        return STATUS_OK;
+    }
+    rows = xcalloc(n, sizeof *rows);
     if (st == STATUS_OK)
         st = lifecycle_wave_slots_lock(conn, wave, &slots, &taken);
     if (st == STATUS_NOT_FOUND)
@@ -276,7 +307,7 @@ static enum status national_decide_tx(struct db_conn *conn, const struct http_ct
                  slots, taken, laureates);
         st = STATUS_CONFLICT;
     }
-    *results = json_array();
+    json_t *results = json_array();
     for (size_t i = 0; st == STATUS_OK && i < n; i++) {
         struct lifecycle_move mv = {.to = ds[i].outcome,
                                     .motivation = ds[i].motivation,
@@ -284,13 +315,20 @@ static enum status national_decide_tx(struct db_conn *conn, const struct http_ct
                                     .who = &ctx->principal};
         long long version = 0;
         st = lifecycle_move_in_tx(conn, &rows[i], &mv, &version);
-        json_array_append_new(*results, json_pack("{s:s, s:s, s:I}", "dossier_id", rows[i].id,
-                                                  "state", mv.to, "version", (json_int_t)version));
+        json_array_append_new(results, json_pack("{s:s, s:s, s:I}", "dossier_id", rows[i].id,
+                                                 "state", mv.to, "version", (json_int_t)version));
     }
+    *answer = json_pack("{s:s, s:i, s:I, s:o}", "wave", wave, "phase", phase, "decided",
+                        (json_int_t)n, "results", results);
+    if (st == STATUS_OK)
+        st = instruction_idem_store(conn, idem, 200, *answer);
     if (st == STATUS_OK)
         st = db_commit(conn);
-    if (st != STATUS_OK)
+    if (st != STATUS_OK) {
         db_rollback(conn);
+        json_decref(*answer);
+        *answer = NULL;
+    }
     for (size_t i = 0; i < n; i++)
         store_dossier_row_clear(&rows[i]);
     free(rows);
@@ -299,13 +337,19 @@ static enum status national_decide_tx(struct db_conn *conn, const struct http_ct
 
 int national_handle_decisions(struct http_ctx *ctx)
 {
-    json_t *errors = json_array(), *results = NULL;
+    struct instruction_idem idem;
+    json_t *errors, *answer = NULL;
     struct db_conn *conn;
     char why[200] = "";
-    int phase;
+    int phase, rc;
     size_t n;
-    struct decision *ds = national_decisions_read(ctx->body, &phase, &n, errors);
 
+    static const char *const members[] = {"phase", "decisions", NULL};
+
+    if (!instruction_body_closed(ctx, members, &rc) || !instruction_idem_init(ctx, &idem, &rc))
+        return rc;
+    errors = json_array();
+    struct decision *ds = national_decisions_read(ctx->body, &phase, &n, errors);
     if (!ds)
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid decisions");
     enum status st = db_acquire(instruction_db(ctx), &conn);
@@ -316,26 +360,25 @@ int national_handle_decisions(struct http_ctx *ctx)
     }
     for (int attempt = 0; attempt < DECISION_TRIES; attempt++) {
         json_array_clear(errors);
-        st = national_decide_tx(conn, ctx, phase, ds, n, errors, &results, why, sizeof why);
+        st = national_decide_tx(conn, ctx, phase, ds, n, &idem, errors, &answer, why, sizeof why);
         if (st != STATUS_RETRY)
-            break;
-        json_decref(results); /* a deadlock or serialization failure: the batch runs again */
-        results = NULL;
+            break; /* a deadlock or serialization failure: the batch runs again */
     }
     db_release(instruction_db(ctx), conn);
     free(ds);
-    if (st == STATUS_OK) {
-        json_decref(errors);
-        return http_reply_json(ctx, 200,
-                               json_pack("{s:s, s:i, s:I, s:o}", "wave", http_param(ctx, "wave"),
-                                         "phase", phase, "decided", (json_int_t)n, "results",
-                                         results));
-    }
-    json_decref(results);
-    if (json_array_size(errors))
-        return http_reply_problem_fields(ctx, STATUS_CONFLICT, errors,
-                                         "no decision was recorded: some dossiers may not take "
-                                         "their outcome");
+    if (st == STATUS_OK && idem.replayed)
+        rc = instruction_idem_reply(ctx, &idem, 0);
+    else if (idem.refused)
+        rc = instruction_idem_refusal(ctx, st);
+    else if (st == STATUS_OK)
+        rc = http_reply_json(ctx, 200, answer);
+    else if (json_array_size(errors)) {
+        rc = http_reply_problem_fields(ctx, STATUS_CONFLICT, json_incref(errors),
+                                       "no decision was recorded: some dossiers may not take "
+                                       "their outcome");
+    } else
+        rc = http_reply_problem(ctx, st, "%s", why[0] ? why : "no decision was recorded");
     json_decref(errors);
-    return http_reply_problem(ctx, st, "%s", why[0] ? why : "no decision was recorded");
+    instruction_idem_clear(&idem);
+    return rc;
 }

@@ -75,16 +75,21 @@ static enum status regional_opinion_write(struct db_conn *conn, const struct dos
 
 int regional_handle_opinion(struct http_ctx *ctx)
 {
+    static const char *const members[] = {"opinion", "motivation", NULL};
     struct opinion_arg a = {.who = &ctx->principal};
-    int bad = 0;
-    json_t *errors = json_array();
+    int bad = 0, rc;
+    json_t *errors;
+
+    if (!instruction_body_closed(ctx, members, &rc))
+        return rc;
+    errors = json_array();
 
     a.opinion = instruction_body_str(ctx, "opinion", &bad);
     if (!domain_opinion_valid(a.opinion))
         http_field_error(errors, "opinion", "must be favourable, reserved or unfavourable");
     bad = 0;
     a.motivation = instruction_body_str(ctx, "motivation", &bad);
-    if (bad || (a.motivation && strlen(a.motivation) > 5000))
+    if (bad || (a.motivation && instruction_chars(a.motivation) > 5000))
         http_field_error(errors, "motivation", "must be a string of at most 5000 bytes");
     else if (a.opinion && strcmp(a.opinion, "favourable") != 0 &&
              !domain_annotation_filled(json_object_get(ctx->body, "motivation")))
@@ -166,9 +171,14 @@ static enum status regional_labels_write(struct db_conn *conn, const struct doss
 
 int regional_handle_labels(struct http_ctx *ctx)
 {
+    static const char *const members[] = {"labels", NULL};
     json_t *labels = json_object_get(ctx->body, "labels"), *v;
     struct pgarray a;
     size_t i;
+    int rc;
+
+    if (!instruction_body_closed(ctx, members, &rc))
+        return rc;
 
     if (!json_is_array(labels) || json_array_size(labels) > LABELS_MAX) {
         json_t *errors = json_array();
@@ -186,7 +196,7 @@ int regional_handle_labels(struct http_ctx *ctx)
         }
         pgarray_add_text(&a, json_string_value(v));
     }
-    int rc = regional_change(ctx, regional_labels_write, (void *)pgarray_text(&a));
+    rc = regional_change(ctx, regional_labels_write, (void *)pgarray_text(&a));
     pgarray_free(&a);
     return rc;
 }
@@ -216,17 +226,22 @@ static enum status regional_assignment_write(struct db_conn *conn, const struct 
 
 int regional_handle_assignment(struct http_ctx *ctx)
 {
+    static const char *const members[] = {"group", "reason", NULL};
     struct assignment_arg a = {.actor = ctx->principal.key_id};
-    int bad = 0;
-    json_t *errors = json_array();
+    int bad = 0, rc;
+    json_t *errors;
+
+    if (!instruction_body_closed(ctx, members, &rc))
+        return rc;
+    errors = json_array();
 
     a.group = instruction_body_str(ctx, "group", &bad);
-    if (!a.group || bad || strlen(a.group) > 60)
+    if (!a.group || bad || instruction_chars(a.group) > 60)
         http_field_error(errors, "group", "must name an instruction group");
     bad = 0;
     a.reason = instruction_body_str(ctx, "reason", &bad);
     if (!domain_annotation_filled(json_object_get(ctx->body, "reason")) || bad ||
-        strlen(a.reason) > 150)
+        instruction_chars(a.reason) > 150)
         http_field_error(errors, "reason", "is required (at most 150 bytes)");
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid assignment");

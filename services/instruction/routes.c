@@ -9,6 +9,7 @@
 #include "lifecycle.h"
 #include "page.h"
 #include "precond.h"
+#include "utf8.h"
 
 #define LIST_MAX 200
 
@@ -20,6 +21,43 @@ struct db_pool *instruction_db(const struct http_ctx *ctx)
 struct fsm *instruction_fsm(const struct http_ctx *ctx)
 {
     return ((struct instruction *)((struct service *)ctx->app)->domain)->fsm;
+}
+
+void instruction_members_check(const json_t *obj, const char *prefix, const char *const *allowed,
+                               json_t *errors)
+{
+    const char *key;
+    json_t *v;
+    char field[160];
+
+    json_object_foreach((json_t *)obj, key, v)
+    {
+        size_t i = 0;
+        while (allowed[i] && strcmp(allowed[i], key) != 0)
+            i++;
+        if (allowed[i])
+            continue;
+        snprintf(field, sizeof field, "%s%s", prefix, key);
+        http_field_error(errors, field, "is not a member of this request");
+    }
+}
+
+int instruction_body_closed(struct http_ctx *ctx, const char *const *allowed, int *rc)
+{
+    json_t *errors = json_array();
+
+    instruction_members_check(ctx->body, "", allowed, errors);
+    if (json_array_size(errors)) {
+        *rc = http_reply_problem_fields(ctx, STATUS_INVALID, errors, "unknown members");
+        return 0;
+    }
+    json_decref(errors);
+    return 1;
+}
+
+size_t instruction_chars(const char *s)
+{
+    return utf8_chars(s, strlen(s));
 }
 
 const char *instruction_body_str(const struct http_ctx *ctx, const char *key, int *bad)
@@ -123,6 +161,8 @@ static int handle_dossier_list(struct http_ctx *ctx)
     f.group = http_query(ctx, "group");
     f.label = http_query(ctx, "label");
     const char *overdue = http_query(ctx, "overdue");
+    if (overdue && strcmp(overdue, "true") != 0 && strcmp(overdue, "false") != 0)
+        return http_reply_problem(ctx, STATUS_INVALID, "overdue must be true or false");
     f.overdue = overdue && strcmp(overdue, "true") == 0;
     if (f.state && !domain_state_known(f.state))
         return http_reply_problem(ctx, STATUS_INVALID, "state '%s' is not a state", f.state);
@@ -206,22 +246,29 @@ static int handle_dossier_transition(struct http_ctx *ctx)
 {
     char deadline[CLOCK_RFC3339_LEN];
     struct lifecycle_move mv = {0};
+    struct instruction_idem idem;
     struct fsm_result res;
     struct dossier_row d;
     struct db_conn *conn;
     int bad = 0, rc;
-    json_t *errors = json_array();
+    json_t *errors;
+
+    static const char *const members[] = {"to", "motivation", "reference", "deadline", NULL};
+
+    if (!instruction_body_closed(ctx, members, &rc) || !instruction_idem_init(ctx, &idem, &rc))
+        return rc;
+    errors = json_array();
 
     mv.to = instruction_body_str(ctx, "to", &bad);
     if (!mv.to || bad)
         http_field_error(errors, "to", "must be a state of the lifecycle");
     bad = 0;
     mv.motivation = instruction_body_str(ctx, "motivation", &bad);
-    if (bad || (mv.motivation && strlen(mv.motivation) > 5000))
+    if (bad || (mv.motivation && instruction_chars(mv.motivation) > 5000))
         http_field_error(errors, "motivation", "must be a string of at most 5000 bytes");
     bad = 0;
     mv.reference = instruction_body_str(ctx, "reference", &bad);
-    if (bad || (mv.reference && strlen(mv.reference) > 200))
+    if (bad || (mv.reference && instruction_chars(mv.reference) > 200))
         http_field_error(errors, "reference", "must be a string of at most 200 bytes");
     bad = 0;
     const char *dl = instruction_body_str(ctx, "deadline", &bad);
@@ -234,57 +281,75 @@ static int handle_dossier_transition(struct http_ctx *ctx)
     json_decref(errors);
     mv.if_match = http_header(ctx, "If-Match");
     mv.who = &ctx->principal;
+    mv.idem = &idem;
     enum status st = db_acquire(instruction_db(ctx), &conn);
     if (st != STATUS_OK)
         return instruction_reply_dossier_missing(ctx, st);
     st = store_dossier_find(conn, &ctx->principal, http_param(ctx, "id"), &d);
-    if (st != STATUS_OK) {
+    if (st != STATUS_OK)
         rc = instruction_reply_dossier_missing(ctx, st);
-    } else {
+    else {
         st = lifecycle_move_apply(instruction_fsm(ctx), conn, &d, &mv, &res);
-        rc = st != STATUS_OK ? routes_move_refused(ctx, st, &res)
-                             : instruction_reply_dossier(ctx, conn, 200, d.id);
+        if (idem.refused)
+            rc = instruction_idem_refusal(ctx, st);
+        else if (st != STATUS_OK)
+            rc = routes_move_refused(ctx, st, &res);
+        else if (idem.key) /* the document stored under the key, or the first one replayed */
+            rc = instruction_idem_reply(ctx, &idem, 1);
+        else
+            rc = instruction_reply_dossier(ctx, conn, 200, d.id);
     }
     store_dossier_row_clear(&d);
     db_release(instruction_db(ctx), conn);
+    instruction_idem_clear(&idem);
     return rc;
 }
 
+/*
+ * Every handler of instruction reads or writes the database: each route says HTTP_DB, so that
+ * the whole handler runs on a database thread (waiting for the pool, a row lock, a statement)
+ * while its HTTP worker serves the other connections. None of them defers (http_defer*).
+ */
 const struct http_route instruction_routes[] = {
-    {"GET", "/v1/dossiers", handle_dossier_list, INSTRUCTION_READERS, INSTRUCTION_PERSONAL},
-    {"GET", "/v1/dossiers/{id}", handle_dossier_get, INSTRUCTION_READERS, INSTRUCTION_PERSONAL},
+    {"GET", "/v1/dossiers", handle_dossier_list, INSTRUCTION_READERS,
+     HTTP_DB | INSTRUCTION_PERSONAL},
+    {"GET", "/v1/dossiers/{id}", handle_dossier_get, INSTRUCTION_READERS,
+     HTTP_DB | INSTRUCTION_PERSONAL},
     {"GET", "/v1/dossiers/{id}/history", handle_dossier_history, INSTRUCTION_READERS,
-     INSTRUCTION_PERSONAL},
+     HTTP_DB | INSTRUCTION_PERSONAL},
     {"POST", "/v1/dossiers/{id}/transitions", handle_dossier_transition, INSTRUCTION_WRITERS,
-     HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
+     HTTP_DB | HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
     {"POST", "/v1/dossiers/{id}/assignment", regional_handle_assignment, ROLE_NATIONAL_ADMIN,
-     HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
+     HTTP_DB | HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
     {"PUT", "/v1/dossiers/{id}/regional-opinion", regional_handle_opinion, INSTRUCTION_WRITERS,
-     HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
+     HTTP_DB | HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
     {"PUT", "/v1/dossiers/{id}/annotations/{key}", regional_handle_annotation, INSTRUCTION_WRITERS,
-     HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
+     HTTP_DB | HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
     {"PUT", "/v1/dossiers/{id}/labels", regional_handle_labels, INSTRUCTION_WRITERS,
-     HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
+     HTTP_DB | HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
     {"POST", "/v1/dossiers/{id}/opinion-requests", experts_handle_request_create,
-     INSTRUCTION_WRITERS, HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
+     INSTRUCTION_WRITERS, HTTP_DB | HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
     {"GET", "/v1/dossiers/{id}/opinion-requests", experts_handle_request_list, INSTRUCTION_READERS,
-     INSTRUCTION_PERSONAL},
+     HTTP_DB | INSTRUCTION_PERSONAL},
     {"POST", "/v1/opinion-requests/{rid}/declaration", experts_handle_declaration, ROLE_EXPERT,
-     HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
+     HTTP_DB | HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
     {"PUT", "/v1/opinion-requests/{rid}/answer", experts_handle_answer, ROLE_EXPERT,
-     HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
+     HTTP_DB | HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
     {"POST", "/v1/opinion-requests/{rid}/remind", experts_handle_remind, INSTRUCTION_WRITERS,
-     INSTRUCTION_PERSONAL},
+     HTTP_DB | INSTRUCTION_PERSONAL},
     {"POST", "/v1/opinion-requests/{rid}/revoke", experts_handle_revoke, INSTRUCTION_WRITERS,
-     INSTRUCTION_PERSONAL},
+     HTTP_DB | INSTRUCTION_PERSONAL},
     {"POST", "/v1/dossiers/{id}/reviews", scoring_handle_review, INSTRUCTION_READERS,
-     HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
-    {"GET", "/v1/rankings", national_handle_rankings, INSTRUCTION_WRITERS, INSTRUCTION_PERSONAL},
+     HTTP_DB | HTTP_BODY_JSON | INSTRUCTION_PERSONAL},
+    {"GET", "/v1/rankings", national_handle_rankings, INSTRUCTION_WRITERS,
+     HTTP_DB | INSTRUCTION_PERSONAL},
     {"POST", "/v1/waves/{wave}/decisions", national_handle_decisions, ROLE_NATIONAL_ADMIN,
-     HTTP_BODY_JSON},
-    {"GET", "/v1/stats/funnel", national_handle_funnel, INSTRUCTION_STAFF | ROLE_DASHBOARD, 0},
-    {"GET", "/v1/stats/delays", national_handle_delays, INSTRUCTION_STAFF | ROLE_DASHBOARD, 0},
+     HTTP_DB | HTTP_BODY_JSON},
+    {"GET", "/v1/stats/funnel", national_handle_funnel, INSTRUCTION_STAFF | ROLE_DASHBOARD,
+     HTTP_DB},
+    {"GET", "/v1/stats/delays", national_handle_delays, INSTRUCTION_STAFF | ROLE_DASHBOARD,
+     HTTP_DB},
     {"GET", "/v1/exports/dossiers.csv", national_handle_export, INSTRUCTION_WRITERS,
-     INSTRUCTION_PERSONAL},
+     HTTP_DB | INSTRUCTION_PERSONAL},
 };
 const size_t instruction_nroutes = sizeof instruction_routes / sizeof *instruction_routes;

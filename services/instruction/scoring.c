@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "domain.h"
+#include "idem.h"
 #include "instruction.h"
 
 #define SCORING_MAX_REVIEWS 64
@@ -26,6 +27,7 @@ struct scoring_arg {
     int phase;
     const json_t *scores;
     const char *comment, *reviewer;
+    struct instruction_idem *idem;
     json_t *out; /* the answer, filled on success */
 };
 
@@ -64,7 +66,12 @@ static enum status scoring_write(struct db_conn *conn, const struct dossier_row 
 
     snprintf(ph, sizeof ph, "%d", a->phase);
     const char *g[] = {d->wave, ph};
-    enum status st = db_exec(conn, &scoring_grid, 2, g, &r);
+    enum status st = instruction_idem_claim(conn, a->idem);
+    if (st != STATUS_OK)
+        return st;
+    if (a->idem->replayed)
+        return STATUS_CONFLICT; /* rolls back: a replay writes nothing, the handler sees why */
+    st = db_exec(conn, &scoring_grid, 2, g, &r);
     if (st != STATUS_OK)
         return st;
     if (PQntuples(r) == 0) {
@@ -100,17 +107,24 @@ static enum status scoring_write(struct db_conn *conn, const struct dossier_row 
                   "dossier_id", d->id, "phase", a->phase, "reviewer", a->reviewer, "grid", "wave",
                   gwave, "version", (int)strtol(gversion, NULL, 10), "scores", a->scores, "total",
                   total, "consolidated", "score", mean, "spread", spread, "reviews", (int)n);
-    return STATUS_OK;
+    return instruction_idem_store(conn, a->idem, 201, a->out);
 }
 
 int scoring_handle_review(struct http_ctx *ctx)
 {
     struct scoring_arg a = {0};
-    json_t *phase = json_object_get(ctx->body, "phase"), *errors = json_array();
-    int bad = 0;
+    struct instruction_idem idem;
+    json_t *phase = json_object_get(ctx->body, "phase"), *errors;
+    int bad = 0, rc;
     struct db_conn *conn;
     char why[200];
 
+    static const char *const members[] = {"phase", "scores", "comment", NULL};
+
+    if (!instruction_body_closed(ctx, members, &rc) || !instruction_idem_init(ctx, &idem, &rc))
+        return rc;
+    errors = json_array();
+    a.idem = &idem;
     a.phase = (int)json_integer_value(phase);
     if (!json_is_integer(phase) || (a.phase != 1 && a.phase != 2))
         http_field_error(errors, "phase", "must be 1 or 2");
@@ -118,7 +132,7 @@ int scoring_handle_review(struct http_ctx *ctx)
     if (!json_is_object(a.scores))
         http_field_error(errors, "scores", "must be an object of criterion scores");
     a.comment = instruction_body_str(ctx, "comment", &bad);
-    if (bad || (a.comment && strlen(a.comment) > 5000))
+    if (bad || (a.comment && instruction_chars(a.comment) > 5000))
         http_field_error(errors, "comment", "must be a string of at most 5000 bytes");
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid review");
@@ -130,10 +144,17 @@ int scoring_handle_review(struct http_ctx *ctx)
     st = store_dossier_change(conn, &ctx->principal, http_param(ctx, "id"), NULL, scoring_write, &a,
                               why, sizeof why);
     db_release(instruction_db(ctx), conn);
-    if (st == STATUS_OK)
-        return http_reply_json(ctx, 201, a.out);
+    if (idem.replayed)
+        rc = instruction_idem_reply(ctx, &idem, 0);
+    else if (idem.refused)
+        rc = instruction_idem_refusal(ctx, st);
+    else if (st == STATUS_OK)
+        rc = http_reply_json(ctx, 201, json_incref(a.out));
+    else if (st == STATUS_NOT_FOUND && !why[0])
+        rc = instruction_reply_dossier_missing(ctx, st);
+    else
+        rc = http_reply_problem(ctx, st, "%s", why[0] ? why : "the review was refused");
     json_decref(a.out);
-    if (st == STATUS_NOT_FOUND && !why[0])
-        return instruction_reply_dossier_missing(ctx, st);
-    return http_reply_problem(ctx, st, "%s", why[0] ? why : "the review was refused");
+    instruction_idem_clear(&idem);
+    return rc;
 }

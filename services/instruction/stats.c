@@ -54,7 +54,7 @@ static const char *stats_wave(struct http_ctx *ctx, int *rc)
 {
     const char *wave = http_query(ctx, "wave");
 
-    if (wave && *wave && strlen(wave) <= 32)
+    if (wave && *wave && instruction_chars(wave) <= 32)
         return wave;
     json_t *errors = json_array();
     http_field_error(errors, "wave", "is required");

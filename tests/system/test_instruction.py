@@ -333,7 +333,8 @@ def test_ds_echo_never_undoes_repeats_or_reroutes_a_decision(k, api, db):
 
 
 def test_answers_match_the_spec(urls, k, api):
-    """Instruction's answers validate against api-spec/openapi.yaml (its paths under /v1)."""
+    """Instruction's answers validate against api-spec/openapi.yaml (paths as written there: in
+    full, but for the three reads that submission serves too, under the base path /v1)."""
     from test_openapi_conformance import conform
     did = deposit(urls, k, api)
     r = get(api, did, k["i84"])
@@ -343,52 +344,52 @@ def test_answers_match_the_spec(urls, k, api):
     conform(get(api, did, k["dash"]), "/dossiers/{id}", "get")
     conform(requests.get(f"{api}/v1/dossiers", params={"limit": 2}, headers=k["i84"], timeout=T),
             "/dossiers", "get")
-    conform(move(api, did, k["i84"], "regional_review"), "/dossiers/{id}/transitions", "post")
-    conform(move(api, did, k["i84"], "regional_review", '"v9"'), "/dossiers/{id}/transitions", "post")
-    conform(move(api, did, k["i84"], "refused", '"v1"'), "/dossiers/{id}/transitions", "post")
-    conform(move(api, did, k["i84"], "regional_review", '"v1"'), "/dossiers/{id}/transitions", "post")
+    conform(move(api, did, k["i84"], "regional_review"), "/v1/dossiers/{id}/transitions", "post")
+    conform(move(api, did, k["i84"], "regional_review", '"v9"'), "/v1/dossiers/{id}/transitions", "post")
+    conform(move(api, did, k["i84"], "refused", '"v1"'), "/v1/dossiers/{id}/transitions", "post")
+    conform(move(api, did, k["i84"], "regional_review", '"v1"'), "/v1/dossiers/{id}/transitions", "post")
     conform(requests.get(f"{api}/v1/dossiers/{did}/history", headers=k["i84"], timeout=T),
             "/dossiers/{id}/history", "get")
     conform(put(api, did, k["i84"], "regional-opinion", {"opinion": "favourable"}),
-            "/dossiers/{id}/regional-opinion", "put")
-    conform(put(api, did, k["i84"], "labels", {"labels": ["a"]}), "/dossiers/{id}/labels", "put")
+            "/v1/dossiers/{id}/regional-opinion", "put")
+    conform(put(api, did, k["i84"], "labels", {"labels": ["a"]}), "/v1/dossiers/{id}/labels", "put")
     conform(put(api, did, k["i84"], "annotations/partners_met", {"value": True}),
-            "/dossiers/{id}/annotations/{key}", "put")
+            "/v1/dossiers/{id}/annotations/{key}", "put")
     r = requests.post(f"{api}/v1/dossiers/{did}/reviews", json={"phase": 1, "scores": {
         "cooperation": 1, "territory": 1, "economic_model": 1, "governance": 1}},
         headers=k["i84"], timeout=T)
-    conform(r, "/dossiers/{id}/reviews", "post")
+    conform(r, "/v1/dossiers/{id}/reviews", "post")
     wave = r.json() and get(api, did, k["admin"]).json()["wave"]
     conform(requests.get(f"{api}/v1/rankings", params={"wave": wave}, headers=k["i84"], timeout=T),
-            "/rankings", "get")
+            "/v1/rankings", "get")
     conform(requests.get(f"{api}/v1/stats/funnel", params={"wave": wave}, headers=k["dash"],
-                         timeout=T), "/stats/funnel", "get")
+                         timeout=T), "/v1/stats/funnel", "get")
     conform(requests.get(f"{api}/v1/stats/delays", params={"wave": wave}, headers=k["dash"],
-                         timeout=T), "/stats/delays", "get")
+                         timeout=T), "/v1/stats/delays", "get")
     conform(requests.get(f"{api}/v1/exports/dossiers.csv", params={"wave": wave},
-                         headers=k["admin"], timeout=T), "/exports/dossiers.csv", "get")
+                         headers=k["admin"], timeout=T), "/v1/exports/dossiers.csv", "get")
     conform(requests.post(f"{api}/v1/waves/{wave}/decisions", json={"phase": 1, "decisions": [
         {"dossier_id": did, "outcome": "phase1_laureate", "reference": "R"}]},
-        headers=k["admin"], timeout=T), "/waves/{wave}/decisions", "post")
+        headers=k["admin"], timeout=T), "/v1/waves/{wave}/decisions", "post")
     r = requests.post(f"{api}/v1/dossiers/{did}/opinion-requests", json={
         "expert": {"name": "E"}, "question": "Q", "deadline": "2030-01-01T00:00:00Z"},
         headers=k["i84"], timeout=T)
-    conform(r, "/dossiers/{id}/opinion-requests", "post")
+    conform(r, "/v1/dossiers/{id}/opinion-requests", "post")
     rid, token = r.json()["id"], r.json()["token"]
     conform(requests.post(f"{api}/v1/opinion-requests/{rid}/declaration", json={"interests": "none"},
-                          headers=bearer(token), timeout=T), "/opinion-requests/{rid}/declaration",
+                          headers=bearer(token), timeout=T), "/v1/opinion-requests/{rid}/declaration",
             "post")
     conform(requests.put(f"{api}/v1/opinion-requests/{rid}/answer", json={"answer": "ok"},
-                         headers=bearer(token), timeout=T), "/opinion-requests/{rid}/answer", "put")
+                         headers=bearer(token), timeout=T), "/v1/opinion-requests/{rid}/answer", "put")
     conform(requests.get(f"{api}/v1/dossiers/{did}/opinion-requests", headers=k["i84"], timeout=T),
-            "/dossiers/{id}/opinion-requests", "get")
+            "/v1/dossiers/{id}/opinion-requests", "get")
     conform(requests.post(f"{api}/v1/opinion-requests/{rid}/remind", headers=k["i84"], timeout=T),
-            "/opinion-requests/{rid}/remind", "post")
+            "/v1/opinion-requests/{rid}/remind", "post")
     conform(requests.post(f"{api}/v1/opinion-requests/{rid}/revoke", headers=k["i84"], timeout=T),
-            "/opinion-requests/{rid}/revoke", "post")
+            "/v1/opinion-requests/{rid}/revoke", "post")
     conform(requests.post(f"{api}/v1/dossiers/{did}/assignment", json={"group": "default",
                           "reason": "r"}, headers=k["admin"], timeout=T),
-            "/dossiers/{id}/assignment", "post")
+            "/v1/dossiers/{id}/assignment", "post")
 
 
 # The lifecycle's table (services/instruction/lifecycle.c), the oracle of the next test:
@@ -427,3 +428,20 @@ def test_every_illegal_transition_is_a_409_naming_the_allowed_ones(urls, k, api,
     assert checked == 13 * 13 - sum(len(a) for a in TABLE.values()) - 1
     assert sql(db, "SELECT count(*) FROM instruction.dossier_history WHERE resource_id = %s",
                did)[0][0] == 0
+
+
+def test_bodies_are_closed_and_lengths_are_characters(urls, k, api):
+    """What the contract fuzzing found, pinned: an unknown member is named (400), not ignored;
+    `overdue` outside true/false is refused; a 200-character reference of 2-byte characters
+    (400 bytes) is within maxLength."""
+    did = deposit(urls, k, api)
+    r = move(api, did, k["i84"], "regional_review", '"v1"', motivaton="typo")
+    assert r.status_code == 400 and [e["field"] for e in r.json()["errors"]] == ["motivaton"], r.text
+    r = requests.post(f"{api}/v1/dossiers/{did}/opinion-requests", json={
+        "expert": {"name": "E", "email": "e@x"}, "question": "Q",
+        "deadline": "2030-01-01T00:00:00Z"}, headers=k["i84"], timeout=T)
+    assert r.status_code == 400 and [e["field"] for e in r.json()["errors"]] == ["expert.email"]
+    r = requests.get(f"{api}/v1/dossiers", params={"overdue": "maybe"}, headers=k["i84"], timeout=T)
+    assert r.status_code == 400, r.text
+    r = move(api, did, k["i84"], "regional_review", '"v1"', reference="é" * 200)
+    assert r.status_code == 200, r.text

@@ -155,7 +155,7 @@ static void assert_untouched(const char *id, const char *row)
 
 START_TEST(test_fsm_legal_transition)
 {
-    struct fsm_request rq = {"t1", "submitted", &partner, "\"v1\"", NULL, NULL, NULL, NULL};
+    struct fsm_request rq = {"t1", "submitted", &partner, "\"v1\"", NULL, NULL, NULL, NULL, NULL};
     struct fsm_result res;
     struct cloudevent ev;
     char row[64], why[128];
@@ -204,7 +204,7 @@ END_TEST
 
 START_TEST(test_fsm_illegal_transition_409)
 {
-    struct fsm_request rq = {"t1", "approved", &admin, "\"v1\"", NULL, NULL, NULL, NULL};
+    struct fsm_request rq = {"t1", "approved", &admin, "\"v1\"", NULL, NULL, NULL, NULL, NULL};
     struct fsm_result res;
 
     ck_assert_int_eq(fsm_apply(toy, &conn, &rq, &res), STATUS_CONFLICT);
@@ -220,7 +220,7 @@ START_TEST(test_fsm_illegal_transition_409)
     assert_untouched("t1", "draft/1");
 
     /* From submitted, the admin may approve or reject, not go back to draft. */
-    struct fsm_request back = {"t2", "closed", &admin, "\"v4\"", NULL, NULL, NULL, NULL};
+    struct fsm_request back = {"t2", "closed", &admin, "\"v4\"", NULL, NULL, NULL, NULL, NULL};
     ck_assert_int_eq(fsm_apply(toy, &conn, &back, &res), STATUS_CONFLICT);
     ck_assert_int_eq(res.nallowed, 2);
     ck_assert_str_eq(res.allowed[0], "approved");
@@ -231,7 +231,7 @@ END_TEST
 
 START_TEST(test_fsm_stale_version_412)
 {
-    struct fsm_request rq = {"t2", "draft", &partner, "\"v3\"", NULL, NULL, NULL, NULL};
+    struct fsm_request rq = {"t2", "draft", &partner, "\"v3\"", NULL, NULL, NULL, NULL, NULL};
     struct fsm_result res;
 
     ck_assert_int_eq(fsm_apply(toy, &conn, &rq, &res), STATUS_PRECONDITION_FAILED);
@@ -249,7 +249,7 @@ END_TEST
 
 START_TEST(test_fsm_missing_version_428)
 {
-    struct fsm_request rq = {"t2", "draft", &partner, NULL, NULL, NULL, NULL, NULL};
+    struct fsm_request rq = {"t2", "draft", &partner, NULL, NULL, NULL, NULL, NULL, NULL};
     struct fsm_result res;
 
     ck_assert_int_eq(fsm_apply(toy, &conn, &rq, &res), STATUS_PRECONDITION_REQUIRED);
@@ -261,7 +261,7 @@ END_TEST
 
 START_TEST(test_fsm_motivation_required)
 {
-    struct fsm_request rq = {"t2", "rejected", &admin, "\"v4\"", NULL, NULL, NULL, NULL};
+    struct fsm_request rq = {"t2", "rejected", &admin, "\"v4\"", NULL, NULL, NULL, NULL, NULL};
     struct fsm_result res;
 
     ck_assert_int_eq(fsm_apply(toy, &conn, &rq, &res), STATUS_INVALID);
@@ -282,7 +282,7 @@ END_TEST
 START_TEST(test_fsm_role_not_allowed)
 {
     /* The transition exists, but not for a partner. */
-    struct fsm_request rq = {"t2", "rejected", &partner, "\"v4\"", "no", NULL, NULL, NULL};
+    struct fsm_request rq = {"t2", "rejected", &partner, "\"v4\"", "no", NULL, NULL, NULL, NULL};
     struct fsm_result res;
 
     ck_assert_int_eq(fsm_apply(toy, &conn, &rq, &res), STATUS_FORBIDDEN);
@@ -294,14 +294,14 @@ END_TEST
 
 START_TEST(test_fsm_guard_refuses)
 {
-    struct fsm_request rq = {"t3", "approved", &admin, "\"v1\"", NULL, NULL, NULL, NULL};
+    struct fsm_request rq = {"t3", "approved", &admin, "\"v1\"", NULL, NULL, NULL, NULL, NULL};
     struct fsm_result res;
 
     ck_assert_int_eq(fsm_apply(toy, &conn, &rq, &res), STATUS_UNPROCESSABLE);
     ck_assert_str_eq(res.why, "amount 5000 is over the cap");
     assert_untouched("t3", "submitted/1");
     /* Same guard passes under the cap, and the transition's own event type is used. */
-    struct fsm_request ok = {"t2", "approved", &admin, "\"v4\"", NULL, NULL, NULL, NULL};
+    struct fsm_request ok = {"t2", "approved", &admin, "\"v4\"", NULL, NULL, NULL, NULL, NULL};
     ck_assert_int_eq(fsm_apply(toy, &conn, &ok, &res), STATUS_OK);
     ck_assert_int_eq(other_count("SELECT count(*) FROM outbox WHERE type = 'unit.toy.approved'"),
                      1);
@@ -327,7 +327,8 @@ static enum status effect_peek(struct db_conn *c, const struct fsm_request *rq,
 START_TEST(test_fsm_one_transaction)
 {
     long seen[4] = {-1, -1, -1, 1}; /* seen[3]: the effect fails */
-    struct fsm_request rq = {"t1", "submitted", &admin, "\"v1\"", NULL, NULL, effect_peek, seen};
+    struct fsm_request rq = {"t1", "submitted", &admin, "\"v1\"", NULL,
+                             NULL, effect_peek, seen,   NULL};
     struct fsm_result res;
     json_t *data = json_pack("{s:s, s:s}", "wave", "2026", "to", "overridden?");
 
@@ -351,9 +352,57 @@ START_TEST(test_fsm_one_transaction)
 }
 END_TEST
 
+/* prepare and effect both look whether another session could lock the row at that moment. */
+static long lockable(void)
+{
+    return other_count("SELECT count(*) FROM (SELECT 1 FROM toy WHERE id = 't1'"
+                       " FOR UPDATE SKIP LOCKED) x");
+}
+
+static enum status prepare_peek(struct db_conn *c, const struct fsm_request *rq,
+                                struct fsm_result *res)
+{
+    long *seen = rq->arg;
+
+    (void)c;
+    seen[0] = lockable();
+    seen[2] = res->from[0] == '\0';
+    return seen[3] ? STATUS_UNAVAILABLE : STATUS_OK;
+}
+
+static enum status effect_lockable(struct db_conn *c, const struct fsm_request *rq,
+                                   struct fsm_result *res)
+{
+    long *seen = rq->arg;
+
+    (void)c;
+    (void)res;
+    seen[1] = lockable();
+    return STATUS_OK;
+}
+
+START_TEST(test_fsm_prepare_runs_before_the_row_lock)
+{
+    long seen[4] = {-1, -1, -1, 1}; /* seen[3]: prepare fails */
+    struct fsm_request rq = {"t1", "submitted",     &admin, "\"v1\"",    NULL,
+                             NULL, effect_lockable, seen,   prepare_peek};
+    struct fsm_result res;
+
+    /* A failing prepare stops the transition before anything: nothing locked, nothing written. */
+    ck_assert_int_eq(fsm_apply(toy, &conn, &rq, &res), STATUS_UNAVAILABLE);
+    ck_assert_int_eq(seen[1], -1);
+    assert_untouched("t1", "draft/1");
+    seen[3] = 0;
+    ck_assert_int_eq(fsm_apply(toy, &conn, &rq, &res), STATUS_OK);
+    ck_assert_int_eq(seen[0], 1); /* prepare ran before the row was locked */
+    ck_assert_int_eq(seen[1], 0); /* the effect after */
+    ck_assert_int_eq(seen[2], 1);
+}
+END_TEST
+
 START_TEST(test_fsm_bad_requests)
 {
-    struct fsm_request rq = {"nope", "submitted", &admin, "\"v1\"", NULL, NULL, NULL, NULL};
+    struct fsm_request rq = {"nope", "submitted", &admin, "\"v1\"", NULL, NULL, NULL, NULL, NULL};
     struct fsm_result res;
 
     ck_assert_int_eq(fsm_apply(toy, &conn, &rq, &res), STATUS_NOT_FOUND);
@@ -418,7 +467,8 @@ static void *racer_main(void *arg)
 {
     struct racer *rc = arg;
     struct db_conn own;
-    struct fsm_request rq = {"t1", "submitted", &partner, rc->if_match, NULL, NULL, NULL, NULL};
+    struct fsm_request rq = {"t1", "submitted", &partner, rc->if_match, NULL,
+                             NULL, NULL,        NULL,     NULL};
     struct fsm_result res;
 
     rc->st = STATUS_INTERNAL;
@@ -500,6 +550,7 @@ static Suite *fsm_suite(void)
     tcase_add_test(tc, test_fsm_role_not_allowed);
     tcase_add_test(tc, test_fsm_guard_refuses);
     tcase_add_test(tc, test_fsm_one_transaction);
+    tcase_add_test(tc, test_fsm_prepare_runs_before_the_row_lock);
     tcase_add_test(tc, test_fsm_bad_requests);
     tcase_add_test(tc, test_fsm_definition_checked);
     tcase_add_test(tc, test_fsm_concurrent_one_wins);
