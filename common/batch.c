@@ -248,6 +248,8 @@ struct batcher *batcher_start(const struct batcher_config *cfg)
     if (!b->cfg.max_batch)
         b->cfg.max_batch = 1;
     atomic_init(&b->top, NULL);
+    /* no batch yet: a spare counts the first serving thread's time from here, not from boot */
+    atomic_init(&b->progress_ns, batch_now_ns());
     b->threads = xcalloc((size_t)cfg->threads, sizeof *b->threads);
     for (long i = 0; i < cfg->threads; i++) {
         if (pthread_create(&b->threads[i], NULL, batch_thread, b) != 0)
