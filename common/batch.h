@@ -49,6 +49,13 @@ struct batcher_config {
     const char *session_sql;   /* run on each new connection (NULL: nothing), e.g. a SET */
     long threads;
     size_t max_batch;
+    /*
+     * 0: every idle thread takes what is queued at once. > 0: while a thread serves a batch, the
+     * others are spares that take what is queued only once the serving threads have neither
+     * started nor ended a batch for this many microseconds; until then queued requests wait for
+     * the serving thread's next batch (fewer, larger batches at moderate load).
+     */
+    long spare_after_us;
     batch_fn fn;
     void *arg;
 };

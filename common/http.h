@@ -117,6 +117,17 @@ struct http_worker;
 #define HTTP_DEFER_TIMEOUT_MS_DEFAULT 15000
 
 /*
+ * The deferred requests are kept in HTTP_DEFER_SHARDS lists, each with its own lock, a request in
+ * the list its address picks: every deferred request is linked and unlinked, by the workers and by
+ * the threads that resume them, and one lock for all of them was where those threads queued.
+ */
+#define HTTP_DEFER_SHARDS 16
+struct http_defer_shard {
+    pthread_mutex_t lock;
+    struct http_exchange *head;
+};
+
+/*
  * One acceptor thread takes the connections and gives each to the worker that holds the fewest;
  * every worker is an ulfius instance with a one-thread MHD daemon.
  */
@@ -131,9 +142,9 @@ struct http_server {
     atomic_ulong defer_expired; /* deferred requests answered 503 at their deadline */
     long defer_timeout_ms;
     /* the deferred requests, watched by the expiry thread: private */
-    pthread_mutex_t defer_lock;
+    struct http_defer_shard defer_shards[HTTP_DEFER_SHARDS];
+    pthread_mutex_t defer_lock; /* the expiry thread's sleep and defer_stop */
     pthread_cond_t defer_cond;
-    struct http_exchange *defer_head;
     int defer_stop;
     int defer_thread_started;
     pthread_t defer_thread;

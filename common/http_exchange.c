@@ -5,6 +5,7 @@
  */
 #include <arpa/inet.h>
 #include <microhttpd.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,32 +29,37 @@ static void http_exchange_unref(struct http_exchange *x)
     free(x);
 }
 
-/* Takes x out of the waiting list; the caller holds srv->defer_lock. */
-static void http_defer_unlink(struct http_server *srv, struct http_exchange *x)
+/* The list x waits in: its address picks it (the low bits are the allocator's alignment). */
+static struct http_defer_shard *http_defer_shard_of(struct http_server *srv,
+                                                    const struct http_exchange *x)
+{
+    return &srv->defer_shards[((uintptr_t)x >> 6) % HTTP_DEFER_SHARDS];
+}
+
+/* Takes x out of its waiting list; the caller holds that list's lock. */
+static void http_defer_unlink(struct http_defer_shard *sh, struct http_exchange *x)
 {
     if (x->dprev)
         x->dprev->dnext = x->dnext;
     else
-        srv->defer_head = x->dnext;
+        sh->head = x->dnext;
     if (x->dnext)
         x->dnext->dprev = x->dprev;
     x->dprev = x->dnext = NULL;
 }
 
 /*
- * Wakes the worker of a waiting request that `to` wins (RESUMED or EXPIRED); 0 if another
- * thread won first. The caller holds srv->defer_lock. The connection stays suspended, and so
- * the exchange alive, until MHD_resume_connection: both are safe to touch here.
+ * Whether `to` (RESUMED or EXPIRED) wins the race for a waiting request; 0 if another thread won
+ * first. Only the winner unlinks it and wakes its worker. The connection stays suspended, and so
+ * the exchange alive, until that MHD_resume_connection, which is called with no lock held: it
+ * writes to the worker's wake-up descriptor, and a thread preempted there by the worker it woke
+ * kept every other request of its list from being deferred or resumed.
  */
-static int http_defer_settle(struct http_server *srv, struct http_exchange *x, int to)
+static int http_defer_win(struct http_exchange *x, int to)
 {
     int expected = HTTP_DEFER_WAITING;
 
-    if (!atomic_compare_exchange_strong(&x->defer_state, &expected, to))
-        return 0;
-    http_defer_unlink(srv, x);
-    MHD_resume_connection(x->conn);
-    return 1;
+    return atomic_compare_exchange_strong(&x->defer_state, &expected, to);
 }
 
 /* Expires the waiting requests past their deadline, or all of them (a stop). */
@@ -62,17 +68,37 @@ void http_defer_expire(struct http_server *srv, int all)
     struct timespec now;
 
     clock_gettime(CLOCK_MONOTONIC, &now);
-    pthread_mutex_lock(&srv->defer_lock);
-    struct http_exchange *x = srv->defer_head;
-    while (x) {
-        struct http_exchange *next = x->dnext;
-        int due = now.tv_sec > x->deadline.tv_sec ||
-                  (now.tv_sec == x->deadline.tv_sec && now.tv_nsec >= x->deadline.tv_nsec);
-        if ((all || due) && http_defer_settle(srv, x, HTTP_DEFER_EXPIRED))
+    for (size_t i = 0; i < HTTP_DEFER_SHARDS; i++) {
+        struct http_defer_shard *sh = &srv->defer_shards[i];
+        struct http_exchange *expired = NULL; /* linked by dnext once out of the list */
+        pthread_mutex_lock(&sh->lock);
+        struct http_exchange *x = sh->head;
+        while (x) {
+            struct http_exchange *next = x->dnext;
+            int due = now.tv_sec > x->deadline.tv_sec ||
+                      (now.tv_sec == x->deadline.tv_sec && now.tv_nsec >= x->deadline.tv_nsec);
+            if ((all || due) && http_defer_win(x, HTTP_DEFER_EXPIRED)) {
+                http_defer_unlink(sh, x);
+                x->dnext = expired;
+                expired = x;
+            }
+            x = next;
+        }
+        pthread_mutex_unlock(&sh->lock);
+        while (expired) {
+            x = expired;
+            expired = x->dnext; /* read first: once resumed, x may be gone */
+            x->dnext = NULL;
             atomic_fetch_add(&srv->defer_expired, 1);
-        x = next;
+            MHD_resume_connection(x->conn);
+        }
     }
-    pthread_mutex_unlock(&srv->defer_lock);
+}
+
+/* Whether any request is waiting; a glance without the locks, for the expiry thread. */
+static int http_defer_any(struct http_server *srv)
+{
+    return atomic_load(&srv->deferred) > 0;
 }
 
 /* The expiry thread: looks at the waiting requests every 50 ms until the server stops. */
@@ -85,7 +111,7 @@ void *http_defer_watch(void *arg)
     while (!srv->defer_stop) {
         clock_deadline(CLOCK_MONOTONIC, 50, &until);
         pthread_cond_timedwait(&srv->defer_cond, &srv->defer_lock, &until);
-        if (srv->defer_stop || !srv->defer_head)
+        if (srv->defer_stop || !http_defer_any(srv))
             continue;
         pthread_mutex_unlock(&srv->defer_lock);
         http_defer_expire(srv, 0);
@@ -120,14 +146,15 @@ int http_defer(struct http_ctx *ctx, http_handler_fn resume, void *state,
     clock_deadline(CLOCK_MONOTONIC, srv->defer_timeout_ms, &x->deadline);
     /* allowed here: the worker is inside its access handler */
     MHD_suspend_connection(x->conn);
-    pthread_mutex_lock(&srv->defer_lock);
+    struct http_defer_shard *sh = http_defer_shard_of(srv, x);
+    pthread_mutex_lock(&sh->lock);
     atomic_store(&x->defer_state, HTTP_DEFER_WAITING);
     x->dprev = NULL;
-    x->dnext = srv->defer_head;
+    x->dnext = sh->head;
     if (x->dnext)
         x->dnext->dprev = x;
-    srv->defer_head = x;
-    pthread_mutex_unlock(&srv->defer_lock);
+    sh->head = x;
+    pthread_mutex_unlock(&sh->lock);
     return U_CALLBACK_COMPLETE;
 }
 
@@ -137,10 +164,12 @@ void http_resume(struct http_ctx *ctx)
     struct http_server *srv = x->srv;
 
     /* Late (expired, answered, maybe the server gone): only the reference is dropped. */
-    if (atomic_load(&x->defer_state) == HTTP_DEFER_WAITING) {
-        pthread_mutex_lock(&srv->defer_lock);
-        http_defer_settle(srv, x, HTTP_DEFER_RESUMED);
-        pthread_mutex_unlock(&srv->defer_lock);
+    if (http_defer_win(x, HTTP_DEFER_RESUMED)) {
+        struct http_defer_shard *sh = http_defer_shard_of(srv, x);
+        pthread_mutex_lock(&sh->lock);
+        http_defer_unlink(sh, x);
+        pthread_mutex_unlock(&sh->lock);
+        MHD_resume_connection(x->conn);
     }
     http_exchange_unref(x);
 }

@@ -67,7 +67,7 @@ struct http_exchange {
     atomic_int refs;
     atomic_int defer_state; /* enum http_defer_state: who won the race to wake the worker */
     struct timespec deadline;
-    struct http_exchange *dprev, *dnext; /* in srv->defer_head, while HTTP_DEFER_WAITING */
+    struct http_exchange *dprev, *dnext; /* in its srv->defer_shards list, while WAITING */
 };
 
 enum http_defer_state {

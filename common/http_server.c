@@ -171,6 +171,8 @@ static void http_workers_stop(struct http_server *srv)
     ratelimit_free(srv->key_limit);
     srv->key_limit = NULL;
     pthread_mutex_destroy(&srv->defer_lock);
+    for (size_t i = 0; i < HTTP_DEFER_SHARDS; i++)
+        pthread_mutex_destroy(&srv->defer_shards[i].lock);
     pthread_cond_destroy(&srv->defer_cond);
 }
 
@@ -197,6 +199,8 @@ enum status http_server_start(struct http_server *srv, const struct http_server_
     srv->nworkers = cfg->threads > 0 ? (size_t)cfg->threads : 1;
     pthread_condattr_t attr;
     pthread_mutex_init(&srv->defer_lock, NULL);
+    for (size_t i = 0; i < HTTP_DEFER_SHARDS; i++)
+        pthread_mutex_init(&srv->defer_shards[i].lock, NULL);
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&srv->defer_cond, &attr);

@@ -47,6 +47,10 @@ struct reader *reader_start(const char *conninfo, const char *schema, long state
      * The batch statement takes an array of ids; with custom plans PostgreSQL would plan it
      * again on every call for the array's length. The generic plan (an index scan on the
      * primary key) is right for every length.
+     *
+     * The second thread is a spare (spare_after_us): it takes reads only when the first is stuck
+     * for 2 ms (a slow statement, a reconnection), so that reads arriving while a batch runs
+     * make one larger batch rather than many small ones on two connections.
      */
     struct batcher_config bc = {.conninfo = conninfo,
                                 .schema = schema,
@@ -54,6 +58,7 @@ struct reader *reader_start(const char *conninfo, const char *schema, long state
                                 .session_sql = "SET plan_cache_mode = force_generic_plan",
                                 .threads = threads,
                                 .max_batch = READER_MAX_BATCH,
+                                .spare_after_us = 2000,
                                 .fn = reader_batch};
     rd->batcher = batcher_start(&bc);
     return rd;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "batch.h"
@@ -25,7 +26,10 @@ static void schema_teardown(void)
 /* What the batch function saw, for the assertions. */
 static atomic_long batches, items_served, largest;
 static atomic_int fail_next;
-static atomic_int backend_pid; /* of the last batch's connection */
+static atomic_int backend_pid;           /* of the last batch's connection */
+static atomic_int running, most_running; /* batches being served at once, and the most seen */
+static atomic_int stall_next;            /* the next batch first sleeps 400 ms: a stuck statement */
+static long spare_us;                    /* start()'s spare_after_us */
 
 /* Doubles each item's number with one statement for the whole batch; slow enough to queue. */
 static enum status double_all(struct db_conn *conn, struct batch_item **items, size_t n, void *arg)
@@ -36,6 +40,11 @@ static enum status double_all(struct db_conn *conn, struct batch_item **items, s
 
     if (atomic_exchange(&fail_next, 0))
         return STATUS_RETRY;
+    int now = atomic_fetch_add(&running, 1) + 1, most = atomic_load(&most_running);
+    while (now > most && !atomic_compare_exchange_weak(&most_running, &most, now))
+        ;
+    if (atomic_exchange(&stall_next, 0))
+        usleep(400000);
     len += (size_t)snprintf(array + len, sizeof array - len, "{");
     for (size_t i = 0; i < n; i++)
         len += (size_t)snprintf(array + len, sizeof array - len, "%s%d", i ? "," : "",
@@ -51,6 +60,7 @@ static enum status double_all(struct db_conn *conn, struct batch_item **items, s
         *(int *)items[i]->out = (int)strtol(PQgetvalue(r, (int)i, 0), NULL, 10);
     PQclear(r);
     atomic_store(&backend_pid, PQbackendPID(conn->pg));
+    atomic_fetch_sub(&running, 1);
     atomic_fetch_add(&batches, 1);
     atomic_fetch_add(&items_served, (long)n);
     long seen = atomic_load(&largest);
@@ -67,8 +77,11 @@ static struct batcher *start(long threads, size_t max_batch)
                                  .session_sql = "SET plan_cache_mode = force_generic_plan",
                                  .threads = threads,
                                  .max_batch = max_batch,
+                                 .spare_after_us = spare_us,
                                  .fn = double_all};
     atomic_store(&batches, 0);
+    atomic_store(&most_running, 0);
+    atomic_store(&stall_next, 0);
     atomic_store(&items_served, 0);
     atomic_store(&largest, 0);
     atomic_store(&fail_next, 0);
@@ -117,6 +130,81 @@ START_TEST(test_batch_concurrent_requests_share_statements)
     ck_assert_int_lt(atomic_load(&batches), CLIENTS * ROUNDS / 2);
     ck_assert_int_le(atomic_load(&largest), 8); /* and never pass max_batch */
     ck_assert_int_gt(atomic_load(&largest), 1);
+}
+END_TEST
+
+/*
+ * With a spare, the second thread stays out while the first keeps serving: the requests queued
+ * during a batch wait for the serving thread's next one, and no two batches ever run at once.
+ * (Without spares, 32 clients keep both threads busy.)
+ */
+START_TEST(test_batch_spare_waits_while_one_serves)
+{
+    spare_us = 1000000;
+    struct batcher *b = start(2, 64);
+    spare_us = 0;
+    pthread_t t[CLIENTS];
+    struct client c[CLIENTS];
+
+    for (int i = 0; i < CLIENTS; i++) {
+        c[i] = (struct client){b, i * 1000, 0};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, client_run, &c[i]), 0);
+    }
+    for (int i = 0; i < CLIENTS; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_int_eq(c[i].wrong, 0);
+    }
+    batcher_free(b);
+    ck_assert_int_eq(atomic_load(&items_served), CLIENTS * ROUNDS);
+    ck_assert_int_eq(atomic_load(&most_running), 1); /* never two batches at once */
+    ck_assert_int_lt(atomic_load(&batches), CLIENTS * ROUNDS / 4);
+}
+END_TEST
+
+/* Submits one item; for a thread of its own. */
+static void *submit_one(void *arg)
+{
+    struct batcher *b = arg;
+    int in = 5, out = -1;
+    struct batch_item item = {.in = &in, .out = &out};
+
+    ck_assert_int_eq(batcher_submit(b, &item), STATUS_OK);
+    ck_assert_int_eq(out, 10);
+    return NULL;
+}
+
+static double since_ms(const struct timespec *t0)
+{
+    struct timespec t1;
+
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* A batch stuck for 400 ms: the spare takes what queues behind it after spare_after_us. */
+START_TEST(test_batch_spare_takes_over_a_stuck_batch)
+{
+    spare_us = 50000;
+    struct batcher *b = start(2, 8);
+    spare_us = 0;
+    pthread_t stuck;
+    int in = 21, out = -1;
+    struct batch_item item = {.in = &in, .out = &out};
+    struct timespec t0;
+
+    ck_assert_int_eq(batcher_submit(b, &item), STATUS_OK); /* a first connection is made */
+    atomic_store(&stall_next, 1);
+    ck_assert_int_eq(pthread_create(&stuck, NULL, submit_one, b), 0);
+    usleep(20000); /* its batch has started, and stalls */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    out = -1;
+    ck_assert_int_eq(batcher_submit(b, &item), STATUS_OK);
+    double waited = since_ms(&t0);
+    ck_assert_int_eq(out, 42);
+    ck_assert_msg(waited < 300, "waited %.0f ms behind the stuck batch", waited);
+    ck_assert_msg(waited >= 20, "served after %.0f ms: the spare did not wait", waited);
+    pthread_join(stuck, NULL);
+    batcher_free(b);
 }
 END_TEST
 
@@ -185,7 +273,9 @@ START_TEST(test_batch_stop_under_load_answers_everyone)
 {
     /* stops at different moments of the clients' traffic: a request lost in a stop hangs */
     for (int round = 0; round < 8; round++) {
+        spare_us = round % 2 ? 2000 : 0; /* half the rounds with a spare thread */
         struct batcher *b = start(2, 8);
+        spare_us = 0;
         pthread_t t[CLIENTS];
         struct stopper c[CLIENTS];
 
@@ -309,6 +399,8 @@ static Suite *batch_suite(void)
     tcase_add_checked_fixture(tc, schema_setup, schema_teardown);
     tcase_add_unchecked_fixture(tc, NULL, testdb_schema_sweep);
     tcase_add_test(tc, test_batch_concurrent_requests_share_statements);
+    tcase_add_test(tc, test_batch_spare_waits_while_one_serves);
+    tcase_add_test(tc, test_batch_spare_takes_over_a_stuck_batch);
     tcase_add_test(tc, test_batch_stop_under_load_answers_everyone);
     tcase_add_test(tc, test_batch_posted_items_are_called_back);
     tcase_add_test(tc, test_batch_alone_is_a_batch_of_one);
