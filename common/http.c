@@ -84,6 +84,46 @@ void http_field_error(json_t *errors, const char *field, const char *message)
     json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "message", message));
 }
 
+/* The bytes of name kept in a field error: at most max, cut at a character's boundary. */
+static int http_name_cut(const char *name, size_t len, size_t max)
+{
+    size_t n = 0;
+
+    while (n < len) {
+        size_t seq = utf8_sequence((const unsigned char *)name + n);
+        if (seq == 0 || name[n] == '\0' || n + seq > max)
+            break;
+        n += seq;
+    }
+    return (int)n;
+}
+
+size_t http_fields_unknown(const json_t *obj, const char *prefix, const char *const *known,
+                           const char *what, json_t *errors)
+{
+    /* jansson's iterators take no const, and only read here */
+    json_t *o = (json_t *)obj;
+    const char *sep = prefix && *prefix ? "." : "";
+    char field[160], message[128];
+    size_t count = 0;
+
+    snprintf(message, sizeof message, "is not a field of %s", what);
+    for (void *it = json_object_iter(o); it; it = json_object_iter_next(o, it)) {
+        const char *name = json_object_iter_key(it);
+        size_t len = json_object_iter_key_len(it), k = 0;
+
+        while (known[k] && (strlen(known[k]) != len || memcmp(known[k], name, len) != 0))
+            k++;
+        if (known[k])
+            continue;
+        snprintf(field, sizeof field, "%s%s%.*s", *sep ? prefix : "", sep,
+                 http_name_cut(name, len, 100), name);
+        http_field_error(errors, field, message);
+        count++;
+    }
+    return count;
+}
+
 /*
  * Copies text into out as valid UTF-8: jansson refuses anything else, and a path or a detail
  * may hold any byte the client sent. A byte that starts no valid sequence becomes "%XX", as in

@@ -274,6 +274,16 @@ int http_reply_problem_members(struct http_ctx *ctx, enum status st, json_t *mem
 void http_field_error(json_t *errors, const char *field, const char *message);
 
 /*
+ * Names in errors each member of obj (borrowed) whose name is not in the NULL-terminated list
+ * known, as "prefix.name" ("name" when prefix is NULL or empty), with the message "is not a
+ * field of <what>": a body whose schema says additionalProperties: false refuses a misspelt or
+ * unexpected member instead of dropping it. A long name is cut to 100 bytes at a character's
+ * boundary. Returns how many members were named.
+ */
+size_t http_fields_unknown(const json_t *obj, const char *prefix, const char *const *known,
+                           const char *what, json_t *errors);
+
+/*
  * Parses a JSON text strictly: duplicate keys rejected, an object required, nothing after it.
  * On failure returns NULL and writes a human explanation into why.
  */

@@ -3,6 +3,7 @@
 #define PTCE_FUNDING_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "fsm.h"
 #include "http.h"
@@ -51,6 +52,13 @@ int funding_resource_visible(struct http_ctx *ctx, const char *kind, const char 
 
 /* The key's regions as a PostgreSQL array literal (caller frees), or NULL for every region. */
 char *funding_scope_regions(const struct http_ctx *ctx);
+
+/*
+ * Reads a positive amount (borrowed) as api-spec's FundingAmountInput says: an integer of cents
+ * from 1 to INT64_MAX (8.0 is 8, as JSON Schema reads an integer), or a decimal string of euros
+ * (money_parse) of at most 16 digits before the point. 0 with *cents set, or -1.
+ */
+int funding_amount_read(const json_t *v, int64_t *cents);
 
 /* Answers a document with 200 (or code). Takes doc. */
 int funding_reply_doc(struct http_ctx *ctx, int code, json_t *doc);

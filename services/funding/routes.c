@@ -5,6 +5,7 @@
 
 #include "events.h"
 #include "funding.h"
+#include "jnum.h"
 #include "money.h"
 #include "page.h"
 #include "pgarray.h"
@@ -12,6 +13,7 @@
 #include "region.h"
 #include "service.h"
 #include "store.h"
+#include "utf8.h"
 #include "uuid.h"
 
 #define OFFICERS (ROLE_NATIONAL_ADMIN | ROLE_FUNDING_OFFICER)
@@ -29,6 +31,25 @@ struct db_pool *funding_db(const struct http_ctx *ctx)
 struct funding *funding_domain(const struct http_ctx *ctx)
 {
     return ((struct service *)ctx->app)->domain;
+}
+
+/* A decimal string's amount is below 10^16 euros, the spec's 16 digits before the point. */
+#define FUNDING_AMOUNT_TEXT_LIMIT 1000000000000000000LL
+
+int funding_amount_read(const json_t *v, int64_t *cents)
+{
+    long long n;
+
+    if (json_is_number(v)) {
+        if (!jnum_integer_read(v, 1, INT64_MAX, &n))
+            return -1;
+        *cents = n;
+        return 0;
+    }
+    if (!json_is_string(v) || money_from_json(v, cents) != STATUS_OK || *cents <= 0 ||
+        *cents >= FUNDING_AMOUNT_TEXT_LIMIT)
+        return -1;
+    return 0;
 }
 
 int funding_reply_doc(struct http_ctx *ctx, int code, json_t *doc)
@@ -131,12 +152,13 @@ static int handle_envelope_create(struct http_ctx *ctx)
     if (funding_idem_read(ctx, &idem, 0, 201, &rc) != 0)
         return rc;
     json_t *errors = json_array(), *doc = NULL;
+    static const char *const known[] = {"wave", "region", "amount_cents", NULL};
+    http_fields_unknown(ctx->body, NULL, known, "an envelope", errors);
     if (!routes_wave_valid(wave))
         http_field_error(errors, "wave", "must be a wave id (1 to 32 letters, digits, - or _)");
     if (!region || (!json_is_null(region) && !region_is_valid(json_string_value(region))))
         http_field_error(errors, "region", "must be null (national) or an INSEE region code");
-    if (money_from_json(json_object_get(ctx->body, "amount_cents"), &cents) != STATUS_OK ||
-        cents <= 0)
+    if (funding_amount_read(json_object_get(ctx->body, "amount_cents"), &cents) != 0)
         http_field_error(errors, "amount_cents", "must be a positive amount (integer cents)");
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid envelope");
@@ -295,11 +317,14 @@ static int handle_agreement_sign(struct http_ctx *ctx)
 
     if (funding_resource_visible(ctx, "agreement", id, &rc) != 0)
         return rc;
-    if (!signer || (strcmp(signer, "carrier") != 0 && strcmp(signer, "state") != 0)) {
-        json_t *errors = json_array();
+    static const char *const known[] = {"signer", NULL};
+    json_t *errors = json_array();
+    http_fields_unknown(ctx->body, NULL, known, "a signature", errors);
+    if (!signer || (strcmp(signer, "carrier") != 0 && strcmp(signer, "state") != 0))
         http_field_error(errors, "signer", "must be carrier or state");
+    if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid signature");
-    }
+    json_decref(errors);
     json_t *data = json_pack("{s:s}", "signer", signer);
     struct fsm_request rq = {
         .id = id,
@@ -336,12 +361,13 @@ static int handle_agreement_reduce(struct http_ctx *ctx)
 
     if (funding_resource_visible(ctx, "agreement", id, &rc) != 0)
         return rc;
+    static const char *const known[] = {"amount_cents", "motivation", NULL};
     json_t *errors = json_array();
-    if (money_from_json(json_object_get(ctx->body, "amount_cents"), &cents) != STATUS_OK ||
-        cents <= 0)
+    http_fields_unknown(ctx->body, NULL, known, "a reduction", errors);
+    if (funding_amount_read(json_object_get(ctx->body, "amount_cents"), &cents) != 0)
         http_field_error(errors, "amount_cents", "must be a positive amount (integer cents)");
-    if (!motivation || !*motivation || strlen(motivation) > 2000)
-        http_field_error(errors, "motivation", "is required (at most 2000 bytes)");
+    if (!motivation || !*motivation || utf8_chars(motivation, strlen(motivation)) > 2000)
+        http_field_error(errors, "motivation", "is required (at most 2000 characters)");
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid reduction");
     json_decref(errors);
@@ -366,18 +392,23 @@ static int handle_agreement_year3(struct http_ctx *ctx)
 
     if (funding_resource_visible(ctx, "agreement", id, &rc) != 0)
         return rc;
+    static const char *const known[] = {"decision", "amount_cents", "motivation", NULL};
     json_t *errors = json_array();
+    http_fields_unknown(ctx->body, NULL, known, "a year-3 decision", errors);
     int granted = decision && strcmp(decision, "granted") == 0;
     if (!decision || (!granted && strcmp(decision, "declined") != 0))
         http_field_error(errors, "decision", "must be granted or declined");
-    if (granted && (money_from_json(jamount, &cents) != STATUS_OK || cents <= 0))
+    if (granted && funding_amount_read(jamount, &cents) != 0)
         http_field_error(errors, "amount_cents", "a grant needs a positive amount");
     if (!granted && jamount && !json_is_null(jamount))
         http_field_error(errors, "amount_cents", "a declined aid has no amount");
     if (decision && !granted && (!motivation || !*motivation))
         http_field_error(errors, "motivation", "a declined aid must be motivated");
-    if (motivation && strlen(motivation) > 2000)
-        http_field_error(errors, "motivation", "is at most 2000 bytes");
+    const json_t *jmotivation = json_object_get(ctx->body, "motivation");
+    if (jmotivation && !json_is_string(jmotivation) && !json_is_null(jmotivation))
+        http_field_error(errors, "motivation", "is a string (or null)");
+    if (motivation && utf8_chars(motivation, strlen(motivation)) > 2000)
+        http_field_error(errors, "motivation", "is at most 2000 characters");
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid year-3 decision");
     json_decref(errors);

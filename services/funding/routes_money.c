@@ -5,21 +5,26 @@
 
 #include "clock.h"
 #include "funding.h"
+#include "jnum.h"
 #include "money.h"
 #include "store.h"
+#include "utf8.h"
 #include "uuid.h"
 
 #define MONEY_WHY_LEN 256
 
-/* A required string of 1 to max bytes, or a field error. Borrowed from the body. */
+/*
+ * A required string of 1 to max characters (code points, as JSON Schema's maxLength counts), or
+ * a field error. Borrowed from the body.
+ */
 static const char *money_text(struct http_ctx *ctx, const char *name, size_t max, json_t *errors)
 {
     const char *s = json_string_value(json_object_get(ctx->body, name));
     char message[64];
 
-    if (s && *s && strlen(s) <= max)
+    if (s && *s && utf8_chars(s, strlen(s)) <= max)
         return s;
-    snprintf(message, sizeof message, "is required (1 to %zu bytes)", max);
+    snprintf(message, sizeof message, "is required (1 to %zu characters)", max);
     http_field_error(errors, name, message);
     return NULL;
 }
@@ -47,7 +52,9 @@ int funding_handle_tranche_pay(struct http_ctx *ctx)
     if (funding_resource_visible(ctx, "tranche", id, &rc) != 0 ||
         funding_idem_read(ctx, &idem, 0, 200, &rc) != 0)
         return rc;
+    static const char *const known[] = {"reference", "paid_on", NULL};
     json_t *errors = json_array();
+    http_fields_unknown(ctx->body, NULL, known, "a payment", errors);
     const char *reference = money_text(ctx, "reference", 64, errors);
     const char *paid_on = json_string_value(json_object_get(ctx->body, "paid_on"));
     if (!paid_on || clock_date_parse(paid_on, &day) != STATUS_OK)
@@ -71,7 +78,9 @@ int funding_handle_tranche_cancel(struct http_ctx *ctx)
 
     if (funding_resource_visible(ctx, "tranche", id, &rc) != 0)
         return rc;
+    static const char *const known[] = {"motivation", NULL};
     json_t *errors = json_array();
+    http_fields_unknown(ctx->body, NULL, known, "a cancellation", errors);
     const char *motivation = money_text(ctx, "motivation", 2000, errors);
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid cancellation");
@@ -91,10 +100,11 @@ int funding_handle_tranche_recover(struct http_ctx *ctx)
 
     if (funding_resource_visible(ctx, "tranche", id, &rc) != 0)
         return rc;
+    static const char *const known[] = {"amount_cents", "reference", NULL};
     json_t *errors = json_array();
+    http_fields_unknown(ctx->body, NULL, known, "a recovery", errors);
     const char *reference = money_text(ctx, "reference", 64, errors);
-    if (money_from_json(json_object_get(ctx->body, "amount_cents"), &cents) != STATUS_OK ||
-        cents <= 0)
+    if (funding_amount_read(json_object_get(ctx->body, "amount_cents"), &cents) != 0)
         http_field_error(errors, "amount_cents", "must be a positive amount (integer cents)");
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid recovery");
@@ -105,33 +115,84 @@ int funding_handle_tranche_recover(struct http_ctx *ctx)
     return money_reply(ctx, st, doc, "tranche", why, "the recovery could not be recorded");
 }
 
+/* What a report's entries hold: a progress report's indicators, a financial one's lines. */
+struct money_report_kind {
+    const char *list;            /* "indicators" or "lines" */
+    const char *text;            /* the required string member: "code" or "heading" */
+    const char *const *integers; /* the integer members, NULL-terminated */
+    const char *const *required; /* those of them that are required, NULL-terminated */
+    const char *const *known;    /* every member an entry may have, NULL-terminated */
+};
+
+static const char *const indicator_numbers[] = {"baseline", "target", "value", NULL};
+static const char *const indicator_members[] = {"code", "baseline", "target", "value", NULL};
+static const char *const line_numbers[] = {"planned_cents", "actual_cents", NULL};
+static const char *const line_required[] = {"actual_cents", NULL};
+static const char *const line_members[] = {"heading", "planned_cents", "actual_cents", NULL};
+static const struct money_report_kind report_kinds[] = {
+    {"indicators", "code", indicator_numbers, indicator_numbers, indicator_members},
+    {"lines", "heading", line_numbers, line_required, line_members},
+};
+
+/* 1 when name is one of the NULL-terminated words. */
+static int money_word_in(const char *name, const char *const *words)
+{
+    for (size_t i = 0; words[i]; i++) {
+        if (strcmp(words[i], name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Checks one entry of a report's list into errors (field "list[i].member"). */
+static void money_report_entry(const struct money_report_kind *kind, size_t i, const json_t *e,
+                               json_t *errors)
+{
+    char field[96];
+
+    snprintf(field, sizeof field, "%s[%zu]", kind->list, i);
+    if (!json_is_object(e)) {
+        http_field_error(errors, field, "must be an object");
+        return;
+    }
+    http_fields_unknown(e, field, kind->known, "a report's entry", errors);
+    snprintf(field, sizeof field, "%s[%zu].%s", kind->list, i, kind->text);
+    if (!json_is_string(json_object_get(e, kind->text)))
+        http_field_error(errors, field, "is required: a string");
+    for (size_t k = 0; kind->integers[k]; k++) {
+        const json_t *v = json_object_get(e, kind->integers[k]);
+        snprintf(field, sizeof field, "%s[%zu].%s", kind->list, i, kind->integers[k]);
+        if (!v && !money_word_in(kind->integers[k], kind->required))
+            continue;
+        /* 8.0 is 8, as JSON Schema reads it; anything beyond int64 never parsed */
+        if (!jnum_integer_read(v, INT64_MIN, INT64_MAX, NULL))
+            http_field_error(errors, field, "must be a 64-bit integer");
+    }
+}
+
 /*
  * A progress report lists indicators of the catalogue, each with the pole's baseline, target and
- * value; a financial one CERFA lines with their actual amount. The codes are checked against
- * the catalogue by the database.
+ * value; a financial one CERFA lines with their actual amount (and the planned one). Exactly one
+ * of the two lists, 1 to 100 entries, and no other member, as FundingReportInput says. The codes
+ * are checked against the catalogue by the database.
  */
-static int money_report_body_ok(const json_t *body)
+static void money_report_check(const json_t *body, json_t *errors)
 {
-    static const char *const indicator_members[] = {"baseline", "target", "value"};
+    static const char *const known[] = {"indicators", "lines", NULL};
     const json_t *ind = json_object_get(body, "indicators");
-    const json_t *lines = json_object_get(body, "lines");
-    const json_t *list = ind ? ind : lines;
+    const struct money_report_kind *kind = &report_kinds[ind ? 0 : 1];
+    const json_t *list = json_object_get(body, kind->list);
 
-    if ((ind && lines) || !json_is_array(list) || json_array_size(list) == 0 ||
-        json_array_size(list) > 100)
-        return 0;
-    for (size_t i = 0; i < json_array_size(list); i++) {
-        const json_t *e = json_array_get(list, i);
-        if (!json_is_object(e))
-            return 0;
-        if (!ind && !json_is_integer(json_object_get(e, "actual_cents")))
-            return 0;
-        for (size_t k = 0; ind && k < sizeof indicator_members / sizeof *indicator_members; k++) {
-            if (!json_is_integer(json_object_get(e, indicator_members[k])))
-                return 0;
-        }
+    http_fields_unknown(body, NULL, known, "a report", errors);
+    if ((ind && json_object_get(body, "lines")) || !json_is_array(list) ||
+        json_array_size(list) == 0 || json_array_size(list) > 100) {
+        http_field_error(errors, kind->list,
+                         "a progress report has indicators [{code, baseline, target, value}], a"
+                         " financial one lines [{heading, actual_cents}] (1 to 100, integers)");
+        return;
     }
-    return 1;
+    for (size_t i = 0; i < json_array_size(list); i++)
+        money_report_entry(kind, i, json_array_get(list, i), errors);
 }
 
 int funding_handle_report_submit(struct http_ctx *ctx)
@@ -145,13 +206,11 @@ int funding_handle_report_submit(struct http_ctx *ctx)
     if (funding_resource_visible(ctx, "report", id, &rc) != 0 ||
         funding_idem_read(ctx, &idem, 0, 200, &rc) != 0)
         return rc;
-    if (!money_report_body_ok(ctx->body)) {
-        json_t *errors = json_array();
-        http_field_error(errors, "indicators",
-                         "a progress report has indicators [{code, baseline, target, value}], a"
-                         " financial one lines [{heading, actual_cents}] (1 to 100, integers)");
+    json_t *errors = json_array();
+    money_report_check(ctx->body, errors);
+    if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid report");
-    }
+    json_decref(errors);
     char *content = json_dumps(ctx->body, JSON_COMPACT);
     enum status st =
         store_report_submit(funding_db(ctx), id, content, &idem, &doc, why, sizeof why);
@@ -172,14 +231,16 @@ int funding_handle_report_review(struct http_ctx *ctx)
 
     if (funding_resource_visible(ctx, "report", id, &rc) != 0)
         return rc;
+    static const char *const known[] = {"decision", "reason", NULL};
     json_t *errors = json_array();
+    http_fields_unknown(ctx->body, NULL, known, "a review", errors);
     int approved = decision && strcmp(decision, "approved") == 0;
     if (!decision || (!approved && strcmp(decision, "rejected") != 0))
         http_field_error(errors, "decision", "must be approved or rejected");
     if (decision && !approved && (!reason || !*reason))
         http_field_error(errors, "reason", "a rejection gives its reason");
-    if (reason && strlen(reason) > 2000)
-        http_field_error(errors, "reason", "is at most 2000 bytes");
+    if (reason && utf8_chars(reason, strlen(reason)) > 2000)
+        http_field_error(errors, "reason", "is at most 2000 characters");
     const json_t *jreason = json_object_get(ctx->body, "reason");
     if (jreason && !json_is_string(jreason) && !json_is_null(jreason))
         http_field_error(errors, "reason", "is a string (or null)");

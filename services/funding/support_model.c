@@ -91,11 +91,15 @@ enum status support_action_parse(const json_t *body, struct support_action_input
                                  json_t *errors)
 {
     static const char *const formats[] = {"individual", "collective", NULL};
+    static const char *const known[] = {"title",          "description", "partner_organisation",
+                                        "partner_key_id", "format",      "capacity",
+                                        "starts_on",      "ends_on",     NULL};
     const json_t *cap = json_object_get(body, "capacity");
     const json_t *key = json_object_get(body, "partner_key_id");
     struct clock_date from, to;
 
     memset(out, 0, sizeof *out);
+    http_fields_unknown(body, NULL, known, "an action", errors);
     out->title = model_text(body, "title", SUPPORT_TEXT_MAX, 1, errors);
     out->description = model_text(body, "description", SUPPORT_NOTE_MAX, 0, errors);
     out->partner_organisation =
@@ -122,7 +126,10 @@ enum status support_action_parse(const json_t *body, struct support_action_input
 enum status support_enrolment_parse(const json_t *body, struct support_enrolment_input *out,
                                     json_t *errors)
 {
+    static const char *const known[] = {"action_id", "dossier_id", "note", NULL};
+
     memset(out, 0, sizeof *out);
+    http_fields_unknown(body, NULL, known, "an enrolment", errors);
     model_uuid(body, "action_id", out->action_id, errors);
     model_uuid(body, "dossier_id", out->dossier_id, errors);
     out->note = model_text(body, "note", SUPPORT_NOTE_MAX, 0, errors);
@@ -140,9 +147,11 @@ static void model_not_future(const char *field, const struct clock_date *d,
 enum status support_delivery_parse(const json_t *body, const struct clock_date *today,
                                    struct support_delivery_input *out, json_t *errors)
 {
+    static const char *const known[] = {"delivered_on", "note", NULL};
     struct clock_date d;
 
     memset(out, 0, sizeof *out);
+    http_fields_unknown(body, NULL, known, "a delivery", errors);
     if (model_date(body, "delivered_on", out->delivered_on, &d, errors) == 0)
         model_not_future("delivered_on", &d, today, errors);
     out->note = model_text(body, "note", SUPPORT_NOTE_MAX, 0, errors);
@@ -153,11 +162,14 @@ enum status charter_signature_parse(const json_t *body, const struct clock_date 
                                     struct charter_signature_input *out, json_t *errors)
 {
     static const char *const roles[] = {"carrier", "contributor", NULL};
+    static const char *const known[] = {"organisation",    "siret",     "role",
+                                        "charter_version", "signed_on", NULL};
     const char *siret = json_string_value(json_object_get(body, "siret"));
     const char *version = json_string_value(json_object_get(body, "charter_version"));
     struct clock_date d;
 
     memset(out, 0, sizeof *out);
+    http_fields_unknown(body, NULL, known, "a charter signature", errors);
     out->organisation = model_text(body, "organisation", SUPPORT_TEXT_MAX, 1, errors);
     if (!siret)
         http_field_error(errors, "siret", "is required: 14 digits");

@@ -62,29 +62,6 @@ static int dossier_text(json_t *obj, const char *key, const char *field, size_t 
     return 1;
 }
 
-/*
- * Refuses the keys of obj that are not in the NULL-terminated list known, naming each one as
- * prefix.key (prefix may be empty): a misspelt field must not be dropped without a word.
- */
-static void dossier_unknown_keys(json_t *obj, const char *prefix, const char *const *known,
-                                 json_t *errors)
-{
-    const char *key;
-    json_t *v;
-    char field[160];
-
-    json_object_foreach(obj, key, v)
-    {
-        size_t k = 0;
-        while (known[k] && strcmp(known[k], key) != 0)
-            k++;
-        if (known[k])
-            continue;
-        snprintf(field, sizeof field, "%s%s%.100s", prefix, *prefix ? "." : "", key);
-        http_field_error(errors, field, "is not a field of a dossier");
-    }
-}
-
 static void dossier_partner_members(json_t *members, json_t *errors)
 {
     size_t i;
@@ -103,7 +80,7 @@ static void dossier_partner_members(json_t *members, json_t *errors)
             continue;
         }
         static const char *const member_keys[] = {"name", "siret", "kind", NULL};
-        dossier_unknown_keys(mb, field, member_keys, errors);
+        http_fields_unknown(mb, field, member_keys, "a dossier", errors);
         snprintf(field, sizeof field, "members[%zu].name", i);
         dossier_text(mb, "name", field, 300, 1, errors);
         snprintf(field, sizeof field, "members[%zu].siret", i);
@@ -144,11 +121,11 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
     json_t *doc = json_object_get(body, "main_document");
     size_t before = json_array_size(errors);
 
-    dossier_unknown_keys(body, "", known, errors);
+    http_fields_unknown(body, "", known, "a dossier", errors);
     if (!json_is_object(carrier)) {
         http_field_error(errors, "carrier", "is required: {siret, name, legal_form}");
     } else {
-        dossier_unknown_keys(carrier, "carrier", carrier_keys, errors);
+        http_fields_unknown(carrier, "carrier", carrier_keys, "a dossier", errors);
         dossier_text(carrier, "siret", "carrier.siret", 14, 1, errors);
         dossier_text(carrier, "name", "carrier.name", 300, 1, errors);
         dossier_text(carrier, "legal_form", "carrier.legal_form", 100, 0, errors);
@@ -156,7 +133,7 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
     if (!json_is_object(territory)) {
         http_field_error(errors, "territory", "is required: {name, region}");
     } else {
-        dossier_unknown_keys(territory, "territory", territory_keys, errors);
+        http_fields_unknown(territory, "territory", territory_keys, "a dossier", errors);
         dossier_text(territory, "name", "territory.name", 300, 1, errors);
         if (!region_is_valid(json_string_value(json_object_get(territory, "region"))))
             http_field_error(errors, "territory.region", "must be an INSEE region code such as 84");
@@ -170,7 +147,7 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
         json_t *pages = json_object_get(doc, "pages");
         long long npages = 0;
         if (json_is_object(doc))
-            dossier_unknown_keys(doc, "main_document", document_keys, errors);
+            http_fields_unknown(doc, "main_document", document_keys, "a dossier", errors);
         if (!json_is_object(doc) ||
             !dossier_text(doc, "filename", "main_document.filename", 255, 1, errors))
             http_field_error(errors, "main_document", "must be {filename, pages?}");

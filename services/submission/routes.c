@@ -528,23 +528,13 @@ static void routes_wave_check(json_t *w, json_t *errors)
                                         "phase2_opens_at",
                                         "phase2_closes_at",
                                         "phase2_slots",
-                                        "amount_per_laureate_cents"};
-    char when[4][40] = {{0}}, field[112];
-    const char *key;
-    json_t *value;
+                                        "amount_per_laureate_cents",
+                                        NULL};
+    char when[4][40] = {{0}};
     long long n;
 
     /* unknown fields are refused (as a deposit's are), each named: a misspelt one is not lost */
-    json_object_foreach(w, key, value)
-    {
-        size_t k = 0;
-        while (k < sizeof known / sizeof *known && strcmp(known[k], key) != 0)
-            k++;
-        if (k < sizeof known / sizeof *known)
-            continue;
-        snprintf(field, sizeof field, "%.100s", key);
-        http_field_error(errors, field, "is not a field of a wave");
-    }
+    http_fields_unknown(w, NULL, known, "a wave", errors);
 
     if (!id || strlen(id) < 1 || strlen(id) > 32 ||
         strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

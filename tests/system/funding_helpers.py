@@ -19,6 +19,14 @@ SIRETS = ["73282932000074", "35600000000048", "44306184100047", "55203253400646"
           "13002526500013", "12000101100010"]
 
 
+def art10_clauses(amount_cents=1000, months=24):
+    """Clauses of the shape the service builds (api-spec's FundingClauses), for agreements that a
+    test creates through the SQL; the database refuses an agreement without them."""
+    return {"legal_basis": "loi n° 2000-321 du 12 avril 2000, article 10", "objet": "test",
+            "montant": f"{amount_cents // 100}.{amount_cents % 100:02d} euros",
+            "modalites_versement": [], "conditions_utilisation": "test", "duree_mois": months}
+
+
 def new_wave():
     return f"f{uuid.uuid4().hex[:12]}"
 

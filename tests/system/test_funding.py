@@ -238,6 +238,42 @@ def test_envelopes(fund, officer, dashboard, keys):
     assert r.status_code == 403
 
 
+def test_bodies_are_closed_as_the_spec_says(fund, officer, db):
+    """What the contract fuzzing found, pinned: the request bodies have additionalProperties:
+    false, so an unknown member is named in `errors` (it was ignored, and a 65-bit integer in it
+    answered as malformed JSON); amounts are within int64, without leading zeros; a report's
+    entries are closed too; lengths count characters."""
+    wave = new_wave()
+    post = lambda path, body: requests.post(f"{fund}{path}", json=body, headers=officer,  # noqa: E731
+                                            timeout=TIMEOUT)
+    r = post("/v1/envelopes", {"wave": wave, "region": None, "amount_cents": 100, "J": 1})
+    assert r.status_code == 400 and [e["field"] for e in r.json()["errors"]] == ["J"], r.text
+    for amount in ("0", "006128.8", 2 ** 63, "1" * 17):
+        r = post("/v1/envelopes", {"wave": wave, "region": None, "amount_cents": amount})
+        assert r.status_code == 400, (amount, r.text)
+        assert r.headers["Content-Type"].startswith("application/problem+json"), r.text
+    assert post("/v1/envelopes", {"wave": wave, "region": None, "amount_cents": 2 ** 63 - 1}
+                ).status_code == 201
+    dossier = str(uuid.uuid4())
+    publish(db, decision_event(dossier, wave))
+    aid = agreement_of(db, dossier)
+    doc, etag = get_agreement(fund, officer, aid)
+    assert doc["clauses"]["legal_basis"]
+    r = requests.post(f"{fund}/v1/agreements/{aid}/signatures", json={"signer": "state", "x": 1},
+                      headers={**officer, "If-Match": etag}, timeout=TIMEOUT)
+    assert r.status_code == 400 and [e["field"] for e in r.json()["errors"]] == ["x"], r.text
+    report = requests.get(f"{fund}/v1/agreements/{aid}/reports", headers=officer,
+                          timeout=TIMEOUT).json()["items"][0]["id"]
+    r = post(f"/v1/reports/{report}/submission",
+             {"indicators": [{"code": "c", "baseline": 0, "target": 1, "value": 1, "extra": 2}]})
+    assert r.status_code == 400, r.text
+    assert [e["field"] for e in r.json()["errors"]] == ["indicators[0].extra"], r.text
+    r = requests.post(f"{fund}/v1/agreements/{aid}/reductions",
+                      json={"amount_cents": 1, "motivation": "é" * 2000},
+                      headers={**officer, "If-Match": etag}, timeout=TIMEOUT)
+    assert r.status_code == 201, r.text
+
+
 def test_access_scope_and_dashboards(fund, officer, dashboard, keys, db):
     wave = new_wave()
     dossier = str(uuid.uuid4())

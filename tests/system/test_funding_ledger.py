@@ -21,8 +21,9 @@ import pytest
 import requests
 
 from conftest import bearer, sql
-from funding_helpers import (SIRETS, TIMEOUT, agreement_of, decision_event, get_agreement,
-                             ledger_problems, new_wave, open_envelope, publish, sign)
+from funding_helpers import (SIRETS, TIMEOUT, agreement_of, art10_clauses, decision_event,
+                             get_agreement, ledger_problems, new_wave, open_envelope, publish,
+                             sign)
 
 SCDL_COLUMNS = ["nomAttribuant", "idAttribuant", "dateConvention", "referenceDecision",
                 "nomBeneficiaire", "idBeneficiaire", "objet", "montant", "nature",
@@ -158,7 +159,7 @@ def test_a_schedule_that_does_not_add_up_is_refused(fund, officer, db, admin_url
     other = str(uuid.uuid4())
     payload = {"dossier_id": other, "wave": wave, "region": "84", "reference": "X",
                "decided_at": "2026-06-01T00:00:00Z", "duration_months": 24, "amount_cents": 1000,
-               "beneficiary": {"siret": SIRETS[0], "name": "n"}, "clauses": {},
+               "beneficiary": {"siret": SIRETS[0], "name": "n"}, "clauses": art10_clauses(),
                "tranches": [{"label": "a", "condition": "signature", "due_offset_months": 0,
                              "amount_cents": 600},
                             {"label": "b", "condition": "signature", "due_offset_months": 0,
@@ -171,6 +172,27 @@ def test_a_schedule_that_does_not_add_up_is_refused(fund, officer, db, admin_url
     assert sql(db, "SELECT count(*) FROM funding.agreement WHERE dossier_id = %s", other)[0][0] == 0
     with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
         sql(db, "DELETE FROM funding.ledger WHERE false")  # the journal is append-only
+
+
+def test_an_agreement_without_its_clauses_is_refused(db, admin_url):
+    """GET /v1/agreements promises FundingClauses (legal_basis, objet, montant…): an agreement
+    handed to agreement_create without them is refused by the database, so that no creation
+    path can leave one that the API would answer against its spec."""
+    wave = new_wave()
+    for clauses in ({}, {k: v for k, v in art10_clauses().items() if k != "legal_basis"}, []):
+        other = str(uuid.uuid4())
+        payload = {"dossier_id": other, "wave": wave, "region": "84", "reference": "X",
+                   "decided_at": "2026-06-01T00:00:00Z", "duration_months": 24,
+                   "amount_cents": 1000, "beneficiary": {"siret": SIRETS[0], "name": "n"},
+                   "clauses": clauses, "tranches": [{"label": "a", "condition": "signature",
+                                                     "due_offset_months": 0, "amount_cents": 1000}]}
+        with pytest.raises(psycopg.errors.CheckViolation, match="agreement_clauses_complete"):
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                with conn.transaction():
+                    sql(conn, "SET LOCAL search_path TO funding")
+                    sql(conn, "SELECT agreement_create(%s::jsonb)", json.dumps(payload))
+        assert sql(db, "SELECT count(*) FROM funding.agreement WHERE dossier_id = %s",
+                   other)[0][0] == 0
 
 
 # ---- the property test ----
@@ -212,7 +234,7 @@ class Model:
         payload = {"dossier_id": str(uuid.uuid4()), "wave": self.wave, "region": "84",
                    "reference": "P", "decided_at": "2026-01-01T00:00:00Z", "duration_months": 24,
                    "amount_cents": amount, "beneficiary": {"siret": SIRETS[0], "name": "n"},
-                   "clauses": {}, "tranches": [{"label": f"t{i}", "condition": conds[i],
+                   "clauses": art10_clauses(amount), "tranches": [{"label": f"t{i}", "condition": conds[i],
                                                 "due_offset_months": 12 * i, "amount_cents": p}
                                                for i, p in enumerate(parts)]}
         return self.call("SELECT agreement_create(%s::jsonb)", json.dumps(payload))["id"]

@@ -129,6 +129,12 @@ START_TEST(test_action_rules)
     ck_assert_int_eq(support_action_parse(bad, &in, errors), STATUS_INVALID);
     ck_assert_str_eq(fields(errors, f, sizeof f),
                      "title,partner_organisation,format,partner_key_id,capacity,ends_on");
+    /* SupportActionInput is closed (additionalProperties: false): an unknown member is named */
+    json_array_clear(errors);
+    json_object_set_new(good, "title", json_string("Atelier"));
+    json_object_set_new(good, "capacityy", json_integer(3));
+    ck_assert_int_eq(support_action_parse(good, &in, errors), STATUS_INVALID);
+    ck_assert_str_eq(fields(errors, f, sizeof f), "capacityy");
     json_decref(good);
     json_decref(bad);
     json_decref(errors);

@@ -54,6 +54,48 @@ START_TEST(test_http_json_parse_object)
 }
 END_TEST
 
+/* ---- http_fields_unknown: members a closed schema does not name ---- */
+
+START_TEST(test_http_fields_unknown)
+{
+    static const char *const known[] = {"signer", "note", NULL};
+    static const char text[] = "{\"signer\": \"state\", \"signe\": 1, \"J\": "
+                               "123456789012345678, \"note\": null}";
+    char why[128], longer[300];
+    json_t *body = http_json_parse_object(text, strlen(text), why, sizeof why);
+    json_t *errors = json_array();
+
+    ck_assert_ptr_nonnull(body);
+    ck_assert_uint_eq(http_fields_unknown(body, NULL, known, "a signature", errors), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(errors, 0), "field")),
+                     "signe");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(errors, 1), "field")), "J");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(errors, 1), "message")),
+                     "is not a field of a signature");
+    json_decref(errors);
+    json_decref(body);
+
+    /* a long name is cut at a character's boundary: the error stays valid UTF-8 */
+    body = json_object();
+    size_t n = 0;
+    longer[n++] = 'a';
+    while (n + 2 < sizeof longer - 1) {
+        longer[n++] = (char)0xc3;
+        longer[n++] = (char)0xa9; /* é */
+    }
+    longer[n] = '\0';
+    json_object_set_new(body, longer, json_true());
+    errors = json_array();
+    ck_assert_uint_eq(http_fields_unknown(body, "lines[0]", known, "a line", errors), 1);
+    const char *field = json_string_value(json_object_get(json_array_get(errors, 0), "field"));
+    ck_assert_ptr_nonnull(field);
+    ck_assert_int_eq(strncmp(field, "lines[0].aé", strlen("lines[0].aé")), 0);
+    ck_assert_uint_le(strlen(field), strlen("lines[0].") + 100);
+    json_decref(errors);
+    json_decref(body);
+}
+END_TEST
+
 /* ---- the in-process server ---- */
 
 #define BODY_LIMIT 1024
@@ -1229,6 +1271,7 @@ static Suite *http_suite(void)
 
     tcase_set_timeout(json, 10);
     tcase_add_test(json, test_http_json_parse_object);
+    tcase_add_test(json, test_http_fields_unknown);
     suite_add_tcase(s, json);
 
     tcase_set_timeout(tc, 30);
