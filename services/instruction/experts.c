@@ -6,7 +6,7 @@
 #include "clock.h"
 #include "domain.h"
 #include "events.h"
-#include "idem.h"
+#include "http_idem.h"
 #include "instruction.h"
 #include "lifecycle.h"
 #include "outbox.h"
@@ -98,7 +98,7 @@ static void experts_create_read(const struct http_ctx *ctx, struct experts_creat
  */
 static enum status experts_create_tx(struct db_conn *conn, const struct dossier_row *d,
                                      const struct experts_create *c, const char *actor,
-                                     struct instruction_idem *idem, char **token, json_t **doc)
+                                     struct http_idem *idem, char **token, json_t **doc)
 {
     char rid[UUID_STR_LEN], key_id[AUTH_KEY_ID_LEN + 1], label[80];
     PGresult *r;
@@ -114,7 +114,7 @@ static enum status experts_create_tx(struct db_conn *conn, const struct dossier_
     };
     enum status st = db_begin(conn);
     if (st == STATUS_OK)
-        st = instruction_idem_claim(conn, idem);
+        st = http_idem_claim(conn, idem);
     if (st == STATUS_OK && idem->replayed) {
         db_rollback(conn);
         return STATUS_OK;
@@ -136,7 +136,7 @@ static enum status experts_create_tx(struct db_conn *conn, const struct dossier_
     if (st == STATUS_OK) {
         *doc = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
         PQclear(r);
-        st = instruction_idem_store(conn, idem, 201, *doc);
+        st = http_idem_store_json(conn, idem, *doc);
     }
     if (st == STATUS_OK)
         st = db_commit(conn);
@@ -154,7 +154,7 @@ int experts_handle_request_create(struct http_ctx *ctx)
 {
     char deadline[CLOCK_RFC3339_LEN];
     struct experts_create c = {0};
-    struct instruction_idem idem;
+    struct http_idem idem;
     struct dossier_row d;
     struct db_conn *conn;
     char *token = NULL;
@@ -164,7 +164,8 @@ int experts_handle_request_create(struct http_ctx *ctx)
     static const char *const members[] = {"expert",       "question", "yes_no",
                                           "confidential", "deadline", NULL};
 
-    if (!instruction_body_closed(ctx, members, &rc) || !instruction_idem_init(ctx, &idem, &rc))
+    if (!instruction_body_closed(ctx, members, &rc) ||
+        !http_idem_read(ctx, &idem, HTTP_IDEM_ID_METHOD_PATH, 201, &rc))
         return rc;
     errors = json_array();
     experts_create_read(ctx, &c, deadline, errors);
@@ -181,10 +182,10 @@ int experts_handle_request_create(struct http_ctx *ctx)
         st = experts_create_tx(conn, &d, &c, ctx->principal.key_id, &idem, &token, &doc);
     store_dossier_row_clear(&d);
     db_release(instruction_db(ctx), conn);
-    if (idem.refused)
-        rc = instruction_idem_refusal(ctx, st);
+    if (idem.refused != STATUS_OK)
+        rc = http_idem_reply_refusal(ctx, &idem);
     else if (st == STATUS_OK && idem.replayed)
-        rc = instruction_idem_reply(ctx, &idem, 0); /* the request again, never its token */
+        rc = http_idem_reply_json(ctx, &idem, 0); /* the request again, never its token */
     else if (st == STATUS_UNPROCESSABLE)
         rc = http_reply_problem(ctx, st, "a withdrawn or unlocated dossier gets no expert");
     else if (st != STATUS_OK)
@@ -194,7 +195,7 @@ int experts_handle_request_create(struct http_ctx *ctx)
         rc = http_reply_json(ctx, 201, doc);
     }
     free(token);
-    instruction_idem_clear(&idem);
+    http_idem_clear(&idem);
     return rc;
 }
 

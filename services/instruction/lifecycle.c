@@ -252,7 +252,7 @@ static enum status lifecycle_effect_hook(struct db_conn *conn, const struct fsm_
     json_t *doc = store_dossier_document(conn, c->d->id); /* what the answer shows */
     if (!doc)
         return STATUS_INTERNAL;
-    st = instruction_idem_store(conn, c->mv->idem, 200, doc);
+    st = http_idem_store_json(conn, c->mv->idem, doc);
     json_decref(doc);
     return st;
 }
@@ -279,7 +279,7 @@ static enum status lifecycle_prepare_hook(struct db_conn *conn, const struct fsm
 {
     const struct lifecycle_ctx *c = rq->arg;
     long slots, taken;
-    enum status st = instruction_idem_claim(conn, c->mv->idem);
+    enum status st = http_idem_claim(conn, c->mv->idem);
 
     (void)res;
     if (st != STATUS_OK)

@@ -3,7 +3,7 @@
 #define PTCE_INSTRUCTION_LIFECYCLE_H
 
 #include "fsm.h"
-#include "idem.h"
+#include "http_idem.h"
 #include "store.h"
 
 #define LIFECYCLE_SOURCE "/ptce/instruction"
@@ -17,7 +17,7 @@ struct lifecycle_move {
     const char *deadline;             /* an invitation's deadline, RFC 3339, NULL when none */
     const char *if_match;             /* NULL when absent */
     const struct auth_principal *who; /* NULL: the service itself */
-    struct instruction_idem *idem;    /* lifecycle_move_apply's Idempotency-Key, NULL: none */
+    struct http_idem *idem;           /* lifecycle_move_apply's Idempotency-Key, NULL: none */
 };
 
 /* The machine, built once at start-up (NULL and a message in err when the table is wrong). */

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "domain.h"
-#include "idem.h"
+#include "http_idem.h"
 #include "instruction.h"
 #include "lifecycle.h"
 #include "page.h"
@@ -296,9 +296,8 @@ static enum status national_decisions_check(struct db_conn *conn, const char *wa
  * replay (idem->replayed) writes nothing.
  */
 static enum status national_decide_tx(struct db_conn *conn, const struct http_ctx *ctx, int phase,
-                                      const struct decision *ds, size_t n,
-                                      struct instruction_idem *idem, json_t *errors,
-                                      json_t **answer, char *why, size_t whylen)
+                                      const struct decision *ds, size_t n, struct http_idem *idem,
+                                      json_t *errors, json_t **answer, char *why, size_t whylen)
 {
     const char *wave = http_param(ctx, "wave");
     struct dossier_row *rows;
@@ -307,7 +306,7 @@ static enum status national_decide_tx(struct db_conn *conn, const struct http_ct
 
     *answer = NULL;
     if (st == STATUS_OK)
-        st = instruction_idem_claim(conn, idem);
+        st = http_idem_claim(conn, idem);
     if (st == STATUS_OK && idem->replayed) {
         db_rollback(conn);
         return STATUS_OK;
@@ -340,7 +339,7 @@ static enum status national_decide_tx(struct db_conn *conn, const struct http_ct
     *answer = json_pack("{s:s, s:i, s:I, s:o}", "wave", wave, "phase", phase, "decided",
                         (json_int_t)n, "results", results);
     if (st == STATUS_OK)
-        st = instruction_idem_store(conn, idem, 200, *answer);
+        st = http_idem_store_json(conn, idem, *answer);
     if (st == STATUS_OK)
         st = db_commit(conn);
     if (st != STATUS_OK) {
@@ -356,7 +355,7 @@ static enum status national_decide_tx(struct db_conn *conn, const struct http_ct
 
 int national_handle_decisions(struct http_ctx *ctx)
 {
-    struct instruction_idem idem;
+    struct http_idem idem;
     json_t *errors, *answer = NULL;
     struct db_conn *conn;
     char why[200] = "";
@@ -365,7 +364,8 @@ int national_handle_decisions(struct http_ctx *ctx)
 
     static const char *const members[] = {"phase", "decisions", NULL};
 
-    if (!instruction_body_closed(ctx, members, &rc) || !instruction_idem_init(ctx, &idem, &rc))
+    if (!instruction_body_closed(ctx, members, &rc) ||
+        !http_idem_read(ctx, &idem, HTTP_IDEM_ID_METHOD_PATH, 200, &rc))
         return rc;
     errors = json_array();
     struct decision *ds = national_decisions_read(ctx->body, &phase, &n, errors);
@@ -386,9 +386,9 @@ int national_handle_decisions(struct http_ctx *ctx)
     db_release(instruction_db(ctx), conn);
     free(ds);
     if (st == STATUS_OK && idem.replayed)
-        rc = instruction_idem_reply(ctx, &idem, 0);
-    else if (idem.refused)
-        rc = instruction_idem_refusal(ctx, st);
+        rc = http_idem_reply_json(ctx, &idem, 0);
+    else if (idem.refused != STATUS_OK)
+        rc = http_idem_reply_refusal(ctx, &idem);
     else if (st == STATUS_OK)
         rc = http_reply_json(ctx, 200, answer);
     else if (json_array_size(errors)) {
@@ -398,6 +398,6 @@ int national_handle_decisions(struct http_ctx *ctx)
     } else
         rc = http_reply_problem(ctx, st, "%s", why[0] ? why : "no decision was recorded");
     json_decref(errors);
-    instruction_idem_clear(&idem);
+    http_idem_clear(&idem);
     return rc;
 }

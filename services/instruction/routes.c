@@ -246,7 +246,7 @@ static int handle_dossier_transition(struct http_ctx *ctx)
 {
     char deadline[CLOCK_RFC3339_LEN];
     struct lifecycle_move mv = {0};
-    struct instruction_idem idem;
+    struct http_idem idem;
     struct fsm_result res;
     struct dossier_row d;
     struct db_conn *conn;
@@ -255,7 +255,8 @@ static int handle_dossier_transition(struct http_ctx *ctx)
 
     static const char *const members[] = {"to", "motivation", "reference", "deadline", NULL};
 
-    if (!instruction_body_closed(ctx, members, &rc) || !instruction_idem_init(ctx, &idem, &rc))
+    if (!instruction_body_closed(ctx, members, &rc) ||
+        !http_idem_read(ctx, &idem, HTTP_IDEM_ID_METHOD_PATH, 200, &rc))
         return rc;
     errors = json_array();
 
@@ -290,18 +291,18 @@ static int handle_dossier_transition(struct http_ctx *ctx)
         rc = instruction_reply_dossier_missing(ctx, st);
     else {
         st = lifecycle_move_apply(instruction_fsm(ctx), conn, &d, &mv, &res);
-        if (idem.refused)
-            rc = instruction_idem_refusal(ctx, st);
+        if (idem.refused != STATUS_OK)
+            rc = http_idem_reply_refusal(ctx, &idem);
         else if (st != STATUS_OK)
             rc = routes_move_refused(ctx, st, &res);
         else if (idem.key) /* the document stored under the key, or the first one replayed */
-            rc = instruction_idem_reply(ctx, &idem, 1);
+            rc = http_idem_reply_json(ctx, &idem, 1);
         else
             rc = instruction_reply_dossier(ctx, conn, 200, d.id);
     }
     store_dossier_row_clear(&d);
     db_release(instruction_db(ctx), conn);
-    instruction_idem_clear(&idem);
+    http_idem_clear(&idem);
     return rc;
 }
 

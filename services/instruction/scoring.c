@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "domain.h"
-#include "idem.h"
+#include "http_idem.h"
 #include "instruction.h"
 
 #define SCORING_MAX_REVIEWS 64
@@ -27,7 +27,7 @@ struct scoring_arg {
     int phase;
     const json_t *scores;
     const char *comment, *reviewer;
-    struct instruction_idem *idem;
+    struct http_idem *idem;
     json_t *out; /* the answer, filled on success */
 };
 
@@ -66,7 +66,7 @@ static enum status scoring_write(struct db_conn *conn, const struct dossier_row 
 
     snprintf(ph, sizeof ph, "%d", a->phase);
     const char *g[] = {d->wave, ph};
-    enum status st = instruction_idem_claim(conn, a->idem);
+    enum status st = http_idem_claim(conn, a->idem);
     if (st != STATUS_OK)
         return st;
     if (a->idem->replayed)
@@ -107,13 +107,13 @@ static enum status scoring_write(struct db_conn *conn, const struct dossier_row 
                   "dossier_id", d->id, "phase", a->phase, "reviewer", a->reviewer, "grid", "wave",
                   gwave, "version", (int)strtol(gversion, NULL, 10), "scores", a->scores, "total",
                   total, "consolidated", "score", mean, "spread", spread, "reviews", (int)n);
-    return instruction_idem_store(conn, a->idem, 201, a->out);
+    return http_idem_store_json(conn, a->idem, a->out);
 }
 
 int scoring_handle_review(struct http_ctx *ctx)
 {
     struct scoring_arg a = {0};
-    struct instruction_idem idem;
+    struct http_idem idem;
     json_t *phase = json_object_get(ctx->body, "phase"), *errors;
     int bad = 0, rc;
     struct db_conn *conn;
@@ -121,7 +121,8 @@ int scoring_handle_review(struct http_ctx *ctx)
 
     static const char *const members[] = {"phase", "scores", "comment", NULL};
 
-    if (!instruction_body_closed(ctx, members, &rc) || !instruction_idem_init(ctx, &idem, &rc))
+    if (!instruction_body_closed(ctx, members, &rc) ||
+        !http_idem_read(ctx, &idem, HTTP_IDEM_ID_METHOD_PATH, 201, &rc))
         return rc;
     errors = json_array();
     a.idem = &idem;
@@ -145,9 +146,9 @@ int scoring_handle_review(struct http_ctx *ctx)
                               why, sizeof why);
     db_release(instruction_db(ctx), conn);
     if (idem.replayed)
-        rc = instruction_idem_reply(ctx, &idem, 0);
-    else if (idem.refused)
-        rc = instruction_idem_refusal(ctx, st);
+        rc = http_idem_reply_json(ctx, &idem, 0);
+    else if (idem.refused != STATUS_OK)
+        rc = http_idem_reply_refusal(ctx, &idem);
     else if (st == STATUS_OK)
         rc = http_reply_json(ctx, 201, json_incref(a.out));
     else if (st == STATUS_NOT_FOUND && !why[0])
@@ -155,6 +156,6 @@ int scoring_handle_review(struct http_ctx *ctx)
     else
         rc = http_reply_problem(ctx, st, "%s", why[0] ? why : "the review was refused");
     json_decref(a.out);
-    instruction_idem_clear(&idem);
+    http_idem_clear(&idem);
     return rc;
 }
