@@ -18,13 +18,13 @@ DB_STMT(st_signatory_list, "SELECT seq, " SIGNATURE_JSON " FROM charter_signatur
 int charter_signature_create(struct http_ctx *ctx)
 {
     struct charter_signature_input in;
-    struct funding_idem idem;
+    struct http_idem idem;
     struct clock_date today;
     char id[UUID_STR_LEN];
     char *json;
     int rc;
 
-    if (funding_idem_read(ctx, &idem, 0, 201, &rc) != 0)
+    if (!http_idem_read(ctx, &idem, 0, 201, &rc))
         return rc;
     json_t *errors = json_array();
     support_today(&today);
@@ -37,7 +37,7 @@ int charter_signature_create(struct http_ctx *ctx)
         in.signed_on, ctx->principal.key_id};
     enum status st =
         support_store_create(support_db(ctx), &st_signature_insert, 7, params, &idem, &json);
-    if (funding_idem_reply(ctx, &idem, st, &rc))
+    if (http_idem_refused(ctx, &idem, st, &rc))
         return rc;
     if (st == STATUS_CONFLICT)
         return http_reply_problem(ctx, st, "SIRET %s has signed charter version %s already",

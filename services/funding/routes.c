@@ -144,12 +144,12 @@ static int handle_envelope_create(struct http_ctx *ctx)
 {
     const char *wave = json_string_value(json_object_get(ctx->body, "wave"));
     const json_t *region = json_object_get(ctx->body, "region");
-    struct funding_idem idem;
+    struct http_idem idem;
     char amount[24];
     int64_t cents = 0;
     int rc;
 
-    if (funding_idem_read(ctx, &idem, 0, 201, &rc) != 0)
+    if (!http_idem_read(ctx, &idem, 0, 201, &rc))
         return rc;
     json_t *errors = json_array(), *doc = NULL;
     static const char *const known[] = {"wave", "region", "amount_cents", NULL};
@@ -166,7 +166,7 @@ static int handle_envelope_create(struct http_ctx *ctx)
     snprintf(amount, sizeof amount, "%lld", (long long)cents);
     enum status st = store_envelope_create(funding_db(ctx), wave, json_string_value(region), amount,
                                            &idem, &doc);
-    if (funding_idem_reply(ctx, &idem, st, &rc))
+    if (http_idem_refused(ctx, &idem, st, &rc))
         return rc;
     if (st == STATUS_CONFLICT)
         return http_reply_problem(ctx, st, "wave %s already has an envelope for this region", wave);

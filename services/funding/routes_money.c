@@ -44,13 +44,13 @@ int funding_handle_tranche_pay(struct http_ctx *ctx)
 {
     const char *id = http_param(ctx, "id");
     char why[MONEY_WHY_LEN] = "";
-    struct funding_idem idem;
+    struct http_idem idem;
     struct clock_date day;
     json_t *doc = NULL;
     int rc;
 
     if (funding_resource_visible(ctx, "tranche", id, &rc) != 0 ||
-        funding_idem_read(ctx, &idem, 0, 200, &rc) != 0)
+        !http_idem_read(ctx, &idem, 0, 200, &rc))
         return rc;
     static const char *const known[] = {"reference", "paid_on", NULL};
     json_t *errors = json_array();
@@ -64,7 +64,7 @@ int funding_handle_tranche_pay(struct http_ctx *ctx)
     json_decref(errors);
     enum status st = store_tranche_pay(funding_db(ctx), id, reference, paid_on,
                                        ctx->principal.key_id, &idem, &doc, why, sizeof why);
-    if (funding_idem_reply(ctx, &idem, st, &rc))
+    if (http_idem_refused(ctx, &idem, st, &rc))
         return rc;
     return money_reply(ctx, st, doc, "tranche", why, "the payment could not be recorded");
 }
@@ -199,12 +199,12 @@ int funding_handle_report_submit(struct http_ctx *ctx)
 {
     const char *id = http_param(ctx, "id");
     char why[MONEY_WHY_LEN] = "";
-    struct funding_idem idem;
+    struct http_idem idem;
     json_t *doc = NULL;
     int rc;
 
     if (funding_resource_visible(ctx, "report", id, &rc) != 0 ||
-        funding_idem_read(ctx, &idem, 0, 200, &rc) != 0)
+        !http_idem_read(ctx, &idem, 0, 200, &rc))
         return rc;
     json_t *errors = json_array();
     money_report_check(ctx->body, errors);
@@ -215,7 +215,7 @@ int funding_handle_report_submit(struct http_ctx *ctx)
     enum status st =
         store_report_submit(funding_db(ctx), id, content, &idem, &doc, why, sizeof why);
     free(content);
-    if (funding_idem_reply(ctx, &idem, st, &rc))
+    if (http_idem_refused(ctx, &idem, st, &rc))
         return rc;
     return money_reply(ctx, st, doc, "report", why, "the report could not be recorded");
 }

@@ -122,8 +122,8 @@ struct store_call {
     struct db_stmt *stmt;
     int n;
     const char *const *params;
-    struct funding_idem *idem; /* a creating POST's key, or NULL */
-    const char *member;        /* with idem: the document's member that is the answer, or NULL */
+    struct http_idem *idem; /* a creating POST's key, or NULL */
+    const char *member;     /* with idem: the document's member that is the answer, or NULL */
 };
 
 /* The answer kept under the key: the member the handler sends, or the whole document. */
@@ -135,7 +135,7 @@ static enum status store_answer_keep(struct db_conn *conn, const struct store_ca
 
     if (!text)
         return STATUS_INTERNAL;
-    enum status st = funding_idem_store(conn, c->idem, text);
+    enum status st = http_idem_store(conn, c->idem, text);
     free(text);
     return st;
 }
@@ -156,8 +156,8 @@ static enum status store_answer_replay(const struct store_call *c, char *text, j
 static enum status store_once(struct db_conn *conn, const struct store_call *c, json_t **out,
                               char *why, size_t whylen)
 {
-    char *replay = NULL;
-    enum status st = c->idem ? funding_idem_claim(conn, c->idem, &replay) : STATUS_OK;
+    enum status st = http_idem_claim(conn, c->idem); /* nothing when c->idem is NULL */
+    char *replay = st == STATUS_OK && c->idem ? http_idem_body_take(c->idem) : NULL;
 
     if (st == STATUS_OK && replay)
         return store_answer_replay(c, replay, out);
@@ -231,7 +231,7 @@ DB_STMT(store_report_submit_fn, "SELECT report_submit($1::uuid, $2::jsonb)");
 DB_STMT(store_report_review_fn, "SELECT report_review($1::uuid, $2, $3)");
 
 enum status store_tranche_pay(struct db_pool *pool, const char *id, const char *reference,
-                              const char *paid_on, const char *actor, struct funding_idem *idem,
+                              const char *paid_on, const char *actor, struct http_idem *idem,
                               json_t **out, char *why, size_t whylen)
 {
     const char *params[] = {id, reference, paid_on, actor};
@@ -280,7 +280,7 @@ enum status store_year3_decide(struct db_pool *pool, const struct store_match *m
 }
 
 enum status store_report_submit(struct db_pool *pool, const char *id, const char *content,
-                                struct funding_idem *idem, json_t **out, char *why, size_t whylen)
+                                struct http_idem *idem, json_t **out, char *why, size_t whylen)
 {
     const char *params[] = {id, content};
     struct store_call c = {NULL, &store_report_submit_fn, 2, params, idem, "report"};
@@ -416,7 +416,7 @@ enum status store_envelope_list(struct db_pool *pool, const char *wave, json_t *
 }
 
 enum status store_envelope_create(struct db_pool *pool, const char *wave, const char *region,
-                                  const char *amount, struct funding_idem *idem, json_t **out)
+                                  const char *amount, struct http_idem *idem, json_t **out)
 {
     const char *params[] = {wave, region, amount};
     struct store_call c = {NULL, &store_envelope_create_q, 3, params, idem, NULL};

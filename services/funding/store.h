@@ -7,7 +7,7 @@
 
 #include "db.h"
 #include "domain.h"
-#include "idem.h"
+#include "http_idem.h"
 
 #define FUNDING_SOURCE "/ptce/funding"
 
@@ -47,11 +47,11 @@ enum status store_apply(struct db_conn *conn, struct db_stmt *stmt, int n,
 
 /*
  * The creating POSTs (a payment, a report's submission, an envelope) take the request's
- * Idempotency-Key (idem.h; NULL, or one without a key, for none): claimed in the use case's
+ * Idempotency-Key (http_idem.h; NULL, or one without a key, for none): claimed in the use case's
  * transaction, its answer stored there, a replay answered from the store as the same document.
  */
 enum status store_tranche_pay(struct db_pool *pool, const char *id, const char *reference,
-                              const char *paid_on, const char *actor, struct funding_idem *idem,
+                              const char *paid_on, const char *actor, struct http_idem *idem,
                               json_t **out, char *why, size_t whylen);
 enum status store_tranche_cancel(struct db_pool *pool, const char *id, const char *motivation,
                                  const char *actor, json_t **out, char *why, size_t whylen);
@@ -65,7 +65,7 @@ enum status store_year3_decide(struct db_pool *pool, const struct store_match *m
                                const char *decision, const char *amount, const char *motivation,
                                const char *actor, char *why, size_t whylen);
 enum status store_report_submit(struct db_pool *pool, const char *id, const char *content,
-                                struct funding_idem *idem, json_t **out, char *why, size_t whylen);
+                                struct http_idem *idem, json_t **out, char *why, size_t whylen);
 enum status store_report_review(struct db_pool *pool, const char *id, const char *decision,
                                 const char *reason, json_t **out, char *why, size_t whylen);
 
@@ -85,7 +85,7 @@ enum status store_catalogue(struct db_pool *pool, json_t **out);
 enum status store_envelope_list(struct db_pool *pool, const char *wave, json_t **out);
 /* An envelope (idem as the use cases'); STATUS_CONFLICT when the wave has one for the region. */
 enum status store_envelope_create(struct db_pool *pool, const char *wave, const char *region,
-                                  const char *amount, struct funding_idem *idem, json_t **out);
+                                  const char *amount, struct http_idem *idem, json_t **out);
 enum status store_ledger(struct db_pool *pool, const char *agreement_id, json_t **out);
 enum status store_stats_money(struct db_pool *pool, const char *wave, json_t **out);
 

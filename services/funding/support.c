@@ -173,12 +173,12 @@ static int handle_enrolment_create(struct http_ctx *ctx)
 {
     struct support_enrolment_input in;
     struct support_refusal refusal;
-    struct funding_idem idem;
+    struct http_idem idem;
     char location[96];
     char *json;
     int rc;
 
-    if (funding_idem_read(ctx, &idem, 1, 201, &rc) != 0)
+    if (!http_idem_read(ctx, &idem, HTTP_IDEM_REQUIRED, 201, &rc))
         return rc;
     json_t *errors = json_array();
     if (support_enrolment_parse(ctx->body, &in, errors) != STATUS_OK)
@@ -186,7 +186,7 @@ static int handle_enrolment_create(struct http_ctx *ctx)
     json_decref(errors);
     enum status st = support_store_enrolment_create(support_db(ctx), &ctx->principal, &in, &idem,
                                                     &json, &refusal);
-    if (funding_idem_reply(ctx, &idem, st, &rc))
+    if (http_idem_refused(ctx, &idem, st, &rc))
         return rc;
     if (st != STATUS_OK)
         return http_reply_problem(ctx, st, "%s",

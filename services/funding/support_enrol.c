@@ -121,7 +121,7 @@ static enum status enrol_apply(struct db_conn *conn, const struct auth_principal
 
 enum status support_store_enrolment_create(struct db_pool *db, const struct auth_principal *who,
                                            const struct support_enrolment_input *in,
-                                           struct funding_idem *idem, char **json,
+                                           struct http_idem *idem, char **json,
                                            struct support_refusal *refusal)
 {
     struct db_conn *conn;
@@ -134,11 +134,13 @@ enum status support_store_enrolment_create(struct db_pool *db, const struct auth
     st = db_begin(conn);
     /* The key first: a replay or a twin in flight is answered without waiting for the action. */
     if (st == STATUS_OK)
-        st = funding_idem_claim(conn, idem, json);
+        st = http_idem_claim(conn, idem);
+    if (st == STATUS_OK)
+        *json = http_idem_body_take(idem); /* the first answer on a replay, else NULL */
     if (st == STATUS_OK && !*json) {
         st = enrol_apply(conn, who, in, json, refusal);
         if (st == STATUS_OK)
-            st = funding_idem_store(conn, idem, *json);
+            st = http_idem_store(conn, idem, *json);
     }
     if (st == STATUS_OK)
         st = db_commit(conn);

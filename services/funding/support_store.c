@@ -50,7 +50,7 @@ enum status support_store_run(struct db_pool *db, struct db_stmt *stmt, int npar
 }
 
 enum status support_store_create(struct db_pool *db, struct db_stmt *stmt, int nparams,
-                                 const char *const *params, struct funding_idem *idem, char **json)
+                                 const char *const *params, struct http_idem *idem, char **json)
 {
     struct db_conn *conn;
     PGresult *r;
@@ -61,13 +61,15 @@ enum status support_store_create(struct db_pool *db, struct db_stmt *stmt, int n
         return st;
     st = db_begin(conn);
     if (st == STATUS_OK)
-        st = funding_idem_claim(conn, idem, json);
+        st = http_idem_claim(conn, idem);
+    if (st == STATUS_OK)
+        *json = http_idem_body_take(idem); /* the first answer on a replay, else NULL */
     if (st == STATUS_OK && !*json) {
         st = db_exec(conn, stmt, nparams, params, &r);
         if (st == STATUS_OK)
             st = support_store_one_text(r, json);
         if (st == STATUS_OK)
-            st = funding_idem_store(conn, idem, *json);
+            st = http_idem_store(conn, idem, *json);
     }
     if (st == STATUS_OK)
         st = db_commit(conn);

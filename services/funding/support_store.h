@@ -6,7 +6,7 @@
 
 #include "auth.h"
 #include "db.h"
-#include "idem.h"
+#include "http_idem.h"
 #include "support_model.h"
 
 /* An RFC 3339 UTC rendering of a timestamptz column, for json_build_object. */
@@ -34,11 +34,11 @@ enum status support_store_run(struct db_pool *db, struct db_stmt *stmt, int npar
                               const char *const *params, PGresult **res);
 /*
  * Runs a creating stmt answering one JSON text (*json, caller frees) in a transaction of its
- * own that holds the request's Idempotency-Key (idem.h): a replay answers the first text and
+ * own that holds the request's Idempotency-Key (http_idem.h): a replay answers the first text and
  * runs nothing.
  */
 enum status support_store_create(struct db_pool *db, struct db_stmt *stmt, int nparams,
-                                 const char *const *params, struct funding_idem *idem, char **json);
+                                 const char *const *params, struct http_idem *idem, char **json);
 /* Copies the first column of a one-row result into *json (else STATUS_NOT_FOUND); clears r. */
 enum status support_store_one_text(PGresult *r, char **json);
 
@@ -76,7 +76,7 @@ struct support_refusal {
 };
 
 /*
- * Enrols a PTCE, in one transaction that holds the request's Idempotency-Key (idem.h: a replay
+ * Enrols a PTCE, in one transaction that holds the request's Idempotency-Key (http_idem.h: a replay
  * answers the first enrolment, STATUS_UNPROCESSABLE for another request under the key,
  * STATUS_CONFLICT for one still in flight) and locks the action's row, so concurrent enrolments
  * never pass its capacity. STATUS_NOT_FOUND for an action this partner key does not deliver or
@@ -85,7 +85,7 @@ struct support_refusal {
  */
 enum status support_store_enrolment_create(struct db_pool *db, const struct auth_principal *who,
                                            const struct support_enrolment_input *in,
-                                           struct funding_idem *idem, char **json,
+                                           struct http_idem *idem, char **json,
                                            struct support_refusal *refusal);
 /* An enrolment: a partner sees its own, other roles those of their regions. */
 enum status support_store_enrolment_get(struct db_pool *db, const struct auth_principal *who,
