@@ -188,11 +188,9 @@ static int handle_ds_webhook(struct http_ctx *ctx)
 
 /* A deposit on its way to the database, and what the store answered. */
 struct dossier_create {
-    const char *key;
-    char hash[65];
+    struct http_idem idem; /* the required Idempotency-Key, claimed in the deposit's transaction */
     json_t *content;
     char *doc;
-    int replayed;
     enum status st;
 };
 
@@ -202,6 +200,7 @@ static void dossier_create_free(void *arg)
 
     json_decref(c->content);
     free(c->doc);
+    http_idem_clear(&c->idem);
     free(c);
 }
 
@@ -210,21 +209,20 @@ static void dossier_create_run(struct http_ctx *ctx, void *arg)
 {
     struct dossier_create *c = arg;
 
-    c->st = store_partner_create(routes_db(ctx), &ctx->principal, c->key, c->hash, c->content,
-                                 &c->doc, &c->replayed);
+    c->st = store_partner_create(routes_db(ctx), &ctx->principal, &c->idem, c->content, &c->doc);
 }
 
 static int dossier_create_answer(struct http_ctx *ctx)
 {
     struct dossier_create *c = http_state(ctx);
     char location[128];
+    int rc;
 
-    if (c->st == STATUS_UNPROCESSABLE)
+    /* Submission's clients have always read "another body" (its identity is the body alone). */
+    if (c->idem.refused == STATUS_UNPROCESSABLE)
         return http_reply_problem(ctx, c->st, "this Idempotency-Key was used with another body");
-    if (c->st == STATUS_CONFLICT && c->replayed < 0)
-        return http_reply_problem(ctx, c->st,
-                                  "a request with this Idempotency-Key is still being "
-                                  "answered: retry it in a moment");
+    if (http_idem_refused(ctx, &c->idem, c->st, &rc))
+        return rc; /* 409: a twin still in flight */
     if (c->st == STATUS_CONFLICT)
         return http_reply_problem(ctx, c->st, "no wave accepts deposits: a wave must be created");
     if (c->st != STATUS_OK)
@@ -234,8 +232,6 @@ static int dossier_create_answer(struct http_ctx *ctx)
              json_string_value(json_object_get(parsed, "id")));
     json_decref(parsed);
     http_set_header(ctx, "Location", location);
-    if (c->replayed)
-        http_set_header(ctx, "Idempotent-Replayed", "true");
     char *doc = c->doc;
     c->doc = NULL;
     return routes_reply_text(ctx, 201, doc);
@@ -243,13 +239,11 @@ static int dossier_create_answer(struct http_ctx *ctx)
 
 static int handle_dossier_create(struct http_ctx *ctx)
 {
-    const char *key = http_header(ctx, "Idempotency-Key");
+    struct http_idem idem;
+    int rc;
 
-    if (!key)
-        return http_reply_problem(ctx, STATUS_PRECONDITION_REQUIRED,
-                                  "an Idempotency-Key header is required");
-    if (strlen(key) == 0 || strlen(key) > 200)
-        return http_reply_problem(ctx, STATUS_INVALID, "Idempotency-Key must be 1 to 200 bytes");
+    if (!http_idem_read(ctx, &idem, HTTP_IDEM_REQUIRED, 201, &rc))
+        return rc;
     json_t *errors = json_array();
     json_t *content = dossier_content_from_partner(ctx->body, errors);
     if (!content)
@@ -263,12 +257,8 @@ static int handle_dossier_create(struct http_ctx *ctx)
                                   region ? region : "(none)");
     }
     struct dossier_create *c = xcalloc(1, sizeof *c);
-    c->key = key;
+    c->idem = idem; /* its strings are borrowed from the request, alive until the answer */
     c->content = content;
-    /* The raw bytes are the request's identity: the same key must come with the same body. */
-    char *raw = xstrndup(ctx->req->binary_body, ctx->req->binary_body_length);
-    auth_token_hash(raw, c->hash);
-    free(raw);
     return http_defer_call(ctx, dossier_create_run, c, dossier_create_free, dossier_create_answer);
 }
 

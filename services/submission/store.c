@@ -8,7 +8,6 @@
 
 #include "cloudevent.h"
 #include "dossier.h"
-#include "idempotency.h"
 #include "log.h"
 #include "outbox.h"
 #include "pgarray.h"
@@ -364,31 +363,24 @@ static enum status store_partner_insert(struct db_conn *conn, const struct auth_
 }
 
 enum status store_partner_create(struct db_pool *db, const struct auth_principal *who,
-                                 const char *idem_key, const char *request_hash, json_t *content,
-                                 char **document, int *replayed)
+                                 struct http_idem *idem, json_t *content, char **document)
 {
     struct db_conn *conn;
-    enum idempotency_outcome outcome = IDEM_FRESH;
-    int replay_status = 0, in_flight = 0;
     enum status st = db_acquire(db, &conn);
 
-    *replayed = 0;
     *document = NULL;
     if (st != STATUS_OK)
         return st;
     st = db_begin(conn);
     /* A concurrent request with the same key, still in flight, is answered 409 at once. */
-    if (st == STATUS_OK) {
-        st = idempotency_claim(conn, who->key_id, idem_key, request_hash, &outcome, &replay_status,
-                               document);
-        in_flight = st == STATUS_CONFLICT;
-    }
-    if (st == STATUS_OK && outcome == IDEM_REPLAY) {
-        *replayed = 1;
+    if (st == STATUS_OK)
+        st = http_idem_claim(conn, idem);
+    if (st == STATUS_OK && idem->replayed) {
+        *document = http_idem_body_take(idem);
     } else if (st == STATUS_OK) {
         st = store_partner_insert(conn, who, content, document);
         if (st == STATUS_OK)
-            st = idempotency_store(conn, who->key_id, idem_key, 201, *document);
+            st = http_idem_store(conn, idem, *document);
     }
     if (st == STATUS_OK)
         st = db_commit(conn);
@@ -398,7 +390,6 @@ enum status store_partner_create(struct db_pool *db, const struct auth_principal
     if (st != STATUS_OK) {
         free(*document);
         *document = NULL;
-        *replayed = in_flight ? -1 : 0;
     }
     return st;
 }

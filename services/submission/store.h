@@ -6,6 +6,7 @@
 
 #include "auth.h"
 #include "db.h"
+#include "http_idem.h"
 #include "xalloc.h"
 
 #define SUBMISSION_TOPIC "ptce.submission.events"
@@ -78,15 +79,14 @@ enum status store_dossier_history(struct db_pool *db, const struct auth_principa
                                   const char *id, char **history, long long *version);
 
 /*
- * Creates a partner dossier under an idempotency key, in one transaction: the same key with the
- * same request hash replays the first answer (*replayed = 1); with another hash it is
- * STATUS_UNPROCESSABLE; while another request with the key is still in flight it is
- * STATUS_CONFLICT with *replayed = -1 (STATUS_CONFLICT alone: no wave accepts deposits). On
- * success *document is the created document's text (caller frees).
+ * Creates a partner dossier under its Idempotency-Key (http_idem.h), in one transaction: the
+ * same key and request replay the first answer (idem->replayed); another request under the key
+ * is STATUS_UNPROCESSABLE, one still in flight STATUS_CONFLICT (both with idem->refused; a
+ * STATUS_CONFLICT alone: no wave accepts deposits). On success *document is the created
+ * document's text, or the replayed one (caller frees).
  */
 enum status store_partner_create(struct db_pool *db, const struct auth_principal *who,
-                                 const char *idem_key, const char *request_hash, json_t *content,
-                                 char **document, int *replayed);
+                                 struct http_idem *idem, json_t *content, char **document);
 
 /* A DS dossier as fetched and mapped, ready to store. Strings borrowed. */
 struct ds_snapshot {
