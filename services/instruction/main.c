@@ -24,6 +24,7 @@ struct instruction_config {
     long ds_rate_per_min;
     long ds_timeout_ms;
     long ds_retry_max_ms;
+    long balance_ttl_ms;
 };
 
 #define ICFG(field) offsetof(struct instruction_config, field)
@@ -45,6 +46,8 @@ static const struct config_var instruction_vars[] = {
      "timeout of one DS request"},
     {"PTCE_DS_RETRY_MAX_MS", CONFIG_INT, "600000", 100, 86400000, ICFG(ds_retry_max_ms),
      "cap of the retry backoff"},
+    {"PTCE_RANKING_BALANCE_TTL_MS", CONFIG_INT, "1000", 0, 60000, ICFG(balance_ttl_ms),
+     "how long a ranking's balance by region is served from memory (0: counted every time)"},
 };
 
 static enum status instruction_start(struct service *svc)
@@ -66,6 +69,7 @@ static enum status instruction_start(struct service *svc)
         log_event(LOG_ERROR, "instruction.fsm", "{s:s}", "error", err);
         return STATUS_INTERNAL;
     }
+    instruction_state.balance_ttl_ms = instruction_cfg.balance_ttl_ms;
     svc->domain = &instruction_state;
     instruction_state.writeback = writeback_start(&wc);
     return instruction_state.writeback ? STATUS_OK : STATUS_INVALID;

@@ -213,6 +213,15 @@ def test_reviews_consolidate_and_rank(k, api, db):
                         timeout=T).status_code == 404
     assert requests.get(f"{api}/v1/rankings", headers=k["admin"], timeout=T).status_code == 400
 
+    # The balance may come from memory for PTCE_RANKING_BALANCE_TTL_MS (1 s by default): a new
+    # dossier is counted once that time has passed, never later.
+    def balance_84():
+        return requests.get(f"{api}/v1/rankings", params={"wave": wave}, headers=k["admin"],
+                            timeout=T).json()["balance_by_region"]["84"]["dossiers"]
+    assert balance_84() == 2
+    injected(db, api, k, wave)
+    wait_until(lambda: balance_84() == 3, timeout=4, what="the new dossier in the balance")
+
 
 # ---- national decisions ----
 
