@@ -14,34 +14,42 @@
 #define EVENTS_CONTENT_HASH                                                                        \
     "md5(($6::jsonb - ARRAY['state', 'version', 'updated_at', 'ds_updated_at', 'eligibility',"     \
     " 'checks', 'rules_version'])::text)"
+/* The instruction group of a region: its first routing rule's, or the default group. */
+#define EVENTS_GROUP_OF(REGION)                                                                    \
+    "coalesce((SELECT group_id FROM routing_rule WHERE region = " REGION                           \
+    " ORDER BY priority, id LIMIT 1), 'default')"
 /* A newer submission version (or an event without one) replaces what we hold. */
 #define EVENTS_FRESH "(EXCLUDED.doc_version = 0 OR EXCLUDED.doc_version > dossier.doc_version)"
 
 DB_STMT(events_upsert_dossier,
         "INSERT INTO dossier (id, region, wave, title, source_state, snapshot, events_applied,"
-        " last_event_id, doc_version, content_hash, ds_number, withdrawn, deposited_at)"
+        " last_event_id, doc_version, content_hash, ds_number, withdrawn, deposited_at, group_id)"
         " VALUES ($1, $2, $3, $4, $5, $6::jsonb, 1, $7, $8::bigint, " EVENTS_CONTENT_HASH ","
-        " $9::bigint, $10::boolean, coalesce($11::timestamptz, now()))"
-        " ON CONFLICT (id) DO UPDATE SET events_applied = dossier.events_applied + 1,"
-        " last_event_id = EXCLUDED.last_event_id, updated_at = now(),"
-        " stale_events = dossier.stale_events + CASE WHEN " EVENTS_FRESH " THEN 0 ELSE 1 END,"
-        " region = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.region ELSE dossier.region END,"
-        " wave = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.wave ELSE dossier.wave END,"
-        " title = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.title ELSE dossier.title END,"
-        " source_state = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.source_state"
-        "   ELSE dossier.source_state END,"
-        " snapshot = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.snapshot ELSE dossier.snapshot END,"
-        " content_hash = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.content_hash"
-        "   ELSE dossier.content_hash END,"
-        " ds_number = coalesce(EXCLUDED.ds_number, dossier.ds_number),"
-        " withdrawn = dossier.withdrawn OR (" EVENTS_FRESH " AND EXCLUDED.withdrawn),"
-        " doc_version = greatest(dossier.doc_version, EXCLUDED.doc_version)"
-        " RETURNING (xmax = 0) OR group_id IS NULL, state,"
-        " content_hash IS DISTINCT FROM correction_hash, withdrawn");
-DB_STMT(events_route,
-        "WITH g AS (SELECT coalesce((SELECT group_id FROM routing_rule WHERE region = $2"
-        " ORDER BY priority, id LIMIT 1), 'default') AS id)"
-        " UPDATE dossier SET group_id = g.id FROM g WHERE dossier.id = $1 RETURNING g.id");
+        " $9::bigint, $10::boolean, coalesce($11::timestamptz, now()), " EVENTS_GROUP_OF(
+            "$2") ")"
+                  " ON CONFLICT (id) DO UPDATE SET events_applied = dossier.events_applied + 1,"
+                  " last_event_id = EXCLUDED.last_event_id, updated_at = now(),"
+                  " stale_events = dossier.stale_events + CASE WHEN " EVENTS_FRESH
+                  " THEN 0 ELSE 1 END,"
+                  " region = CASE WHEN " EVENTS_FRESH
+                  " THEN EXCLUDED.region ELSE dossier.region END,"
+                  " wave = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.wave ELSE dossier.wave END,"
+                  " title = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.title ELSE dossier.title END,"
+                  " source_state = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.source_state"
+                  "   ELSE dossier.source_state END,"
+                  " snapshot = CASE WHEN " EVENTS_FRESH
+                  " THEN EXCLUDED.snapshot ELSE dossier.snapshot END,"
+                  " content_hash = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.content_hash"
+                  "   ELSE dossier.content_hash END,"
+                  " ds_number = coalesce(EXCLUDED.ds_number, dossier.ds_number),"
+                  " withdrawn = dossier.withdrawn OR (" EVENTS_FRESH " AND EXCLUDED.withdrawn),"
+                  " doc_version = greatest(dossier.doc_version, EXCLUDED.doc_version)"
+                  " RETURNING (xmax = 0) OR group_id IS NULL, state,"
+                  " content_hash IS DISTINCT FROM correction_hash, withdrawn, xmax = 0, group_id");
+DB_STMT(events_route, "WITH g AS (SELECT " EVENTS_GROUP_OF(
+                          "$2") " AS id)"
+                                " UPDATE dossier SET group_id = g.id FROM g WHERE dossier.id = $1"
+                                " RETURNING g.id");
 DB_STMT(events_group_set, "UPDATE dossier SET group_id = $2 WHERE id = $1");
 DB_STMT(events_assignment, "INSERT INTO assignment (dossier_id, group_id, actor, reason)"
                            " VALUES ($1, $2, $3, $4)");
@@ -55,43 +63,47 @@ static const char *events_str(json_t *obj, const char *key)
     return json_string_value(json_object_get(obj, key)); /* borrowed from the event */
 }
 
+#define EVENTS_ROUTED_WHY(group)                                                                   \
+    (strcmp(group, "default") ? "routing rule of the region" : "no rule: the default group")
+
+/* Keeps the assignment of id to group and publishes dossier.routed, in the open transaction. */
+static enum status events_routed(struct db_conn *conn, const char *id, const char *region,
+                                 const char *actor, const char *group, const char *why)
+{
+    const char *a[] = {id, group, actor, why};
+    enum status st = db_exec(conn, &events_assignment, 4, a, NULL);
+
+    if (st != STATUS_OK)
+        return st;
+    json_t *data = json_pack("{s:s, s:s?, s:s, s:s, s:s}", "dossier_id", id, "region", region,
+                             "group", group, "actor", actor, "reason", why);
+    return outbox_append(conn, INSTRUCTION_TOPIC, LIFECYCLE_SOURCE, "dossier.routed", id, data,
+                         NULL);
+}
+
 enum status events_route_dossier(struct db_conn *conn, const char *id, const char *region,
                                  const char *actor, const char *reason, const char *group)
 {
-    char chosen[64], why[160];
+    char chosen[64];
     const char *params[] = {id, region};
     PGresult *r;
     enum status st;
 
     if (group) {
-        snprintf(chosen, sizeof chosen, "%s", group);
-        snprintf(why, sizeof why, "%s", reason);
         const char *set[] = {id, group};
         st = db_exec(conn, &events_group_set, 2, set, NULL);
-        if (st != STATUS_OK)
-            return st;
-    } else {
-        st = db_exec(conn, &events_route, 2, params, &r);
-        if (st != STATUS_OK)
-            return st;
-        if (PQntuples(r) == 0) {
-            PQclear(r);
-            return STATUS_NOT_FOUND;
-        }
-        snprintf(chosen, sizeof chosen, "%s", PQgetvalue(r, 0, 0));
-        PQclear(r);
-        snprintf(why, sizeof why, "%s",
-                 strcmp(chosen, "default") ? "routing rule of the region"
-                                           : "no rule: the default group");
+        return st == STATUS_OK ? events_routed(conn, id, region, actor, group, reason) : st;
     }
-    const char *a[] = {id, chosen, actor, why};
-    st = db_exec(conn, &events_assignment, 4, a, NULL);
+    st = db_exec(conn, &events_route, 2, params, &r);
     if (st != STATUS_OK)
         return st;
-    json_t *data = json_pack("{s:s, s:s?, s:s, s:s, s:s}", "dossier_id", id, "region", region,
-                             "group", chosen, "actor", actor, "reason", why);
-    return outbox_append(conn, INSTRUCTION_TOPIC, LIFECYCLE_SOURCE, "dossier.routed", id, data,
-                         NULL);
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return STATUS_NOT_FOUND;
+    }
+    snprintf(chosen, sizeof chosen, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return events_routed(conn, id, region, actor, chosen, EVENTS_ROUTED_WHY(chosen));
 }
 
 /* The projection's own moves: a withdrawal leaves every queue, a carrier's edit ends a
@@ -152,8 +164,15 @@ static enum status events_dossier(struct db_conn *conn, const struct cloudevent 
     int edited = PQgetvalue(r, 0, 2)[0] == 't';
     int follow =
         PQgetvalue(r, 0, 3)[0] == 't' || !strcmp(PQgetvalue(r, 0, 1), "correction_requested");
+    /* a new dossier was routed by its insert: only the assignment and the event are left */
+    char group[64];
+    int inserted = PQgetvalue(r, 0, 4)[0] == 't' && !PQgetisnull(r, 0, 5);
+    snprintf(group, sizeof group, "%s", PQgetvalue(r, 0, 5));
     PQclear(r);
-    if (route)
+    if (route && inserted)
+        st = events_routed(conn, ev->subject, events_str(dossier, "region"), "system", group,
+                           EVENTS_ROUTED_WHY(group));
+    else if (route)
         st = events_route_dossier(conn, ev->subject, events_str(dossier, "region"), "system", NULL,
                                   NULL);
     if (st == STATUS_OK && follow)
