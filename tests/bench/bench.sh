@@ -22,7 +22,8 @@ export PTCE_PORT_BASE=${PTCE_BENCH_PORT_BASE:-17080}
 # service, not the limit.
 export PTCE_SERVICE_ENV="PTCE_DS_WEBHOOK_TOKEN=bench-secret PTCE_RATE_LIMIT_RPS=10000000 PTCE_RATE_LIMIT_BURST=10000000 ${PTCE_BENCH_SERVICE_ENV:-}"
 DSFAKE_PID=
-trap '"$STACK" down >/dev/null 2>&1; [ -z "$DSFAKE_PID" ] || kill "$DSFAKE_PID" 2>/dev/null; rm -rf "$PTCE_STATE_DIR"' EXIT
+# PTCE_BENCH_KEEP_LOGS=DIR keeps the services' logs of the run there.
+trap '[ -z "${PTCE_BENCH_KEEP_LOGS:-}" ] || cp "$PTCE_STATE_DIR"/services/*.log "$PTCE_BENCH_KEEP_LOGS"/ 2>/dev/null; "$STACK" down >/dev/null 2>&1; [ -z "$DSFAKE_PID" ] || kill "$DSFAKE_PID" 2>/dev/null; rm -rf "$PTCE_STATE_DIR"' EXIT
 
 # The DS fake, for instruction's write-back of decisions (bench_instruction.sh), with DS's
 # rate limit of 400 requests a minute and token. Only instruction is pointed at it (BENCH_DS_ENV,

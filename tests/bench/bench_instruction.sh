@@ -52,6 +52,20 @@ paced() {
     "$VENV_PY" "$HERE/paced_post.py" "$PTCE_URL_SUBMISSION/v1/dossiers" "$IKEY" "$ibody" \
         --rate "$DEPOSIT_RATE" --seconds "$1" --id-prefix "$2"
 }
+# The submission part before leaves instruction a backlog (its deposits, tens of thousands):
+# the figure is measured from an idle consumer, once every event submission sent is applied.
+drained_wait() {
+    local i left
+    for i in $(seq 1 "$1"); do
+        left=$(psql "$DB" -Atc "SELECT (SELECT count(*) FROM submission.outbox
+                WHERE sent_at IS NOT NULL) - (SELECT count(*) FROM instruction.inbox
+                WHERE topic = (SELECT topic FROM submission.outbox LIMIT 1))")
+        [ "${left:-1}" -le 0 ] && { echo "instruction's backlog applied after ${i} s"; return 0; }
+        sleep 1
+    done
+    echo "instruction still had $left events to apply after $1 s"
+}
+drained_wait 300
 paced 3 visible-warmup >/dev/null # connections, prepared plans, the consumer's fetch
 visible_wait 60
 psql "$DB" -qc "TRUNCATE public.bench_visible"
