@@ -129,7 +129,8 @@ enum status precond_if_match(const char *header, long long current, int required
 enum status precond_if_none_match(const char *header, long long current, int *not_modified)
 {
     *not_modified = 0;
-    if (!header)
+    /* An empty value is an empty list (RFC 9110 §5.6.1): no tag, so nothing matches. */
+    if (!header || !header[strspn(header, " \t")])
         return STATUS_OK;
     if (precond_is_star(header)) {
         *not_modified = 1;

@@ -33,7 +33,8 @@ enum status precond_if_match(const char *header, long long current, int required
  * If-None-Match header (NULL when absent; borrowed). Returns STATUS_OK and sets *not_modified
  * to 1 when the answer is 304 Not Modified — the header is `*`, or one of its tags equals the
  * current ETag by the weak comparison (W/"v3" matches "v3") — and to 0 when the resource must
- * be sent. STATUS_INVALID for a malformed header (*not_modified is then 0).
+ * be sent, which an empty (or blank) header also gives: an empty list. STATUS_INVALID for a
+ * malformed header (*not_modified is then 0).
  */
 enum status precond_if_none_match(const char *header, long long current, int *not_modified);
 

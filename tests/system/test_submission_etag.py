@@ -73,12 +73,15 @@ def test_if_none_match_edges(urls, db, dsfake, keys):
     dossier_id, _ = ds_dossier(urls, db, dsfake)
 
     # Not a list of entity tags: 400, the same problem as instruction's.
-    for header in ("v1", '"v1', '"v1" x', ""):
+    for header in ("v1", '"v1', '"v1" x', ","):
         r = get(urls, f"/v1/dossiers/{dossier_id}", token, **{"If-None-Match": header})
         assert r.status_code == 400, (header, r.status_code, r.text)
         assert r.headers["Content-Type"].startswith("application/problem+json")
         assert r.json()["type"] == "urn:ptce:problem:invalid"
         assert "ETag" not in r.headers
+    # An empty value is an empty list (RFC 9110 §5.6.1): nothing matches, the dossier is sent.
+    r = get(urls, f"/v1/dossiers/{dossier_id}", token, **{"If-None-Match": ""})
+    assert r.status_code == 200 and r.headers["ETag"] == '"v1"', r.text
     # `*` matches only a dossier that exists (and that the key may see).
     r = get(urls, f"/v1/dossiers/{MISSING}", token, **{"If-None-Match": "*"})
     assert r.status_code == 404, r.text
