@@ -119,39 +119,31 @@ static enum status enrol_apply(struct db_conn *conn, const struct auth_principal
     return st;
 }
 
+/* An enrolment's arguments, for support_store_keyed. */
+struct enrol_args {
+    const struct auth_principal *who;
+    const struct support_enrolment_input *in;
+    struct support_refusal *refusal;
+};
+
+static enum status enrol_make(struct db_conn *conn, void *arg, char **json)
+{
+    struct enrol_args *a = arg;
+
+    return enrol_apply(conn, a->who, a->in, json, a->refusal);
+}
+
 enum status support_store_enrolment_create(struct db_pool *db, const struct auth_principal *who,
                                            const struct support_enrolment_input *in,
                                            struct http_idem *idem, char **json,
                                            struct support_refusal *refusal)
 {
-    struct db_conn *conn;
-    enum status st = db_acquire(db, &conn);
+    struct enrol_args a = {who, in, refusal};
 
-    *json = NULL;
     refusal->why = NULL;
-    if (st != STATUS_OK)
-        return st;
-    st = db_begin(conn);
-    /* The key first: a replay or a twin in flight is answered without waiting for the action. */
-    if (st == STATUS_OK)
-        st = http_idem_claim(conn, idem);
-    if (st == STATUS_OK)
-        *json = http_idem_body_take(idem); /* the first answer on a replay, else NULL */
-    if (st == STATUS_OK && !*json) {
-        st = enrol_apply(conn, who, in, json, refusal);
-        if (st == STATUS_OK)
-            st = http_idem_store(conn, idem, *json);
-    }
-    if (st == STATUS_OK)
-        st = db_commit(conn);
-    else
-        db_rollback(conn);
-    db_release(db, conn);
-    if (st != STATUS_OK) {
-        free(*json);
-        *json = NULL;
-    }
-    return st;
+    /* The key first (support_store_keyed): a replay or a twin in flight is answered without
+     * waiting for the action's lock. */
+    return support_store_keyed(db, idem, enrol_make, &a, json);
 }
 
 /* ---- one enrolment, its delivery ---- */

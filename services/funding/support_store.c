@@ -49,25 +49,23 @@ enum status support_store_run(struct db_pool *db, struct db_stmt *stmt, int npar
     return st;
 }
 
-enum status support_store_create(struct db_pool *db, struct db_stmt *stmt, int nparams,
-                                 const char *const *params, struct http_idem *idem, char **json)
+enum status support_store_keyed(struct db_pool *db, struct http_idem *idem, support_make_fn make,
+                                void *arg, char **json)
 {
     struct db_conn *conn;
-    PGresult *r;
     enum status st = db_acquire(db, &conn);
 
     *json = NULL;
     if (st != STATUS_OK)
         return st;
     st = db_begin(conn);
+    /* The key first: a replay or a twin in flight is answered before any lock is waited for. */
     if (st == STATUS_OK)
         st = http_idem_claim(conn, idem);
     if (st == STATUS_OK)
         *json = http_idem_body_take(idem); /* the first answer on a replay, else NULL */
     if (st == STATUS_OK && !*json) {
-        st = db_exec(conn, stmt, nparams, params, &r);
-        if (st == STATUS_OK)
-            st = support_store_one_text(r, json);
+        st = make(conn, arg, json);
         if (st == STATUS_OK)
             st = http_idem_store(conn, idem, *json);
     }
@@ -81,6 +79,30 @@ enum status support_store_create(struct db_pool *db, struct db_stmt *stmt, int n
         *json = NULL;
     }
     return st;
+}
+
+/* One statement's row as the answer. */
+struct support_create_stmt {
+    struct db_stmt *stmt;
+    int nparams;
+    const char *const *params;
+};
+
+static enum status support_create_make(struct db_conn *conn, void *arg, char **json)
+{
+    const struct support_create_stmt *c = arg;
+    PGresult *r;
+    enum status st = db_exec(conn, c->stmt, c->nparams, c->params, &r);
+
+    return st == STATUS_OK ? support_store_one_text(r, json) : st;
+}
+
+enum status support_store_create(struct db_pool *db, struct db_stmt *stmt, int nparams,
+                                 const char *const *params, struct http_idem *idem, char **json)
+{
+    struct support_create_stmt c = {stmt, nparams, params};
+
+    return support_store_keyed(db, idem, support_create_make, &c, json);
 }
 
 enum status support_store_one_text(PGresult *r, char **json)
