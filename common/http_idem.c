@@ -144,3 +144,34 @@ int http_idem_reply_json(struct http_ctx *ctx, const struct http_idem *idem, int
         http_set_header(ctx, "Idempotent-Replayed", "true");
     return http_reply_json(ctx, idem->status, doc);
 }
+
+enum status http_idem_run(struct db_pool *db, struct http_idem *idem, http_idem_make_fn make,
+                          void *arg, char **text)
+{
+    struct db_conn *conn;
+    enum status st = db_acquire(db, &conn);
+
+    *text = NULL;
+    if (st != STATUS_OK)
+        return st;
+    st = db_begin(conn);
+    if (st == STATUS_OK)
+        st = http_idem_claim(conn, idem);
+    if (st == STATUS_OK && idem->replayed) {
+        *text = http_idem_body_take(idem);
+    } else if (st == STATUS_OK) {
+        st = make(conn, arg, text);
+        if (st == STATUS_OK)
+            st = http_idem_store(conn, idem, *text);
+    }
+    if (st == STATUS_OK)
+        st = db_commit(conn);
+    else
+        db_rollback(conn);
+    db_release(db, conn);
+    if (st != STATUS_OK) {
+        free(*text);
+        *text = NULL;
+    }
+    return st;
+}

@@ -77,6 +77,18 @@ void http_idem_clear(struct http_idem *idem);
  */
 enum status http_idem_claim(struct db_conn *conn, struct http_idem *idem);
 
+/* Makes a creating POST's answer (*text, to free) in the open transaction. */
+typedef enum status (*http_idem_make_fn)(struct db_conn *conn, void *arg, char **text);
+
+/*
+ * A creating POST whose answer is one text, under its key, in one transaction of a pooled
+ * connection: the claim first (a replay or a twin in flight is answered before any lock the
+ * work would wait for), then make — unless a replay brings the first answer — the answer
+ * stored, the commit. *text is the answer (to free), NULL on failure.
+ */
+enum status http_idem_run(struct db_pool *db, struct http_idem *idem, http_idem_make_fn make,
+                          void *arg, char **text);
+
 /* Gives up idem->body (NULL when none); the caller frees it. */
 char *http_idem_body_take(struct http_idem *idem);
 

@@ -119,7 +119,7 @@ static enum status enrol_apply(struct db_conn *conn, const struct auth_principal
     return st;
 }
 
-/* An enrolment's arguments, for support_store_keyed. */
+/* An enrolment's arguments, for http_idem_run. */
 struct enrol_args {
     const struct auth_principal *who;
     const struct support_enrolment_input *in;
@@ -141,9 +141,9 @@ enum status support_store_enrolment_create(struct db_pool *db, const struct auth
     struct enrol_args a = {who, in, refusal};
 
     refusal->why = NULL;
-    /* The key first (support_store_keyed): a replay or a twin in flight is answered without
-     * waiting for the action's lock. */
-    return support_store_keyed(db, idem, enrol_make, &a, json);
+    /* The key first (http_idem_run): a replay or a twin in flight is answered without waiting
+     * for the action's lock. */
+    return http_idem_run(db, idem, enrol_make, &a, json);
 }
 
 /* ---- one enrolment, its delivery ---- */

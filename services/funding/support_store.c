@@ -49,38 +49,6 @@ enum status support_store_run(struct db_pool *db, struct db_stmt *stmt, int npar
     return st;
 }
 
-enum status support_store_keyed(struct db_pool *db, struct http_idem *idem, support_make_fn make,
-                                void *arg, char **json)
-{
-    struct db_conn *conn;
-    enum status st = db_acquire(db, &conn);
-
-    *json = NULL;
-    if (st != STATUS_OK)
-        return st;
-    st = db_begin(conn);
-    /* The key first: a replay or a twin in flight is answered before any lock is waited for. */
-    if (st == STATUS_OK)
-        st = http_idem_claim(conn, idem);
-    if (st == STATUS_OK)
-        *json = http_idem_body_take(idem); /* the first answer on a replay, else NULL */
-    if (st == STATUS_OK && !*json) {
-        st = make(conn, arg, json);
-        if (st == STATUS_OK)
-            st = http_idem_store(conn, idem, *json);
-    }
-    if (st == STATUS_OK)
-        st = db_commit(conn);
-    else
-        db_rollback(conn);
-    db_release(db, conn);
-    if (st != STATUS_OK) {
-        free(*json);
-        *json = NULL;
-    }
-    return st;
-}
-
 /* One statement's row as the answer. */
 struct support_create_stmt {
     struct db_stmt *stmt;
@@ -102,7 +70,7 @@ enum status support_store_create(struct db_pool *db, struct db_stmt *stmt, int n
 {
     struct support_create_stmt c = {stmt, nparams, params};
 
-    return support_store_keyed(db, idem, support_create_make, &c, json);
+    return http_idem_run(db, idem, support_create_make, &c, json);
 }
 
 enum status support_store_one_text(PGresult *r, char **json)

@@ -32,16 +32,6 @@ enum status support_store_page(struct db_pool *db, struct db_stmt *stmt, int nex
 /* Runs stmt on a pooled connection, outside any explicit transaction; *res as db_exec's. */
 enum status support_store_run(struct db_pool *db, struct db_stmt *stmt, int nparams,
                               const char *const *params, PGresult **res);
-/* Makes a creating POST's answer (*json, to free) in the open transaction. */
-typedef enum status (*support_make_fn)(struct db_conn *conn, void *arg, char **json);
-
-/*
- * A creating POST under its Idempotency-Key, in one transaction: the key claimed first, then
- * make (unless a replay brings the first answer), the answer stored, the commit. *json is the
- * answer (to free), NULL on failure.
- */
-enum status support_store_keyed(struct db_pool *db, struct http_idem *idem, support_make_fn make,
-                                void *arg, char **json);
 /*
  * Runs a creating stmt answering one JSON text (*json, caller frees) in a transaction of its
  * own that holds the request's Idempotency-Key (http_idem.h): a replay answers the first text and

@@ -362,36 +362,26 @@ static enum status store_partner_insert(struct db_conn *conn, const struct auth_
     return st;
 }
 
+/* A deposit's arguments, for http_idem_run. */
+struct store_partner_args {
+    const struct auth_principal *who;
+    json_t *content;
+};
+
+static enum status store_partner_make(struct db_conn *conn, void *arg, char **document)
+{
+    struct store_partner_args *a = arg;
+
+    return store_partner_insert(conn, a->who, a->content, document);
+}
+
 enum status store_partner_create(struct db_pool *db, const struct auth_principal *who,
                                  struct http_idem *idem, json_t *content, char **document)
 {
-    struct db_conn *conn;
-    enum status st = db_acquire(db, &conn);
+    struct store_partner_args a = {who, content};
 
-    *document = NULL;
-    if (st != STATUS_OK)
-        return st;
-    st = db_begin(conn);
     /* A concurrent request with the same key, still in flight, is answered 409 at once. */
-    if (st == STATUS_OK)
-        st = http_idem_claim(conn, idem);
-    if (st == STATUS_OK && idem->replayed) {
-        *document = http_idem_body_take(idem);
-    } else if (st == STATUS_OK) {
-        st = store_partner_insert(conn, who, content, document);
-        if (st == STATUS_OK)
-            st = http_idem_store(conn, idem, *document);
-    }
-    if (st == STATUS_OK)
-        st = db_commit(conn);
-    else
-        db_rollback(conn);
-    db_release(db, conn);
-    if (st != STATUS_OK) {
-        free(*document);
-        *document = NULL;
-    }
-    return st;
+    return http_idem_run(db, idem, store_partner_make, &a, document);
 }
 
 /* ---- DS dossiers ---- */
