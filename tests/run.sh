@@ -2,9 +2,10 @@
 # run.sh BUILD_DIR — `make test`: a throwaway stack (PostgreSQL, Kafka, the DS fake, the three
 # services built with sanitizers), then every unit and system test. Exits non-zero on any
 # failure and leaves no process behind.
-# For development, two filters narrow the run (CI sets neither, so everything runs):
+# For development, two filters narrow the run and one keeps its logs (CI sets none of them):
 #   PTCE_TEST_UNIT    a glob of unit test names (default test_*; "none" runs none)
 #   PTCE_TEST_PYTEST  the pytest arguments (default: tests/dsfake tests/system; "none": none)
+#   PTCE_TEST_KEEP_STATE  when set, the state directory (service and stack logs) is kept
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=$(realpath "${1:?usage: tests/run.sh BUILD_DIR}")
@@ -26,7 +27,11 @@ DSFAKE_PID=
 cleanup() {
     "$STACK" down >/dev/null 2>&1
     [ -n "$DSFAKE_PID" ] && kill "$DSFAKE_PID" 2>/dev/null
-    rm -rf "$PTCE_STATE_DIR"
+    if [ -n "${PTCE_TEST_KEEP_STATE:-}" ]; then
+        echo "== state kept in $PTCE_STATE_DIR" >&2
+    else
+        rm -rf "$PTCE_STATE_DIR"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

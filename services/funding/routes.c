@@ -35,6 +35,11 @@ struct funding *funding_domain(const struct http_ctx *ctx)
 
 /* A decimal string's amount is below 10^16 euros, the spec's 16 digits before the point. */
 #define FUNDING_AMOUNT_TEXT_LIMIT 1000000000000000000LL
+/*
+ * An envelope's amount is below 10^13 euros (FundingEnvelopeAmountInput, and a CHECK in the
+ * database): a wave's 19 envelopes then sum within int64, as GET /v1/stats/money answers them.
+ */
+#define FUNDING_ENVELOPE_MAX_CENTS 999999999999999LL
 
 int funding_amount_read(const json_t *v, int64_t *cents)
 {
@@ -158,8 +163,11 @@ static int handle_envelope_create(struct http_ctx *ctx)
         http_field_error(errors, "wave", "must be a wave id (1 to 32 letters, digits, - or _)");
     if (!region || (!json_is_null(region) && !region_is_valid(json_string_value(region))))
         http_field_error(errors, "region", "must be null (national) or an INSEE region code");
-    if (funding_amount_read(json_object_get(ctx->body, "amount_cents"), &cents) != 0)
-        http_field_error(errors, "amount_cents", "must be a positive amount (integer cents)");
+    if (funding_amount_read(json_object_get(ctx->body, "amount_cents"), &cents) != 0 ||
+        cents > FUNDING_ENVELOPE_MAX_CENTS)
+        http_field_error(errors, "amount_cents",
+                         "must be a positive amount of at most 999999999999999 cents"
+                         " (9 999 999 999 999,99 euros)");
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid envelope");
     json_decref(errors);

@@ -11,7 +11,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import bearer, sql, wait_until
+from conftest import REGIONS, bearer, sql, wait_until
 from funding_helpers import (SIRETS, TIMEOUT, agreement_of, applied, approve_year, decision_event,
                              get_agreement, ledger_problems, new_wave, open_envelope, pay, publish,
                              sign)
@@ -238,6 +238,26 @@ def test_envelopes(fund, officer, dashboard, keys):
     assert r.status_code == 403
 
 
+def test_a_wave_of_envelopes_at_the_cap_sums_within_int64(fund, officer, dashboard):
+    """The contract fuzzing opened two envelopes of 2^63-1 cents in one wave, and the wave's
+    statistics answered 500: their total was no int64. An envelope is now capped, so the
+    national envelope and the 18 regional ones at the cap still sum into an exact integer."""
+    wave = new_wave()
+    cap = 10 ** 15 - 1
+    for region in [None] + sorted(REGIONS):
+        r = requests.post(f"{fund}/v1/envelopes", headers=officer, timeout=TIMEOUT,
+                          json={"wave": wave, "region": region, "amount_cents": cap})
+        assert r.status_code == 201, r.text
+    r = requests.post(f"{fund}/v1/envelopes", headers=officer, timeout=TIMEOUT,
+                      json={"wave": new_wave(), "region": None, "amount_cents": "9999999999999.99"})
+    assert conform(r, "/v1/envelopes", "post")["amount_cents"] == cap
+    r = requests.get(f"{fund}/v1/stats/money", params={"wave": wave}, headers=dashboard,
+                     timeout=TIMEOUT)
+    doc = conform(r, "/v1/stats/money", "get")
+    assert doc["envelope_cents"] == 19 * cap and doc["remaining_cents"] == 19 * cap, doc
+    assert len(doc["by_region"]) == 18 and doc["by_region"]["84"]["envelope_cents"] == cap
+
+
 def test_bodies_are_closed_as_the_spec_says(fund, officer, db):
     """What the contract fuzzing found, pinned: the request bodies have additionalProperties:
     false, so an unknown member is named in `errors` (it was ignored, and a 65-bit integer in it
@@ -248,11 +268,11 @@ def test_bodies_are_closed_as_the_spec_says(fund, officer, db):
                                             timeout=TIMEOUT)
     r = post("/v1/envelopes", {"wave": wave, "region": None, "amount_cents": 100, "J": 1})
     assert r.status_code == 400 and [e["field"] for e in r.json()["errors"]] == ["J"], r.text
-    for amount in ("0", "006128.8", 2 ** 63, "1" * 17):
+    for amount in ("0", "006128.8", 2 ** 63, "1" * 17, 2 ** 63 - 1, 10 ** 15, "1" + "0" * 13):
         r = post("/v1/envelopes", {"wave": wave, "region": None, "amount_cents": amount})
         assert r.status_code == 400, (amount, r.text)
         assert r.headers["Content-Type"].startswith("application/problem+json"), r.text
-    assert post("/v1/envelopes", {"wave": wave, "region": None, "amount_cents": 2 ** 63 - 1}
+    assert post("/v1/envelopes", {"wave": wave, "region": None, "amount_cents": 10 ** 15 - 1}
                 ).status_code == 201
     dossier = str(uuid.uuid4())
     publish(db, decision_event(dossier, wave))
