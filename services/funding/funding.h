@@ -12,6 +12,7 @@
 struct funding_config {
     const char *grantor_name;  /* PTCE_FUNDING_GRANTOR_NAME: nomAttribuant of the open data */
     const char *grantor_siret; /* PTCE_FUNDING_GRANTOR_SIRET: idAttribuant */
+    long stats_ttl_ms;         /* PTCE_STATS_MONEY_TTL_MS: a wave's statistics kept in memory */
 };
 
 struct funding {

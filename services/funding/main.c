@@ -22,6 +22,8 @@ static const struct config_var funding_vars[] = {
      "open data: nomAttribuant (the granting body)"},
     {"PTCE_FUNDING_GRANTOR_SIRET", CONFIG_STRING, "11000201100044", 0, 0, FCFG(grantor_siret),
      "open data: idAttribuant (the granting body's SIRET)"},
+    {"PTCE_STATS_MONEY_TTL_MS", CONFIG_INT, "1000", 0, 60000, FCFG(stats_ttl_ms),
+     "how long a wave's GET /v1/stats/money is served from memory (0: computed every time)"},
 };
 
 static enum status funding_start(struct service *svc)

@@ -13,6 +13,7 @@
 #include "region.h"
 #include "service.h"
 #include "store.h"
+#include "ttlcache.h"
 #include "utf8.h"
 #include "uuid.h"
 
@@ -431,20 +432,32 @@ static int handle_agreement_year3(struct http_ctx *ctx)
 
 /* ---- aggregates and open data ---- */
 
+/*
+ * A wave's statistics, the dashboards' most frequent read, are computed by the database and
+ * served again from memory for PTCE_STATS_MONEY_TTL_MS: a figure is at most that old.
+ */
+static struct ttlcache routes_stats_cache = TTLCACHE_INIT;
+
 static int handle_stats_money(struct http_ctx *ctx)
 {
     const char *wave = http_query(ctx, "wave");
-    json_t *doc = NULL;
+    long ttl = funding_domain(ctx)->cfg.stats_ttl_ms;
+    char *doc = NULL;
 
     if (!routes_wave_valid(wave)) {
         json_t *errors = json_array();
         http_field_error(errors, "wave", "is required (1 to 32 letters, digits, - or _)");
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid query");
     }
-    enum status st = store_stats_money(funding_db(ctx), wave, &doc);
-    if (st != STATUS_OK)
-        return http_reply_problem(ctx, st, "the statistics could not be computed");
-    return http_reply_json(ctx, 200, doc);
+    if (!(ttl > 0 && (doc = ttlcache_get(&routes_stats_cache, wave)))) {
+        enum status st = store_stats_money(funding_db(ctx), wave, &doc);
+        if (st != STATUS_OK)
+            return http_reply_problem(ctx, st, "the statistics could not be computed");
+        ttlcache_put(&routes_stats_cache, wave, doc, ttl);
+    }
+    int rc = http_reply_raw(ctx, 200, "application/json", doc, strlen(doc));
+    free(doc);
+    return rc;
 }
 
 static int handle_opendata(struct http_ctx *ctx)

@@ -202,21 +202,30 @@ static enum status store_run(struct db_pool *pool, const struct store_call *c, j
 }
 
 /* One read statement answering one JSON document. */
-static enum status store_read(struct db_pool *pool, struct db_stmt *stmt, int n,
-                              const char *const *params, json_t **out)
+/* One statement on a connection of the pool, released before the result is read. */
+static enum status store_fetch(struct db_pool *pool, struct db_stmt *stmt, int n,
+                               const char *const *params, PGresult **r)
 {
     struct db_conn *conn;
-    PGresult *r;
     enum status st = db_acquire(pool, &conn);
 
     if (st != STATUS_OK)
         return st;
-    st = db_exec(conn, stmt, n, params, &r);
+    st = db_exec(conn, stmt, n, params, r);
+    db_release(pool, conn);
+    return st;
+}
+
+static enum status store_read(struct db_pool *pool, struct db_stmt *stmt, int n,
+                              const char *const *params, json_t **out)
+{
+    PGresult *r;
+    enum status st = store_fetch(pool, stmt, n, params, &r);
+
     if (st == STATUS_OK) {
         st = store_doc(r, out);
         PQclear(r);
     }
-    db_release(pool, conn);
     return st;
 }
 
@@ -432,11 +441,17 @@ enum status store_ledger(struct db_pool *pool, const char *agreement_id, json_t 
     return store_read(pool, &store_ledger_q, 1, params, out);
 }
 
-enum status store_stats_money(struct db_pool *pool, const char *wave, json_t **out)
+enum status store_stats_money(struct db_pool *pool, const char *wave, char **out)
 {
     const char *params[] = {wave};
+    PGresult *r;
+    enum status st = store_fetch(pool, &store_stats_q, 1, params, &r);
 
-    return store_read(pool, &store_stats_q, 1, params, out);
+    if (st != STATUS_OK)
+        return st;
+    *out = xstrdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return STATUS_OK;
 }
 
 DB_STMT(store_opendata_q,
@@ -449,14 +464,9 @@ DB_STMT(store_opendata_q,
 
 enum status store_opendata(struct db_pool *pool, const struct funding_grantor *g, struct buf *out)
 {
-    struct db_conn *conn;
     PGresult *r;
-    enum status st = db_acquire(pool, &conn);
+    enum status st = store_fetch(pool, &store_opendata_q, 0, NULL, &r);
 
-    if (st != STATUS_OK)
-        return st;
-    st = db_exec(conn, &store_opendata_q, 0, NULL, &r);
-    db_release(pool, conn);
     if (st != STATUS_OK)
         return st;
     for (int i = 0; i < PQntuples(r); i++) {

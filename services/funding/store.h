@@ -87,7 +87,8 @@ enum status store_envelope_list(struct db_pool *pool, const char *wave, json_t *
 enum status store_envelope_create(struct db_pool *pool, const char *wave, const char *region,
                                   const char *amount, struct http_idem *idem, json_t **out);
 enum status store_ledger(struct db_pool *pool, const char *agreement_id, json_t **out);
-enum status store_stats_money(struct db_pool *pool, const char *wave, json_t **out);
+/* A wave's GET /v1/stats/money document as the database writes it (JSON text, to free). */
+enum status store_stats_money(struct db_pool *pool, const char *wave, char **out);
 
 /* Appends the open data's rows (signed agreements) to out. */
 enum status store_opendata(struct db_pool *pool, const struct funding_grantor *g, struct buf *out);

@@ -1,17 +1,15 @@
 /* national (instruction): the committee's ranking and its bulk decisions, all-or-nothing. */
 #include <ctype.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "clock.h"
 #include "domain.h"
 #include "http_idem.h"
 #include "instruction.h"
 #include "lifecycle.h"
 #include "page.h"
+#include "ttlcache.h"
 
 #define DECISIONS_MAX 500
 #define RANKING_MAX 500
@@ -71,18 +69,7 @@ static int national_dashboard_404(struct http_ctx *ctx)
  * for PTCE_RANKING_BALANCE_TTL_MS (the items are read each time). Keyed by wave, scope and
  * region filter; a full cache gives up its oldest entry.
  */
-#define BALANCE_CACHE_SIZE 64
-
-struct balance_entry {
-    char *key; /* wave \x1f scope \x1f region */
-    char *text;
-    struct timespec expires;
-};
-
-static struct {
-    pthread_mutex_t lock;
-    struct balance_entry e[BALANCE_CACHE_SIZE];
-} balance_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static struct ttlcache balance_cache = TTLCACHE_INIT;
 
 static long national_balance_ttl(const struct http_ctx *ctx)
 {
@@ -91,63 +78,18 @@ static long national_balance_ttl(const struct http_ctx *ctx)
     return in ? in->balance_ttl_ms : 0;
 }
 
-static int national_ts_before(const struct timespec *a, const struct timespec *b)
-{
-    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
-}
-
-/* A copy of the cached balance for key, or NULL. */
-static char *national_balance_cached(const char *key)
-{
-    struct timespec now;
-    char *text = NULL;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    pthread_mutex_lock(&balance_cache.lock);
-    for (size_t i = 0; i < BALANCE_CACHE_SIZE && !text; i++) {
-        struct balance_entry *e = &balance_cache.e[i];
-        if (e->key && !strcmp(e->key, key) && national_ts_before(&now, &e->expires))
-            text = xstrdup(e->text);
-    }
-    pthread_mutex_unlock(&balance_cache.lock);
-    return text;
-}
-
-static void national_balance_keep(const char *key, const char *text, long ttl_ms)
-{
-    size_t slot = 0;
-
-    pthread_mutex_lock(&balance_cache.lock);
-    for (size_t i = 0; i < BALANCE_CACHE_SIZE; i++) {
-        struct balance_entry *e = &balance_cache.e[i];
-        if (!e->key || !strcmp(e->key, key)) {
-            slot = i;
-            break;
-        }
-        if (national_ts_before(&e->expires, &balance_cache.e[slot].expires))
-            slot = i;
-    }
-    struct balance_entry *e = &balance_cache.e[slot];
-    free(e->key);
-    free(e->text);
-    e->key = xstrdup(key);
-    e->text = xstrdup(text);
-    clock_deadline(CLOCK_MONOTONIC, ttl_ms, &e->expires);
-    pthread_mutex_unlock(&balance_cache.lock);
-}
-
 /* The balance by region of a ranking (JSON text, to free), from the cache or counted. */
 static enum status national_balance(struct db_conn *conn, const struct http_ctx *ctx,
                                     const char *wave, const char *regions, const char *region,
                                     char **out)
 {
     long ttl = national_balance_ttl(ctx);
-    char key[512];
+    char key[TTLCACHE_KEY_MAX + 1];
     PGresult *r;
 
     snprintf(key, sizeof key, "%s\x1f%s\x1f%s", wave, regions ? regions : "*",
              region ? region : "*");
-    if (ttl > 0 && (*out = national_balance_cached(key)))
+    if (ttl > 0 && (*out = ttlcache_get(&balance_cache, key)))
         return STATUS_OK;
     const char *b[] = {wave, regions, region};
     enum status st = db_exec(conn, region ? &rank_balance_region : &rank_balance_all, 3, b, &r);
@@ -155,8 +97,7 @@ static enum status national_balance(struct db_conn *conn, const struct http_ctx 
         return st;
     *out = xstrdup(PQgetvalue(r, 0, 0));
     PQclear(r);
-    if (ttl > 0 && strlen(key) < sizeof key - 1) /* a key cut short is never kept */
-        national_balance_keep(key, *out, ttl);
+    ttlcache_put(&balance_cache, key, *out, ttl); /* a key cut short is too long: not kept */
     return STATUS_OK;
 }
 

@@ -6,6 +6,7 @@ its own wave, so their envelopes and statistics do not see each other.
 """
 import json
 import threading
+import time
 import uuid
 
 import pytest
@@ -256,6 +257,20 @@ def test_a_wave_of_envelopes_at_the_cap_sums_within_int64(fund, officer, dashboa
     doc = conform(r, "/v1/stats/money", "get")
     assert doc["envelope_cents"] == 19 * cap and doc["remaining_cents"] == 19 * cap, doc
     assert len(doc["by_region"]) == 18 and doc["by_region"]["84"]["envelope_cents"] == cap
+
+
+def test_money_statistics_are_at_most_one_ttl_old(fund, officer, dashboard):
+    """GET /v1/stats/money is served from memory for PTCE_STATS_MONEY_TTL_MS (1 s by default):
+    a change shows once that time has passed, never later."""
+    wave = new_wave()
+    stats = lambda: requests.get(f"{fund}/v1/stats/money", params={"wave": wave},  # noqa: E731
+                                 headers=dashboard, timeout=TIMEOUT).json()["envelope_cents"]
+    open_envelope(fund, officer, wave, AMOUNT)
+    assert stats() == AMOUNT
+    open_envelope(fund, officer, wave, AMOUNT, region="84")
+    changed = time.monotonic()
+    wait_until(lambda: stats() == 2 * AMOUNT, timeout=10, interval=0.05, what="the new envelope")
+    assert time.monotonic() - changed < 2.0
 
 
 def test_bodies_are_closed_as_the_spec_says(fund, officer, db):

@@ -1,0 +1,64 @@
+/* ttlcache: a few texts kept in memory for a short time, by key. */
+#include "ttlcache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "xalloc.h"
+
+static int ttlcache_before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+char *ttlcache_get(struct ttlcache *c, const char *key)
+{
+    struct timespec now;
+    char *text = NULL;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < TTLCACHE_SLOTS && !text; i++) {
+        const struct ttlcache_entry *e = &c->e[i];
+        if (e->text && !strcmp(e->key, key) && ttlcache_before(&now, &e->expires))
+            text = xstrdup(e->text);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return text;
+}
+
+void ttlcache_put(struct ttlcache *c, const char *key, const char *text, long ttl_ms)
+{
+    size_t slot = 0;
+
+    if (ttl_ms <= 0 || strlen(key) >= TTLCACHE_KEY_MAX)
+        return;
+    char *copy = xstrdup(text);
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < TTLCACHE_SLOTS; i++) {
+        const struct ttlcache_entry *e = &c->e[i];
+        if (!e->text || !strcmp(e->key, key)) {
+            slot = i;
+            break;
+        }
+        if (ttlcache_before(&e->expires, &c->e[slot].expires))
+            slot = i;
+    }
+    struct ttlcache_entry *e = &c->e[slot];
+    free(e->text);
+    e->text = copy;
+    memcpy(e->key, key, strlen(key) + 1);
+    clock_deadline(CLOCK_MONOTONIC, ttl_ms, &e->expires);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void ttlcache_clear(struct ttlcache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < TTLCACHE_SLOTS; i++) {
+        free(c->e[i].text);
+        c->e[i].text = NULL;
+    }
+    pthread_mutex_unlock(&c->lock);
+}
