@@ -26,6 +26,11 @@ void clock_deadline(clockid_t clk, long ms, struct timespec *out)
     }
 }
 
+int clock_ts_before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
 void clock_sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};

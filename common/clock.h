@@ -14,6 +14,9 @@ void time_now_rfc3339(char *out, size_t len);
 /* Sets *out to now + ms on clock clk, for pthread_cond_timedwait and the like. */
 void clock_deadline(clockid_t clk, long ms, struct timespec *out);
 
+/* 1 when a is before b. */
+int clock_ts_before(const struct timespec *a, const struct timespec *b);
+
 /* Sleeps ms milliseconds (a signal may cut it short; callers loop on their own condition). */
 void clock_sleep_ms(long ms);
 

@@ -75,8 +75,7 @@ void http_defer_expire(struct http_server *srv, int all)
         struct http_exchange *x = sh->head;
         while (x) {
             struct http_exchange *next = x->dnext;
-            int due = now.tv_sec > x->deadline.tv_sec ||
-                      (now.tv_sec == x->deadline.tv_sec && now.tv_nsec >= x->deadline.tv_nsec);
+            int due = !clock_ts_before(&now, &x->deadline);
             if ((all || due) && http_defer_win(x, HTTP_DEFER_EXPIRED)) {
                 http_defer_unlink(sh, x);
                 x->dnext = expired;

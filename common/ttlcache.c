@@ -7,11 +7,6 @@
 #include "clock.h"
 #include "xalloc.h"
 
-static int ttlcache_before(const struct timespec *a, const struct timespec *b)
-{
-    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
-}
-
 char *ttlcache_get(struct ttlcache *c, const char *key)
 {
     struct timespec now;
@@ -21,7 +16,7 @@ char *ttlcache_get(struct ttlcache *c, const char *key)
     pthread_mutex_lock(&c->lock);
     for (size_t i = 0; i < TTLCACHE_SLOTS && !text; i++) {
         const struct ttlcache_entry *e = &c->e[i];
-        if (e->text && !strcmp(e->key, key) && ttlcache_before(&now, &e->expires))
+        if (e->text && !strcmp(e->key, key) && clock_ts_before(&now, &e->expires))
             text = xstrdup(e->text);
     }
     pthread_mutex_unlock(&c->lock);
@@ -42,7 +37,7 @@ void ttlcache_put(struct ttlcache *c, const char *key, const char *text, long tt
             slot = i;
             break;
         }
-        if (ttlcache_before(&e->expires, &c->e[slot].expires))
+        if (clock_ts_before(&e->expires, &c->e[slot].expires))
             slot = i;
     }
     struct ttlcache_entry *e = &c->e[slot];
