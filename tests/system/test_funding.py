@@ -147,6 +147,38 @@ def test_whole_path_from_decision_to_last_tranche(fund, officer, db):
         check_event(ev, t)
 
 
+def test_if_match_on_the_changes_of_an_agreement(fund, officer, db):
+    """A signature, a reduction and a year-3 decision each name the agreement's version, alike:
+    no If-Match is 428; an empty one (an empty list, RFC 9110 §5.6.1, as an empty If-None-Match
+    is), a stale or a weak one names no current version, 412 with the current ETag; one that is
+    not a list of entity tags is 400. None of them changes anything."""
+    wave = new_wave()
+    dossier = str(uuid.uuid4())
+    publish(db, decision_event(dossier, wave))
+    aid = agreement_of(db, dossier)
+    changes = {"signatures": {"signer": "carrier"},
+               "reductions": {"amount_cents": 1, "motivation": "m"},
+               "year3": {"decision": "declined", "motivation": "m"}}
+    for path, body in changes.items():
+        op = f"/v1/agreements/{{id}}/{path}"
+        for header, status, detail in [
+                (None, 428, "If-Match with the resource's ETag is required"),
+                ("", 412, 'the agreement is at version 1 (ETag "v1")'),
+                ('"v2"', 412, 'the agreement is at version 1 (ETag "v1")'),
+                ('W/"v1"', 412, 'the agreement is at version 1 (ETag "v1")'),
+                ("v1", 400, "If-Match is not a list of entity tags"),
+                (",", 400, "If-Match is not a list of entity tags")]:
+            headers = dict(officer) if header is None else {**officer, "If-Match": header}
+            r = requests.post(f"{fund}/v1/agreements/{aid}/{path}", json=body, headers=headers,
+                              timeout=TIMEOUT)
+            problem = conform(r, op, "post")
+            assert (r.status_code, problem["detail"]) == (status, detail), (path, header, r.text)
+    doc, etag = get_agreement(fund, officer, aid)
+    assert (etag, doc["state"], doc["signatures"], doc["amount_cents"]) == ('"v1"', "draft", [], AMOUNT)
+    r = requests.get(f"{fund}/v1/agreements/{aid}/versions", headers=officer, timeout=TIMEOUT)
+    assert [v["kind"] for v in r.json()["items"]] == ["initial"]
+
+
 def test_concurrent_commitments_never_exceed_the_envelope(fund, officer, db):
     """50 State signatures at once against an envelope with room for 15: exactly 15 commit."""
     wave = new_wave()
