@@ -427,11 +427,27 @@ def test_reports_overdue_and_rejected(fund, officer, db):
         [(1, "financial"), (1, "progress"), (2, "financial"), (2, "progress")]
     assert overdue[0]["due_on"] == "2021-07-15"
     rep = next(x for x in overdue if x["year"] == 1 and x["kind"] == "progress")
-    r = requests.post(f"{fund}/v1/reports/{rep['id']}/submission", headers=officer, timeout=TIMEOUT,
-                      json={"indicators": [{"code": "no_such_sensor", "baseline": 0, "target": 1,
-                                            "value": 1}]})
-    conform(r, "/v1/reports/{id}/submission", "post")
-    assert r.status_code == 400
+    fin = next(x for x in overdue if x["year"] == 1 and x["kind"] == "financial")
+    # Well-formed reports that the catalogue (data) or the report's kind refuse: 422, unchanged.
+    refused = [
+        (rep, {"indicators": [{"code": "no_such_sensor", "baseline": 0, "target": 1, "value": 1}]},
+         'the indicator "no_such_sensor" is not in the catalogue (GET /v1/reports/catalogue)'),
+        (rep, {"indicators": [{"code": "", "baseline": 0, "target": 0, "value": 0}]},
+         'the indicator "" is not in the catalogue (GET /v1/reports/catalogue)'),
+        (fin, {"lines": [{"heading": "64", "actual_cents": 1}, {"heading": "99", "actual_cents": 1}]},
+         'the CERFA heading "99" is not in the catalogue (GET /v1/reports/catalogue)'),
+        (rep, {"lines": [{"heading": "64", "actual_cents": 1}]},
+         f"report {rep['id']} is a progress report: its body lists indicators"),
+        (fin, {"indicators": [{"code": "members", "baseline": 0, "target": 1, "value": 1}]},
+         f"report {fin['id']} is a financial report: its body lists lines"),
+    ]
+    for report, body, detail in refused:
+        r = requests.post(f"{fund}/v1/reports/{report['id']}/submission", headers=officer,
+                          json=body, timeout=TIMEOUT)
+        problem = conform(r, "/v1/reports/{id}/submission", "post")
+        assert r.status_code == 422 and problem["detail"] == detail, (body, r.text)
+    r = requests.get(f"{fund}/v1/agreements/{aid}/reports", headers=officer, timeout=TIMEOUT)
+    assert {x["state"] for x in r.json()["items"]} == {"expected"}
     r = requests.post(f"{fund}/v1/reports/{rep['id']}/submission", headers=officer, timeout=TIMEOUT,
                       json={"indicators": [{"code": "jobs_created", "value": 3}]})  # no baseline
     assert r.status_code == 400
@@ -488,9 +504,21 @@ def test_refused_signatures_and_year3_beyond_the_envelope(fund, officer, db):
     r = requests.post(f"{fund}/v1/agreements/{aid}/year3", headers={**officer, "If-Match": etag},
                       json={"decision": "granted", "amount_cents": 1}, timeout=TIMEOUT)
     assert r.status_code == 409 and "0 cents left" in r.json()["detail"]
+    # The largest amount the schema allows is beyond every envelope: 409 too, not an overflow.
     r = requests.post(f"{fund}/v1/agreements/{aid}/year3", headers={**officer, "If-Match": etag},
-                      json={"decision": "declined"}, timeout=TIMEOUT)
-    assert r.status_code == 400
+                      json={"decision": "granted", "amount_cents": 2 ** 63 - 1}, timeout=TIMEOUT)
+    conform(r, "/v1/agreements/{id}/year3", "post")
+    assert r.status_code == 409 and "0 cents left" in r.json()["detail"], r.text
+    # FundingYear3Input's rules: a grant has an amount, a refusal none and a motivation.
+    for body, field in (({"decision": "declined"}, "motivation"),
+                        ({"decision": "declined", "motivation": ""}, "motivation"),
+                        ({"decision": "declined", "motivation": "m", "amount_cents": 1}, "amount_cents"),
+                        ({"decision": "granted"}, "amount_cents"),
+                        ({"decision": "granted", "amount_cents": None}, "amount_cents")):
+        r = requests.post(f"{fund}/v1/agreements/{aid}/year3", headers={**officer, "If-Match": etag},
+                          json=body, timeout=TIMEOUT)
+        problem = conform(r, "/v1/agreements/{id}/year3", "post")
+        assert r.status_code == 400 and [e["field"] for e in problem["errors"]] == [field], r.text
     r = requests.post(f"{fund}/v1/agreements/{aid}/year3", headers={**officer, "If-Match": etag},
                       json={"decision": "declined", "motivation": "Enveloppe épuisée"}, timeout=TIMEOUT)
     doc = conform(r, "/v1/agreements/{id}/year3", "post")
