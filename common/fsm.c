@@ -227,11 +227,7 @@ static enum status fsm_check(struct fsm *m, struct db_conn *conn, const struct f
     enum status st = precond_if_match(rq->if_match, res->version, def->version_required);
 
     if (st != STATUS_OK) {
-        snprintf(res->why, sizeof res->why, "%s",
-                 st == STATUS_PRECONDITION_REQUIRED
-                     ? "If-Match with the resource's ETag is required"
-                 : st == STATUS_INVALID ? "If-Match is not a list of entity tags"
-                                        : "the resource has changed since that ETag");
+        snprintf(res->why, sizeof res->why, "%s", precond_if_match_strerror(st));
         return st;
     }
     fsm_allowed_fill(def, rq->who, res);

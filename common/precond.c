@@ -72,6 +72,12 @@ static int precond_tag_is(const struct precond_tag *tag, long long current)
     return tag->len == n && memcmp(tag->opaque, etag + 1, n) == 0;
 }
 
+/* 1 when the header is empty or holds only whitespace: an empty list (RFC 9110 §5.6.1). */
+static int precond_is_blank(const char *h)
+{
+    return !h[strspn(h, " \t")];
+}
+
 /* 1 when the header, once its whitespace is skipped, is exactly "*". */
 static int precond_is_star(const char *h)
 {
@@ -87,7 +93,8 @@ static int precond_is_star(const char *h)
 
 /*
  * Scans a list header: *matched is set when a tag matches current (weak tags only when
- * weak_ok). Returns STATUS_INVALID for a malformed or empty list.
+ * weak_ok). Returns STATUS_INVALID for a malformed list, or one of empty elements only
+ * (","); the callers answer an empty header before.
  */
 static enum status precond_scan(const char *header, long long current, int weak_ok, int *matched)
 {
@@ -118,6 +125,9 @@ enum status precond_if_match(const char *header, long long current, int required
 
     if (!header)
         return required ? STATUS_PRECONDITION_REQUIRED : STATUS_OK;
+    /* An empty list names no tag, so none matches the current one: the change must not go on. */
+    if (precond_is_blank(header))
+        return STATUS_PRECONDITION_FAILED;
     if (precond_is_star(header))
         return STATUS_OK;
     enum status st = precond_scan(header, current, 0, &matched);
@@ -126,11 +136,25 @@ enum status precond_if_match(const char *header, long long current, int required
     return matched ? STATUS_OK : STATUS_PRECONDITION_FAILED;
 }
 
+const char *precond_if_match_strerror(enum status st)
+{
+    switch (st) {
+    case STATUS_PRECONDITION_REQUIRED:
+        return "If-Match with the resource's ETag is required";
+    case STATUS_INVALID:
+        return "If-Match is not a list of entity tags";
+    case STATUS_PRECONDITION_FAILED:
+        return "the resource has changed since that ETag";
+    default:
+        return "the If-Match precondition could not be checked";
+    }
+}
+
 enum status precond_if_none_match(const char *header, long long current, int *not_modified)
 {
     *not_modified = 0;
-    /* An empty value is an empty list (RFC 9110 §5.6.1): no tag, so nothing matches. */
-    if (!header || !header[strspn(header, " \t")])
+    /* An empty list names no tag, so nothing matches: the resource is sent. */
+    if (!header || precond_is_blank(header))
         return STATUS_OK;
     if (precond_is_star(header)) {
         *not_modified = 1;

@@ -23,10 +23,17 @@ void precond_etag(long long version, char out[PRECOND_ETAG_LEN]);
  * the change may go on: the header is `*`, or one of its tags equals the current ETag by the
  * strong comparison. A weak tag never matches (a change needs the exact version). Otherwise:
  * STATUS_PRECONDITION_REQUIRED (428) when the header is absent and `required`, STATUS_OK when
- * it is absent and not required, STATUS_PRECONDITION_FAILED (412) when no tag matches, and
- * STATUS_INVALID for a malformed header.
+ * it is absent and not required, STATUS_PRECONDITION_FAILED (412) when no tag matches — which
+ * an empty (or blank) header also gives: an empty list, as for If-None-Match — and
+ * STATUS_INVALID for a malformed header (a list of commas only included).
  */
 enum status precond_if_match(const char *header, long long current, int required);
+
+/*
+ * The detail of the problem that answers a refusal st of precond_if_match, the same in every
+ * service ("If-Match is not a list of entity tags"); a static string, never NULL.
+ */
+const char *precond_if_match_strerror(enum status st);
 
 /*
  * The decision on a read (GET, HEAD) of a resource whose version is `current`, given its

@@ -353,6 +353,8 @@ static int handle_agreement_sign(struct http_ctx *ctx)
     json_decref(data);
     if (st == STATUS_CONFLICT && res.from[0] && strncmp(res.why, "no transition", 13) == 0)
         return routes_reply_transition_refused(ctx, &res);
+    if (st == STATUS_PRECONDITION_FAILED) /* the current ETag, as an amendment's 412 gives it */
+        store_agreement_stale_why(res.version, res.why, sizeof res.why);
     if (st != STATUS_OK)
         return funding_reply_refusal(ctx, st, res.why, "the signature could not be recorded");
     return routes_reply_agreement(ctx, 200, id);

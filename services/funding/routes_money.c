@@ -173,8 +173,9 @@ static void money_report_entry(const struct money_report_kind *kind, size_t i, c
 /*
  * A progress report lists indicators of the catalogue, each with the pole's baseline, target and
  * value; a financial one CERFA lines with their actual amount (and the planned one). Exactly one
- * of the two lists, 1 to 100 entries, and no other member, as FundingReportInput says. The codes
- * are checked against the catalogue by the database.
+ * of the two lists, 1 to 100 entries, and no other member, as FundingReportInput says (400
+ * otherwise). The database then checks the list against the report's kind and its codes against
+ * the catalogue, which is data: a well-formed report outside them is 422 (report_submit).
  */
 static void money_report_check(const json_t *body, json_t *errors)
 {

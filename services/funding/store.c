@@ -90,6 +90,11 @@ enum status store_apply(struct db_conn *conn, struct db_stmt *stmt, int n,
     return st;
 }
 
+void store_agreement_stale_why(long long version, char *why, size_t whylen)
+{
+    snprintf(why, whylen, "the agreement is at version %lld (ETag \"v%lld\")", version, version);
+}
+
 DB_STMT(store_agreement_lock, "SELECT version FROM agreement WHERE id = $1 FOR UPDATE");
 
 /* The If-Match check of an amendment, under the agreement's row lock. */
@@ -110,9 +115,10 @@ static enum status store_match_check(struct db_conn *conn, const struct store_ma
     long long version = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     st = precond_if_match(m->if_match, version, 1);
-    if (st != STATUS_OK)
-        snprintf(why, whylen, "the agreement is at version %lld (ETag \"v%lld\")", version,
-                 version);
+    if (st == STATUS_PRECONDITION_FAILED)
+        store_agreement_stale_why(version, why, whylen);
+    else if (st != STATUS_OK) /* a missing or malformed header, named as fsm_apply names it */
+        snprintf(why, whylen, "%s", precond_if_match_strerror(st));
     return st;
 }
 

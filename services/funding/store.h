@@ -26,6 +26,12 @@ struct store_match {
     const char *if_match;
 };
 
+/*
+ * The detail of a 412 on an agreement now at `version`: its current ETag, which the client
+ * reads again before it retries (the amendments' If-Match and the signatures' alike).
+ */
+void store_agreement_stale_why(long long version, char *why, size_t whylen);
+
 /* The status a use case's "error" slug names ("conflict" → STATUS_CONFLICT …). */
 enum status store_status_from_slug(const char *slug);
 

@@ -231,8 +231,8 @@ enum status store_dossier_change(struct db_conn *conn, const struct auth_princip
         st = precond_if_match(if_match, d.version, 0);
         if (st != STATUS_OK)
             snprintf(why, whylen, "%s",
-                     st == STATUS_INVALID ? "If-Match is not a list of entity tags"
-                                          : "the dossier has changed since that ETag");
+                     st == STATUS_PRECONDITION_FAILED ? "the dossier has changed since that ETag"
+                                                      : precond_if_match_strerror(st));
     }
     if (st == STATUS_OK)
         st = change(conn, &d, arg, why, whylen);

@@ -148,6 +148,38 @@ def test_whole_path_from_decision_to_last_tranche(fund, officer, db):
         check_event(ev, t)
 
 
+def test_if_match_on_the_changes_of_an_agreement(fund, officer, db):
+    """A signature, a reduction and a year-3 decision each name the agreement's version, alike:
+    no If-Match is 428; an empty one (an empty list, RFC 9110 §5.6.1, as an empty If-None-Match
+    is), a stale or a weak one names no current version, 412 with the current ETag; one that is
+    not a list of entity tags is 400. None of them changes anything."""
+    wave = new_wave()
+    dossier = str(uuid.uuid4())
+    publish(db, decision_event(dossier, wave))
+    aid = agreement_of(db, dossier)
+    changes = {"signatures": {"signer": "carrier"},
+               "reductions": {"amount_cents": 1, "motivation": "m"},
+               "year3": {"decision": "declined", "motivation": "m"}}
+    for path, body in changes.items():
+        op = f"/v1/agreements/{{id}}/{path}"
+        for header, status, detail in [
+                (None, 428, "If-Match with the resource's ETag is required"),
+                ("", 412, 'the agreement is at version 1 (ETag "v1")'),
+                ('"v2"', 412, 'the agreement is at version 1 (ETag "v1")'),
+                ('W/"v1"', 412, 'the agreement is at version 1 (ETag "v1")'),
+                ("v1", 400, "If-Match is not a list of entity tags"),
+                (",", 400, "If-Match is not a list of entity tags")]:
+            headers = dict(officer) if header is None else {**officer, "If-Match": header}
+            r = requests.post(f"{fund}/v1/agreements/{aid}/{path}", json=body, headers=headers,
+                              timeout=TIMEOUT)
+            problem = conform(r, op, "post")
+            assert (r.status_code, problem["detail"]) == (status, detail), (path, header, r.text)
+    doc, etag = get_agreement(fund, officer, aid)
+    assert (etag, doc["state"], doc["signatures"], doc["amount_cents"]) == ('"v1"', "draft", [], AMOUNT)
+    r = requests.get(f"{fund}/v1/agreements/{aid}/versions", headers=officer, timeout=TIMEOUT)
+    assert [v["kind"] for v in r.json()["items"]] == ["initial"]
+
+
 def test_concurrent_commitments_never_exceed_the_envelope(fund, officer, db):
     """50 State signatures at once against an envelope with room for 15: exactly 15 commit."""
     wave = new_wave()
@@ -410,11 +442,27 @@ def test_reports_overdue_and_rejected(fund, officer, db):
         [(1, "financial"), (1, "progress"), (2, "financial"), (2, "progress")]
     assert overdue[0]["due_on"] == "2021-07-15"
     rep = next(x for x in overdue if x["year"] == 1 and x["kind"] == "progress")
-    r = requests.post(f"{fund}/v1/reports/{rep['id']}/submission", headers=officer, timeout=TIMEOUT,
-                      json={"indicators": [{"code": "no_such_sensor", "baseline": 0, "target": 1,
-                                            "value": 1}]})
-    conform(r, "/v1/reports/{id}/submission", "post")
-    assert r.status_code == 400
+    fin = next(x for x in overdue if x["year"] == 1 and x["kind"] == "financial")
+    # Well-formed reports that the catalogue (data) or the report's kind refuse: 422, unchanged.
+    refused = [
+        (rep, {"indicators": [{"code": "no_such_sensor", "baseline": 0, "target": 1, "value": 1}]},
+         'the indicator "no_such_sensor" is not in the catalogue (GET /v1/reports/catalogue)'),
+        (rep, {"indicators": [{"code": "", "baseline": 0, "target": 0, "value": 0}]},
+         'the indicator "" is not in the catalogue (GET /v1/reports/catalogue)'),
+        (fin, {"lines": [{"heading": "64", "actual_cents": 1}, {"heading": "99", "actual_cents": 1}]},
+         'the CERFA heading "99" is not in the catalogue (GET /v1/reports/catalogue)'),
+        (rep, {"lines": [{"heading": "64", "actual_cents": 1}]},
+         f"report {rep['id']} is a progress report: its body lists indicators"),
+        (fin, {"indicators": [{"code": "members", "baseline": 0, "target": 1, "value": 1}]},
+         f"report {fin['id']} is a financial report: its body lists lines"),
+    ]
+    for report, body, detail in refused:
+        r = requests.post(f"{fund}/v1/reports/{report['id']}/submission", headers=officer,
+                          json=body, timeout=TIMEOUT)
+        problem = conform(r, "/v1/reports/{id}/submission", "post")
+        assert r.status_code == 422 and problem["detail"] == detail, (body, r.text)
+    r = requests.get(f"{fund}/v1/agreements/{aid}/reports", headers=officer, timeout=TIMEOUT)
+    assert {x["state"] for x in r.json()["items"]} == {"expected"}
     r = requests.post(f"{fund}/v1/reports/{rep['id']}/submission", headers=officer, timeout=TIMEOUT,
                       json={"indicators": [{"code": "jobs_created", "value": 3}]})  # no baseline
     assert r.status_code == 400
@@ -471,9 +519,21 @@ def test_refused_signatures_and_year3_beyond_the_envelope(fund, officer, db):
     r = requests.post(f"{fund}/v1/agreements/{aid}/year3", headers={**officer, "If-Match": etag},
                       json={"decision": "granted", "amount_cents": 1}, timeout=TIMEOUT)
     assert r.status_code == 409 and "0 cents left" in r.json()["detail"]
+    # The largest amount the schema allows is beyond every envelope: 409 too, not an overflow.
     r = requests.post(f"{fund}/v1/agreements/{aid}/year3", headers={**officer, "If-Match": etag},
-                      json={"decision": "declined"}, timeout=TIMEOUT)
-    assert r.status_code == 400
+                      json={"decision": "granted", "amount_cents": 2 ** 63 - 1}, timeout=TIMEOUT)
+    conform(r, "/v1/agreements/{id}/year3", "post")
+    assert r.status_code == 409 and "0 cents left" in r.json()["detail"], r.text
+    # FundingYear3Input's rules: a grant has an amount, a refusal none and a motivation.
+    for body, field in (({"decision": "declined"}, "motivation"),
+                        ({"decision": "declined", "motivation": ""}, "motivation"),
+                        ({"decision": "declined", "motivation": "m", "amount_cents": 1}, "amount_cents"),
+                        ({"decision": "granted"}, "amount_cents"),
+                        ({"decision": "granted", "amount_cents": None}, "amount_cents")):
+        r = requests.post(f"{fund}/v1/agreements/{aid}/year3", headers={**officer, "If-Match": etag},
+                          json=body, timeout=TIMEOUT)
+        problem = conform(r, "/v1/agreements/{id}/year3", "post")
+        assert r.status_code == 400 and [e["field"] for e in problem["errors"]] == [field], r.text
     r = requests.post(f"{fund}/v1/agreements/{aid}/year3", headers={**officer, "If-Match": etag},
                       json={"decision": "declined", "motivation": "Enveloppe épuisée"}, timeout=TIMEOUT)
     doc = conform(r, "/v1/agreements/{id}/year3", "post")

@@ -197,6 +197,10 @@ def test_preconditions_and_illegal_transitions(urls, k, api, db):
     assert r.status_code == 428
     r = move(api, did, k["i84"], "regional_review", '"v7"')
     assert r.status_code == 412
+    # An empty If-Match is an empty list (RFC 9110 §5.6.1): it names no version, 412 as well.
+    r = requests.post(f"{api}/v1/dossiers/{did}/transitions", json={"to": "regional_review"},
+                      headers={**k["i84"], "If-Match": ""}, timeout=T)
+    assert r.status_code == 412 and r.json()["type"] == "urn:ptce:problem:precondition_failed", r.text
     r = move(api, did, k["i84"], "phase1_laureate", etag)
     assert r.status_code == 409
     body = r.json()

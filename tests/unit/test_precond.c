@@ -1,7 +1,6 @@
 /* test_precond: ETags from versions, and the 412 / 428 / 304 decisions of RFC 9110. */
 #include <check.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "precond.h"
 
@@ -36,6 +35,9 @@ START_TEST(test_precond_if_match_decisions)
     ck_assert_int_eq(precond_if_match("\"3\"", 3, 1), STATUS_PRECONDITION_FAILED);
     ck_assert_int_eq(precond_if_match("\"V3\"", 3, 1), STATUS_PRECONDITION_FAILED);
     ck_assert_int_eq(precond_if_match("\"v03\"", 3, 1), STATUS_PRECONDITION_FAILED);
+    /* an empty (or blank) header is an empty list: no tag, so none matches (RFC 9110 §5.6.1) */
+    ck_assert_int_eq(precond_if_match("", 3, 1), STATUS_PRECONDITION_FAILED);
+    ck_assert_int_eq(precond_if_match(" \t ", 3, 0), STATUS_PRECONDITION_FAILED);
     /* a weak tag never matches for a change, even the current version */
     ck_assert_int_eq(precond_if_match("W/\"v3\"", 3, 1), STATUS_PRECONDITION_FAILED);
     ck_assert_int_eq(precond_if_match("W/\"v3\", \"v3\"", 3, 1), STATUS_OK);
@@ -45,15 +47,13 @@ END_TEST
 START_TEST(test_precond_malformed)
 {
     static const char *const bad[] = {
-        "",          "  ", "v3",        "\"v3", "\"v3\"x", "\"v3\" \"v4\"", "w/\"v3\"",   "W/v3",
-        "W/ \"v3\"", "**", "*, \"v3\"", ",",    "\"v 3\"", "\"v\"3\"\"",    "\"v3\";q=1",
+        "v3", "\"v3",      "\"v3\"x", "\"v3\" \"v4\"", "w/\"v3\"", "W/v3",       "W/ \"v3\"",
+        "**", "*, \"v3\"", ",",       " , ",           "\"v 3\"",  "\"v\"3\"\"", "\"v3\";q=1",
     };
     int nm;
 
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ck_assert_msg(precond_if_match(bad[i], 3, 1) == STATUS_INVALID, "If-Match '%s'", bad[i]);
-        if (!bad[i][strspn(bad[i], " ")])
-            continue; /* an empty If-None-Match is an empty list: below */
         nm = 7;
         ck_assert_msg(precond_if_none_match(bad[i], 3, &nm) == STATUS_INVALID, "If-None-Match '%s'",
                       bad[i]);
