@@ -122,6 +122,10 @@ json_t *dossier_content_from_partner(json_t *body, json_t *errors)
     size_t before = json_array_size(errors);
 
     http_fields_unknown(body, "", known, "a dossier", errors);
+    json_t *reference = json_object_get(body, "partner_reference");
+    if (reference && !json_is_string(reference) && !json_is_null(reference))
+        http_field_error(errors, "partner_reference",
+                         "must be a string or null (it is not stored)");
     if (!json_is_object(carrier)) {
         http_field_error(errors, "carrier", "is required: {siret, name, legal_form}");
     } else {

@@ -144,6 +144,12 @@ CASES = [
                                {"name": "c", "kind": "local_authority"}],
                       main_document={"filename": "d.pdf", "pages": 4, "url": "http://x"})), 400,
      ["carrier.extra", "territory.x", "members[0].role", "main_document.url"], ()),
+    # partner_reference is a string or null: other values are named (an integer beyond int64,
+    # which the fuzzing sent when it took any value, cannot even be read)
+    ("partner-reference-not-text", "POST", "/v1/dossiers", "partner", {},
+     dumps(valid_body(partner_reference={"id": 12})), 400, ["partner_reference"], ()),
+    ("partner-reference-int65", "POST", "/v1/dossiers", "partner", {},
+     dumps(valid_body(partner_reference=2 ** 64)), 400, None, ()),
     ("too-large", "POST", "/v1/dossiers", "partner", {},
      dumps(valid_body(summary="x" * (BODY_LIMIT + 10))), 413, None, ()),
     ("too-large-5mb", "POST", "/v1/dossiers", "partner", {}, b"x" * 5_000_000, 413, None, ()),
