@@ -97,6 +97,20 @@ read -r VI_PUB50 VI_PUB99 <<<"$(psql "$DB" -At -F ' ' -c "
     LATERAL (SELECT extract(epoch FROM o.sent_at - s.at) * 1000 AS ms) x
     WHERE s.side = 'submission' AND x.ms IS NOT NULL")"
 echo "deposit → visible in instruction: p50 ${VI_P50} ms, p99 ${VI_P99} ms, max ${VI_MAX} ms over $VI_N deposits ($VI_MISSING not visible after 60 s); paced at $DEPOSIT_RATE/s, sent at $VI_HELD/s, committed at $VI_RATE/s; $VI_201 answered 201, answer p99 ${VI_ANS99} ms from each request's due time; acknowledged by Kafka to submission's relay p50 ${VI_PUB50} ms, p99 ${VI_PUB99} ms after the commit"
+# Deposits not visible: where they stand (never sent, sent but not in instruction's inbox, in
+# the inbox but not projected), and instruction's dead letters.
+if [ "${VI_MISSING:-0}" -gt 0 ]; then
+    psql "$DB" -At -F ' ' -c "
+        SELECT 'not visible: ' || count(*) FILTER (WHERE o.sent_at IS NULL) || ' unsent in submission''s outbox, '
+               || count(*) FILTER (WHERE o.sent_at IS NOT NULL AND ib.event_id IS NULL) || ' sent but not in instruction''s inbox, '
+               || count(*) FILTER (WHERE ib.event_id IS NOT NULL) || ' in the inbox, not projected; '
+               || (SELECT count(*) FROM instruction.inbox_dead_letter) || ' dead letters in instruction'
+          FROM public.bench_visible s
+          LEFT JOIN public.bench_visible i ON i.id = s.id AND i.side = 'instruction'
+          LEFT JOIN submission.outbox o ON o.key = s.id::text
+          LEFT JOIN instruction.inbox ib ON ib.event_id = o.event_id
+         WHERE s.side = 'submission' AND i.id IS NULL"
+fi
 psql "$DB" -qc "DROP TRIGGER bench_committed ON submission.dossier" \
     -c "DROP TRIGGER bench_committed ON instruction.dossier" -c "DROP TABLE public.bench_visible" \
     -c "DROP FUNCTION public.bench_mark()"
