@@ -214,7 +214,7 @@ static int handle_agreement_list(struct http_ctx *ctx)
     else if (cursor)
         after = pos.v[0].text;
     if (json_array_size(errors))
-        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid filters");
+        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid list parameters");
     json_decref(errors);
     char *regions = funding_scope_regions(ctx);
     enum status st = store_agreement_list(funding_db(ctx), http_query(ctx, "wave"), state, regions,

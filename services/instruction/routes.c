@@ -134,7 +134,7 @@ static int routes_page_args(struct http_ctx *ctx, const char *kind, long *limit,
     if (cursor && page_cursor_decode(kind, cursor, pos) != STATUS_OK)
         http_field_error(errors, "cursor", "is not a cursor of this list");
     if (json_array_size(errors)) {
-        *rc = http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid page parameters");
+        *rc = http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid list parameters");
         return 0;
     }
     json_decref(errors);

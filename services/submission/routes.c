@@ -465,7 +465,7 @@ static int handle_dossier_list(struct http_ctx *ctx)
     routes_list_filter(ctx, &p->f, &p->pos, p->since, sizeof p->since, errors);
     if (json_array_size(errors)) {
         free(p);
-        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid filters");
+        return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid list parameters");
     }
     json_decref(errors);
     buf_init(&p->out, 0);

@@ -134,12 +134,13 @@ def limit_problem(urls, service, path, token, value):
     assert r.headers["Content-Type"].startswith("application/problem+json")
     p = r.json()
     return {"status": p["status"], "type": p["type"], "title": p["title"],
-            "errors": p.get("errors")}
+            "detail": p["detail"], "errors": p.get("errors")}
 
 
 def test_list_limit_out_of_bounds_is_the_same_problem_everywhere(urls, keys):
     token = keys.create("national_admin")
     want = {"status": 400, "type": "urn:ptce:problem:invalid", "title": None,
+            "detail": "invalid list parameters",
             "errors": [{"field": "limit", "message": "must be an integer from 1 to 200"}]}
     for value in ("0", "201", "abc", "-1", "1.5", "+5", " 5", "", "99999999999999999999"):
         shapes = [limit_problem(urls, s, p, token, value) for s, p in LISTS]
