@@ -8,7 +8,6 @@
 #include "funding/events.h"
 #include "log.h"
 #include "migrate.h"
-#include "sql_common.h"
 #include "testdb.h"
 #include "uuid.h"
 
@@ -20,19 +19,13 @@ static struct db_conn conn;
 
 static void events_setup(void)
 {
-    const struct migration *const lists[] = {sql_common_migrations, funding_migrations};
-    const size_t counts[] = {sql_common_migrations_count, funding_migrations_count};
-    size_t applied;
-
-    testdb_schema_create(schema, sizeof schema);
-    ck_assert_int_eq(db_conn_open(&conn, testdb_url(), schema, 5000), STATUS_OK);
-    ck_assert_int_eq(migrate_apply(&conn, lists, counts, 2, &applied), STATUS_OK);
+    testdb_service_schema(schema, sizeof schema, &conn, 5000, funding_migrations,
+                          funding_migrations_count);
 }
 
 static void events_teardown(void)
 {
-    db_conn_close(&conn);
-    testdb_schema_drop(schema);
+    testdb_service_schema_drop(schema, &conn);
 }
 
 static long long count(const char *sql)

@@ -9,7 +9,6 @@
 #include "funding/support_model.h"
 #include "log.h"
 #include "migrate.h"
-#include "sql_common.h"
 #include "testdb.h"
 
 extern const struct migration funding_migrations[];
@@ -172,19 +171,13 @@ static struct db_conn conn;
 
 static void schema_setup(void)
 {
-    const struct migration *const lists[] = {sql_common_migrations, funding_migrations};
-    const size_t counts[] = {sql_common_migrations_count, funding_migrations_count};
-    size_t applied;
-
-    testdb_schema_create(schema, sizeof schema);
-    ck_assert_int_eq(db_conn_open(&conn, testdb_url(), schema, 0), STATUS_OK);
-    ck_assert_int_eq(migrate_apply(&conn, lists, counts, 2, &applied), STATUS_OK);
+    testdb_service_schema(schema, sizeof schema, &conn, 0, funding_migrations,
+                          funding_migrations_count);
 }
 
 static void schema_teardown(void)
 {
-    db_conn_close(&conn);
-    testdb_schema_drop(schema);
+    testdb_service_schema_drop(schema, &conn);
 }
 
 #define DOSSIER "5b0e3f55-93f4-4c0e-8d7a-2f6b1e0c9a11"

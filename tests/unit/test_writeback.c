@@ -9,7 +9,6 @@
 #include "instruction/writeback.h"
 #include "log.h"
 #include "migrate.h"
-#include "sql_common.h"
 #include "testdb.h"
 
 extern const struct migration instruction_migrations[];
@@ -22,19 +21,13 @@ static struct db_conn conn;
 
 static void schema_setup(void)
 {
-    const struct migration *const lists[] = {sql_common_migrations, instruction_migrations};
-    const size_t counts[] = {sql_common_migrations_count, instruction_migrations_count};
-    size_t applied;
-
-    testdb_schema_create(schema, sizeof schema);
-    ck_assert_int_eq(db_conn_open(&conn, testdb_url(), schema, 0), STATUS_OK);
-    ck_assert_int_eq(migrate_apply(&conn, lists, counts, 2, &applied), STATUS_OK);
+    testdb_service_schema(schema, sizeof schema, &conn, 0, instruction_migrations,
+                          instruction_migrations_count);
 }
 
 static void schema_teardown(void)
 {
-    db_conn_close(&conn);
-    testdb_schema_drop(schema);
+    testdb_service_schema_drop(schema, &conn);
 }
 
 /* The number of queued rows, and the motivation of the last one ("" for NULL) into out. */

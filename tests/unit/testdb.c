@@ -7,6 +7,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "db.h"
+#include "migrate.h"
+#include "sql_common.h"
+
 static pid_t runner_pid; /* names this run's schemas, so the runner can sweep what failures left */
 
 void testdb_init(void)
@@ -89,4 +93,22 @@ void testdb_schema_sweep(void)
 {
     testdb_sweep("SELECT format('DROP SCHEMA %I CASCADE', nspname)"
                  " FROM pg_namespace WHERE nspname LIKE $1");
+}
+
+void testdb_service_schema(char *schema, size_t size, struct db_conn *conn, long timeout_ms,
+                           const struct migration *migrations, size_t n)
+{
+    const struct migration *const lists[] = {sql_common_migrations, migrations};
+    const size_t counts[] = {sql_common_migrations_count, n};
+    size_t applied;
+
+    testdb_schema_create(schema, size);
+    ck_assert_int_eq(db_conn_open(conn, testdb_url(), schema, timeout_ms), STATUS_OK);
+    ck_assert_int_eq(migrate_apply(conn, lists, counts, 2, &applied), STATUS_OK);
+}
+
+void testdb_service_schema_drop(const char *schema, struct db_conn *conn)
+{
+    db_conn_close(conn);
+    testdb_schema_drop(schema);
 }

@@ -33,6 +33,18 @@ void testdb_schema_create(char *schema, size_t size);
 /* Drops the schema and everything in it as the superuser; fails the test when it cannot. */
 void testdb_schema_drop(const char *schema);
 
+struct db_conn;
+struct migration;
+
+/* Creates this test's schema (testdb_schema_create), opens conn on it with that statement
+ * timeout (0: none) and applies common's migrations, then a service's (migrations[0..n)), as the
+ * service does at start-up; fails the test on any error. */
+void testdb_service_schema(char *schema, size_t size, struct db_conn *conn, long timeout_ms,
+                           const struct migration *migrations, size_t n);
+
+/* Closes conn and drops the schema (testdb_schema_drop). */
+void testdb_service_schema_drop(const char *schema, struct db_conn *conn);
+
 /* Runner side, best effort (nothing when the URL is unset or the server is unreachable): runs sql
  * as the superuser with $1 bound to the LIKE pattern of this run's names, "unit\_<runner pid>\_%";
  * when it returns rows, runs each row's first column as a statement. */
