@@ -34,7 +34,8 @@
 
 /*
  * Four statements rather than one with optional parameters, so that the plan of a region's
- * ranking reads the dossier_rank index (wave, region, score DESC) in order and stops at LIMIT.
+ * ranking reads the dossier_rank index (wave, region, score DESC) in order and stops at LIMIT;
+ * the index includes the page's columns (migration 007), so no heap row is read.
  */
 DB_STMT(rank1_region, RANK_PAGE("score1", "spread1", "AND d.region = $5"));
 DB_STMT(rank1_all, RANK_PAGE("score1", "spread1", "AND $5::text IS NULL"));
