@@ -466,3 +466,11 @@ void db_rollback(struct db_conn *conn)
     if (conn->pg && PQstatus(conn->pg) == CONNECTION_OK)
         (void)db_command(conn, "ROLLBACK");
 }
+
+enum status db_end(struct db_conn *conn, enum status st)
+{
+    if (st == STATUS_OK)
+        return db_commit(conn);
+    db_rollback(conn);
+    return st;
+}

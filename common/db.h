@@ -104,6 +104,9 @@ enum status db_command(struct db_conn *conn, const char *sql);
 enum status db_begin(struct db_conn *conn);
 enum status db_commit(struct db_conn *conn);
 void db_rollback(struct db_conn *conn);
+/* Ends a unit of work: commits when st is STATUS_OK, rolls back otherwise. Returns st, or the
+ * commit's failure. */
+enum status db_end(struct db_conn *conn, enum status st);
 
 /* Maps a failed result's SQLSTATE to a status (exposed for tests). */
 enum status db_status_from_sqlstate(const char *sqlstate);

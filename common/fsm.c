@@ -314,10 +314,8 @@ enum status fsm_apply(struct fsm *m, struct db_conn *conn, const struct fsm_requ
         st = fsm_write(m, conn, rq, t, res);
     if (st == STATUS_OK && rq->effect)
         st = rq->effect(conn, rq, res);
-    if (st == STATUS_OK)
-        st = db_commit(conn);
+    st = db_end(conn, st);
     if (st != STATUS_OK) {
-        db_rollback(conn);
         res->event_id[0] = '\0';
         res->version = current; /* nothing was written */
         return st;

@@ -164,10 +164,7 @@ enum status http_idem_run(struct db_pool *db, struct http_idem *idem, http_idem_
         if (st == STATUS_OK)
             st = http_idem_store(conn, idem, *text);
     }
-    if (st == STATUS_OK)
-        st = db_commit(conn);
-    else
-        db_rollback(conn);
+    st = db_end(conn, st);
     db_release(db, conn);
     if (st != STATUS_OK) {
         free(*text);

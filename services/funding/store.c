@@ -194,10 +194,7 @@ static enum status store_run(struct db_pool *pool, const struct store_call *c, j
         st = db_begin(conn);
         if (st == STATUS_OK)
             st = store_once(conn, c, out, why, whylen);
-        if (st == STATUS_OK)
-            st = db_commit(conn);
-        if (st != STATUS_OK)
-            db_rollback(conn);
+        st = db_end(conn, st);
         if (st != STATUS_RETRY)
             break;
     }

@@ -225,10 +225,7 @@ enum status support_store_delivery_record(struct db_pool *db, const struct auth_
     st = db_begin(conn);
     if (st == STATUS_OK)
         st = delivery_apply(conn, who, id, if_match, in, json, version, refusal);
-    if (st == STATUS_OK)
-        st = db_commit(conn);
-    else
-        db_rollback(conn);
+    st = db_end(conn, st);
     db_release(db, conn);
     if (st != STATUS_OK) {
         free(*json);

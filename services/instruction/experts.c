@@ -138,10 +138,8 @@ static enum status experts_create_tx(struct db_conn *conn, const struct dossier_
         PQclear(r);
         st = http_idem_store_json(conn, idem, *doc);
     }
-    if (st == STATUS_OK)
-        st = db_commit(conn);
+    st = db_end(conn, st);
     if (st != STATUS_OK) {
-        db_rollback(conn);
         json_decref(*doc);
         *doc = NULL;
         free(*token);

@@ -375,10 +375,8 @@ static enum status national_decide_tx(struct db_conn *conn, const struct http_ct
                         (json_int_t)n, "results", results);
     if (st == STATUS_OK)
         st = http_idem_store_json(conn, idem, *answer);
-    if (st == STATUS_OK)
-        st = db_commit(conn);
+    st = db_end(conn, st);
     if (st != STATUS_OK) {
-        db_rollback(conn);
         json_decref(*answer);
         *answer = NULL;
     }

@@ -239,10 +239,7 @@ enum status store_dossier_change(struct db_conn *conn, const struct auth_princip
     const char *params[] = {d.id};
     if (st == STATUS_OK)
         st = db_exec(conn, &store_bump, 1, params, NULL);
-    if (st == STATUS_OK)
-        st = db_commit(conn);
-    if (st != STATUS_OK)
-        db_rollback(conn);
+    st = db_end(conn, st);
     store_dossier_row_clear(&d);
     return st;
 }

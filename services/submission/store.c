@@ -500,10 +500,7 @@ enum status store_ds_apply(struct db_conn *conn, const struct ds_snapshot *s, in
         st = store_ds_write(conn, s, cur, changed);
         PQclear(cur);
     }
-    if (st == STATUS_OK)
-        st = db_commit(conn);
-    else
-        db_rollback(conn);
+    st = db_end(conn, st);
     if (st != STATUS_OK)
         *changed = 0;
     return st;
@@ -552,10 +549,7 @@ enum status store_ds_withdraw(struct db_conn *conn, long long number, const char
         json_decref(detail);
     }
     PQclear(r);
-    if (st == STATUS_OK)
-        st = db_commit(conn);
-    else
-        db_rollback(conn);
+    st = db_end(conn, st);
     return st;
 }
 
@@ -843,10 +837,7 @@ static enum status store_wave_insert(struct db_pool *db, const char *const *para
                                   params[0], json_pack("{s:o}", "wave", wave), NULL)
                   : STATUS_INTERNAL;
     }
-    if (st == STATUS_OK)
-        st = db_commit(conn);
-    else
-        db_rollback(conn);
+    st = db_end(conn, st);
     db_release(db, conn);
     if (st != STATUS_OK) {
         free(*json);
