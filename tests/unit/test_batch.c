@@ -110,9 +110,9 @@ static void *client_run(void *arg)
     return NULL;
 }
 
-START_TEST(test_batch_concurrent_requests_share_statements)
+/* CLIENTS threads of ROUNDS requests each on b; each must get its own answer. */
+static void run_clients(struct batcher *b)
 {
-    struct batcher *b = start(2, 8);
     pthread_t t[CLIENTS];
     struct client c[CLIENTS];
 
@@ -122,8 +122,14 @@ START_TEST(test_batch_concurrent_requests_share_statements)
     }
     for (int i = 0; i < CLIENTS; i++) {
         pthread_join(t[i], NULL);
-        ck_assert_int_eq(c[i].wrong, 0); /* each got its own answer */
+        ck_assert_int_eq(c[i].wrong, 0);
     }
+}
+
+START_TEST(test_batch_concurrent_requests_share_statements)
+{
+    struct batcher *b = start(2, 8);
+    run_clients(b);
     batcher_free(b);
     ck_assert_int_eq(atomic_load(&items_served), CLIENTS * ROUNDS);
     /* 32 clients on 2 threads that take 5 ms a batch: the queue fills, batches form */
@@ -143,17 +149,7 @@ START_TEST(test_batch_spare_waits_while_one_serves)
     spare_us = 1000000;
     struct batcher *b = start(2, 64);
     spare_us = 0;
-    pthread_t t[CLIENTS];
-    struct client c[CLIENTS];
-
-    for (int i = 0; i < CLIENTS; i++) {
-        c[i] = (struct client){b, i * 1000, 0};
-        ck_assert_int_eq(pthread_create(&t[i], NULL, client_run, &c[i]), 0);
-    }
-    for (int i = 0; i < CLIENTS; i++) {
-        pthread_join(t[i], NULL);
-        ck_assert_int_eq(c[i].wrong, 0);
-    }
+    run_clients(b);
     batcher_free(b);
     ck_assert_int_eq(atomic_load(&items_served), CLIENTS * ROUNDS);
     ck_assert_int_eq(atomic_load(&most_running), 1); /* never two batches at once */
