@@ -36,6 +36,7 @@ struct db_pool {
 #define DB_CONNECT_TIMEOUT_S "5"
 
 static atomic_int db_stmt_next_id = 1;
+static atomic_ulong db_commits;
 
 enum status db_status_from_sqlstate(const char *sqlstate)
 {
@@ -458,7 +459,16 @@ enum status db_begin(struct db_conn *conn)
 
 enum status db_commit(struct db_conn *conn)
 {
-    return db_command(conn, "COMMIT");
+    enum status st = db_command(conn, "COMMIT");
+
+    if (st == STATUS_OK)
+        atomic_fetch_add(&db_commits, 1);
+    return st;
+}
+
+unsigned long db_commit_count(void)
+{
+    return atomic_load(&db_commits);
 }
 
 void db_rollback(struct db_conn *conn)

@@ -103,6 +103,13 @@ enum status db_command(struct db_conn *conn, const char *sql);
 
 enum status db_begin(struct db_conn *conn);
 enum status db_commit(struct db_conn *conn);
+/*
+ * How many transactions this process has committed through db_commit (db_end, fsm_apply, the
+ * inbox), all connections together. Something computed from the database and tagged with the
+ * count read before its query is older than no commit of this process once the count has not
+ * moved: a cache keyed by it sees the process's own writes at once.
+ */
+unsigned long db_commit_count(void);
 void db_rollback(struct db_conn *conn);
 /* Ends a unit of work: commits when st is STATUS_OK, rolls back otherwise. Returns st, or the
  * commit's failure. */

@@ -18,6 +18,7 @@ struct instruction {
     struct fsm *fsm;
     struct writeback *writeback; /* the DS write-back's sender (writeback.h) */
     long balance_ttl_ms;         /* PTCE_RANKING_BALANCE_TTL_MS (national.c) */
+    long ranking_ttl_ms;         /* PTCE_RANKING_TTL_MS (national.c) */
 };
 
 extern const struct http_route instruction_routes[];

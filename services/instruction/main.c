@@ -25,6 +25,7 @@ struct instruction_config {
     long ds_timeout_ms;
     long ds_retry_max_ms;
     long balance_ttl_ms;
+    long ranking_ttl_ms;
 };
 
 #define ICFG(field) offsetof(struct instruction_config, field)
@@ -48,6 +49,8 @@ static const struct config_var instruction_vars[] = {
      "cap of the retry backoff"},
     {"PTCE_RANKING_BALANCE_TTL_MS", CONFIG_INT, "1000", 0, 60000, ICFG(balance_ttl_ms),
      "how long a ranking's balance by region is served from memory (0: counted every time)"},
+    {"PTCE_RANKING_TTL_MS", CONFIG_INT, "1000", 0, 60000, ICFG(ranking_ttl_ms),
+     "how long a ranking's answer is served again while this process committed nothing (0: never)"},
 };
 
 static enum status instruction_start(struct service *svc)
@@ -70,6 +73,7 @@ static enum status instruction_start(struct service *svc)
         return STATUS_INTERNAL;
     }
     instruction_state.balance_ttl_ms = instruction_cfg.balance_ttl_ms;
+    instruction_state.ranking_ttl_ms = instruction_cfg.ranking_ttl_ms;
     svc->domain = &instruction_state;
     instruction_state.writeback = writeback_start(&wc);
     return instruction_state.writeback ? STATUS_OK : STATUS_INVALID;

@@ -140,6 +140,31 @@ static enum status national_ranking_query(struct db_conn *conn, const struct htt
     return st;
 }
 
+/*
+ * Whole answers of the ranking, kept for PTCE_RANKING_TTL_MS and keyed by everything the
+ * answer depends on: the query, the reader's scope, and the count of this process's commits
+ * read before the query (db_commit_count). A decision, a score, an opinion or a projected
+ * event committed here changes the count, so the next reader here sees it at once; a write
+ * made by another replica shows within the time to live.
+ */
+static struct ttlcache ranking_cache = TTLCACHE_INIT;
+
+/* The cache key of a ranking's answer; 0 when it does not fit (the answer is not kept). */
+static int national_ranking_key(const struct http_ctx *ctx, int phase, long limit, long offset,
+                                unsigned long commits, char *key, size_t len)
+{
+    char *regions = store_scope_regions(&ctx->principal);
+    const char *q[] = {http_query(ctx, "wave"), http_query(ctx, "region"), http_query(ctx, "state"),
+                       http_query(ctx, "label")};
+    int n = snprintf(key, len, "%lu\x1f%d\x1f%ld\x1f%ld\x1f%s", commits, phase, limit, offset,
+                     regions ? regions : "*");
+
+    free(regions);
+    for (size_t i = 0; i < sizeof q / sizeof *q && n >= 0 && (size_t)n < len; i++)
+        n += snprintf(key + n, len - (size_t)n, "\x1f%s", q[i] ? q[i] : "\x1e");
+    return n >= 0 && (size_t)n < len;
+}
+
 int national_handle_rankings(struct http_ctx *ctx)
 {
     const char *wave = http_query(ctx, "wave"), *phase_s = http_query(ctx, "phase");
@@ -170,6 +195,17 @@ int national_handle_rankings(struct http_ctx *ctx)
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid ranking query");
     json_decref(errors);
     long offset = pos.n == 1 ? (long)pos.v[0].i : 0;
+    const struct instruction *in = ((const struct service *)ctx->app)->domain;
+    long ttl = in ? in->ranking_ttl_ms : 0;
+    char key[TTLCACHE_KEY_MAX];
+    int keep = ttl > 0 &&
+               national_ranking_key(ctx, phase, limit, offset, db_commit_count(), key, sizeof key);
+    char *kept = keep ? ttlcache_get(&ranking_cache, key) : NULL;
+    if (kept) {
+        int rc = http_reply_raw(ctx, 200, "application/json", kept, strlen(kept));
+        free(kept);
+        return rc;
+    }
     struct national_ranking page = {0};
     enum status st = db_acquire(instruction_db(ctx), &conn);
     if (st == STATUS_OK) {
@@ -207,6 +243,8 @@ int national_handle_rankings(struct http_ctx *ctx)
         buf_free(&body);
         return http_reply_problem(ctx, STATUS_INTERNAL, "the ranking could not be written");
     }
+    if (keep)
+        ttlcache_put(&ranking_cache, key, body.data, ttl); /* buf keeps a terminating NUL */
     int rc = http_reply_raw(ctx, 200, "application/json", body.data, body.len);
     buf_free(&body);
     return rc;

@@ -222,6 +222,16 @@ def test_reviews_consolidate_and_rank(k, api, db):
     injected(db, api, k, wave)
     wait_until(lambda: balance_84() == 3, timeout=4, what="the new dossier in the balance")
 
+    # The whole answer may come from memory too (PTCE_RANKING_TTL_MS), but never across a write
+    # this service committed: a label put now shows on the very next read.
+    def labels_of_a():
+        items = requests.get(f"{api}/v1/rankings", params={"wave": wave, "region": "84"},
+                             headers=k["admin"], timeout=T).json()["items"]
+        return next(i["labels"] for i in items if i["dossier_id"] == a)
+    assert labels_of_a() == [] and labels_of_a() == []
+    assert put(api, a, k["i84"], "labels", {"labels": ["vu-en-comite"]}).status_code == 200
+    assert labels_of_a() == ["vu-en-comite"]
+
 
 # ---- national decisions ----
 

@@ -215,12 +215,17 @@ START_TEST(test_db_transactions)
     pool_open(1, 1000, 0);
     ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
     create_items(conn);
+    unsigned long commits = db_commit_count();
     ck_assert_int_eq(db_begin(conn), STATUS_OK);
     ck_assert_int_eq(db_exec(conn, &q_insert, 2, p1, NULL), STATUS_OK);
     ck_assert_int_eq(db_commit(conn), STATUS_OK);
+    ck_assert_uint_eq(db_commit_count(), commits + 1);
     ck_assert_int_eq(db_begin(conn), STATUS_OK);
     ck_assert_int_eq(db_exec(conn, &q_insert, 2, p2, NULL), STATUS_OK);
     db_rollback(conn);
+    ck_assert_uint_eq(db_commit_count(), commits + 1); /* a rollback is no commit */
+    ck_assert_int_eq(db_end(conn, STATUS_CONFLICT), STATUS_CONFLICT);
+    ck_assert_uint_eq(db_commit_count(), commits + 1);
     ck_assert_str_eq(scalar(conn, &q_count, 0, NULL), "1");
     /* Released inside a transaction: rolled back before anyone else gets the connection. */
     ck_assert_int_eq(db_begin(conn), STATUS_OK);
