@@ -20,8 +20,8 @@ typedef enum status (*inbox_handler_fn)(struct db_conn *conn, const struct cloud
 
 /*
  * Events in, dispatched by type: a table of these replaces one handler per service. An event
- * of a type no route names is recorded in the inbox (so never applied twice) and skipped,
- * counted in ptce_inbox_events_skipped_total.
+ * of a type no route names changes nothing: it is skipped before any statement (not recorded
+ * in the inbox, no transaction), counted in ptce_inbox_events_skipped_total.
  */
 struct inbox_route {
     const char *type; /* "dossier.decided" */

@@ -16,6 +16,7 @@ application_name NAME-1) for this module and stopped at its end. Then:
 Run with -s to see the figures measured.
 """
 import datetime as dt
+import json
 import os
 import signal
 import threading
@@ -197,15 +198,27 @@ def test_partner_deposits_through_both_replicas(db, keys, both_alive):
 # ---- consumers of one group on two replicas ---------------------------------------------------
 
 
+def refusal(eid, key, seq):
+    """A dossier.decided of instruction's, a refusal: funding applies it (records it, grants
+    nothing); a type funding does not apply would be skipped without a trace to count."""
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return json.dumps({
+        "specversion": "1.0", "id": eid, "source": "/test/replicas", "type": "dossier.decided",
+        "subject": key, "time": now, "datacontenttype": "application/json",
+        "data": {"dossier_id": key, "phase": 1, "wave": "2026", "region": "84",
+                 "outcome": "refused", "motivation": "test", "reference": f"R-{seq}",
+                 "decided_at": now, "version": seq + 1}}, separators=(",", ":"))
+
+
 def insert_instruction_events(db, run):
-    """The events of run committed into instruction's outbox, for funding to consume."""
+    """The events of run, as refusals, committed into instruction's outbox for funding."""
     for rows in run.batches():
         with db.transaction():
             sql(db, "INSERT INTO instruction.outbox (event_id, topic, key, type, payload)"
-                    " SELECT e, %s, k, t, p FROM unnest(%s::uuid[], %s::text[], %s::text[],"
-                    " %s::text[]) WITH ORDINALITY AS u(e, k, t, p, n) ORDER BY n",
+                    " SELECT e, %s, k, 'dossier.decided', p FROM unnest(%s::uuid[], %s::text[],"
+                    " %s::text[]) WITH ORDINALITY AS u(e, k, p, n) ORDER BY n",
                 INSTRUCTION_TOPIC, [r[0] for r in rows], [r[1] for r in rows],
-                [r[2] for r in rows], [r[3] for r in rows])
+                [refusal(r[0], r[1], r[4]) for r in rows])
 
 
 def funding_drained(db, run):
