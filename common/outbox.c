@@ -349,10 +349,10 @@ static int outbox_round(struct outbox_relay *relay, int *again)
     outbox_produce_all(relay, r, b);
     outbox_await_reports(relay, b);
     enum status st = outbox_settle(relay, r, b, &t);
-    if (st == STATUS_OK)
+    if (st == STATUS_OK && b->n > 0)
         st = db_commit(&relay->db);
     else
-        db_rollback(&relay->db);
+        db_rollback(&relay->db); /* an empty round wrote nothing: no commit to count */
     int n = b->n;
     PQclear(r);
     outbox_batch_release(b); /* reports still out keep it alive until they come back */
