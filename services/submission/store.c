@@ -243,12 +243,14 @@ DB_STMT(st_dossier_update,
         "UPDATE dossier SET state = $2, region = $3, eligibility = $4, version = $5,"
         " document = $6::json, ds_updated_at = $7, change_seq = nextval('dossier_change_seq'),"
         " updated_at = now(), withdrawn_at = NULL WHERE id = $1");
-DB_STMT(st_checks_insert,
-        "INSERT INTO dossier_check (dossier_id, version, rules_version, rule, outcome, evidence)"
-        " SELECT $1, $2, $3, c->>'rule', c->>'outcome', c->'evidence'"
-        " FROM jsonb_array_elements($4::jsonb) c");
 DB_STMT(st_history_insert,
         "INSERT INTO dossier_history (dossier_id, actor, kind, detail) VALUES ($1, $2, $3, $4)");
+/* A version's rule checks and its history line: one round trip for both. */
+DB_STMT(st_checks_history_insert,
+        "WITH c AS (INSERT INTO dossier_check (dossier_id, version, rules_version, rule, outcome,"
+        " evidence) SELECT $1, $2, $3, c->>'rule', c->>'outcome', c->'evidence'"
+        " FROM jsonb_array_elements($4::jsonb) c)"
+        " INSERT INTO dossier_history (dossier_id, actor, kind, detail) VALUES ($1, $5, $6, $7)");
 DB_STMT(st_attachment_upsert,
         "INSERT INTO attachment (dossier_id, role, filename, content_type, byte_size, checksum,"
         " pages, content) VALUES ($1, 'main_document', $2, $3, $4, $5, $6, $7)"
@@ -297,11 +299,9 @@ static enum status store_version_extras(struct db_conn *conn, const struct store
     char *detail_text = json_dumps(detail, JSON_COMPACT);
 
     snprintf(version, sizeof version, "%d", v->meta.version);
-    const char *p1[] = {v->meta.id, version, v->meta.rules_version, checks};
-    const char *p2[] = {v->meta.id, v->actor, v->history_kind, detail_text};
-    enum status st = db_exec(conn, &st_checks_insert, 4, p1, NULL);
-    if (st == STATUS_OK)
-        st = db_exec(conn, &st_history_insert, 4, p2, NULL);
+    const char *params[] = {v->meta.id,      version,    v->meta.rules_version, checks, v->actor,
+                            v->history_kind, detail_text};
+    enum status st = db_exec(conn, &st_checks_history_insert, 7, params, NULL);
     if (st == STATUS_OK)
         st = outbox_append(conn, SUBMISSION_TOPIC, SUBMISSION_SOURCE, v->event_type, v->meta.id,
                            json_pack("{s:O}", "dossier", document), NULL);
