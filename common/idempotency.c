@@ -7,11 +7,17 @@
 
 #include "xalloc.h"
 
-/* Held until the claiming transaction ends: a concurrent twin sees it taken and answers 409. */
-DB_STMT(idem_lock, "SELECT pg_try_advisory_xact_lock(hashtext('ptce.idempotency.' ||"
-                   " current_schema()), hashtext($1 || ' ' || $2))");
-DB_STMT(idem_insert, "INSERT INTO idempotency_request (key_id, key, request_hash)"
-                     " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1");
+/*
+ * The key's lock, then its row if the lock was had, in one round trip: (locked, fresh). The
+ * lock is held until the claiming transaction ends, so a concurrent twin sees it taken and
+ * answers 409; the lock is taken first (a materialized CTE the insert reads from).
+ */
+DB_STMT(idem_claim,
+        "WITH l AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(hashtext('ptce.idempotency.' ||"
+        " current_schema()), hashtext($1 || ' ' || $2)) AS locked),"
+        " i AS (INSERT INTO idempotency_request (key_id, key, request_hash)"
+        " SELECT $1, $2, $3 FROM l WHERE l.locked ON CONFLICT DO NOTHING RETURNING 1)"
+        " SELECT l.locked, EXISTS (SELECT 1 FROM i) FROM l");
 DB_STMT(idem_get, "SELECT request_hash, response_status, response_body FROM idempotency_request"
                   " WHERE key_id = $1 AND key = $2");
 DB_STMT(idem_store, "UPDATE idempotency_request SET response_status = $3, response_body = $4"
@@ -53,18 +59,13 @@ enum status idempotency_claim(struct db_conn *conn, const char *key_id, const ch
 
     *body = NULL;
     *status = 0;
-    enum status st = db_exec(conn, &idem_lock, 2, params, &r);
+    enum status st = db_exec(conn, &idem_claim, 3, params, &r);
     if (st != STATUS_OK)
         return st;
-    int locked = PQgetvalue(r, 0, 0)[0] == 't';
+    int locked = PQgetvalue(r, 0, 0)[0] == 't', fresh = PQgetvalue(r, 0, 1)[0] == 't';
     PQclear(r);
     if (!locked)
         return STATUS_CONFLICT; /* the same key is being answered right now */
-    st = db_exec(conn, &idem_insert, 3, params, &r);
-    if (st != STATUS_OK)
-        return st;
-    int fresh = PQntuples(r) == 1;
-    PQclear(r);
     if (fresh) {
         *outcome = IDEM_FRESH;
         return STATUS_OK;
