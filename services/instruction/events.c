@@ -21,9 +21,14 @@
 /* A newer submission version (or an event without one) replaces what we hold. */
 #define EVENTS_FRESH "(EXCLUDED.doc_version = 0 OR EXCLUDED.doc_version > dossier.doc_version)"
 
+/*
+ * The projection's upsert; a new dossier, routed by its insert, gets its assignment in the same
+ * statement ($12 and $13: the reasons of the default group and of a region's rule).
+ */
 DB_STMT(events_upsert_dossier,
-        "INSERT INTO dossier (id, region, wave, title, source_state, snapshot, events_applied,"
-        " last_event_id, doc_version, content_hash, ds_number, withdrawn, deposited_at, group_id)"
+        "WITH up AS (INSERT INTO dossier (id, region, wave, title, source_state, snapshot,"
+        " events_applied, last_event_id, doc_version, content_hash, ds_number, withdrawn,"
+        " deposited_at, group_id)"
         " VALUES ($1, $2, $3, $4, $5, $6::jsonb, 1, $7, $8::bigint, " EVENTS_CONTENT_HASH ","
         " $9::bigint, $10::boolean, coalesce($11::timestamptz, now()), " EVENTS_GROUP_OF(
             "$2") ")"
@@ -44,8 +49,13 @@ DB_STMT(events_upsert_dossier,
                   " ds_number = coalesce(EXCLUDED.ds_number, dossier.ds_number),"
                   " withdrawn = dossier.withdrawn OR (" EVENTS_FRESH " AND EXCLUDED.withdrawn),"
                   " doc_version = greatest(dossier.doc_version, EXCLUDED.doc_version)"
-                  " RETURNING (xmax = 0) OR group_id IS NULL, state,"
-                  " content_hash IS DISTINCT FROM correction_hash, withdrawn, xmax = 0, group_id");
+                  " RETURNING id, (xmax = 0) OR group_id IS NULL AS route, state,"
+                  " content_hash IS DISTINCT FROM correction_hash AS edited, withdrawn,"
+                  " xmax = 0 AS inserted, group_id),"
+                  " a AS (INSERT INTO assignment (dossier_id, group_id, actor, reason)"
+                  " SELECT id, group_id, 'system', CASE WHEN group_id = 'default' THEN $12"
+                  " ELSE $13 END FROM up WHERE inserted AND group_id IS NOT NULL)"
+                  " SELECT route, state, edited, withdrawn, inserted, group_id FROM up");
 DB_STMT(events_route, "WITH g AS (SELECT " EVENTS_GROUP_OF(
                           "$2") " AS id)"
                                 " UPDATE dossier SET group_id = g.id FROM g WHERE dossier.id = $1"
@@ -63,8 +73,19 @@ static const char *events_str(json_t *obj, const char *key)
     return json_string_value(json_object_get(obj, key)); /* borrowed from the event */
 }
 
-#define EVENTS_ROUTED_WHY(group)                                                                   \
-    (strcmp(group, "default") ? "routing rule of the region" : "no rule: the default group")
+#define EVENTS_WHY_DEFAULT "no rule: the default group"
+#define EVENTS_WHY_RULE "routing rule of the region"
+#define EVENTS_ROUTED_WHY(group) (strcmp(group, "default") ? EVENTS_WHY_RULE : EVENTS_WHY_DEFAULT)
+
+/* Publishes dossier.routed, in the open transaction. */
+static enum status events_publish_routed(struct db_conn *conn, const char *id, const char *region,
+                                         const char *actor, const char *group, const char *why)
+{
+    json_t *data = json_pack("{s:s, s:s?, s:s, s:s, s:s}", "dossier_id", id, "region", region,
+                             "group", group, "actor", actor, "reason", why);
+    return outbox_append(conn, INSTRUCTION_TOPIC, LIFECYCLE_SOURCE, "dossier.routed", id, data,
+                         NULL);
+}
 
 /* Keeps the assignment of id to group and publishes dossier.routed, in the open transaction. */
 static enum status events_routed(struct db_conn *conn, const char *id, const char *region,
@@ -73,12 +94,7 @@ static enum status events_routed(struct db_conn *conn, const char *id, const cha
     const char *a[] = {id, group, actor, why};
     enum status st = db_exec(conn, &events_assignment, 4, a, NULL);
 
-    if (st != STATUS_OK)
-        return st;
-    json_t *data = json_pack("{s:s, s:s?, s:s, s:s, s:s}", "dossier_id", id, "region", region,
-                             "group", group, "actor", actor, "reason", why);
-    return outbox_append(conn, INSTRUCTION_TOPIC, LIFECYCLE_SOURCE, "dossier.routed", id, data,
-                         NULL);
+    return st == STATUS_OK ? events_publish_routed(conn, id, region, actor, group, why) : st;
 }
 
 enum status events_route_dossier(struct db_conn *conn, const char *id, const char *region,
@@ -154,9 +170,11 @@ static enum status events_dossier(struct db_conn *conn, const struct cloudevent 
                             version,
                             json_is_integer(dsn) ? ds_number : NULL,
                             withdrawn ? "true" : "false",
-                            events_str(dossier, "deposited_at")};
+                            events_str(dossier, "deposited_at"),
+                            EVENTS_WHY_DEFAULT,
+                            EVENTS_WHY_RULE};
     PGresult *r;
-    enum status st = db_exec(conn, &events_upsert_dossier, 11, params, &r);
+    enum status st = db_exec(conn, &events_upsert_dossier, 13, params, &r);
     free(snapshot);
     if (st != STATUS_OK)
         return st;
@@ -164,14 +182,14 @@ static enum status events_dossier(struct db_conn *conn, const struct cloudevent 
     int edited = PQgetvalue(r, 0, 2)[0] == 't';
     int follow =
         PQgetvalue(r, 0, 3)[0] == 't' || !strcmp(PQgetvalue(r, 0, 1), "correction_requested");
-    /* a new dossier was routed by its insert: only the assignment and the event are left */
+    /* a new dossier was routed and assigned by its insert: only the event is left */
     char group[64];
     int inserted = PQgetvalue(r, 0, 4)[0] == 't' && !PQgetisnull(r, 0, 5);
     snprintf(group, sizeof group, "%s", PQgetvalue(r, 0, 5));
     PQclear(r);
     if (route && inserted)
-        st = events_routed(conn, ev->subject, events_str(dossier, "region"), "system", group,
-                           EVENTS_ROUTED_WHY(group));
+        st = events_publish_routed(conn, ev->subject, events_str(dossier, "region"), "system",
+                                   group, EVENTS_ROUTED_WHY(group));
     else if (route)
         st = events_route_dossier(conn, ev->subject, events_str(dossier, "region"), "system", NULL,
                                   NULL);
