@@ -73,7 +73,11 @@ static void money_outcome_read(PGresult *r, int row, struct money_op *op)
     if (op->st == STATUS_INTERNAL)
         op->st = store_status_from_slug(slug);
     op->transition_refused = strcmp(slug, "transition") == 0;
-    snprintf(op->why, sizeof op->why, "%s", PQgetvalue(r, row, 2));
+    if (op->st == STATUS_NOT_FOUND) /* the id as the request wrote it, as the lone path says */
+        snprintf(op->why, sizeof op->why, "no %s %s",
+                 op->kind == MONEY_SIGN ? "agreement" : "tranche", op->id);
+    else
+        snprintf(op->why, sizeof op->why, "%s", PQgetvalue(r, row, 2));
     snprintf(op->state, sizeof op->state, "%s", PQgetvalue(r, row, 3));
     op->version_now = strtoll(PQgetvalue(r, row, 4), NULL, 10);
     if (op->st == STATUS_OK)
