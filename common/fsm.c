@@ -256,6 +256,32 @@ static enum status fsm_check(struct fsm *m, struct db_conn *conn, const struct f
     return STATUS_OK;
 }
 
+json_t *fsm_event_data(const struct fsm_request *rq, const struct fsm_result *res)
+{
+    const char *role = rq->who ? auth_role_name(rq->who->role) : NULL;
+    json_t *data = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s?, s:s?}", "id", rq->id, "from",
+                             res->from, "to", rq->to, "version", (json_int_t)res->version, "actor",
+                             rq->who ? rq->who->key_id : "system", "actor_role", role, "motivation",
+                             fsm_blank(rq->motivation) ? NULL : rq->motivation);
+
+    if (data && rq->data && json_is_object(rq->data))
+        json_object_update_missing(data, (json_t *)rq->data); /* ours win on a clash */
+    return data;
+}
+
+void fsm_allowed(const struct fsm_def *def, const struct auth_principal *who,
+                 struct fsm_result *res)
+{
+    fsm_allowed_fill(def, who, res);
+}
+
+void fsm_transition_log(const struct fsm_def *def, const struct fsm_request *rq,
+                        const struct fsm_result *res)
+{
+    log_event(LOG_INFO, "fsm.transition", "{s:s, s:s, s:s, s:s, s:I}", "machine", def->name, "id",
+              rq->id, "from", res->from, "to", rq->to, "version", (json_int_t)res->version);
+}
+
 /* The new state and version, the history row and the event. */
 static enum status fsm_write(struct fsm *m, struct db_conn *conn, const struct fsm_request *rq,
                              const struct fsm_transition *t, struct fsm_result *res)
@@ -276,13 +302,9 @@ static enum status fsm_write(struct fsm *m, struct db_conn *conn, const struct f
     st = db_exec(conn, &m->stmts[FSM_HISTORY], 7, hist, NULL);
     if (st != STATUS_OK)
         return st;
-    json_t *data = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s?, s:s?}", "id", rq->id, "from",
-                             res->from, "to", rq->to, "version", (json_int_t)res->version, "actor",
-                             actor, "actor_role", role, "motivation", motivation);
+    json_t *data = fsm_event_data(rq, res);
     if (!data)
         return STATUS_INTERNAL;
-    if (rq->data && json_is_object(rq->data))
-        json_object_update_missing(data, (json_t *)rq->data); /* ours win on a clash */
     return outbox_append(conn, def->topic, def->source,
                          t->event_type ? t->event_type : def->event_type, rq->id, data,
                          res->event_id);
@@ -320,8 +342,7 @@ enum status fsm_apply(struct fsm *m, struct db_conn *conn, const struct fsm_requ
         res->version = current; /* nothing was written */
         return st;
     }
-    log_event(LOG_INFO, "fsm.transition", "{s:s, s:s, s:s, s:s, s:I}", "machine", m->def->name,
-              "id", rq->id, "from", res->from, "to", rq->to, "version", (json_int_t)res->version);
+    fsm_transition_log(m->def, rq, res);
     return STATUS_OK;
 }
 

@@ -129,6 +129,20 @@ enum status fsm_apply(struct fsm *m, struct db_conn *conn, const struct fsm_requ
                       struct fsm_result *res);
 
 /*
+ * For a caller that writes a transition itself (many at once, set-based), as fsm_apply would:
+ *   fsm_allowed         fills res->allowed and res->nallowed: the targets who may take from
+ *                       res->from (a 409's list);
+ *   fsm_event_data      the event's data for the transition rq->to from res->from, at the new
+ *                       version res->version, with rq->data's members (a new reference);
+ *   fsm_transition_log  the log line of a committed transition.
+ */
+void fsm_allowed(const struct fsm_def *def, const struct auth_principal *who,
+                 struct fsm_result *res);
+json_t *fsm_event_data(const struct fsm_request *rq, const struct fsm_result *res);
+void fsm_transition_log(const struct fsm_def *def, const struct fsm_request *rq,
+                        const struct fsm_result *res);
+
+/*
  * The extra members of a 409 problem+json: {"current_state": "…", "allowed_transitions":
  * ["…", …]}, from a result of fsm_apply. Returns a new reference.
  */

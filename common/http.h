@@ -246,6 +246,14 @@ int http_defer_work(struct http_ctx *ctx, http_work_fn fn, void *state, void (*f
 int http_defer_call(struct http_ctx *ctx, http_call_fn fn, void *state, void (*free_state)(void *),
                     http_handler_fn resume);
 
+/*
+ * Hands the whole request to handler run on a database thread, as a route flagged HTTP_DB has its
+ * handler run: for a handler on its worker that answers some requests itself (or through a
+ * batch) and leaves the others to code written for a database thread. Returns what the handler
+ * returns; handler must not defer.
+ */
+int http_defer_handler(struct http_ctx *ctx, http_handler_fn handler);
+
 /* Answers `code` with body serialised as JSON. Takes the reference to body. */
 int http_reply_json(struct http_ctx *ctx, int code, json_t *body);
 /* Answers `code` with raw bytes of the given content type (copied). */

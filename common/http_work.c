@@ -148,6 +148,7 @@ int http_defer_call(struct http_ctx *ctx, http_call_fn fn, void *state, void (*f
  * deadline never shares a response with it; the worker then takes status, headers and body.
  */
 struct http_db_run {
+    http_handler_fn handler;
     struct _u_response res;
     int status_code;
     int rc;
@@ -170,7 +171,7 @@ static void http_db_call(struct http_ctx *ctx, void *state)
     local.status_code = 0;
     local.on_db_thread = 1;
     log_set_request_id(ctx->request_id);
-    run->rc = ctx->route->handler(&local);
+    run->rc = run->handler(&local);
     run->status_code = local.status_code;
     log_set_request_id(NULL);
 }
@@ -190,10 +191,16 @@ static int http_db_resume(struct http_ctx *ctx)
     return run->rc;
 }
 
-int http_work_handler(struct http_ctx *ctx)
+int http_defer_handler(struct http_ctx *ctx, http_handler_fn handler)
 {
     struct http_db_run *run = xcalloc(1, sizeof *run);
 
+    run->handler = handler;
     ulfius_init_response(&run->res);
     return http_defer_call(ctx, http_db_call, run, http_db_run_free, http_db_resume);
+}
+
+int http_work_handler(struct http_ctx *ctx)
+{
+    return http_defer_handler(ctx, ctx->route->handler);
 }

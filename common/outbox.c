@@ -19,6 +19,9 @@
 
 DB_STMT(outbox_insert, "INSERT INTO outbox (event_id, topic, key, type, payload)"
                        " VALUES ($1, $2, $3, $4, $5)");
+DB_STMT(outbox_insert_many, "INSERT INTO outbox (event_id, topic, key, type, payload)"
+                            " SELECT e.id, $2, e.key, e.type, e.payload FROM unnest($1::uuid[],"
+                            " $3::text[], $4::text[], $5::text[]) AS e (id, key, type, payload)");
 DB_STMT(outbox_lock, "SELECT pg_try_advisory_xact_lock(hashtext('ptce.outbox.' ||"
                      " current_schema()))");
 /*
@@ -64,6 +67,38 @@ enum status outbox_append(struct db_conn *conn, const char *topic, const char *s
     free(payload);
     if (st == STATUS_OK && event_id_out)
         memcpy(event_id_out, id, UUID_STR_LEN);
+    return st;
+}
+
+enum status outbox_append_batch(struct db_conn *conn, const char *topic, const char *source,
+                                struct outbox_event *events, size_t n)
+{
+    struct pgarray cols[4]; /* ids, keys, types, payloads */
+    enum status st = STATUS_OK;
+
+    for (size_t c = 0; c < 4; c++)
+        pgarray_init(&cols[c]);
+    for (size_t i = 0; i < n; i++) {
+        char id[UUID_STR_LEN];
+        json_t *ev = cloudevent_new(source, events[i].type, events[i].subject, events[i].data,
+                                    events[i].request_id, id); /* takes data */
+        char *payload = json_dumps(ev, JSON_COMPACT);
+        json_decref(ev);
+        if (!payload)
+            st = STATUS_INTERNAL;
+        pgarray_add_text(&cols[0], id);
+        pgarray_add_text(&cols[1], events[i].subject);
+        pgarray_add_text(&cols[2], events[i].type);
+        pgarray_add_text(&cols[3], payload);
+        free(payload);
+    }
+    if (st == STATUS_OK && n > 0) {
+        const char *params[] = {pgarray_text(&cols[0]), topic, pgarray_text(&cols[1]),
+                                pgarray_text(&cols[2]), pgarray_text(&cols[3])};
+        st = db_exec(conn, &outbox_insert_many, 5, params, NULL);
+    }
+    for (size_t c = 0; c < 4; c++)
+        pgarray_free(&cols[c]);
     return st;
 }
 

@@ -7,17 +7,20 @@
 
 #include "fsm.h"
 #include "http.h"
+#include "money_batch.h"
 
 /* Settings of funding itself (see the README's table). */
 struct funding_config {
     const char *grantor_name;  /* PTCE_FUNDING_GRANTOR_NAME: nomAttribuant of the open data */
     const char *grantor_siret; /* PTCE_FUNDING_GRANTOR_SIRET: idAttribuant */
     long stats_ttl_ms;         /* PTCE_STATS_MONEY_TTL_MS: a wave's statistics kept in memory */
+    long money_writers;        /* PTCE_FUNDING_MONEY_WRITERS: connections applying money batches */
 };
 
 struct funding {
     struct funding_config cfg;
-    struct fsm *agreements; /* the agreement's signatures: draft → carrier_signed → signed */
+    struct fsm *agreements;    /* the agreement's signatures: draft → carrier_signed → signed */
+    struct money_batch *money; /* signatures and payments applied in batches (money_batch.h) */
 };
 
 /* The agreement state machine's definition (routes.c). */
@@ -60,6 +63,9 @@ char *funding_scope_regions(const struct http_ctx *ctx);
  * (money_parse) of at most 16 digits before the point. 0 with *cents set, or -1.
  */
 int funding_amount_read(const json_t *v, int64_t *cents);
+
+/* A money_batch operation's done: resumes its request (op->arg, the http_ctx). */
+void funding_money_resume(struct money_op *op);
 
 /* Answers a document with 200 (or code). Takes doc. */
 int funding_reply_doc(struct http_ctx *ctx, int code, json_t *doc);

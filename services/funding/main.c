@@ -14,6 +14,8 @@ extern const size_t funding_migrations_count;
 
 static const char *const funding_consumes[] = {INSTRUCTION_TOPIC, SUBMISSION_EVENTS_TOPIC};
 
+#define FUNDING_MONEY_MAX_BATCH 256
+
 #define FCFG(field) offsetof(struct funding_config, field)
 static struct funding_config funding_cfg_storage;
 static const struct config_var funding_vars[] = {
@@ -22,6 +24,8 @@ static const struct config_var funding_vars[] = {
      "open data: nomAttribuant (the granting body)"},
     {"PTCE_FUNDING_GRANTOR_SIRET", CONFIG_STRING, "11000201100044", 0, 0, FCFG(grantor_siret),
      "open data: idAttribuant (the granting body's SIRET)"},
+    {"PTCE_FUNDING_MONEY_WRITERS", CONFIG_INT, "2", 1, 16, FCFG(money_writers),
+     "connections that apply signatures and payments in batches (one batch each at a time)"},
     {"PTCE_STATS_MONEY_TTL_MS", CONFIG_INT, "1000", 0, 60000, FCFG(stats_ttl_ms),
      "how long a wave's GET /v1/stats/money is served from memory (0: computed every time)"},
 };
@@ -44,6 +48,9 @@ static enum status funding_start(struct service *svc)
         log_event(LOG_ERROR, "fsm.invalid", "{s:s}", "error", err);
         return STATUS_INTERNAL;
     }
+    f.money =
+        money_batch_start(svc->cfg.database_url, svc->def->schema, svc->cfg.db_statement_timeout_ms,
+                          f.cfg.money_writers, FUNDING_MONEY_MAX_BATCH);
     svc->domain = &f;
     return STATUS_OK;
 }
@@ -52,6 +59,7 @@ static void funding_stop(struct service *svc)
 {
     struct funding *f = svc->domain;
 
+    money_batch_stop(f->money); /* after the HTTP server: nothing is queued any more */
     fsm_free(f->agreements);
 }
 

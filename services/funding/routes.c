@@ -101,21 +101,18 @@ char *funding_scope_regions(const struct http_ctx *ctx)
     return text;
 }
 
-/* Answers an agreement with its ETag (the version), or 304 for a matching If-None-Match. */
-static int routes_reply_agreement(struct http_ctx *ctx, int code, const char *id)
+/* Answers an agreement's document (taken) with its ETag, or 304 for a matching If-None-Match. */
+static int routes_reply_agreement_doc(struct http_ctx *ctx, int code, json_t *doc)
 {
     char etag[PRECOND_ETAG_LEN];
-    json_t *doc = NULL;
     int not_modified = 0;
-    enum status st = store_agreement_get(funding_db(ctx), id, &doc);
-
-    if (st != STATUS_OK)
-        return http_reply_problem(ctx, st, "no agreement %s", id);
     long long version = json_integer_value(json_object_get(doc, "version"));
+
     precond_etag(version, etag);
     http_set_header(ctx, "ETag", etag);
     if (code == 200) {
-        st = precond_if_none_match(http_header(ctx, "If-None-Match"), version, &not_modified);
+        enum status st =
+            precond_if_none_match(http_header(ctx, "If-None-Match"), version, &not_modified);
         if (st != STATUS_OK || not_modified)
             json_decref(doc);
         if (st != STATUS_OK) /* as submission and instruction answer it */
@@ -124,6 +121,17 @@ static int routes_reply_agreement(struct http_ctx *ctx, int code, const char *id
             return http_reply_raw(ctx, 304, NULL, "", 0);
     }
     return http_reply_json(ctx, code, doc);
+}
+
+/* Answers an agreement with its ETag (the version), or 304 for a matching If-None-Match. */
+static int routes_reply_agreement(struct http_ctx *ctx, int code, const char *id)
+{
+    json_t *doc = NULL;
+    enum status st = store_agreement_get(funding_db(ctx), id, &doc);
+
+    if (st != STATUS_OK)
+        return http_reply_problem(ctx, st, "no agreement %s", id);
+    return routes_reply_agreement_doc(ctx, code, doc);
 }
 
 /* ---- envelopes ---- */
@@ -316,7 +324,21 @@ static int routes_reply_transition_refused(struct http_ctx *ctx, const struct fs
     return rc;
 }
 
-static int handle_agreement_sign(struct http_ctx *ctx)
+/* What is wrong with a signature's body: a new array, empty when nothing is. */
+static json_t *routes_signature_errors(const struct http_ctx *ctx)
+{
+    static const char *const known[] = {"signer", NULL};
+    const char *signer = json_string_value(json_object_get(ctx->body, "signer"));
+    json_t *errors = json_array();
+
+    http_fields_unknown(ctx->body, NULL, known, "a signature", errors);
+    if (!signer || (strcmp(signer, "carrier") != 0 && strcmp(signer, "state") != 0))
+        http_field_error(errors, "signer", "must be carrier or state");
+    return errors;
+}
+
+/* A signature on its own, on a database thread: what money_batch does not take. */
+static int routes_agreement_sign_alone(struct http_ctx *ctx)
 {
     const char *id = http_param(ctx, "id");
     const char *signer = json_string_value(json_object_get(ctx->body, "signer"));
@@ -326,11 +348,7 @@ static int handle_agreement_sign(struct http_ctx *ctx)
 
     if (funding_resource_visible(ctx, "agreement", id, &rc) != 0)
         return rc;
-    static const char *const known[] = {"signer", NULL};
-    json_t *errors = json_array();
-    http_fields_unknown(ctx->body, NULL, known, "a signature", errors);
-    if (!signer || (strcmp(signer, "carrier") != 0 && strcmp(signer, "state") != 0))
-        http_field_error(errors, "signer", "must be carrier or state");
+    json_t *errors = routes_signature_errors(ctx);
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid signature");
     json_decref(errors);
@@ -358,6 +376,112 @@ static int handle_agreement_sign(struct http_ctx *ctx)
     if (st != STATUS_OK)
         return funding_reply_refusal(ctx, st, res.why, "the signature could not be recorded");
     return routes_reply_agreement(ctx, 200, id);
+}
+
+/* A signature going through money_batch: the operation, its transition, the event's members. */
+struct routes_signing {
+    struct money_op op;
+    struct fsm_request rq;
+    json_t *data;
+};
+
+static void routes_signing_free(void *p)
+{
+    struct routes_signing *s = p;
+
+    money_op_clear(&s->op);
+    json_decref(s->data);
+    free(s);
+}
+
+void funding_money_resume(struct money_op *op)
+{
+    http_resume(op->arg); /* the request, deferred until its batch served it */
+}
+
+static int routes_signing_answer(struct http_ctx *ctx)
+{
+    struct routes_signing *s = http_state(ctx);
+    struct money_op *op = &s->op;
+
+    if (op->transition_refused) {
+        struct fsm_result res;
+        memset(&res, 0, sizeof res);
+        snprintf(res.from, sizeof res.from, "%s", op->state);
+        fsm_allowed(&funding_agreement_fsm, &ctx->principal, &res);
+        return routes_reply_transition_refused(ctx, &res);
+    }
+    if (op->st == STATUS_PRECONDITION_FAILED)
+        store_agreement_stale_why(op->version_now, op->why, sizeof op->why);
+    json_t *doc = op->st == STATUS_OK ? json_loads(op->doc, 0, NULL) : NULL;
+    if (!doc)
+        return funding_reply_refusal(ctx, op->st == STATUS_OK ? STATUS_INTERNAL : op->st, op->why,
+                                     "the signature could not be recorded");
+    return routes_reply_agreement_doc(ctx, 200, doc);
+}
+
+/* The one transition of the agreement's machine to `to`, when who may take it; else NULL. */
+static const struct fsm_transition *routes_transition_to(const char *to,
+                                                         const struct auth_principal *who)
+{
+    const struct fsm_transition *found = NULL;
+
+    for (size_t i = 0; i < funding_agreement_fsm.ntransitions; i++) {
+        const struct fsm_transition *t = &funding_agreement_fsm.transitions[i];
+        if (strcmp(t->to, to) != 0)
+            continue;
+        if (found)
+            return NULL; /* two ways there: only the row can say which */
+        found = t;
+    }
+    return found && (found->roles & (unsigned)who->role) ? found : NULL;
+}
+
+/* The version an If-Match names when it is exactly one strong ETag of ours ("v3"), else -1. */
+static long long routes_if_match_version(const char *h)
+{
+    char etag[PRECOND_ETAG_LEN];
+
+    if (!h || h[0] != '"' || h[1] != 'v' || h[2] < '0' || h[2] > '9')
+        return -1;
+    long long v = strtoll(h + 2, NULL, 10);
+    precond_etag(v, etag);
+    return strcmp(etag, h) == 0 ? v : -1;
+}
+
+/*
+ * A signature: one with a well-formed body and an If-Match of exactly one ETag is applied by the
+ * next batch (money_batch.h), which answers every refusal as the signature alone would; any other
+ * (its 400, 428, 404 of a key or an id that needs no look-up…) is taken alone.
+ */
+static int handle_agreement_sign(struct http_ctx *ctx)
+{
+    const char *id = http_param(ctx, "id");
+    const char *signer = json_string_value(json_object_get(ctx->body, "signer"));
+    long long version = routes_if_match_version(http_header(ctx, "If-Match"));
+    json_t *errors = routes_signature_errors(ctx);
+    int valid = json_array_size(errors) == 0;
+
+    json_decref(errors);
+    const char *to = valid && strcmp(signer, "carrier") == 0 ? "carrier_signed" : "signed";
+    const struct fsm_transition *t = valid ? routes_transition_to(to, &ctx->principal) : NULL;
+    if (!t || version < 0 || ctx->principal.role == ROLE_DASHBOARD || !uuid_is_valid(id))
+        return http_defer_handler(ctx, routes_agreement_sign_alone);
+    struct routes_signing *s = xcalloc(1, sizeof *s);
+    s->data = json_pack("{s:s}", "signer", signer);
+    s->rq = (struct fsm_request){.id = id, .to = to, .who = &ctx->principal, .data = s->data};
+    s->op = (struct money_op){.kind = MONEY_SIGN,
+                              .id = id,
+                              .who = &ctx->principal,
+                              .request_id = ctx->request_id,
+                              .arg = ctx,
+                              .rq = &s->rq,
+                              .signer = signer,
+                              .from_state = t->from,
+                              .version = version};
+    int rc = http_defer(ctx, routes_signing_answer, s, routes_signing_free);
+    money_batch_post(funding_domain(ctx)->money, &s->op, funding_money_resume);
+    return rc;
 }
 
 /* ---- amendments: reduction and year-3 aid, both under If-Match ---- */
@@ -489,14 +613,15 @@ const struct http_route funding_routes[] = {
      PERSONAL | HTTP_DB},
     {"GET", "/v1/agreements/{id}/reports", handle_agreement_reports, OFFICERS_HIDDEN,
      PERSONAL | HTTP_DB},
+    /* on its worker: it hands what it does not batch to a database thread */
     {"POST", "/v1/agreements/{id}/signatures", handle_agreement_sign, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON | PERSONAL | HTTP_DB},
+     HTTP_BODY_JSON | PERSONAL},
     {"POST", "/v1/agreements/{id}/reductions", handle_agreement_reduce, OFFICERS_HIDDEN,
      HTTP_BODY_JSON | PERSONAL | HTTP_DB},
     {"POST", "/v1/agreements/{id}/year3", handle_agreement_year3, OFFICERS_HIDDEN,
      HTTP_BODY_JSON | PERSONAL | HTTP_DB},
     {"POST", "/v1/tranches/{id}/payments", funding_handle_tranche_pay, OFFICERS_HIDDEN,
-     HTTP_BODY_JSON | PERSONAL | HTTP_DB},
+     HTTP_BODY_JSON | PERSONAL},
     {"POST", "/v1/tranches/{id}/cancellation", funding_handle_tranche_cancel, OFFICERS_HIDDEN,
      HTTP_BODY_JSON | PERSONAL | HTTP_DB},
     {"POST", "/v1/tranches/{id}/recoveries", funding_handle_tranche_recover, OFFICERS_HIDDEN,

@@ -11,8 +11,6 @@
 #include "utf8.h"
 #include "uuid.h"
 
-#define MONEY_WHY_LEN 256
-
 /*
  * A required string of 1 to max characters (code points, as JSON Schema's maxLength counts), or
  * a field error. Borrowed from the body.
@@ -40,25 +38,36 @@ static int money_reply(struct http_ctx *ctx, enum status st, json_t *doc, const 
     return http_reply_json(ctx, 200, member);
 }
 
-int funding_handle_tranche_pay(struct http_ctx *ctx)
+/* What is wrong with a payment's body (a new array, empty when nothing is); its members. */
+static json_t *money_payment_errors(struct http_ctx *ctx, const char **reference,
+                                    const char **paid_on)
+{
+    static const char *const known[] = {"reference", "paid_on", NULL};
+    struct clock_date day;
+    json_t *errors = json_array();
+
+    http_fields_unknown(ctx->body, NULL, known, "a payment", errors);
+    *reference = money_text(ctx, "reference", 64, errors);
+    *paid_on = json_string_value(json_object_get(ctx->body, "paid_on"));
+    if (!*paid_on || clock_date_parse(*paid_on, &day) != STATUS_OK)
+        http_field_error(errors, "paid_on", "must be a date (YYYY-MM-DD)");
+    return errors;
+}
+
+/* A payment on its own, on a database thread: what money_batch does not take. */
+static int money_tranche_pay_alone(struct http_ctx *ctx)
 {
     const char *id = http_param(ctx, "id");
+    const char *reference, *paid_on;
     char why[MONEY_WHY_LEN] = "";
     struct http_idem idem;
-    struct clock_date day;
     json_t *doc = NULL;
     int rc;
 
     if (funding_resource_visible(ctx, "tranche", id, &rc) != 0 ||
         !http_idem_read(ctx, &idem, 0, 200, &rc))
         return rc;
-    static const char *const known[] = {"reference", "paid_on", NULL};
-    json_t *errors = json_array();
-    http_fields_unknown(ctx->body, NULL, known, "a payment", errors);
-    const char *reference = money_text(ctx, "reference", 64, errors);
-    const char *paid_on = json_string_value(json_object_get(ctx->body, "paid_on"));
-    if (!paid_on || clock_date_parse(paid_on, &day) != STATUS_OK)
-        http_field_error(errors, "paid_on", "must be a date (YYYY-MM-DD)");
+    json_t *errors = money_payment_errors(ctx, &reference, &paid_on);
     if (json_array_size(errors))
         return http_reply_problem_fields(ctx, STATUS_INVALID, errors, "invalid payment");
     json_decref(errors);
@@ -67,6 +76,53 @@ int funding_handle_tranche_pay(struct http_ctx *ctx)
     if (http_idem_refused(ctx, &idem, st, &rc))
         return rc;
     return money_reply(ctx, st, doc, "tranche", why, "the payment could not be recorded");
+}
+
+/* A payment going through money_batch: its operation is the request's state. */
+static void money_paying_free(void *p)
+{
+    money_op_clear(p);
+    free(p);
+}
+
+static int money_paying_answer(struct http_ctx *ctx)
+{
+    struct money_op *op = http_state(ctx);
+    json_t *doc = op->st == STATUS_OK ? json_loads(op->doc, 0, NULL) : NULL;
+
+    if (!doc)
+        return funding_reply_refusal(ctx, op->st == STATUS_OK ? STATUS_INTERNAL : op->st, op->why,
+                                     "the payment could not be recorded");
+    return http_reply_json(ctx, 200, doc);
+}
+
+/*
+ * A payment: one with a well-formed body and no Idempotency-Key is applied by the next batch
+ * (money_batch.h), which answers every refusal as the payment alone would; any other (its 400,
+ * a key to claim, a 404 that needs no look-up) is taken alone.
+ */
+int funding_handle_tranche_pay(struct http_ctx *ctx)
+{
+    const char *id = http_param(ctx, "id");
+    const char *reference, *paid_on;
+    json_t *errors = money_payment_errors(ctx, &reference, &paid_on);
+    int valid = json_array_size(errors) == 0;
+
+    json_decref(errors);
+    if (!valid || http_header(ctx, "Idempotency-Key") || ctx->principal.role == ROLE_DASHBOARD ||
+        !uuid_is_valid(id))
+        return http_defer_handler(ctx, money_tranche_pay_alone);
+    struct money_op *op = xcalloc(1, sizeof *op);
+    *op = (struct money_op){.kind = MONEY_PAY,
+                            .id = id,
+                            .who = &ctx->principal,
+                            .request_id = ctx->request_id,
+                            .arg = ctx,
+                            .reference = reference,
+                            .paid_on = paid_on};
+    int rc = http_defer(ctx, money_paying_answer, op, money_paying_free);
+    money_batch_post(funding_domain(ctx)->money, op, funding_money_resume);
+    return rc;
 }
 
 int funding_handle_tranche_cancel(struct http_ctx *ctx)

@@ -6,10 +6,11 @@
 # agreement_sign and tranche_pay functions, so the ledger and the balances stay consistent),
 # not through dossier.phase2_decided events: tens of thousands through Kafka and the inbox would
 # take minutes the bench does not measure. PTCE_BENCH_FUNDING_IDS sets how many signatures plus
-# payments are prepared (default 1000 a second of load): too few and the end of the run is 409s.
+# payments are prepared (default 5000 a second of load, warm-up included, since batches serve a
+# few thousand a second): too few and the end of the run is 409s, which funding_money.lua reports.
 
 FUND=$PTCE_URL_FUNDING
-FUND_IDS=${PTCE_BENCH_FUNDING_IDS:-$((1000 * (SECS + 3)))}
+FUND_IDS=${PTCE_BENCH_FUNDING_IDS:-$((5000 * (SECS + 3)))}
 fund_sql() { psql "$DB" -X -qAt -v ON_ERROR_STOP=1 -c "SET search_path TO funding" -c "$1"; }
 fund_seed() { # WAVE N CARRIER_SIGNED STATE_SIGNED PAID AGE_DAYS ENVELOPES
     psql "$DB" -X -q -v wave="$1" -v n="$2" -v carrier="$3" -v signed="$4" -v paid="$5" \

@@ -542,3 +542,67 @@ def test_refused_signatures_and_year3_beyond_the_envelope(fund, officer, db):
     assert len(declined) == 1 and declined[0]["data"]["decision"] == "declined"
     check_event(declined[0], "funding.year3_decided")
     assert ledger_problems(db) == []
+
+
+def test_signatures_and_payments_sent_together_answer_as_alone(fund, officer, db, keys):
+    """Signatures and payments arriving at once are applied in batches (money_batch.h); each
+    still gets the answer it would have had alone, whichever batch and round it falls in: the
+    State's signature twice (200, then 412 with the new ETag), a payment twice (200, then 409),
+    the carrier's signature by a key of its region (200), the State's on a draft (409 naming what it may become), a
+    key of another region (404), a tranche that does not exist (404)."""
+    wave = new_wave()
+    open_envelope(fund, officer, wave, 10 * AMOUNT)
+    dossiers = [str(uuid.uuid4()) for _ in range(4)]
+    publish(db, *[decision_event(d, wave, region="84", siret=SIRETS[0]) for d in dossiers])
+    a_state, a_pay, a_carrier, a_draft = [agreement_of(db, d) for d in dossiers]
+    for aid in (a_state, a_pay):
+        assert sign(fund, officer, aid, "carrier").status_code == 200
+    r = sign(fund, officer, a_pay, "state")
+    assert r.status_code == 200, r.text
+    due = r.json()["tranches"][0]["id"]
+    regional = bearer(keys.create("funding_officer", regions="11"))
+    in_scope = bearer(keys.create("funding_officer", regions="11,84"))
+    calls = [("state", a_state, officer, '"v2"'), ("state", a_state, officer, '"v2"'),
+             ("pay", due, officer, None), ("pay", due, officer, None),
+             ("carrier", a_carrier, in_scope, '"v1"'), ("state", a_draft, officer, '"v1"'),
+             ("state", a_state, regional, '"v2"'), ("pay", str(uuid.uuid4()), officer, None)]
+    answers = [None] * len(calls)
+    barrier = threading.Barrier(len(calls))
+
+    def call(i, what, rid, headers, etag):
+        barrier.wait()
+        answers[i] = pay(fund, headers, rid, f"VIR-{i}") if what == "pay" \
+            else sign(fund, headers, rid, what, etag=etag)
+
+    threads = [threading.Thread(target=call, args=(i, *c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    codes = [r.status_code for r in answers]
+    assert sorted(codes[:2]) == [200, 412] and sorted(codes[2:4]) == [200, 409], codes
+    assert codes[4:] == [200, 409, 404, 404], [r.text for r in answers]
+    signed = next(r for r in answers[:2] if r.status_code == 200)
+    assert conform(signed, "/v1/agreements/{id}/signatures", "post")["state"] == "signed"
+    assert signed.headers["ETag"] == '"v3"'
+    stale = next(r for r in answers[:2] if r.status_code == 412)
+    assert stale.json()["detail"] == 'the agreement is at version 3 (ETag "v3")'
+    paid = next(r for r in answers[2:4] if r.status_code == 200)
+    assert conform(paid, "/v1/tranches/{id}/payments", "post")["state"] == "paid"
+    twice = next(r for r in answers[2:4] if r.status_code == 409)
+    assert twice.json()["detail"].startswith(f"tranche {due} was already paid on 2026-03-01")
+    assert answers[4].json()["state"] == "carrier_signed" and answers[4].headers["ETag"] == '"v2"'
+    assert answers[5].json()["detail"] == \
+        "the agreement is draft; from there it may go to: carrier_signed"
+    assert answers[6].json()["detail"] == f"no agreement {a_state}"
+    assert answers[7].json()["detail"] == f"no tranche {calls[7][1]}"
+    assert ledger_problems(db) == []
+    published = [t for t, _ in events_of(db, a_state)]
+    assert published.count("funding.agreement_signed") == 2  # the carrier's, the State's
+    assert published.count("funding.tranche_due") == 1
+    paid_events = [ev for t, ev in events_of(db, a_pay) if t == "funding.tranche_paid"]
+    assert len(paid_events) == 1
+    for t, ev in events_of(db, a_state) + events_of(db, a_pay):
+        check_event(ev, t)
+    assert sql(db, "SELECT state, version FROM funding.agreement WHERE id = %s", a_pay) == \
+        [("active", 4)]

@@ -249,8 +249,10 @@ class Model:
         ts = self.tranches(aid)
         tid = rnd.choice(ts) if ts else str(uuid.uuid4())
         op = rnd.choice(["sign", "sign", "pay", "pay", "pay", "cancel", "reduce", "recover",
-                         "reports", "year3"])
-        if op == "sign":
+                         "reports", "year3", "batch"])
+        if op == "batch":
+            self.batch()
+        elif op == "sign":
             with self.conn.transaction() as tx:
                 moved = sql(self.conn, "UPDATE agreement SET state = 'signed', version = version + 1"
                                        " WHERE id = %s AND state = 'draft' RETURNING id", aid)
@@ -282,6 +284,26 @@ class Model:
             self.call("SELECT year3_decide(%s, %s, %s, %s, 'prop')", aid,
                       "granted" if granted else "declined",
                       rnd.randint(1, 2 * 10 ** 7) if granted else 0, None if granted else "non")
+
+    def batch(self):
+        """Signatures and payments in one money_batch call, as funding's batches send them:
+        some on the same agreement (later rounds), some with a stale version, some not due."""
+        rnd, ops = self.rnd, []
+        for n in range(rnd.randint(1, 6)):
+            aid = rnd.choice(self.agreements)
+            if rnd.random() < 0.5:
+                version = sql(self.conn, "SELECT version FROM agreement WHERE id = %s", aid)[0][0]
+                ops.append({"n": n, "kind": "sign", "id": aid, "signer": "state",
+                            "version": version + (1 if rnd.random() < 0.2 else 0),
+                            "from_state": "draft", "to_state": "signed", "actor": "prop"})
+            else:
+                ts = self.tranches(aid) or [str(uuid.uuid4())]
+                ops.append({"n": n, "kind": "pay", "id": rnd.choice(ts), "reference": "B",
+                            "paid_on": "2026-03-01", "actor": "prop"})
+        with self.conn.transaction():
+            out = sql(self.conn, "SELECT n, status FROM money_batch(%s::jsonb)", json.dumps(ops))
+        assert sorted(n for n, _ in out) == list(range(len(ops)))
+        self.refused += sum(1 for _, st in out if st != "ok")
 
     def check(self):
         problems = sql(self.conn, "SELECT ledger_check()")[0][0]

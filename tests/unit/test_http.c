@@ -240,6 +240,14 @@ static int handle_db_defers(struct http_ctx *ctx)
     return http_defer_work(ctx, work_run, w, free, work_answer);
 }
 
+/* Answers /v1/either/0 on its worker, and hands any other to handle_db on a database thread. */
+static int handle_either(struct http_ctx *ctx)
+{
+    if (strcmp(http_param(ctx, "ms"), "0") == 0)
+        return http_reply_json(ctx, 200, json_pack("{s:s}", "on", "worker"));
+    return http_defer_handler(ctx, handle_db);
+}
+
 /* A gated route: only /v1/hook/good exists; any other token is an unknown path. */
 static int handle_hook(struct http_ctx *ctx)
 {
@@ -280,6 +288,7 @@ static const struct http_route routes[] = {
     {"GET", "/v1/silent", handle_silent, 0, HTTP_PUBLIC},
     {"GET", "/v1/db/{ms}", handle_db, 0, HTTP_PUBLIC | HTTP_DB},
     {"GET", "/v1/db-defers", handle_db_defers, 0, HTTP_PUBLIC | HTTP_DB},
+    {"GET", "/v1/either/{ms}", handle_either, 0, HTTP_PUBLIC},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 
@@ -1203,14 +1212,14 @@ END_TEST
 
 /* HTTP_DB handlers run beside the 2 workers (4 at once), their answer whole: status, header, body.
  */
-START_TEST(test_http_db_handlers_off_the_workers)
+/* Calls path (an answer of handle_db's, after 600 ms) 4 times at once: all 4 run together. */
+static void db_calls_check(const char *path)
 {
     struct background b[4];
-    struct reply r;
 
     atomic_store(&db_max, 0);
     for (int i = 0; i < 4; i++) {
-        b[i] = (struct background){.path = "/v1/db/600"};
+        b[i] = (struct background){.path = path};
         ck_assert_int_eq(pthread_create(&b[i].thread, NULL, background_call, &b[i]), 0);
     }
     for (int i = 0; i < 4; i++) {
@@ -1221,8 +1230,27 @@ START_TEST(test_http_db_handlers_off_the_workers)
         ck_assert_str_ne(b[i].r.request_id, ""); /* set by the worker, kept */
     }
     ck_assert_int_eq(atomic_load(&db_max), 4); /* on the 2 workers, 2 at most */
+}
+
+START_TEST(test_http_db_handlers_off_the_workers)
+{
+    struct reply r;
+
+    db_calls_check("/v1/db/600");
     call("GET", "/v1/db-defers", NULL, NULL, 0, NULL, &r);
     check_problem(&r, STATUS_INTERNAL, "/v1/db-defers");
+}
+END_TEST
+
+/* A handler on its worker hands some requests to a database thread whole (http_defer_handler). */
+START_TEST(test_http_defer_handler)
+{
+    struct reply r;
+
+    call("GET", "/v1/either/0", NULL, NULL, 0, NULL, &r);
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_str_eq(r.body, "{\"on\":\"worker\"}");
+    db_calls_check("/v1/either/600");
 }
 END_TEST
 
@@ -1309,6 +1337,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_http_defer_work_without_pool);
     tcase_add_test(tc, test_http_db_handlers_off_the_workers);
     tcase_add_test(tc, test_http_db_handler_past_deadline);
+    tcase_add_test(tc, test_http_defer_handler);
     suite_add_tcase(s, tc);
     return s;
 }

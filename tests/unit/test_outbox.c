@@ -134,6 +134,52 @@ START_TEST(test_outbox_append_keeps_order)
 }
 END_TEST
 
+/* A batch's events, each with its own request id, in order and byte for byte as one by one. */
+START_TEST(test_outbox_append_batch_keeps_order_and_request_ids)
+{
+    struct db_conn *conn;
+    char why[256];
+    struct outbox_event evs[3] = {
+        {"x.a", "k1", json_pack("{s:s}", "quote", "a \"b\" {c}, \\d"), "req-1"},
+        {"x.b", "k2", json_pack("{s:i}", "n", 2), NULL},
+        {"x.c", "k1", json_pack("{s:i}", "n", 3), "req-3"},
+    };
+
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    ck_assert_int_eq(db_begin(conn), STATUS_OK);
+    ck_assert_int_eq(outbox_append_batch(conn, "t", "/s", evs, 0), STATUS_OK);
+    ck_assert_int_eq(outbox_append_batch(conn, "t", "/s", evs, 3), STATUS_OK);
+    ck_assert_int_eq(db_commit(conn), STATUS_OK);
+    db_release(pool, conn);
+    PGresult *r = outbox_rows();
+    ck_assert_int_eq(PQntuples(r), 3);
+    static const char *const keys[] = {"k1", "k2", "k1"}, *const types[] = {"x.a", "x.b", "x.c"};
+    static const char *const rids[] = {"req-1", NULL, "req-3"};
+    for (int i = 0; i < 3; i++) {
+        struct cloudevent ev;
+        const char *payload = PQgetvalue(r, i, 4);
+        ck_assert_str_eq(PQgetvalue(r, i, 1), "t");
+        ck_assert_str_eq(PQgetvalue(r, i, 2), keys[i]);
+        ck_assert_str_eq(PQgetvalue(r, i, 3), types[i]);
+        ck_assert_int_eq(cloudevent_parse(payload, strlen(payload), &ev, why, sizeof why),
+                         STATUS_OK);
+        ck_assert_str_eq(ev.id, PQgetvalue(r, i, 0));
+        ck_assert_str_eq(ev.source, "/s");
+        ck_assert_str_eq(ev.type, types[i]);
+        ck_assert_str_eq(ev.subject, keys[i]);
+        if (rids[i])
+            ck_assert_str_eq(ev.request_id, rids[i]);
+        else
+            ck_assert_ptr_null(ev.request_id);
+        if (i == 0)
+            ck_assert_str_eq(json_string_value(json_object_get(ev.data, "quote")),
+                             "a \"b\" {c}, \\d");
+        cloudevent_clear(&ev);
+    }
+    PQclear(r);
+}
+END_TEST
+
 START_TEST(test_outbox_append_without_table_fails)
 {
     struct db_conn conn;
@@ -317,6 +363,7 @@ static Suite *outbox_suite(void)
     tcase_add_test(tc, test_outbox_append_visible_only_after_commit);
     tcase_add_test(tc, test_outbox_append_rollback_leaves_nothing);
     tcase_add_test(tc, test_outbox_append_keeps_order);
+    tcase_add_test(tc, test_outbox_append_batch_keeps_order_and_request_ids);
     tcase_add_test(tc, test_outbox_append_without_table_fails);
     tcase_add_test(tc, test_outbox_relay_publishes_in_order);
     tcase_add_test(tc, test_outbox_relay_recovers_from_failed_round);
