@@ -159,10 +159,9 @@ static enum status money_batch_once(struct db_conn *conn, const char *ops,
     return st;
 }
 
-static enum status money_batch_serve(struct db_conn *conn, struct batch_item **items, size_t n,
-                                     void *arg)
+/* Runs items[0..n) as one batch, in its own transaction, again after a deadlock. */
+static enum status money_batch_run(struct db_conn *conn, struct batch_item **items, size_t n)
 {
-    (void)arg;
     json_t *ops = json_array();
 
     for (size_t i = 0; i < n; i++)
@@ -178,11 +177,12 @@ static enum status money_batch_serve(struct db_conn *conn, struct batch_item **i
         st = db_end(conn, st);
     }
     free(text);
-    if (st != STATUS_OK) {
-        log_event(LOG_WARN, "funding.money_batch_failed", "{s:i, s:s}", "operations", (int)n,
-                  "status", status_strerror(st));
-        return st; /* given to every item: nothing of the batch is known committed */
-    }
+    return st;
+}
+
+/* After a committed batch: the transitions' log lines, the counters. */
+static void money_batch_committed(struct batch_item **items, size_t n)
+{
     for (size_t i = 0; i < n; i++) {
         struct money_op *op = items[i]->out;
         if (op->kind != MONEY_SIGN || op->st != STATUS_OK)
@@ -195,7 +195,41 @@ static enum status money_batch_serve(struct db_conn *conn, struct batch_item **i
     log_set_request_id(NULL);
     metric_add(&m_batches, 1);
     metric_add(&m_ops, (long)n);
-    return STATUS_OK;
+}
+
+/*
+ * A batch the database refused as a whole (a statement that failed for one operation, a
+ * timeout) is run again one operation at a time, each in its own transaction: the operation
+ * that fails is answered its failure alone, the others as if they had come alone. A lost
+ * connection is everyone's failure: nothing of the batch is known committed.
+ */
+static enum status money_batch_serve(struct db_conn *conn, struct batch_item **items, size_t n,
+                                     void *arg)
+{
+    (void)arg;
+    enum status st = money_batch_run(conn, items, n);
+
+    if (st == STATUS_OK) {
+        money_batch_committed(items, n);
+        return STATUS_OK;
+    }
+    log_event(LOG_WARN, "funding.money_batch_failed", "{s:i, s:s}", "operations", (int)n, "status",
+              status_strerror(st));
+    if (n == 1 || st == STATUS_UNAVAILABLE)
+        return st; /* given to every item */
+    for (size_t i = 0; i < n; i++) {
+        struct money_op *op = items[i]->out;
+        enum status one = money_batch_run(conn, items + i, 1);
+        if (one == STATUS_OK) {
+            money_batch_committed(items + i, 1);
+            continue;
+        }
+        money_op_clear(op);
+        op->st = one;
+        op->transition_refused = 0;
+        op->why[0] = '\0';
+    }
+    return STATUS_OK; /* each operation carries its own answer */
 }
 
 struct money_batch *money_batch_start(const char *conninfo, const char *schema,

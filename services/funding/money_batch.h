@@ -68,7 +68,9 @@ void money_batch_stop(struct money_batch *mb);
 /*
  * Queues op; done(op) is called on a batch thread once its batch committed (op->st STATUS_OK or
  * the operation's own refusal) or failed (the failure's status: nothing of it was committed, or
- * its outcome is unknown), or at once on this thread when the batcher is stopping.
+ * its outcome is unknown), or at once on this thread when the batcher is stopping. A batch that
+ * failed otherwise than by a lost connection is run again one operation at a time, so a failure
+ * is the operation's own.
  */
 void money_batch_post(struct money_batch *mb, struct money_op *op,
                       void (*done)(struct money_op *op));

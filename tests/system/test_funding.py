@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 
+import psycopg
 import pytest
 import requests
 
@@ -606,3 +607,59 @@ def test_signatures_and_payments_sent_together_answer_as_alone(fund, officer, db
         check_event(ev, t)
     assert sql(db, "SELECT state, version FROM funding.agreement WHERE id = %s", a_pay) == \
         [("active", 4)]
+
+
+def test_a_batch_refused_as_a_whole_answers_each_payment_alone(fund, officer, db, admin_url):
+    """A batch the database refuses as a whole is run again one operation at a time: the
+    payment that fails gets its 500 alone, the others are paid. Both writers are held on
+    agreement locks the test takes, so that the next four payments queue into one batch; a
+    trigger makes the poisoned one's UPDATE fail (money_batch.c)."""
+    wave = new_wave()
+    open_envelope(fund, officer, wave, 10 * AMOUNT)
+    dossiers = [str(uuid.uuid4()) for _ in range(6)]
+    publish(db, *[decision_event(d, wave, region="84", siret=SIRETS[0]) for d in dossiers])
+    agreements = [agreement_of(db, d) for d in dossiers]
+    tranches = []
+    for aid in agreements:
+        assert sign(fund, officer, aid, "carrier").status_code == 200
+        r = sign(fund, officer, aid, "state")
+        assert r.status_code == 200, r.text
+        tranches.append(r.json()["tranches"][0]["id"])
+    poison = f"POISON-{uuid.uuid4().hex[:8]}"
+    sql(db, "CREATE OR REPLACE FUNCTION funding.test_poison() RETURNS trigger LANGUAGE plpgsql"
+            " AS $$ BEGIN IF NEW.reference LIKE 'POISON-%%' THEN"
+            " RAISE EXCEPTION 'poisoned payment'; END IF; RETURN NEW; END $$")
+    sql(db, "CREATE TRIGGER test_poison BEFORE UPDATE ON funding.tranche FOR EACH ROW"
+            " EXECUTE FUNCTION funding.test_poison()")
+    answers = {}
+
+    def call(i, ref):
+        answers[i] = pay(fund, officer, tranches[i], ref)
+    try:
+        with psycopg.connect(admin_url) as holder:
+            sql(holder, "SELECT 1 FROM funding.agreement WHERE id = ANY(%s::uuid[]) FOR UPDATE",
+                agreements[:2])
+            held = [threading.Thread(target=call, args=(i, f"VIR-{i}")) for i in (0, 1)]
+            for n, t in enumerate(held, 1):  # one at a time: each in a batch of its own
+                t.start()
+                wait_until(lambda: sql(db, "SELECT count(*) FROM pg_stat_activity WHERE"
+                                           " wait_event_type = 'Lock' AND usename = 'ptce_funding'")
+                           [0][0] >= n, timeout=10, what=f"{n} writer(s) held by the test's locks")
+            queued = [threading.Thread(target=call, args=(i, poison if i == 3 else f"VIR-{i}"))
+                      for i in range(2, 6)]
+            for t in queued:
+                t.start()
+            time.sleep(1)  # the four are queued behind the held writers
+            holder.rollback()
+        for t in held + queued:
+            t.join(timeout=60)
+    finally:
+        sql(db, "DROP TRIGGER IF EXISTS test_poison ON funding.tranche")
+        sql(db, "DROP FUNCTION IF EXISTS funding.test_poison()")
+    codes = {i: r.status_code for i, r in answers.items()}
+    assert codes == {0: 200, 1: 200, 2: 200, 3: 500, 4: 200, 5: 200}, \
+        {i: r.text for i, r in answers.items()}
+    paid = sql(db, "SELECT id::text FROM funding.tranche WHERE state = 'paid' AND"
+                   " id = ANY(%s::uuid[])", tranches)
+    assert sorted(p[0] for p in paid) == sorted(t for i, t in enumerate(tranches) if i != 3)
+    assert ledger_problems(db) == []
