@@ -19,9 +19,11 @@
 
 DB_STMT(outbox_insert, "INSERT INTO outbox (event_id, topic, key, type, payload)"
                        " VALUES ($1, $2, $3, $4, $5)");
-DB_STMT(outbox_insert_many, "INSERT INTO outbox (event_id, topic, key, type, payload)"
-                            " SELECT e.id, $2, e.key, e.type, e.payload FROM unnest($1::uuid[],"
-                            " $3::text[], $4::text[], $5::text[]) AS e (id, key, type, payload)");
+/* ORDER BY the arrays' order: the ids the events get, and so the relay's order per key. */
+DB_STMT(outbox_insert_many,
+        "INSERT INTO outbox (event_id, topic, key, type, payload)"
+        " SELECT e.id, $2, e.key, e.type, e.payload FROM unnest($1::uuid[], $3::text[],"
+        " $4::text[], $5::text[]) WITH ORDINALITY AS e (id, key, type, payload, n) ORDER BY e.n");
 DB_STMT(outbox_lock, "SELECT pg_try_advisory_xact_lock(hashtext('ptce.outbox.' ||"
                      " current_schema()))");
 /*
