@@ -176,8 +176,8 @@ static int fsm_role_may(const struct fsm_transition *t, const struct auth_princi
 }
 
 /* Lists the targets the caller may take from res->from. */
-static void fsm_allowed_fill(const struct fsm_def *def, const struct auth_principal *who,
-                             struct fsm_result *res)
+void fsm_allowed(const struct fsm_def *def, const struct auth_principal *who,
+                 struct fsm_result *res)
 {
     res->nallowed = 0;
     for (size_t i = 0; i < def->ntransitions && res->nallowed < FSM_MAX_ALLOWED; i++) {
@@ -230,7 +230,7 @@ static enum status fsm_check(struct fsm *m, struct db_conn *conn, const struct f
         snprintf(res->why, sizeof res->why, "%s", precond_if_match_strerror(st));
         return st;
     }
-    fsm_allowed_fill(def, rq->who, res);
+    fsm_allowed(def, rq->who, res);
     const struct fsm_transition *t = fsm_find(def, res->from, rq->to);
     if (!t) {
         snprintf(res->why, sizeof res->why, "no transition from %s to %s", res->from, rq->to);
@@ -267,12 +267,6 @@ json_t *fsm_event_data(const struct fsm_request *rq, const struct fsm_result *re
     if (data && rq->data && json_is_object(rq->data))
         json_object_update_missing(data, (json_t *)rq->data); /* ours win on a clash */
     return data;
-}
-
-void fsm_allowed(const struct fsm_def *def, const struct auth_principal *who,
-                 struct fsm_result *res)
-{
-    fsm_allowed_fill(def, who, res);
 }
 
 void fsm_transition_log(const struct fsm_def *def, const struct fsm_request *rq,
