@@ -79,6 +79,17 @@ static enum status inbox_dead_letter(struct inbox *inbox, const rd_kafka_message
     return st;
 }
 
+/* The route of type among routes[0..nroutes), or NULL. */
+static const struct inbox_route *inbox_route_of(const struct inbox_route *routes, size_t nroutes,
+                                                const char *type)
+{
+    for (size_t i = 0; i < nroutes; i++) {
+        if (strcmp(routes[i].type, type) == 0)
+            return &routes[i];
+    }
+    return NULL;
+}
+
 /*
  * 0 when the inbox dispatches by type and no route names ev's: such an event changes nothing,
  * so it is counted as skipped without a statement — recording it would only keep it from being
@@ -87,13 +98,7 @@ static enum status inbox_dead_letter(struct inbox *inbox, const rd_kafka_message
  */
 static int inbox_routed(const struct inbox *inbox, const struct cloudevent *ev)
 {
-    if (!inbox->cfg.routes)
-        return 1;
-    for (size_t i = 0; i < inbox->cfg.nroutes; i++) {
-        if (strcmp(inbox->cfg.routes[i].type, ev->type) == 0)
-            return 1;
-    }
-    return 0;
+    return !inbox->cfg.routes || inbox_route_of(inbox->cfg.routes, inbox->cfg.nroutes, ev->type);
 }
 
 /* The event's effect, by its type's route (or the one handler), in the open transaction. */
@@ -169,10 +174,10 @@ out:
 enum status inbox_dispatch(const struct inbox_route *routes, size_t nroutes, struct db_conn *conn,
                            const struct cloudevent *ev, void *ud)
 {
-    for (size_t i = 0; i < nroutes; i++) {
-        if (strcmp(routes[i].type, ev->type) == 0)
-            return routes[i].handler(conn, ev, ud);
-    }
+    const struct inbox_route *route = inbox_route_of(routes, nroutes, ev->type);
+
+    if (route)
+        return route->handler(conn, ev, ud);
     metric_add(&m_skipped, 1);
     log_event(LOG_DEBUG, "inbox.event_skipped", "{s:s, s:s?}", "type", ev->type, "subject",
               ev->subject);
