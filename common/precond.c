@@ -2,11 +2,24 @@
 #include "precond.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void precond_etag(long long version, char out[PRECOND_ETAG_LEN])
 {
     snprintf(out, PRECOND_ETAG_LEN, "\"v%lld\"", version);
+}
+
+long long precond_etag_version(const char *header)
+{
+    char etag[PRECOND_ETAG_LEN];
+    const char *h = header;
+
+    if (!h || h[0] != '"' || h[1] != 'v' || h[2] < '0' || h[2] > '9')
+        return -1;
+    long long v = strtoll(h + 2, NULL, 10);
+    precond_etag(v, etag);
+    return strcmp(etag, h) == 0 ? v : -1; /* the whole header, and no leading zero */
 }
 
 /* One entity tag of a header list, as found by precond_tag_next. */

@@ -18,6 +18,13 @@
 void precond_etag(long long version, char out[PRECOND_ETAG_LEN]);
 
 /*
+ * The version an If-Match header names when it is exactly one strong ETag of ours ("v3", no
+ * spaces, no list), else -1: for a writer that decides the precondition later, against the
+ * locked row (a batch), and takes every other header the ordinary way.
+ */
+long long precond_etag_version(const char *header);
+
+/*
  * The decision on a change (PUT, PATCH, POST of a transition) to a resource whose version is
  * `current`, given its If-Match header (NULL when absent; borrowed). Returns STATUS_OK when
  * the change may go on: the header is `*`, or one of its tags equals the current ETag by the

@@ -437,18 +437,6 @@ static const struct fsm_transition *routes_transition_to(const char *to,
     return found && (found->roles & (unsigned)who->role) ? found : NULL;
 }
 
-/* The version an If-Match names when it is exactly one strong ETag of ours ("v3"), else -1. */
-static long long routes_if_match_version(const char *h)
-{
-    char etag[PRECOND_ETAG_LEN];
-
-    if (!h || h[0] != '"' || h[1] != 'v' || h[2] < '0' || h[2] > '9')
-        return -1;
-    long long v = strtoll(h + 2, NULL, 10);
-    precond_etag(v, etag);
-    return strcmp(etag, h) == 0 ? v : -1;
-}
-
 /*
  * A signature: one with a well-formed body and an If-Match of exactly one ETag is applied by the
  * next batch (money_batch.h), which answers every refusal as the signature alone would; any other
@@ -458,7 +446,7 @@ static int handle_agreement_sign(struct http_ctx *ctx)
 {
     const char *id = http_param(ctx, "id");
     const char *signer = json_string_value(json_object_get(ctx->body, "signer"));
-    long long version = routes_if_match_version(http_header(ctx, "If-Match"));
+    long long version = precond_etag_version(http_header(ctx, "If-Match"));
     json_t *errors = routes_signature_errors(ctx);
     int valid = json_array_size(errors) == 0;
 

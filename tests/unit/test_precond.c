@@ -15,6 +15,23 @@ START_TEST(test_precond_etag)
 }
 END_TEST
 
+START_TEST(test_precond_etag_version)
+{
+    ck_assert_int_eq(precond_etag_version("\"v3\""), 3);
+    ck_assert_int_eq(precond_etag_version("\"v0\""), 0);
+    ck_assert_int_eq(precond_etag_version("\"v9223372036854775807\""), 9223372036854775807LL);
+    ck_assert_int_eq(precond_etag_version(NULL), -1);
+    ck_assert_int_eq(precond_etag_version(""), -1);
+    ck_assert_int_eq(precond_etag_version("*"), -1);
+    ck_assert_int_eq(precond_etag_version("W/\"v3\""), -1);       /* weak */
+    ck_assert_int_eq(precond_etag_version("\"v3\", \"v4\""), -1); /* a list */
+    ck_assert_int_eq(precond_etag_version(" \"v3\""), -1);        /* spaces */
+    ck_assert_int_eq(precond_etag_version("\"v03\""), -1);        /* not ours */
+    ck_assert_int_eq(precond_etag_version("\"v-3\""), -1);
+    ck_assert_int_eq(precond_etag_version("\"v3"), -1);
+}
+END_TEST
+
 START_TEST(test_precond_if_match_decisions)
 {
     /* absent: 428 only when required */
@@ -99,6 +116,7 @@ static Suite *precond_suite(void)
     TCase *tc = tcase_create("precond");
 
     tcase_add_test(tc, test_precond_etag);
+    tcase_add_test(tc, test_precond_etag_version);
     tcase_add_test(tc, test_precond_if_match_decisions);
     tcase_add_test(tc, test_precond_malformed);
     tcase_add_test(tc, test_precond_if_none_match);
