@@ -109,11 +109,11 @@ struct national_ranking {
     char *balance;
 };
 
+/* regions: the reader's scope (store_scope_regions; NULL: every region). */
 static enum status national_ranking_query(struct db_conn *conn, const struct http_ctx *ctx,
-                                          int phase, long limit, long offset,
+                                          const char *regions, int phase, long limit, long offset,
                                           struct national_ranking *out)
 {
-    char *regions = store_scope_regions(&ctx->principal);
     char lim[24], off[24];
     const char *region = http_query(ctx, "region");
     struct db_stmt *stmt =
@@ -136,7 +136,6 @@ static enum status national_ranking_query(struct db_conn *conn, const struct htt
         PQclear(r);
         st = national_balance(conn, ctx, params[0], regions, region, &out->balance);
     }
-    free(regions);
     return st;
 }
 
@@ -150,16 +149,15 @@ static enum status national_ranking_query(struct db_conn *conn, const struct htt
 static struct ttlcache ranking_cache = TTLCACHE_INIT;
 
 /* The cache key of a ranking's answer; 0 when it does not fit (the answer is not kept). */
-static int national_ranking_key(const struct http_ctx *ctx, int phase, long limit, long offset,
-                                unsigned long commits, char *key, size_t len)
+static int national_ranking_key(const struct http_ctx *ctx, const char *regions, int phase,
+                                long limit, long offset, unsigned long commits, char *key,
+                                size_t len)
 {
-    char *regions = store_scope_regions(&ctx->principal);
     const char *q[] = {http_query(ctx, "wave"), http_query(ctx, "region"), http_query(ctx, "state"),
                        http_query(ctx, "label")};
     int n = snprintf(key, len, "%lu\x1f%d\x1f%ld\x1f%ld\x1f%s", commits, phase, limit, offset,
                      regions ? regions : "*");
 
-    free(regions);
     for (size_t i = 0; i < sizeof q / sizeof *q && n >= 0 && (size_t)n < len; i++)
         n += snprintf(key + n, len - (size_t)n, "\x1f%s", q[i] ? q[i] : "\x1e");
     return n >= 0 && (size_t)n < len;
@@ -198,10 +196,12 @@ int national_handle_rankings(struct http_ctx *ctx)
     const struct instruction *in = ((const struct service *)ctx->app)->domain;
     long ttl = in ? in->ranking_ttl_ms : 0;
     char key[TTLCACHE_KEY_MAX];
-    int keep = ttl > 0 &&
-               national_ranking_key(ctx, phase, limit, offset, db_commit_count(), key, sizeof key);
+    char *regions = store_scope_regions(&ctx->principal);
+    int keep = ttl > 0 && national_ranking_key(ctx, regions, phase, limit, offset,
+                                               db_commit_count(), key, sizeof key);
     char *kept = keep ? ttlcache_get(&ranking_cache, key) : NULL;
     if (kept) {
+        free(regions);
         int rc = http_reply_raw(ctx, 200, "application/json", kept, strlen(kept));
         free(kept);
         return rc;
@@ -209,9 +209,10 @@ int national_handle_rankings(struct http_ctx *ctx)
     struct national_ranking page = {0};
     enum status st = db_acquire(instruction_db(ctx), &conn);
     if (st == STATUS_OK) {
-        st = national_ranking_query(conn, ctx, phase, limit, offset, &page);
+        st = national_ranking_query(conn, ctx, regions, phase, limit, offset, &page);
         db_release(instruction_db(ctx), conn);
     }
+    free(regions);
     if (st != STATUS_OK) {
         free(page.items);
         free(page.balance);
