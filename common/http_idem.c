@@ -145,16 +145,12 @@ int http_idem_reply_json(struct http_ctx *ctx, const struct http_idem *idem, int
     return http_reply_json(ctx, idem->status, doc);
 }
 
-enum status http_idem_run(struct db_pool *db, struct http_idem *idem, http_idem_make_fn make,
-                          void *arg, char **text)
+enum status http_idem_run_on(struct db_conn *conn, struct http_idem *idem, http_idem_make_fn make,
+                             void *arg, char **text)
 {
-    struct db_conn *conn;
-    enum status st = db_acquire(db, &conn);
+    enum status st = db_begin(conn);
 
     *text = NULL;
-    if (st != STATUS_OK)
-        return st;
-    st = db_begin(conn);
     if (st == STATUS_OK)
         st = http_idem_claim(conn, idem);
     if (st == STATUS_OK && idem->replayed) {
@@ -165,10 +161,51 @@ enum status http_idem_run(struct db_pool *db, struct http_idem *idem, http_idem_
             st = http_idem_store(conn, idem, *text);
     }
     st = db_end(conn, st);
-    db_release(db, conn);
     if (st != STATUS_OK) {
         free(*text);
         *text = NULL;
     }
+    return st;
+}
+
+enum status http_idem_run(struct db_pool *db, struct http_idem *idem, http_idem_make_fn make,
+                          void *arg, char **text)
+{
+    struct db_conn *conn;
+    enum status st = db_acquire(db, &conn);
+
+    *text = NULL;
+    if (st != STATUS_OK)
+        return st;
+    st = http_idem_run_on(conn, idem, make, arg, text);
+    db_release(db, conn);
+    return st;
+}
+
+/* The key ids, keys and hashes of idems[0..n), borrowed, or -1 when one has no key. */
+static int http_idem_columns(struct http_idem *const *idems, size_t n, const char **key_ids,
+                             const char **keys, const char **hashes)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!idems[i]->key)
+            return -1;
+        key_ids[i] = idems[i]->key_id;
+        keys[i] = idems[i]->key;
+        hashes[i] = idems[i]->hash;
+    }
+    return 0;
+}
+
+enum status http_idem_claim_many(struct db_conn *conn, struct http_idem *const *idems,
+                                 const char *const *texts, size_t n, int *fresh)
+{
+    const char **cols = xcalloc(3 * (n ? n : 1), sizeof *cols);
+    enum status st = STATUS_INVALID;
+
+    if (http_idem_columns(idems, n, cols, cols + n, cols + 2 * n) == 0)
+        st = n ? idempotency_claim_many(conn, cols, cols + n, cols + 2 * n, idems[0]->code, texts,
+                                        n, fresh)
+               : STATUS_OK;
+    free(cols);
     return st;
 }

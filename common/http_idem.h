@@ -89,6 +89,20 @@ typedef enum status (*http_idem_make_fn)(struct db_conn *conn, void *arg, char *
 enum status http_idem_run(struct db_pool *db, struct http_idem *idem, http_idem_make_fn make,
                           void *arg, char **text);
 
+/* The same on conn, a connection the caller holds (a batch's, when its batch failed). */
+enum status http_idem_run_on(struct db_conn *conn, struct http_idem *idem, http_idem_make_fn make,
+                             void *arg, char **text);
+
+/*
+ * Many requests' claims in the open transaction, in one statement, each with its answer
+ * texts[i] (borrowed) and idems[0]->code (idempotency_claim_many: nothing to store after).
+ * fresh[i] is 1 when request i was claimed fresh (each must have a key: STATUS_INVALID
+ * otherwise); the others are taken alone once the caller has committed (http_idem_run_on),
+ * which gives each its own answer: a replay, a twin in flight, another request under the key.
+ */
+enum status http_idem_claim_many(struct db_conn *conn, struct http_idem *const *idems,
+                                 const char *const *texts, size_t n, int *fresh);
+
 /* Gives up idem->body (NULL when none); the caller frees it. */
 char *http_idem_body_take(struct http_idem *idem);
 
