@@ -6,6 +6,7 @@
 #include "log.h"
 #include "service.h"
 #include "ds_files.h"
+#include "deposit.h"
 #include "intake.h"
 #include "reader.h"
 #include "store.h"
@@ -45,6 +46,8 @@ static const struct config_var submission_vars[] = {
      "cap of the retry backoff"},
     {"PTCE_DS_FILE_HOSTS", CONFIG_STRING, "", 0, 0, SCFG(ds_file_hosts),
      "hosts file URLs may point to (.domain: its sub-domains); empty: the API's and DS's"},
+    {"PTCE_SUBMISSION_DEPOSIT_WRITERS", CONFIG_INT, "2", 1, 16, SCFG(deposit_writers),
+     "connections that commit partner deposits in batches"},
 };
 
 static enum status submission_start(struct service *svc)
@@ -66,6 +69,8 @@ static enum status submission_start(struct service *svc)
     sub.demarche = sub.cfg.ds_demarche ? sub.cfg.ds_demarche : ds_mapping_demarche(sub.mapping);
     sub.intake =
         intake_start(svc->cfg.database_url, svc->def->schema, svc->cfg.db_statement_timeout_ms, 2);
+    sub.deposits = deposits_start(svc->cfg.database_url, svc->def->schema,
+                                  svc->cfg.db_statement_timeout_ms, sub.cfg.deposit_writers);
     sub.reader =
         reader_start(svc->cfg.database_url, svc->def->schema, svc->cfg.db_statement_timeout_ms, 2);
     svc->domain = &sub;
@@ -109,6 +114,7 @@ static void submission_stop(struct service *svc)
     struct submission *sub = svc->domain;
 
     intake_stop(sub->intake);
+    deposits_stop(sub->deposits);
     reader_stop(sub->reader);
     ds_workers_stop(sub->workers);
     ds_client_free(sub->client);

@@ -10,6 +10,7 @@
 #include "precond.h"
 #include "region.h"
 #include "service.h"
+#include "deposit.h"
 #include "intake.h"
 #include "reader.h"
 #include "store.h"
@@ -190,8 +191,7 @@ static int handle_ds_webhook(struct http_ctx *ctx)
 struct dossier_create {
     struct http_idem idem; /* the required Idempotency-Key, claimed in the deposit's transaction */
     json_t *content;
-    char *doc;
-    enum status st;
+    struct deposit_request rq;
 };
 
 static void dossier_create_free(void *arg)
@@ -199,17 +199,15 @@ static void dossier_create_free(void *arg)
     struct dossier_create *c = arg;
 
     json_decref(c->content);
-    free(c->doc);
+    free(c->rq.d.document);
     http_idem_clear(&c->idem);
     free(c);
 }
 
-/* On a database thread. */
-static void dossier_create_run(struct http_ctx *ctx, void *arg)
+/* On a writer thread, once the deposit's batch is done. */
+static void dossier_created(struct deposit_request *rq)
 {
-    struct dossier_create *c = arg;
-
-    c->st = store_partner_create(routes_db(ctx), &ctx->principal, &c->idem, c->content, &c->doc);
+    http_resume(rq->arg);
 }
 
 static int dossier_create_answer(struct http_ctx *ctx)
@@ -220,20 +218,21 @@ static int dossier_create_answer(struct http_ctx *ctx)
 
     /* Submission's clients have always read "another body" (its identity is the body alone). */
     if (c->idem.refused == STATUS_UNPROCESSABLE)
-        return http_reply_problem(ctx, c->st, "this Idempotency-Key was used with another body");
-    if (http_idem_refused(ctx, &c->idem, c->st, &rc))
+        return http_reply_problem(ctx, c->rq.st, "this Idempotency-Key was used with another body");
+    if (http_idem_refused(ctx, &c->idem, c->rq.st, &rc))
         return rc; /* 409: a twin still in flight */
-    if (c->st == STATUS_CONFLICT)
-        return http_reply_problem(ctx, c->st, "no wave accepts deposits: a wave must be created");
-    if (c->st != STATUS_OK)
-        return http_reply_problem(ctx, c->st, "the dossier could not be created");
-    json_t *parsed = json_loads(c->doc, 0, NULL);
+    if (c->rq.st == STATUS_CONFLICT)
+        return http_reply_problem(ctx, c->rq.st,
+                                  "no wave accepts deposits: a wave must be created");
+    if (c->rq.st != STATUS_OK)
+        return http_reply_problem(ctx, c->rq.st, "the dossier could not be created");
+    json_t *parsed = json_loads(c->rq.d.document, 0, NULL);
     snprintf(location, sizeof location, "/v1/dossiers/%s",
              json_string_value(json_object_get(parsed, "id")));
     json_decref(parsed);
     http_set_header(ctx, "Location", location);
-    char *doc = c->doc;
-    c->doc = NULL;
+    char *doc = c->rq.d.document;
+    c->rq.d.document = NULL;
     return routes_reply_text(ctx, 201, doc);
 }
 
@@ -259,7 +258,13 @@ static int handle_dossier_create(struct http_ctx *ctx)
     struct dossier_create *c = xcalloc(1, sizeof *c);
     c->idem = idem; /* its strings are borrowed from the request, alive until the answer */
     c->content = content;
-    return http_defer_call(ctx, dossier_create_run, c, dossier_create_free, dossier_create_answer);
+    c->rq.d = (struct store_deposit){.who = &ctx->principal,
+                                     .idem = &c->idem,
+                                     .content = content,
+                                     .request_id = ctx->request_id};
+    rc = http_defer(ctx, dossier_create_answer, c, dossier_create_free);
+    deposits_post(routes_domain(ctx)->deposits, &c->rq, dossier_created, ctx);
+    return rc;
 }
 
 /* A dossier read by id waits for its batch without holding the HTTP worker. */

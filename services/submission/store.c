@@ -12,6 +12,7 @@
 #include "outbox.h"
 #include "pgarray.h"
 #include "uuid.h"
+#include "xalloc.h"
 
 /* ---- notifications ---- */
 
@@ -337,32 +338,42 @@ static enum status store_dossier_new(struct db_conn *conn, const struct store_ve
 
 /* ---- partner deposits ---- */
 
-static enum status store_partner_insert(struct db_conn *conn, const struct auth_principal *who,
-                                        json_t *content, char **document)
+/* A partner deposit's first version: its id, checks and eligibility made here. */
+static void store_partner_version(struct store_version *v, char *id, const char *now,
+                                  const char *wave, const char *rules,
+                                  const struct auth_principal *who, json_t *content)
 {
-    char id[UUID_STR_LEN], now[40], wave[64], rules[64];
     const char *eligibility;
-    enum status st;
 
-    time_now_rfc3339(now, sizeof now);
-    st = store_wave_for(conn, now, wave, rules, sizeof wave);
-    if (st != STATUS_OK)
-        return st;
     uuid_new(id);
     json_t *checks = dossier_checks(content, &eligibility);
-    struct store_version v = {
+    *v = (struct store_version){
         {id, "partner", 0, wave, "deposited", eligibility, rules, 1, now, now, NULL},
         content,
         checks,
         who->key_id,
         "deposited",
         "dossier.deposited"};
+}
+
+static enum status store_partner_insert(struct db_conn *conn, const struct auth_principal *who,
+                                        json_t *content, char **document)
+{
+    char id[UUID_STR_LEN], now[40], wave[64], rules[64];
+    struct store_version v;
+    enum status st;
+
+    time_now_rfc3339(now, sizeof now);
+    st = store_wave_for(conn, now, wave, rules, sizeof wave);
+    if (st != STATUS_OK)
+        return st;
+    store_partner_version(&v, id, now, wave, rules, who, content);
     st = store_dossier_new(conn, &v, NULL, NULL, who->key_id, document);
-    json_decref(checks);
+    json_decref(v.checks);
     return st;
 }
 
-/* A deposit's arguments, for http_idem_run. */
+/* A deposit's arguments, for http_idem_run_on. */
 struct store_partner_args {
     const struct auth_principal *who;
     json_t *content;
@@ -375,13 +386,179 @@ static enum status store_partner_make(struct db_conn *conn, void *arg, char **do
     return store_partner_insert(conn, a->who, a->content, document);
 }
 
-enum status store_partner_create(struct db_pool *db, const struct auth_principal *who,
+enum status store_partner_create(struct db_conn *conn, const struct auth_principal *who,
                                  struct http_idem *idem, json_t *content, char **document)
 {
     struct store_partner_args a = {who, content};
 
     /* A concurrent request with the same key, still in flight, is answered 409 at once. */
-    return http_idem_run(db, idem, store_partner_make, &a, document);
+    return http_idem_run_on(conn, idem, store_partner_make, &a, document);
+}
+
+/*
+ * The rows of many first versions in one statement: the dossiers (in the list's order, which
+ * is their change_seq order), their checks and their history lines. $8 wave, $9 rules version,
+ * $10 the deposit time; the others one array element per deposit.
+ */
+DB_STMT(st_partner_insert_many,
+        "WITH x AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],"
+        " $5::text[], $6::text[], $7::text[]) WITH ORDINALITY"
+        " AS x(id, key_id, region, eligibility, document, checks, detail, n)),"
+        " d AS (INSERT INTO dossier (id, origin, partner_key_id, wave_id, state, region,"
+        " eligibility, document, deposited_at) SELECT id, 'partner', key_id, $8, 'deposited',"
+        " region, eligibility, document::json, $10::timestamptz FROM x ORDER BY n),"
+        " c AS (INSERT INTO dossier_check (dossier_id, version, rules_version, rule, outcome,"
+        " evidence) SELECT x.id, 1, $9, c->>'rule', c->>'outcome', c->'evidence'"
+        " FROM x, jsonb_array_elements(x.checks::jsonb) c)"
+        " INSERT INTO dossier_history (dossier_id, actor, kind, detail)"
+        " SELECT id, key_id, 'deposited', detail::jsonb FROM x ORDER BY n");
+
+/* The columns of st_partner_insert_many, one element per deposit. */
+enum { STORE_MANY_COLS = 7 };
+
+/* One deposit's cells of st_partner_insert_many (owned) and its event, made before the claim. */
+struct store_many_row {
+    char *cells[STORE_MANY_COLS];
+    struct outbox_event ev;
+};
+
+/* Makes deposit d's row, its document (the answer) and its event. */
+static void store_partner_row(struct store_many_row *row, struct store_deposit *d, const char *now,
+                              const char *wave, const char *rules)
+{
+    char id[UUID_STR_LEN];
+    struct store_version v;
+
+    store_partner_version(&v, id, now, wave, rules, d->who, d->content);
+    json_t *doc = dossier_document(&v.meta, v.content, v.checks);
+    json_t *detail = json_pack("{s:s, s:s, s:i}", "state", v.meta.state, "eligibility",
+                               v.meta.eligibility, "version", v.meta.version);
+    const char *region = json_string_value(json_object_get(doc, "region"));
+    free(d->document); /* NULL unless d came twice */
+    d->document = json_dumps(doc, JSON_COMPACT);
+    row->cells[0] = xstrdup(id);
+    row->cells[1] = xstrdup(d->who->key_id);
+    row->cells[2] = region ? xstrdup(region) : NULL;
+    row->cells[3] = xstrdup(v.meta.eligibility);
+    row->cells[4] = xstrdup(d->document);
+    row->cells[5] = json_dumps(v.checks, JSON_COMPACT);
+    row->cells[6] = json_dumps(detail, JSON_COMPACT);
+    snprintf(d->id, sizeof d->id, "%s", id);
+    row->ev = (struct outbox_event){v.event_type, d->id, json_pack("{s:o}", "dossier", doc),
+                                    d->request_id};
+    json_decref(detail);
+    json_decref(v.checks);
+}
+
+/* The rows of a batch of deposits, made before the statements that write them. */
+struct store_many {
+    char now[40], wave[64], rules[64];
+    struct store_many_row *rows;
+};
+
+/* The wave that takes deposits now, then every deposit's row and document. */
+static enum status store_many_make(struct db_conn *conn, struct store_deposit *const *d, size_t n,
+                                   struct store_many *m)
+{
+    time_now_rfc3339(m->now, sizeof m->now);
+    enum status st = store_wave_for(conn, m->now, m->wave, m->rules, sizeof m->wave);
+    if (st != STATUS_OK)
+        return st;
+    m->rows = xcalloc(n, sizeof *m->rows);
+    for (size_t i = 0; i < n; i++)
+        store_partner_row(&m->rows[i], d[i], m->now, m->wave, m->rules);
+    return STATUS_OK;
+}
+
+/* Writes the rows of the deposits claimed fresh, in the open transaction. */
+static enum status store_many_write(struct db_conn *conn, struct store_many *m, const int *fresh,
+                                    size_t n)
+{
+    struct pgarray cols[STORE_MANY_COLS];
+    const char *params[STORE_MANY_COLS + 3];
+    struct outbox_event *evs = xcalloc(n, sizeof *evs);
+    size_t nev = 0;
+
+    for (int c = 0; c < STORE_MANY_COLS; c++)
+        pgarray_init(&cols[c]);
+    for (size_t i = 0; i < n; i++) {
+        if (!fresh[i])
+            continue;
+        for (int c = 0; c < STORE_MANY_COLS; c++)
+            pgarray_add_text(&cols[c], m->rows[i].cells[c]);
+        evs[nev++] = m->rows[i].ev;
+        m->rows[i].ev.data = NULL; /* taken by outbox_append_batch */
+    }
+    for (int c = 0; c < STORE_MANY_COLS; c++)
+        params[c] = pgarray_text(&cols[c]);
+    params[STORE_MANY_COLS] = m->wave;
+    params[STORE_MANY_COLS + 1] = m->rules;
+    params[STORE_MANY_COLS + 2] = m->now;
+    enum status st =
+        nev ? db_exec(conn, &st_partner_insert_many, STORE_MANY_COLS + 3, params, NULL) : STATUS_OK;
+    if (st == STATUS_OK)
+        st = outbox_append_batch(conn, SUBMISSION_TOPIC, SUBMISSION_SOURCE, evs, nev);
+    else
+        for (size_t i = 0; i < nev; i++)
+            json_decref(evs[i].data);
+    for (int c = 0; c < STORE_MANY_COLS; c++)
+        pgarray_free(&cols[c]);
+    free(evs);
+    return st;
+}
+
+static void store_many_free(struct store_many *m, size_t n)
+{
+    for (size_t i = 0; m->rows && i < n; i++) {
+        for (int c = 0; c < STORE_MANY_COLS; c++)
+            free(m->rows[i].cells[c]);
+        json_decref(m->rows[i].ev.data);
+    }
+    free(m->rows);
+}
+
+/* Frees the documents of the deposits a batch did not create. */
+static void store_deposits_reset(struct store_deposit *const *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (d[i]->created)
+            continue;
+        free(d[i]->document);
+        d[i]->document = NULL;
+    }
+}
+
+enum status store_partner_create_many(struct db_conn *conn, struct store_deposit *const *d,
+                                      size_t n)
+{
+    struct http_idem **idems = xcalloc(n ? n : 1, sizeof *idems);
+    const char **texts = xcalloc(n ? n : 1, sizeof *texts);
+    int *fresh = xcalloc(n ? n : 1, sizeof *fresh);
+    struct store_many m = {0};
+    enum status st = db_begin(conn);
+
+    for (size_t i = 0; i < n; i++)
+        d[i]->created = 0;
+    /* The documents first (they are the answers the keys are claimed with), then the rows. */
+    if (st == STATUS_OK)
+        st = store_many_make(conn, d, n, &m);
+    for (size_t i = 0; st == STATUS_OK && i < n; i++) {
+        idems[i] = d[i]->idem;
+        texts[i] = d[i]->document;
+    }
+    if (st == STATUS_OK)
+        st = http_idem_claim_many(conn, idems, texts, n, fresh);
+    if (st == STATUS_OK)
+        st = store_many_write(conn, &m, fresh, n);
+    st = db_end(conn, st);
+    for (size_t i = 0; st == STATUS_OK && i < n; i++)
+        d[i]->created = fresh[i];
+    store_deposits_reset(d, n);
+    store_many_free(&m, n);
+    free(fresh);
+    free(texts);
+    free(idems);
+    return st;
 }
 
 /* ---- DS dossiers ---- */

@@ -7,6 +7,7 @@
 #include "auth.h"
 #include "db.h"
 #include "http_idem.h"
+#include "uuid.h"
 #include "xalloc.h"
 
 #define SUBMISSION_TOPIC "ptce.submission.events"
@@ -85,8 +86,30 @@ enum status store_dossier_history(struct db_pool *db, const struct auth_principa
  * STATUS_CONFLICT alone: no wave accepts deposits). On success *document is the created
  * document's text, or the replayed one (caller frees).
  */
-enum status store_partner_create(struct db_pool *db, const struct auth_principal *who,
+enum status store_partner_create(struct db_conn *conn, const struct auth_principal *who,
                                  struct http_idem *idem, json_t *content, char **document);
+
+/* One deposit of store_partner_create_many. Inputs borrowed; the rest are outputs. */
+struct store_deposit {
+    const struct auth_principal *who;
+    struct http_idem *idem; /* its key required */
+    json_t *content;
+    const char *request_id; /* of the deposit's event */
+    int created;            /* out: 1 when the batch created its dossier */
+    char *document;         /* out, when created: the document's text (caller frees) */
+    char id[UUID_STR_LEN];  /* out, when created: the new dossier's id */
+};
+
+/*
+ * Creates the dossiers of d[0..n), each under its key, in one transaction and a few statements
+ * whatever n (a group commit). STATUS_OK: committed; d[i]->created says which were created (with
+ * their document). A deposit whose key was not fresh (a replay, a twin in flight, another
+ * request, a key already earlier in d) is left uncreated: the caller then takes it alone with
+ * store_partner_create, which gives it its own answer. Anything else: nothing committed, no
+ * deposit created.
+ */
+enum status store_partner_create_many(struct db_conn *conn, struct store_deposit *const *d,
+                                      size_t n);
 
 /* A DS dossier as fetched and mapped, ready to store. Strings borrowed. */
 struct ds_snapshot {

@@ -21,6 +21,7 @@ struct submission_config {
     long ds_max_file_bytes;
     long ds_retry_max_ms;
     const char *ds_file_hosts; /* empty: the API's host and DS_FILE_HOSTS_DEFAULT */
+    long deposit_writers;      /* connections that commit partner deposits in batches */
 };
 
 struct submission {
@@ -29,6 +30,7 @@ struct submission {
     struct ds_client *client;
     struct ds_workers *workers;
     struct intake *intake;       /* webhook notices, committed in batches */
+    struct deposits *deposits;   /* partner deposits, committed in batches */
     struct reader *reader;       /* dossier reads by id, in batches */
     long demarche;               /* the PTCE démarche: webhooks of others are refused */
     char webhook_token_hash[65]; /* SHA-256 of the token; empty when the webhook is disabled */

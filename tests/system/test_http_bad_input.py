@@ -335,6 +335,68 @@ def test_concurrent_retries_create_one_dossier(urls, db, partner):
     assert r.status_code == 201 and r.headers.get("Idempotent-Replayed") == "true", r.text
 
 
+def deposit_metric(url, name):
+    """A counter of submission's /metrics (0 when absent)."""
+    for line in requests.get(url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    return 0
+
+
+def test_concurrent_deposits_commit_in_batches(urls, db, partner):
+    """Deposits that arrive together are written by one transaction (a group commit): each
+    gets its own dossier and its own stored answer, and twins under one key still create one
+    dossier, the batch they came in taken one deposit at a time."""
+    base = urls["submission"]
+    url = base + "/v1/dossiers"
+    run = uuid.uuid4()
+    twin_key = f"twin-{run}"
+    before = counts(db)
+    batches0 = deposit_metric(base, "ptce_deposit_batches_total")
+    batched0 = deposit_metric(base, "ptce_deposit_batched_total")
+    results = {}
+    go = threading.Barrier(48)
+
+    def attempt(i):
+        key = twin_key if i >= 40 else f"many-{run}-{i}"
+        body = dumps(valid_body(summary=f"batch {run} {'twin' if i >= 40 else i}"))
+        headers = {**bearer(partner), "Content-Type": "application/json", "Idempotency-Key": key}
+        go.wait(timeout=10)
+        r = requests.post(url, data=body, headers=headers, timeout=15)
+        results[i] = (r.status_code, r.json().get("id"), r.headers.get("Idempotent-Replayed"),
+                      r.headers.get("Location"), key, body)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(48)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 48, results
+    alone = [results[i] for i in range(40)]
+    assert all(r[0] == 201 and r[2] is None for r in alone), alone
+    assert len({r[1] for r in alone}) == 40
+    twins = [results[i] for i in range(40, 48)]
+    assert {r[0] for r in twins} <= {201, 409}, twins
+    assert len({r[1] for r in twins if r[0] == 201}) == 1, twins
+    assert sum(1 for r in twins if r[0] == 201 and r[2] != "true") == 1, twins
+    assert tuple(a - b for a, b in zip(counts(db), before)) == (41, 41, 41)
+    # each answer is its own dossier, stored as the key's answer, with one event of its own
+    for status, did, _, location, key, body in alone[:10]:
+        assert location == f"/v1/dossiers/{did}"
+        assert json.loads(body)["summary"] in requests.get(
+            base + location, headers=bearer(partner), timeout=10).text
+        again = requests.post(url, data=body, timeout=15, headers={
+            **bearer(partner), "Content-Type": "application/json", "Idempotency-Key": key})
+        assert again.status_code == 201 and again.json()["id"] == did
+        assert again.headers.get("Idempotent-Replayed") == "true"
+    assert sql(db, "SELECT count(*) FROM submission.outbox WHERE type = 'dossier.deposited'"
+                   " AND key = ANY(%s)", [r[1] for r in alone])[0][0] == 40
+    # and they were committed in batches: fewer commits than deposits
+    batches = deposit_metric(base, "ptce_deposit_batches_total") - batches0
+    batched = deposit_metric(base, "ptce_deposit_batched_total") - batched0
+    assert batched >= 30 and batches < batched, (batches, batched)
+
+
 def test_concurrent_reads_each_get_their_own_answer(urls, partner, keys):
     """GET /v1/dossiers/{id} requests that arrive together are read with one statement: each
     must still get its own dossier, or 404 when it is absent or outside the reader's scope."""

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "migrate.h"
 #include "sql_common.h"
+#include "submission/dossier.h"
 #include "submission/store.h"
 #include "testdb.h"
 
@@ -182,6 +183,155 @@ START_TEST(test_withdraw_error_path)
 }
 END_TEST
 
+/* ---- partner deposits in a batch ---- */
+
+static long long count_of(const char *sql)
+{
+    PGresult *r = PQexec(a.pg, sql);
+    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQresultErrorMessage(r));
+    long long n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return n;
+}
+
+/* A partner's deposit under key, its content parsed as the route parses it. */
+struct deposit_fixture {
+    struct http_idem idem;
+    struct store_deposit d;
+    json_t *content;
+};
+
+static const struct auth_principal partner = {.key_id = "partner-1", .all_regions = 1};
+
+static void deposit_make(struct deposit_fixture *f, const char *key, const char *name)
+{
+    char body[512];
+    json_t *errors = json_array();
+
+    snprintf(body, sizeof body,
+             "{\"carrier\":{\"siret\":\"73282932000074\",\"name\":\"%s\"},"
+             "\"territory\":{\"name\":\"T\",\"region\":\"84\"},\"members\":["
+             "{\"name\":\"a\",\"kind\":\"ess_enterprise\"},{\"name\":\"b\","
+             "\"kind\":\"other_enterprise\"},{\"name\":\"c\",\"kind\":\"local_authority\"}],"
+             "\"summary\":\"s\",\"legal_person_private\":true,\"prior_state_support\":false}",
+             name);
+    json_t *parsed = json_loads(body, 0, NULL);
+    memset(f, 0, sizeof *f);
+    f->content = dossier_content_from_partner(parsed, errors);
+    ck_assert_ptr_nonnull(f->content);
+    json_decref(parsed);
+    json_decref(errors);
+    f->idem = (struct http_idem){.key = key, .key_id = partner.key_id, .code = 201, .status = 201};
+    snprintf(f->idem.hash, sizeof f->idem.hash, "hash-of-%s", name);
+    f->d = (struct store_deposit){
+        .who = &partner, .idem = &f->idem, .content = f->content, .request_id = key};
+}
+
+static void deposit_clear(struct deposit_fixture *f)
+{
+    json_decref(f->content);
+    free(f->d.document);
+    http_idem_clear(&f->idem);
+}
+
+/*
+ * A batch writes every deposit's rows, its event (in the batch's order, each with its own
+ * request id) and its key with the answer, in one transaction; a batch with a key that is not
+ * fresh writes nothing, and the deposit alone then gets its own answer.
+ */
+START_TEST(test_deposits_in_one_batch)
+{
+    struct deposit_fixture f[4];
+    struct store_deposit *many[3];
+
+    deposit_make(&f[0], "key-1", "one");
+    deposit_make(&f[1], "key-2", "two");
+    deposit_make(&f[2], "key-3", "three");
+    for (int i = 0; i < 3; i++)
+        many[i] = &f[i].d;
+    ck_assert_int_eq(store_partner_create_many(&a, many, 3), STATUS_OK);
+    ck_assert_int_eq(count_of("SELECT count(*) FROM dossier WHERE origin = 'partner'"), 3);
+    ck_assert_int_eq(count_of("SELECT count(*) FROM dossier_history WHERE kind = 'deposited'"), 3);
+    ck_assert_int_gt(count_of("SELECT count(DISTINCT dossier_id) FROM dossier_check"), 2);
+    for (int i = 0; i < 3; i++) {
+        char sql[8192];
+        json_t *doc = json_loads(f[i].d.document, 0, NULL);
+        ck_assert_str_eq(json_string_value(json_object_get(doc, "id")), f[i].d.id);
+        json_decref(doc);
+        /* the stored answer is the document; the event is the i-th, with the request's id */
+        snprintf(
+            sql, sizeof sql,
+            "SELECT count(*) FROM idempotency_request r, dossier d WHERE r.key = 'key-%d'"
+            " AND r.response_status = 201 AND d.id = '%s' AND r.response_body = d.document::text"
+            " AND r.response_body = $$%s$$",
+            i + 1, f[i].d.id, f[i].d.document);
+        ck_assert_int_eq(count_of(sql), 1);
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM (SELECT key, payload, row_number() OVER (ORDER BY id) AS n"
+                 " FROM outbox WHERE type = 'dossier.deposited') o WHERE o.n = %d AND o.key = '%s'"
+                 " AND o.payload::jsonb->>'requestid' = 'key-%d'"
+                 " AND o.payload::jsonb->>'type' = 'dossier.deposited'",
+                 i + 1, f[i].d.id, i + 1);
+        if (count_of(sql) != 1) {
+            PGresult *r =
+                PQexec(a.pg, "SELECT string_agg(key || ' ' || coalesce(payload::jsonb->>"
+                             "'requestid', '-') || ' ' || type, ', ' ORDER BY id) FROM outbox");
+            ck_abort_msg("event %d (%s) not in place: %s", i + 1, f[i].d.id, PQgetvalue(r, 0, 0));
+        }
+    }
+
+    /* key-2 again, with a new key-4: the batch creates key-4 only; alone, key-2 replays */
+    struct store_deposit *again[2];
+    deposit_make(&f[3], "key-4", "four");
+    char *first = f[1].d.document;
+    f[1].d.document = NULL;
+    again[0] = &f[1].d;
+    again[1] = &f[3].d;
+    ck_assert_int_eq(store_partner_create_many(&a, again, 2), STATUS_OK);
+    ck_assert_int_eq(f[1].d.created, 0);
+    ck_assert_ptr_null(f[1].d.document);
+    ck_assert_int_eq(f[3].d.created, 1);
+    ck_assert_ptr_nonnull(f[3].d.document);
+    ck_assert_int_eq(count_of("SELECT count(*) FROM dossier"), 4);
+    ck_assert_int_eq(count_of("SELECT count(*) FROM idempotency_request WHERE key = 'key-2'"), 1);
+    ck_assert_int_eq(count_of("SELECT count(*) FROM outbox WHERE type = 'dossier.deposited'"), 4);
+    ck_assert_int_eq(store_partner_create(&a, &partner, &f[1].idem, f[1].content, &f[1].d.document),
+                     STATUS_OK);
+    ck_assert_int_eq(f[1].idem.replayed, 1);
+    ck_assert_str_eq(f[1].d.document, first);
+    free(first);
+
+    /* one key twice in a batch: its first deposit is created, the second is left alone */
+    struct deposit_fixture twin[2];
+    deposit_make(&twin[0], "key-5", "five");
+    deposit_make(&twin[1], "key-5", "five");
+    again[0] = &twin[0].d;
+    again[1] = &twin[1].d;
+    ck_assert_int_eq(store_partner_create_many(&a, again, 2), STATUS_OK);
+    ck_assert_int_eq(twin[0].d.created, 1);
+    ck_assert_int_eq(twin[1].d.created, 0);
+    ck_assert_int_eq(count_of("SELECT count(*) FROM dossier"), 5);
+    for (int i = 0; i < 2; i++)
+        deposit_clear(&twin[i]);
+    for (int i = 0; i < 4; i++)
+        deposit_clear(&f[i]);
+}
+END_TEST
+
+/* No wave takes deposits: the batch refuses all, as a deposit alone would. */
+START_TEST(test_deposits_without_a_wave)
+{
+    struct deposit_fixture f;
+    struct store_deposit *one[1] = {&f.d};
+
+    exec_ok(&a, "DELETE FROM wave");
+    deposit_make(&f, "key-1", "one");
+    ck_assert_int_eq(store_partner_create_many(&a, one, 1), STATUS_CONFLICT);
+    ck_assert_int_eq(count_of("SELECT count(*) FROM idempotency_request"), 0);
+    deposit_clear(&f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("submission_store");
@@ -196,6 +346,8 @@ int main(void)
     tcase_add_test(tc, test_release_and_retry);
     tcase_add_test(tc, test_done_closes_the_notices_it_covers);
     tcase_add_test(tc, test_withdraw_error_path);
+    tcase_add_test(tc, test_deposits_in_one_batch);
+    tcase_add_test(tc, test_deposits_without_a_wave);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
