@@ -531,7 +531,7 @@ static void store_deposits_reset(struct store_deposit *const *d, size_t n)
 enum status store_partner_create_many(struct db_conn *conn, struct store_deposit *const *d,
                                       size_t n)
 {
-    struct http_idem **idems = xcalloc(n ? n : 1, sizeof *idems);
+    struct http_idem **idems = xcalloc(n ? n : 1, sizeof(struct http_idem *));
     const char **texts = xcalloc(n ? n : 1, sizeof *texts);
     int *fresh = xcalloc(n ? n : 1, sizeof *fresh);
     struct store_many m = {0};
