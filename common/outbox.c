@@ -430,16 +430,35 @@ static long outbox_update_backlog(struct outbox_relay *relay)
     return 0;
 }
 
-/* Sleeps until a NOTIFY arrives on the connection or wait_ms passes. */
+/* Drops the NOTIFYs libpq holds; 1 when there was one. */
+static int outbox_notified(struct outbox_relay *relay)
+{
+    PGnotify *n;
+    int any = 0;
+
+    while ((n = PQnotifies(relay->db.pg)) != NULL) {
+        PQfreemem(n);
+        any = 1;
+    }
+    return any;
+}
+
+/*
+ * Sleeps until a NOTIFY arrives on the connection or wait_ms passes. A NOTIFY that came while
+ * the round's own statements ran was read off the socket with their results: libpq holds it,
+ * and the socket stays quiet. It wakes the relay at once, or the commit it announces would
+ * wait for the poll (a second, at the end of a burst).
+ */
 static void outbox_wait_notify(struct outbox_relay *relay, long wait_ms)
 {
     struct pollfd pfd = {PQsocket(relay->db.pg), POLLIN, 0};
 
+    PQconsumeInput(relay->db.pg); /* what is on the socket already, without waiting */
+    if (outbox_notified(relay))
+        return;
     if (pfd.fd >= 0 && poll(&pfd, 1, (int)wait_ms) > 0)
         PQconsumeInput(relay->db.pg);
-    PGnotify *n;
-    while ((n = PQnotifies(relay->db.pg)) != NULL)
-        PQfreemem(n);
+    outbox_notified(relay);
 }
 
 static int outbox_connect(struct outbox_relay *relay)

@@ -374,6 +374,40 @@ START_TEST(test_relay_large_row_goes_alone)
 END_TEST
 
 /*
+ * The relay sleeps for a NOTIFY between rounds; one that came while its own statements ran was
+ * read with their results and must still wake it. With a poll of a minute, bursts of commits
+ * made while the relay works are all sent within a few seconds each, or one of them was lost.
+ */
+START_TEST(test_relay_wakes_for_a_notify_read_during_its_round)
+{
+    struct db_conn conn;
+    struct mock m;
+    char want[32];
+    long total = 0;
+
+    log_init("unit", LOG_ERROR);
+    setup_schema(&conn);
+    mock_open(&m);
+    struct outbox_relay_config rc = {db_url, schema, {m.boot, "unit-relay", 5000, 2, 1},
+                                     500,    60000,  5000};
+    struct outbox_relay *relay = outbox_relay_start(&rc);
+    ck_assert_ptr_nonnull(relay);
+    for (int burst = 0; burst < 15; burst++) {
+        for (int i = 0; i < 20; i++) {
+            append_padded(&conn, 4, 1, 0);
+            sleep_ms(1 + i % 3);
+        }
+        total += 20;
+        snprintf(want, sizeof want, "%ld", total);
+        ck_assert_msg(wait_count(&conn, "sent_at IS NOT NULL", total) == total,
+                      "burst %d: %ld of %s sent", burst, count_sent(&conn), want);
+    }
+    outbox_relay_stop(relay);
+    mock_close(&m, &conn);
+}
+END_TEST
+
+/*
  * The broker is away and a message outlives the round's wait at stop (10 s) but not the stop's
  * flush: its delivery report comes back after the round ended, and must find live memory
  * (under ASan, a freed result array shows as heap-use-after-free).
@@ -410,6 +444,7 @@ int main(void)
     tcase_add_test(tc, test_relay_dead_letter_from_the_broker);
     tcase_add_test(tc, test_relay_large_row_goes_alone);
     tcase_add_test(tc, test_relay_stop_with_reports_outstanding);
+    tcase_add_test(tc, test_relay_wakes_for_a_notify_read_during_its_round);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
