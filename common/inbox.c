@@ -32,8 +32,22 @@ static struct metric m_dead =
 static struct metric m_lag =
     METRIC_GAUGE("ptce_consumer_lag", "Messages behind the end of the consumed partitions.");
 
+/* The most members an inbox has (inbox_config.consumers). */
+#define INBOX_MEMBERS_MAX 16
+
+/* What the members of one inbox share. */
+struct inbox_shared {
+    pthread_mutex_t failpoint;          /* held over a whole batch while the failpoint is armed */
+    atomic_long commits;                /* every member's, for the failpoint */
+    atomic_long lag[INBOX_MEMBERS_MAX]; /* each member's latest, -1 before its first */
+    struct inbox *first;                /* the members, by next */
+};
+
 struct inbox {
     struct inbox_config cfg;
+    struct inbox_shared *shared;
+    struct inbox *next;
+    int member; /* its index in shared->lag */
     char *conninfo;
     char *schema;
     char *brokers;
@@ -41,18 +55,26 @@ struct inbox {
     char *group;
     pthread_t thread;
     atomic_int stop;
+    int started; /* the thread runs */
     rd_kafka_t *consumer;
     struct db_conn db;
-    long commits;
 };
 
+/* The gauge is the sum over the members, each known from its own latest statistics. */
 static int inbox_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
+    struct inbox *inbox = opaque;
+    long lag = kafka_stats_consumer_lag(json, len), sum = 0;
+
     (void)rk;
-    (void)opaque;
-    long lag = kafka_stats_consumer_lag(json, len);
-    if (lag >= 0)
-        metric_set(&m_lag, lag);
+    if (lag < 0)
+        return 0;
+    atomic_store(&inbox->shared->lag[inbox->member], lag);
+    for (int i = 0; i < INBOX_MEMBERS_MAX; i++) {
+        long one = atomic_load(&inbox->shared->lag[i]);
+        sum += one > 0 ? one : 0;
+    }
+    metric_set(&m_lag, sum);
     return 0; /* librdkafka frees json */
 }
 
@@ -314,67 +336,85 @@ undo:
 /* Counts n committed messages; exits there when the failpoint says so. */
 static void inbox_committed(struct inbox *inbox, long n)
 {
-    inbox->commits += n;
-    if (inbox->cfg.exit_after_commits > 0 && inbox->commits >= inbox->cfg.exit_after_commits) {
-        log_event(LOG_WARN, "inbox.failpoint_exit", "{s:i}", "commits", (int)inbox->commits);
+    long commits = atomic_fetch_add(&inbox->shared->commits, n) + n;
+
+    if (inbox->cfg.exit_after_commits > 0 && commits >= inbox->cfg.exit_after_commits) {
+        log_event(LOG_WARN, "inbox.failpoint_exit", "{s:i}", "commits", (int)commits);
         log_flush(); /* _exit skips atexit: write the queued lines first */
         _exit(86);   /* committed in the database, offset not stored: a crash */
     }
 }
 
+/* One poll and what it brought, applied; offsets stored for what was done. */
+static void inbox_round(struct inbox *inbox)
+{
+    rd_kafka_message_t *batch[INBOX_BATCH_MAX];
+    size_t n = 0, most = INBOX_BATCH_MAX;
+    long left = inbox->cfg.exit_after_commits - atomic_load(&inbox->shared->commits);
+
+    /* the failpoint's crash comes right after its N-th commit, never past it */
+    if (inbox->cfg.exit_after_commits > 0 && left < (long)most)
+        most = (size_t)(left > 1 ? left : 1);
+    rd_kafka_message_t *msg = rd_kafka_consumer_poll(inbox->consumer, 200);
+    /* then whatever is already fetched, without waiting */
+    while (msg) {
+        if (msg->err) {
+            log_event(LOG_WARN, "inbox.consume_error", "{s:s}", "error",
+                      rd_kafka_message_errstr(msg));
+            rd_kafka_message_destroy(msg);
+            break;
+        }
+        batch[n++] = msg;
+        msg = n < most ? rd_kafka_consumer_poll(inbox->consumer, 0) : NULL;
+    }
+    if (n == 0)
+        return;
+    size_t done = 0, failed_at = n;
+    enum status failed_st = STATUS_OK;
+    if (n > 1 && inbox_apply_batch(inbox, batch, n, &failed_at, &failed_st)) {
+        inbox_committed(inbox, (long)n);
+        done = n;
+    } else {
+        long prior = inbox_failure_is_final(inbox, failed_st) ? 1 : 0;
+        while (done < n &&
+               inbox_apply_until_done(inbox, batch[done], done == failed_at ? prior : 0)) {
+            inbox_committed(inbox, 1);
+            done++;
+        }
+    }
+    /* Only now may the offsets move past these messages; not past one left undone. */
+    for (size_t i = 0; i < done; i++)
+        rd_kafka_offset_store(batch[i]->rkt, batch[i]->partition, batch[i]->offset);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_message_destroy(batch[i]);
+}
+
 static void *inbox_main(void *arg)
 {
     struct inbox *inbox = arg;
-    rd_kafka_message_t *batch[INBOX_BATCH_MAX];
+    int armed = inbox->cfg.exit_after_commits > 0;
 
     while (!atomic_load(&inbox->stop)) {
-        size_t n = 0, most = INBOX_BATCH_MAX;
-        /* the failpoint's crash comes right after its N-th commit, never past it */
-        if (inbox->cfg.exit_after_commits > 0 &&
-            inbox->cfg.exit_after_commits - inbox->commits < (long)most)
-            most = (size_t)(inbox->cfg.exit_after_commits - inbox->commits);
-        rd_kafka_message_t *msg = rd_kafka_consumer_poll(inbox->consumer, 200);
-        /* then whatever is already fetched, without waiting */
-        while (msg) {
-            if (msg->err) {
-                log_event(LOG_WARN, "inbox.consume_error", "{s:s}", "error",
-                          rd_kafka_message_errstr(msg));
-                rd_kafka_message_destroy(msg);
-                break;
-            }
-            batch[n++] = msg;
-            msg = n < most ? rd_kafka_consumer_poll(inbox->consumer, 0) : NULL;
-        }
-        if (n == 0)
-            continue;
-        size_t done = 0, failed_at = n;
-        enum status failed_st = STATUS_OK;
-        if (n > 1 && inbox_apply_batch(inbox, batch, n, &failed_at, &failed_st)) {
-            inbox_committed(inbox, (long)n);
-            done = n;
-        } else {
-            long prior = inbox_failure_is_final(inbox, failed_st) ? 1 : 0;
-            while (done < n &&
-                   inbox_apply_until_done(inbox, batch[done], done == failed_at ? prior : 0)) {
-                inbox_committed(inbox, 1);
-                done++;
-            }
-        }
-        /* Only now may the offsets move past these messages; not past one left undone. */
-        for (size_t i = 0; i < done; i++)
-            rd_kafka_offset_store(batch[i]->rkt, batch[i]->partition, batch[i]->offset);
-        for (size_t i = 0; i < n; i++)
-            rd_kafka_message_destroy(batch[i]);
+        /* armed, the members take turns, so that the count is exact across them */
+        if (armed)
+            pthread_mutex_lock(&inbox->shared->failpoint);
+        inbox_round(inbox);
+        if (armed)
+            pthread_mutex_unlock(&inbox->shared->failpoint);
     }
     return NULL;
 }
 
-struct inbox *inbox_start(const struct inbox_config *cfg)
+/* One member: its consumer and its thread (its connection opens on first use). */
+static struct inbox *inbox_member_start(const struct inbox_config *cfg, struct inbox_shared *shared,
+                                        int member)
 {
     struct inbox *inbox = xcalloc(1, sizeof *inbox);
     char errstr[512];
 
     inbox->cfg = *cfg;
+    inbox->shared = shared;
+    inbox->member = member;
     inbox->conninfo = xstrdup(cfg->conninfo);
     inbox->schema = xstrdup(cfg->schema);
     inbox->brokers = xstrdup(cfg->kafka.brokers);
@@ -385,33 +425,53 @@ struct inbox *inbox_start(const struct inbox_config *cfg)
     inbox->cfg.kafka.brokers = inbox->brokers;
     inbox->cfg.kafka.client_id = inbox->client_id;
     inbox->cfg.group = inbox->group;
+    inbox->consumer = kafka_consumer_new(&inbox->cfg.kafka, inbox->group, cfg->topics, cfg->ntopics,
+                                         inbox_stats_cb, inbox, errstr, sizeof errstr);
+    if (!inbox->consumer) {
+        log_event(LOG_ERROR, "inbox.consumer_failed", "{s:s}", "error", errstr);
+        return inbox; /* not started: inbox_start stops the others */
+    }
+    if (pthread_create(&inbox->thread, NULL, inbox_main, inbox) != 0)
+        abort();
+    inbox->started = 1;
+    return inbox;
+}
+
+struct inbox *inbox_start(const struct inbox_config *cfg)
+{
+    struct inbox_shared *shared = xcalloc(1, sizeof *shared);
+    struct inbox **tail = &shared->first;
+    long members = cfg->consumers > 0 ? cfg->consumers : 1;
+
+    if (members > INBOX_MEMBERS_MAX)
+        members = INBOX_MEMBERS_MAX;
+    for (int i = 0; i < INBOX_MEMBERS_MAX; i++)
+        atomic_init(&shared->lag[i], -1);
+    pthread_mutex_init(&shared->failpoint, NULL);
     metrics_register(&m_applied);
     metrics_register(&m_duplicates);
     metrics_register(&m_dead);
     metrics_register(&m_skipped);
     metrics_register(&m_lag);
-    inbox->consumer = kafka_consumer_new(&inbox->cfg.kafka, inbox->group, cfg->topics, cfg->ntopics,
-                                         inbox_stats_cb, inbox, errstr, sizeof errstr);
-    if (!inbox->consumer) {
-        log_event(LOG_ERROR, "inbox.consumer_failed", "{s:s}", "error", errstr);
-        inbox_stop(inbox);
-        return NULL;
+    for (long i = 0; i < members; i++) {
+        *tail = inbox_member_start(cfg, shared, (int)i);
+        if (!(*tail)->started) {
+            inbox_stop(shared->first);
+            return NULL;
+        }
+        tail = &(*tail)->next;
     }
-    if (pthread_create(&inbox->thread, NULL, inbox_main, inbox) != 0)
-        abort();
-    return inbox;
+    return shared->first;
 }
 
-void inbox_stop(struct inbox *inbox)
+static void inbox_member_free(struct inbox *inbox)
 {
-    if (!inbox)
-        return;
-    atomic_store(&inbox->stop, 1);
-    if (inbox->consumer) {
+    if (inbox->started) {
         pthread_join(inbox->thread, NULL);
         rd_kafka_consumer_close(inbox->consumer); /* commits the stored offsets */
-        rd_kafka_destroy(inbox->consumer);
     }
+    if (inbox->consumer)
+        rd_kafka_destroy(inbox->consumer);
     db_conn_close(&inbox->db);
     free(inbox->conninfo);
     free(inbox->schema);
@@ -419,4 +479,20 @@ void inbox_stop(struct inbox *inbox)
     free(inbox->client_id);
     free(inbox->group);
     free(inbox);
+}
+
+void inbox_stop(struct inbox *inbox)
+{
+    if (!inbox)
+        return;
+    struct inbox_shared *shared = inbox->shared;
+    /* every member stops polling first, then each finishes its batch and leaves the group */
+    for (struct inbox *m = shared->first; m; m = m->next)
+        atomic_store(&m->stop, 1);
+    for (struct inbox *m = shared->first, *next; m; m = next) {
+        next = m->next;
+        inbox_member_free(m);
+    }
+    pthread_mutex_destroy(&shared->failpoint);
+    free(shared);
 }

@@ -54,11 +54,20 @@ struct inbox_config {
     /* Handler failures that are not transient before the event is set aside; 0 means 5. */
     long max_attempts;
     long statement_timeout_ms; /* of the consumer's own connection; 0: none */
+    /*
+     * Members of the consumer group in this process, each with its own thread, Kafka consumer
+     * and connection (0 means 1): the group's partitions are shared among them, so events of
+     * one key stay in order while two partitions are applied at once. The handlers must then
+     * be safe to run concurrently on different connections (they are transactions). At most
+     * 16; the failpoint (exit_after_commits) counts every member's commits, the members then
+     * taking turns.
+     */
+    long consumers;
 };
 
 struct inbox;
 
-/* Starts the consumer thread. The topics array and ud must outlive the inbox. */
+/* Starts the consumer threads. The topics array and ud must outlive the inbox. */
 struct inbox *inbox_start(const struct inbox_config *cfg);
 
 /* Stops polling, finishes the event under way, commits stored offsets, frees. */

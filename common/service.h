@@ -33,6 +33,7 @@ struct service_config {
     const char *log_level;
     long failpoint_inbox_exit_after;
     long inbox_max_attempts;
+    long inbox_consumers;
     long rate_limit_rps;
     long rate_limit_burst;
     long auth_failure_rps;

@@ -147,9 +147,11 @@ def test_ds_webhooks_through_both_replicas(db, dsfake, both_alive):
         assert row["version"] == (2 if i < 4 else 1)
         expected = ["dossier.deposited"] + (["dossier.updated"] if i < 4 else [])
         assert [e[0] for e in outbox(db, row["id"])] == expected
+        # one notice per version, whoever told first: a poller pass that saw the change on DS
+        # before its webhook came records it, and the webhook is then the duplicate
         assert len([n for n in sql(db, "SELECT origin FROM submission.ds_notification"
-                                       " WHERE dossier_number = %s AND origin = 'webhook'",
-                                   d["number"])]) == (2 if i < 4 else 1)
+                                       " WHERE dossier_number = %s", d["number"])]) == \
+            (2 if i < 4 else 1)
     order = wait_applied(db, [r["id"] for r in rows])
     report("ds webhooks, 2 replicas", dossiers=len(dossiers),
            events=sum(len(v) for v in order.values()))

@@ -30,8 +30,9 @@ static void setup(void)
     testdb_schema_create(schema, sizeof schema);
     ck_assert_int_eq(db_conn_open(&conn, testdb_url(), schema, 0), STATUS_OK);
     ck_assert_int_eq(migrate_apply(&conn, lists, counts, 1, &applied), STATUS_OK);
-    ck_assert_int_eq(db_command(&conn, "CREATE TABLE applied (event_id uuid PRIMARY KEY,"
-                                       " subject text, n serial)"),
+    ck_assert_int_eq(db_command(&conn,
+                                "CREATE TABLE applied (event_id uuid PRIMARY KEY,"
+                                " subject text, n serial, pid int DEFAULT pg_backend_pid())"),
                      STATUS_OK);
 
     rd_kafka_conf_t *conf = rd_kafka_conf_new(); /* the mock lives in a handle of its own */
@@ -395,6 +396,67 @@ START_TEST(test_inbox_dispatch_by_type)
 }
 END_TEST
 
+#define WIDE "unit.wide"
+
+/*
+ * Two members of the group in one process share a topic's partitions, each on its own
+ * connection: events come in over several keys until both members have applied some (their
+ * assignment settles after a rebalance), and every event is applied once, in order per key.
+ */
+START_TEST(test_inbox_members_share_the_partitions)
+{
+    static const char *const topics[] = {WIDE};
+    char id[64], key[16], text[512];
+    int produced = 0;
+
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mock, WIDE, 4, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    struct inbox_config cfg = {
+        .conninfo = testdb_url(),
+        .schema = schema,
+        .kafka = {rd_kafka_mock_cluster_bootstraps(mock), "unit-inbox", 5000, 1, 1},
+        .group = "unit-wide",
+        .topics = topics,
+        .ntopics = 1,
+        .handler = handle,
+        .consumers = 2,
+    };
+    struct inbox *inbox = inbox_start(&cfg);
+    ck_assert_ptr_nonnull(inbox);
+    for (int round = 0; round < 60 && produced < 2000; round++) {
+        for (int i = 0; i < 16; i++) {
+            produced++;
+            snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", produced);
+            snprintf(key, sizeof key, "k%d", produced % 8);
+            snprintf(text, sizeof text,
+                     "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/unit\","
+                     "\"type\":\"unit.ok\",\"subject\":\"%s\",\"data\":{}}",
+                     id, key);
+            ck_assert_int_eq(rd_kafka_producev(
+                                 producer, RD_KAFKA_V_TOPIC(WIDE), RD_KAFKA_V_KEY(key, strlen(key)),
+                                 RD_KAFKA_V_VALUE(text, strlen(text)),
+                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                             RD_KAFKA_RESP_ERR_NO_ERROR);
+        }
+        ck_assert_int_eq(rd_kafka_flush(producer, 5000), RD_KAFKA_RESP_ERR_NO_ERROR);
+        usleep(300000);
+        if (strcmp(scalar("SELECT count(DISTINCT pid) FROM applied"), "2") == 0)
+            break;
+    }
+    wait_applied(id);
+    ck_assert_str_eq(scalar("SELECT count(DISTINCT pid) FROM applied"), "2");
+    snprintf(text, sizeof text, "%d", produced);
+    for (int i = 0; i < 100 && strcmp(scalar("SELECT count(*) FROM applied"), text) != 0; i++)
+        usleep(100000);
+    ck_assert_str_eq(scalar("SELECT count(*) FROM applied"), text);
+    /* within a key, the order of production (the ids) is the order of application */
+    ck_assert_str_eq(scalar("SELECT count(*) FROM (SELECT event_id, lag(event_id) OVER"
+                            " (PARTITION BY subject ORDER BY n) AS before FROM applied) x"
+                            " WHERE before > event_id"),
+                     "0");
+    inbox_stop(inbox);
+}
+END_TEST
+
 static Suite *inbox_suite(void)
 {
     Suite *s = suite_create("inbox");
@@ -413,6 +475,7 @@ static Suite *inbox_suite(void)
     tcase_add_test(tc, test_inbox_sets_aside_a_lasting_failure);
     tcase_add_test(tc, test_inbox_retries_a_transient_failure);
     tcase_add_test(tc, test_inbox_dispatch_by_type);
+    tcase_add_test(tc, test_inbox_members_share_the_partitions);
     suite_add_tcase(s, tc);
     return s;
 }
