@@ -31,6 +31,8 @@ struct outbox_event {
 enum status outbox_append_batch(struct db_conn *conn, const char *topic, const char *source,
                                 struct outbox_event *events, size_t n);
 
+/* ---- the relay (outbox_relay.c) ---- */
+
 struct outbox_relay_config {
     const char *conninfo;
     const char *schema;
