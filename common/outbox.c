@@ -1,4 +1,4 @@
-/* outbox: events appended in the caller's transaction (the relay is outbox_relay.c). */
+/* outbox: events appended in the caller's transaction, at once or held back for one statement. */
 #include "outbox.h"
 
 #include <stdlib.h>
@@ -7,61 +7,152 @@
 #include "cloudevent.h"
 #include "log.h"
 #include "pgarray.h"
+#include "xalloc.h"
 
 DB_STMT(outbox_insert, "INSERT INTO outbox (event_id, topic, key, type, payload)"
                        " VALUES ($1, $2, $3, $4, $5)");
 /* ORDER BY the arrays' order: the ids the events get, and so the relay's order per key. */
 DB_STMT(outbox_insert_many,
         "INSERT INTO outbox (event_id, topic, key, type, payload)"
-        " SELECT e.id, $2, e.key, e.type, e.payload FROM unnest($1::uuid[], $3::text[],"
-        " $4::text[], $5::text[]) WITH ORDINALITY AS e (id, key, type, payload, n) ORDER BY e.n");
+        " SELECT e.id, e.topic, e.key, e.type, e.payload FROM unnest($1::uuid[], $2::text[],"
+        " $3::text[], $4::text[], $5::text[]) WITH ORDINALITY"
+        " AS e (id, topic, key, type, payload, n) ORDER BY e.n");
+
+/*
+ * Rows for outbox_insert_many, column by column in their order: a batch's, or the appends a
+ * connection holds back (struct db_conn's outbox_deferred).
+ */
+struct outbox_rows {
+    struct pgarray cols[5]; /* event ids, topics, keys, types, payloads */
+    size_t n;
+};
+
+static void outbox_rows_init(struct outbox_rows *rows)
+{
+    for (size_t c = 0; c < 5; c++)
+        pgarray_init(&rows->cols[c]);
+    rows->n = 0;
+}
+
+static void outbox_rows_free(struct outbox_rows *rows)
+{
+    for (size_t c = 0; c < 5; c++)
+        pgarray_free(&rows->cols[c]);
+    rows->n = 0;
+}
+
+static void outbox_rows_add(struct outbox_rows *rows, const char *id, const char *topic,
+                            const char *key, const char *type, const char *payload)
+{
+    pgarray_add_text(&rows->cols[0], id);
+    pgarray_add_text(&rows->cols[1], topic);
+    pgarray_add_text(&rows->cols[2], key);
+    pgarray_add_text(&rows->cols[3], type);
+    pgarray_add_text(&rows->cols[4], payload);
+    rows->n++;
+}
+
+/* Writes the rows with one statement (none: nothing), in the open transaction. */
+static enum status outbox_rows_insert(struct db_conn *conn, struct outbox_rows *rows)
+{
+    const char *params[5];
+
+    if (rows->n == 0)
+        return STATUS_OK;
+    for (size_t c = 0; c < 5; c++)
+        params[c] = pgarray_text(&rows->cols[c]);
+    return db_exec(conn, &outbox_insert_many, 5, params, NULL);
+}
+
+/* The event's envelope as published (the caller frees it), or NULL. Takes data. */
+static char *outbox_payload(const char *source, const char *type, const char *subject, json_t *data,
+                            const char *request_id, char *id_out)
+{
+    json_t *ev = cloudevent_new(source, type, subject, data, request_id, id_out);
+    char *payload = json_dumps(ev, JSON_COMPACT);
+
+    json_decref(ev);
+    return payload;
+}
 
 enum status outbox_append(struct db_conn *conn, const char *topic, const char *source,
                           const char *type, const char *subject, json_t *data, char *event_id_out)
 {
     char id[UUID_STR_LEN];
-    json_t *ev = cloudevent_new(source, type, subject, data, log_request_id(), id);
-    char *payload = json_dumps(ev, JSON_COMPACT);
+    char *payload = outbox_payload(source, type, subject, data, log_request_id(), id);
+    enum status st = STATUS_OK;
 
-    json_decref(ev);
     if (!payload)
         return STATUS_INTERNAL;
-    const char *params[] = {id, topic, subject, type, payload};
-    enum status st = db_exec(conn, &outbox_insert, 5, params, NULL);
+    if (conn->outbox_deferred) {
+        outbox_rows_add(conn->outbox_deferred, id, topic, subject, type, payload);
+    } else {
+        const char *params[] = {id, topic, subject, type, payload};
+        st = db_exec(conn, &outbox_insert, 5, params, NULL);
+    }
     free(payload);
     if (st == STATUS_OK && event_id_out)
         memcpy(event_id_out, id, UUID_STR_LEN);
     return st;
 }
 
+/* Adds events[0..n) to rows as outbox_append_batch describes; takes every data reference. */
+static enum status outbox_rows_add_events(struct outbox_rows *rows, const char *topic,
+                                          const char *source, struct outbox_event *events, size_t n)
+{
+    enum status st = STATUS_OK;
+
+    for (size_t i = 0; i < n; i++) {
+        char id[UUID_STR_LEN];
+        char *payload = outbox_payload(source, events[i].type, events[i].subject, events[i].data,
+                                       events[i].request_id, id); /* takes data */
+        if (payload)
+            outbox_rows_add(rows, id, topic, events[i].subject, events[i].type, payload);
+        else
+            st = STATUS_INTERNAL; /* the caller rolls back: held-back rows are discarded too */
+        free(payload);
+    }
+    return st;
+}
+
 enum status outbox_append_batch(struct db_conn *conn, const char *topic, const char *source,
                                 struct outbox_event *events, size_t n)
 {
-    struct pgarray cols[4]; /* ids, keys, types, payloads */
+    struct outbox_rows own;
+
+    if (conn->outbox_deferred)
+        return outbox_rows_add_events(conn->outbox_deferred, topic, source, events, n);
+    outbox_rows_init(&own);
+    enum status st = outbox_rows_add_events(&own, topic, source, events, n);
+    if (st == STATUS_OK)
+        st = outbox_rows_insert(conn, &own);
+    outbox_rows_free(&own);
+    return st;
+}
+
+void outbox_defer_begin(struct db_conn *conn)
+{
+    if (conn->outbox_deferred)
+        abort(); /* already deferring: the first begin's flush or discard would end both */
+    conn->outbox_deferred = xcalloc(1, sizeof *conn->outbox_deferred);
+    outbox_rows_init(conn->outbox_deferred);
+}
+
+void outbox_defer_discard(struct db_conn *conn)
+{
+    if (!conn->outbox_deferred)
+        return;
+    outbox_rows_free(conn->outbox_deferred);
+    free(conn->outbox_deferred);
+    conn->outbox_deferred = NULL;
+}
+
+enum status outbox_defer_flush(struct db_conn *conn)
+{
     enum status st = STATUS_OK;
 
-    for (size_t c = 0; c < 4; c++)
-        pgarray_init(&cols[c]);
-    for (size_t i = 0; i < n; i++) {
-        char id[UUID_STR_LEN];
-        json_t *ev = cloudevent_new(source, events[i].type, events[i].subject, events[i].data,
-                                    events[i].request_id, id); /* takes data */
-        char *payload = json_dumps(ev, JSON_COMPACT);
-        json_decref(ev);
-        if (!payload)
-            st = STATUS_INTERNAL;
-        pgarray_add_text(&cols[0], id);
-        pgarray_add_text(&cols[1], events[i].subject);
-        pgarray_add_text(&cols[2], events[i].type);
-        pgarray_add_text(&cols[3], payload);
-        free(payload);
-    }
-    if (st == STATUS_OK && n > 0) {
-        const char *params[] = {pgarray_text(&cols[0]), topic, pgarray_text(&cols[1]),
-                                pgarray_text(&cols[2]), pgarray_text(&cols[3])};
-        st = db_exec(conn, &outbox_insert_many, 5, params, NULL);
-    }
-    for (size_t c = 0; c < 4; c++)
-        pgarray_free(&cols[c]);
+    if (conn->outbox_deferred)
+        st = outbox_rows_insert(conn, conn->outbox_deferred);
+    outbox_defer_discard(conn);
     return st;
 }
