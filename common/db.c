@@ -459,6 +459,8 @@ enum status db_begin(struct db_conn *conn)
 
 enum status db_commit(struct db_conn *conn)
 {
+    if (conn->outbox_deferred)
+        abort(); /* outbox_defer_flush was forgotten: the events would vanish with the commit */
     enum status st = db_command(conn, "COMMIT");
 
     if (st == STATUS_OK)

@@ -33,6 +33,11 @@ struct db_conn {
     unsigned long generation; /* the pool's generation when this connection was made */
     int fresh;                /* nothing run since db_acquire or db_conn_check: may retry */
     size_t slot;
+    /*
+     * Owned by outbox.c: the outbox rows held back for one statement between outbox_defer_begin
+     * and outbox_defer_flush or outbox_defer_discard; NULL when appends are written at once.
+     */
+    struct outbox_rows *outbox_deferred;
 };
 
 /*
@@ -102,6 +107,7 @@ enum status db_exec(struct db_conn *conn, struct db_stmt *stmt, int nparams,
 enum status db_command(struct db_conn *conn, const char *sql);
 
 enum status db_begin(struct db_conn *conn);
+/* Commits. Aborts when outbox appends are still held back (a bug: they would be lost). */
 enum status db_commit(struct db_conn *conn);
 /*
  * How many transactions this process has committed through db_commit (db_end, fsm_apply, the

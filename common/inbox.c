@@ -12,11 +12,26 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "outbox.h"
+#include "pgarray.h"
 #include "xalloc.h"
 
 DB_STMT(inbox_record, "INSERT INTO inbox (event_id, topic, kafka_partition, kafka_offset, key,"
                       " type, source) VALUES ($1, $2, $3, $4, $5, $6, $7)"
                       " ON CONFLICT (event_id) DO NOTHING RETURNING seq");
+/*
+ * A batch's events recorded at once; returns the position (1-based) of each fresh one. An id
+ * met twice in the arrays (a redelivery within the batch, in any spelling of the UUID) is
+ * inserted once, by its first occurrence, since the rows go in in the arrays' order: min(n).
+ */
+DB_STMT(inbox_record_many,
+        "WITH e AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[],"
+        " $5::text[], $6::text[], $7::text[]) WITH ORDINALITY"
+        " AS e (id, topic, part, off, key, type, source, n)),"
+        " fresh AS (INSERT INTO inbox (event_id, topic, kafka_partition, kafka_offset, key,"
+        " type, source) SELECT id, topic, part, off, key, type, source FROM e ORDER BY n"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING event_id)"
+        " SELECT min(e.n) FROM fresh JOIN e ON e.id = fresh.event_id GROUP BY fresh.event_id");
 DB_STMT(inbox_dead, "INSERT INTO inbox_dead_letter (topic, kafka_partition, kafka_offset,"
                     " reason, payload, attempts, last_status)"
                     " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING");
@@ -259,78 +274,165 @@ static int inbox_apply_until_done(struct inbox *inbox, const rd_kafka_message_t 
  */
 #define INBOX_BATCH_MAX 64
 
+/* A routed message of a batch. */
+struct inbox_item {
+    const rd_kafka_message_t *msg;
+    size_t at; /* its index in the batch */
+    struct cloudevent ev;
+    int fresh; /* not recorded before: its handler runs */
+};
+
 /*
- * Applies msgs[0..n) in one transaction. 1 when every one was applied (or was a duplicate) and
- * the transaction committed. 0, everything rolled back, when any would need more than that: a
- * payload or record the inbox refuses, a handler failure, a lost connection — the caller then
- * takes the messages one by one, each in a transaction of its own, with its retries and dead
- * letters. A commit that failed may still have happened: the one-by-one pass then finds the
- * events recorded and counts them as duplicates. When a handler failed, *failed_at is its
- * message and *failed_st what it returned (else n and STATUS_OK): that call counts as one of
- * the event's attempts.
+ * Parses msgs[0..n) into items[0..*m), the routed events only; the others are counted in
+ * *skipped. 0, nothing kept, when one is not a CloudEvent: the one-by-one pass sets it aside.
+ */
+static int inbox_batch_parse(const struct inbox *inbox, rd_kafka_message_t *const *msgs, size_t n,
+                             struct inbox_item *items, size_t *m, long *skipped)
+{
+    char why[256];
+
+    *m = 0;
+    *skipped = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct inbox_item *it = &items[*m];
+        if (cloudevent_parse(msgs[i]->payload, msgs[i]->len, &it->ev, why, sizeof why) !=
+            STATUS_OK) {
+            while (*m > 0)
+                cloudevent_clear(&items[--*m].ev);
+            return 0;
+        }
+        if (!inbox_routed(inbox, &it->ev)) {
+            (*skipped)++;
+            cloudevent_clear(&it->ev);
+            continue;
+        }
+        it->msg = msgs[i];
+        it->at = i;
+        it->fresh = 0;
+        (*m)++;
+    }
+    return 1;
+}
+
+/* Records items[0..m) in the inbox with one statement, in the open transaction; marks the fresh. */
+static enum status inbox_batch_record(struct inbox *inbox, struct inbox_item *items, size_t m)
+{
+    struct pgarray cols[7]; /* ids, topics, partitions, offsets, keys, types, sources */
+    const char *params[7];
+    PGresult *r;
+
+    for (size_t c = 0; c < 7; c++)
+        pgarray_init(&cols[c]);
+    for (size_t i = 0; i < m; i++) {
+        pgarray_add_text(&cols[0], items[i].ev.id);
+        pgarray_add_text(&cols[1], rd_kafka_topic_name(items[i].msg->rkt));
+        pgarray_add_int(&cols[2], items[i].msg->partition);
+        pgarray_add_int(&cols[3], items[i].msg->offset);
+        pgarray_add_text(&cols[4], items[i].ev.subject);
+        pgarray_add_text(&cols[5], items[i].ev.type);
+        pgarray_add_text(&cols[6], items[i].ev.source);
+    }
+    for (size_t c = 0; c < 7; c++)
+        params[c] = pgarray_text(&cols[c]);
+    enum status st = db_exec(&inbox->db, &inbox_record_many, 7, params, &r);
+    for (size_t c = 0; c < 7; c++)
+        pgarray_free(&cols[c]);
+    if (st != STATUS_OK)
+        return st;
+    for (int k = 0; k < PQntuples(r); k++) {
+        long n = strtol(PQgetvalue(r, k, 0), NULL, 10); /* 1-based */
+        if (n >= 1 && (size_t)n <= m)
+            items[n - 1].fresh = 1;
+    }
+    PQclear(r);
+    return STATUS_OK;
+}
+
+/*
+ * Runs items[0..m)'s fresh events through their handlers, in order, in the open transaction,
+ * their outbox appends held back and written together at the end. On a handler's failure,
+ * *failed_at and *failed_st say which and what, and nothing is written.
+ */
+static enum status inbox_batch_handle(struct inbox *inbox, const struct inbox_item *items, size_t m,
+                                      long *applied, size_t *failed_at, enum status *failed_st)
+{
+    enum status st = STATUS_OK;
+
+    outbox_defer_begin(&inbox->db);
+    for (size_t i = 0; i < m && st == STATUS_OK; i++) {
+        if (!items[i].fresh)
+            continue;
+        log_set_request_id(items[i].ev.request_id);
+        st = inbox_handle(inbox, &items[i].ev);
+        log_set_request_id(NULL);
+        if (st == STATUS_OK) {
+            (*applied)++;
+        } else {
+            *failed_at = items[i].at;
+            *failed_st = st;
+        }
+    }
+    if (st != STATUS_OK) {
+        outbox_defer_discard(&inbox->db);
+        return st;
+    }
+    return outbox_defer_flush(&inbox->db);
+}
+
+/* Records and applies items[0..m) in a transaction of their own; the commit's status. */
+static enum status inbox_batch_run(struct inbox *inbox, struct inbox_item *items, size_t m,
+                                   long *applied, size_t *failed_at, enum status *failed_st)
+{
+    enum status st = db_begin(&inbox->db);
+
+    if (st != STATUS_OK)
+        return st;
+    st = inbox_batch_record(inbox, items, m);
+    if (st == STATUS_OK)
+        st = inbox_batch_handle(inbox, items, m, applied, failed_at, failed_st);
+    if (st != STATUS_OK) {
+        db_rollback(&inbox->db); /* an aborted transaction would make every later BEGIN fail */
+        return st;
+    }
+    return db_commit(&inbox->db);
+}
+
+/*
+ * Applies msgs[0..n) in one transaction: every routed event recorded with one statement, the
+ * fresh ones applied in order, their outbox events written with one more, so that a batch
+ * costs its handlers' statements and four more (BEGIN, the record, the outbox, COMMIT). 1 when
+ * every one was applied (or was a duplicate) and the transaction committed. 0, everything
+ * rolled back, when any would need more than that: a payload or record the inbox refuses, a
+ * handler failure, a lost connection — the caller then takes the messages one by one, each in
+ * a transaction of its own, with its retries and dead letters. A commit that failed may still
+ * have happened: the one-by-one pass then finds the events recorded and counts them as
+ * duplicates. When a handler failed, *failed_at is its message and *failed_st what it
+ * returned (else n and STATUS_OK): that call counts as one of the event's attempts.
  */
 static int inbox_apply_batch(struct inbox *inbox, rd_kafka_message_t *const *msgs, size_t n,
                              size_t *failed_at, enum status *failed_st)
 {
-    long applied = 0, duplicates = 0, skipped = 0;
-    int open = 0; /* the transaction, begun by the first event that needs it */
+    struct inbox_item items[INBOX_BATCH_MAX];
+    size_t m;
+    long applied = 0, skipped;
+    enum status st = STATUS_OK;
 
     *failed_at = n;
     *failed_st = STATUS_OK;
-
-    if (!inbox->db.pg || PQstatus(inbox->db.pg) != CONNECTION_OK)
+    if (n > INBOX_BATCH_MAX || !inbox->db.pg || PQstatus(inbox->db.pg) != CONNECTION_OK)
         return 0;
-    for (size_t i = 0; i < n; i++) {
-        const rd_kafka_message_t *msg = msgs[i];
-        struct cloudevent ev;
-        char why[256], part[16], off[24];
-        PGresult *r;
-
-        if (cloudevent_parse(msg->payload, msg->len, &ev, why, sizeof why) != STATUS_OK)
-            goto undo;
-        if (!inbox_routed(inbox, &ev)) {
-            skipped++;
-            cloudevent_clear(&ev);
-            continue;
-        }
-        if (!open && db_begin(&inbox->db) != STATUS_OK) {
-            cloudevent_clear(&ev);
-            return 0;
-        }
-        open = 1;
-        snprintf(part, sizeof part, "%d", (int)msg->partition);
-        snprintf(off, sizeof off, "%lld", (long long)msg->offset);
-        const char *params[] = {
-            ev.id, rd_kafka_topic_name(msg->rkt), part, off, ev.subject, ev.type, ev.source};
-        log_set_request_id(ev.request_id);
-        enum status st = db_exec(&inbox->db, &inbox_record, 7, params, &r);
-        if (st == STATUS_OK) {
-            int fresh = PQntuples(r) == 1;
-            PQclear(r);
-            if (!fresh)
-                duplicates++;
-            else if ((st = inbox_handle(inbox, &ev)) == STATUS_OK)
-                applied++;
-            else {
-                *failed_at = i;
-                *failed_st = st;
-            }
-        }
-        log_set_request_id(NULL);
-        cloudevent_clear(&ev);
-        if (st != STATUS_OK)
-            goto undo;
-    }
-    if (open && db_commit(&inbox->db) != STATUS_OK)
+    if (!inbox_batch_parse(inbox, msgs, n, items, &m, &skipped))
+        return 0;
+    if (m > 0) /* a batch of skipped events only needs no transaction */
+        st = inbox_batch_run(inbox, items, m, &applied, failed_at, failed_st);
+    for (size_t i = 0; i < m; i++)
+        cloudevent_clear(&items[i].ev);
+    if (st != STATUS_OK)
         return 0;
     metric_add(&m_applied, applied);
-    metric_add(&m_duplicates, duplicates);
+    metric_add(&m_duplicates, (long)m - applied);
     metric_add(&m_skipped, skipped);
     return 1;
-undo:
-    if (open)
-        db_rollback(&inbox->db);
-    return 0;
 }
 
 /* Counts n committed messages; exits there when the failpoint says so. */

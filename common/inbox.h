@@ -13,7 +13,8 @@
  * STATUS_INVALID/STATUS_UNPROCESSABLE to roll back and set the event aside (dead letter) at
  * once; any other status (STATUS_INTERNAL, STATUS_NOT_FOUND, STATUS_CONFLICT…) rolls back and
  * is tried again, and the event is set aside after max_attempts such failures, so that the
- * partition moves on.
+ * partition moves on. In a batch its outbox appends are held back and written with the others'
+ * just before the commit (outbox_defer_begin): it must not read the outbox back.
  */
 typedef enum status (*inbox_handler_fn)(struct db_conn *conn, const struct cloudevent *ev,
                                         void *ud);

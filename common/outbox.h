@@ -10,7 +10,9 @@
 /*
  * Appends a CloudEvent to the outbox of the connection's schema, inside the caller's open
  * transaction: the event exists if and only if the caller commits. Takes the reference to
- * data. event_id_out (may be NULL) receives the event id.
+ * data. event_id_out (may be NULL) receives the event id. While conn defers its appends
+ * (outbox_defer_begin) the event is built now, its id, time and request id with it, and
+ * written by outbox_defer_flush.
  */
 enum status outbox_append(struct db_conn *conn, const char *topic, const char *source,
                           const char *type, const char *subject, json_t *data, char *event_id_out);
@@ -30,6 +32,25 @@ struct outbox_event {
  */
 enum status outbox_append_batch(struct db_conn *conn, const char *topic, const char *source,
                                 struct outbox_event *events, size_t n);
+
+/*
+ * Holds back the outbox appends made on conn (outbox_append, outbox_append_batch) until
+ * outbox_defer_flush writes them all with one statement, in the order of the calls: a caller
+ * that runs many units of work in one transaction (the inbox's batch) pays one round trip for
+ * all their events instead of one each. The rows do not exist before the flush, so nothing
+ * that reads the outbox back in the transaction may run in between. Every begin ends with a
+ * flush or a discard, before the commit or the rollback: db_commit aborts on appends still
+ * held back. Beginning twice aborts (a bug in the caller).
+ */
+void outbox_defer_begin(struct db_conn *conn);
+
+/* Writes the appends held back (none: no statement) and ends the deferral, whatever it returns. */
+enum status outbox_defer_flush(struct db_conn *conn);
+
+/* Drops the appends held back, for a transaction being rolled back, and ends the deferral. */
+void outbox_defer_discard(struct db_conn *conn);
+
+/* ---- the relay (outbox_relay.c) ---- */
 
 struct outbox_relay_config {
     const char *conninfo;

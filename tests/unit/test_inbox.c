@@ -8,6 +8,7 @@
 
 #include "inbox.h"
 #include "metrics.h"
+#include "outbox.h"
 #include "sql_common.h"
 #include "testdb.h"
 
@@ -65,8 +66,24 @@ static void teardown(void)
 DB_STMT(q_apply, "INSERT INTO applied (event_id, subject) VALUES ($1, $2)");
 
 /* Handler calls for the failing types below (the inbox thread runs in the test's process). */
-static atomic_int broken_calls, flaky_calls;
+static atomic_int broken_calls, flaky_calls, refused_publish_calls;
 #define FLAKY_FAILURES 6 /* more than the 5 attempts an event gets for a lasting failure */
+
+/* Types "unit.publish*" append two events each, "unit.first" then "unit.second", to the outbox. */
+static enum status publish(struct db_conn *c, const struct cloudevent *ev)
+{
+    enum status st = outbox_append(c, "unit.out", "/unit", "unit.first", ev->subject,
+                                   json_pack("{s:s}", "event", ev->id), NULL);
+
+    if (st == STATUS_OK)
+        st = outbox_append(c, "unit.out", "/unit", "unit.second", ev->subject,
+                           json_pack("{s:s}", "event", ev->id), NULL);
+    if (st == STATUS_OK && strcmp(ev->type, "unit.publish_refused") == 0) {
+        atomic_fetch_add(&refused_publish_calls, 1);
+        return STATUS_UNPROCESSABLE; /* after its appends, to be undone */
+    }
+    return st;
+}
 
 static enum status handle(struct db_conn *c, const struct cloudevent *ev, void *ud)
 {
@@ -74,6 +91,8 @@ static enum status handle(struct db_conn *c, const struct cloudevent *ev, void *
     enum status st = db_exec(c, &q_apply, 2, params, NULL);
 
     (void)ud;
+    if (st == STATUS_OK && strncmp(ev->type, "unit.publish", 12) == 0)
+        return publish(c, ev);
     if (st == STATUS_OK && strcmp(ev->type, "unit.refused") == 0)
         return STATUS_UNPROCESSABLE;
     if (st == STATUS_OK && strcmp(ev->type, "unit.broken") == 0) {
@@ -115,15 +134,24 @@ static void produce(const char *key, const char *payload)
     ck_assert_int_eq(rd_kafka_flush(producer, 5000), RD_KAFKA_RESP_ERR_NO_ERROR);
 }
 
-static void produce_event(const char *id, const char *type, const char *subject)
+/* An event with a request id (NULL: none). */
+static void produce_event_rid(const char *id, const char *type, const char *subject,
+                              const char *rid)
 {
-    char text[512];
+    char text[512], rid_member[96] = "";
 
+    if (rid)
+        snprintf(rid_member, sizeof rid_member, ",\"requestid\":\"%s\"", rid);
     snprintf(text, sizeof text,
              "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/unit\",\"type\":\"%s\","
-             "\"subject\":\"%s\",\"data\":{}}",
-             id, type, subject);
+             "\"subject\":\"%s\",\"data\":{}%s}",
+             id, type, subject, rid_member);
     produce(subject, text);
+}
+
+static void produce_event(const char *id, const char *type, const char *subject)
+{
+    produce_event_rid(id, type, subject, NULL);
 }
 
 /* The first value of a query with at most one parameter, as text (static storage). */
@@ -223,6 +251,145 @@ START_TEST(test_inbox_burst_with_failures)
                             " ORDER BY kafka_offset) FROM inbox_dead_letter"),
                      "1/5,2/1");
     inbox_stop(inbox);
+}
+END_TEST
+
+/* The id of the i-th event of a burst, and its key: two keys, interleaved. */
+static void burst_id(char *id, size_t len, int i)
+{
+    snprintf(id, len, "00000000-0000-4000-8000-%012d", i);
+}
+#define BURST_KEY(i) ((i) % 2 ? "k1" : "k2")
+
+/*
+ * The outbox holds, in id order, "unit.first" then "unit.second" for each event 1..last of a
+ * burst but `missing`, with the event's key, request id and id.
+ */
+static void check_burst_outbox(int last, int missing)
+{
+    PGresult *r = PQexec(conn.pg, "SELECT type, key, payload::json->>'requestid',"
+                                  " payload::json->'data'->>'event' FROM outbox ORDER BY id");
+    char id[64], rid[32];
+    int row = 0;
+
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    for (int i = 1; i <= last; i++) {
+        if (i == missing)
+            continue;
+        burst_id(id, sizeof id, i);
+        snprintf(rid, sizeof rid, "req-%d", i);
+        for (int k = 0; k < 2; k++, row++) {
+            ck_assert_int_lt(row, PQntuples(r));
+            ck_assert_str_eq(PQgetvalue(r, row, 0), k ? "unit.second" : "unit.first");
+            ck_assert_str_eq(PQgetvalue(r, row, 1), BURST_KEY(i));
+            ck_assert_str_eq(PQgetvalue(r, row, 2), rid);
+            ck_assert_str_eq(PQgetvalue(r, row, 3), id);
+        }
+    }
+    ck_assert_int_eq(PQntuples(r), row);
+    PQclear(r);
+}
+
+/*
+ * The statements of the batches (transactions of more than one event): the inbox rows of one
+ * were recorded by one statement, its outbox rows written by one statement, in the same
+ * transaction as their events. Returns how many batches there were.
+ */
+static long check_batch_statements(void)
+{
+    ck_assert_str_eq(scalar("SELECT count(*) FROM (SELECT 1 FROM inbox GROUP BY xmin::text"
+                            " HAVING count(DISTINCT cmin::text) > 1) b"),
+                     "0");
+    ck_assert_str_eq(scalar("SELECT count(*) FROM (SELECT 1 FROM outbox WHERE xmin::text IN"
+                            " (SELECT xmin::text FROM inbox GROUP BY 1 HAVING count(*) > 1)"
+                            " GROUP BY xmin::text HAVING count(DISTINCT cmin::text) > 1) b"),
+                     "0");
+    ck_assert_str_eq(scalar("SELECT count(*) FROM outbox o JOIN inbox i"
+                            " ON i.event_id = (o.payload::json->'data'->>'event')::uuid"
+                            " WHERE o.xmin::text <> i.xmin::text"),
+                     "0");
+    return strtol(scalar("SELECT count(*) FROM (SELECT 1 FROM inbox GROUP BY xmin::text"
+                         " HAVING count(*) > 1) b"),
+                  NULL, 10);
+}
+
+/*
+ * Produces events 1..last of a burst, "unit.publish" but `refused` ("unit.publish_refused"),
+ * each with request id "req-<i>"; event `again` is delivered twice in a row (0: none).
+ */
+static void produce_burst(int last, int again, int refused)
+{
+    char id[64], rid[32];
+
+    for (int i = 1; i <= last; i++) {
+        burst_id(id, sizeof id, i);
+        snprintf(rid, sizeof rid, "req-%d", i);
+        for (int k = 0; k < (i == again ? 2 : 1); k++)
+            produce_event_rid(id, i == refused ? "unit.publish_refused" : "unit.publish",
+                              BURST_KEY(i), rid);
+    }
+}
+
+/* Starts an inbox on the burst already produced, waits for its last event, stops it. */
+static void apply_burst(int last)
+{
+    char id[64];
+    struct inbox *inbox = inbox_open();
+
+    burst_id(id, sizeof id, last);
+    wait_applied(id);
+    inbox_stop(inbox);
+}
+
+/*
+ * A burst whose handlers append to the outbox, one event delivered twice in a row: each is
+ * applied once, by its first delivery, and the outbox holds their events in append order,
+ * each with its event's request id; the batch costs one inbox and one outbox statement.
+ */
+START_TEST(test_inbox_batch_records_and_publishes_together)
+{
+    char id[64];
+    struct buf m;
+
+    produce_burst(30, 15, 0); /* event 15 at offsets 14 and 15 */
+    apply_burst(30);
+    ck_assert_str_eq(scalar("SELECT count(*) FROM applied"), "30");
+    ck_assert_str_eq(scalar("SELECT bool_and(right(event_id::text, 2)::int = n) FROM applied"),
+                     "t");
+    burst_id(id, sizeof id, 15);
+    ck_assert_str_eq(scalar_p("SELECT kafka_offset FROM inbox WHERE event_id = $1::uuid", id),
+                     "14");
+    /* the two deliveries came in one batch: the events around them share its transaction */
+    ck_assert_str_eq(scalar("SELECT count(DISTINCT xmin::text) FROM inbox"
+                            " WHERE kafka_offset IN (13, 16)"),
+                     "1");
+    check_burst_outbox(30, 0);
+    ck_assert_int_ge(check_batch_statements(), 1);
+    buf_init(&m, 0);
+    metrics_render(&m);
+    ck_assert_msg(strstr(m.data, "ptce_inbox_applied_total 30\n") != NULL, "%s", m.data);
+    ck_assert_msg(strstr(m.data, "ptce_inbox_duplicates_total 1\n") != NULL, "%s", m.data);
+    buf_free(&m);
+}
+END_TEST
+
+/*
+ * A handler that fails after its appends in a batch: the batch leaves no outbox row, the
+ * one-by-one pass applies the others (their events once each, in order) and sets it aside.
+ */
+START_TEST(test_inbox_batch_failure_leaves_no_outbox_rows)
+{
+    produce_burst(20, 0, 11);
+    atomic_store(&refused_publish_calls, 0);
+    apply_burst(20);
+    /* once in the batch, once alone, where it was set aside */
+    ck_assert_int_eq(atomic_load(&refused_publish_calls), 2);
+    ck_assert_str_eq(scalar("SELECT format('%s/%s', kafka_offset, attempts)"
+                            " FROM inbox_dead_letter"),
+                     "10/1");
+    ck_assert_str_eq(scalar("SELECT count(*) FROM applied"), "19");
+    check_burst_outbox(20, 11);
+    check_batch_statements();
 }
 END_TEST
 
@@ -469,6 +636,8 @@ static Suite *inbox_suite(void)
     tcase_add_test(tc, test_inbox_dead_letters);
     tcase_add_test(tc, test_inbox_applies_a_burst_together);
     tcase_add_test(tc, test_inbox_burst_with_failures);
+    tcase_add_test(tc, test_inbox_batch_records_and_publishes_together);
+    tcase_add_test(tc, test_inbox_batch_failure_leaves_no_outbox_rows);
     tcase_add_test(tc, test_inbox_stop_commits_offsets);
     tcase_add_test(tc, test_inbox_metrics);
     tcase_add_test(tc, test_inbox_recovers_from_failed_apply);

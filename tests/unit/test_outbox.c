@@ -52,6 +52,20 @@ static PGresult *outbox_rows(void)
     return r;
 }
 
+DB_STMT(q_count, "SELECT count(*) FROM outbox");
+DB_STMT(q_statements, "SELECT count(DISTINCT xmin::text), count(DISTINCT cmin::text) FROM outbox");
+
+/* The first column of the first row of stmt run on conn, as a number. */
+static long count_on(struct db_conn *conn, struct db_stmt *stmt, int col)
+{
+    PGresult *r;
+
+    ck_assert_int_eq(db_exec(conn, stmt, 0, NULL, &r), STATUS_OK);
+    long n = strtol(PQgetvalue(r, 0, col), NULL, 10);
+    PQclear(r);
+    return n;
+}
+
 START_TEST(test_outbox_append_visible_only_after_commit)
 {
     struct db_conn *conn;
@@ -105,9 +119,24 @@ START_TEST(test_outbox_append_rollback_leaves_nothing)
     ck_assert_int_eq(outbox_append(conn, "t", "/s", "x.y", "k", json_object(), NULL), STATUS_OK);
     ck_assert_int_eq(outbox_append(conn, "t", "/s", "x.y", "k", NULL, NULL), STATUS_OK);
     db_rollback(conn);
+    /* held back, then discarded for the rollback */
+    ck_assert_int_eq(db_begin(conn), STATUS_OK);
+    outbox_defer_begin(conn);
+    ck_assert_int_eq(outbox_defer_flush(conn), STATUS_OK); /* nothing held back: no statement */
+    outbox_defer_begin(conn);
+    ck_assert_int_eq(outbox_append(conn, "t", "/s", "x.y", "k", json_object(), NULL), STATUS_OK);
+    outbox_defer_discard(conn);
+    outbox_defer_discard(conn); /* ended already: nothing to do */
+    db_rollback(conn);
+    /* the deferral ended: written at once again */
+    ck_assert_int_eq(db_begin(conn), STATUS_OK);
+    ck_assert_int_eq(outbox_append(conn, "t", "/s", "x.z", "k", NULL, NULL), STATUS_OK);
+    ck_assert_int_eq(count_on(conn, &q_count, 0), 1);
+    ck_assert_int_eq(db_commit(conn), STATUS_OK);
     db_release(pool, conn);
     PGresult *r = outbox_rows();
-    ck_assert_int_eq(PQntuples(r), 0);
+    ck_assert_int_eq(PQntuples(r), 1);
+    ck_assert_str_eq(PQgetvalue(r, 0, 3), "x.z");
     PQclear(r);
 }
 END_TEST
@@ -134,11 +163,40 @@ START_TEST(test_outbox_append_keeps_order)
 }
 END_TEST
 
+/* What one outbox row should hold. */
+struct expected_row {
+    const char *topic, *key, *type, *source;
+    const char *request_id; /* NULL: none */
+};
+
+/* Checks row i of outbox_rows() against e, its envelope too; returns its data (to json_decref). */
+static json_t *check_row(PGresult *r, int i, const struct expected_row *e)
+{
+    struct cloudevent ev;
+    char why[256];
+    const char *payload = PQgetvalue(r, i, 4);
+
+    ck_assert_str_eq(PQgetvalue(r, i, 1), e->topic);
+    ck_assert_str_eq(PQgetvalue(r, i, 2), e->key);
+    ck_assert_str_eq(PQgetvalue(r, i, 3), e->type);
+    ck_assert_int_eq(cloudevent_parse(payload, strlen(payload), &ev, why, sizeof why), STATUS_OK);
+    ck_assert_str_eq(ev.id, PQgetvalue(r, i, 0));
+    ck_assert_str_eq(ev.source, e->source);
+    ck_assert_str_eq(ev.type, e->type);
+    ck_assert_str_eq(ev.subject, e->key);
+    if (e->request_id)
+        ck_assert_str_eq(ev.request_id, e->request_id);
+    else
+        ck_assert_ptr_null(ev.request_id);
+    json_t *data = json_incref(ev.data); /* ev.data is borrowed from ev.root */
+    cloudevent_clear(&ev);
+    return data;
+}
+
 /* A batch's events, each with its own request id, in order and byte for byte as one by one. */
 START_TEST(test_outbox_append_batch_keeps_order_and_request_ids)
 {
     struct db_conn *conn;
-    char why[256];
     struct outbox_event evs[3] = {
         {"x.a", "k1", json_pack("{s:s}", "quote", "a \"b\" {c}, \\d"), "req-1"},
         {"x.b", "k2", json_pack("{s:i}", "n", 2), NULL},
@@ -153,29 +211,88 @@ START_TEST(test_outbox_append_batch_keeps_order_and_request_ids)
     db_release(pool, conn);
     PGresult *r = outbox_rows();
     ck_assert_int_eq(PQntuples(r), 3);
-    static const char *const keys[] = {"k1", "k2", "k1"}, *const types[] = {"x.a", "x.b", "x.c"};
-    static const char *const rids[] = {"req-1", NULL, "req-3"};
+    static const struct expected_row rows[] = {
+        {"t", "k1", "x.a", "/s", "req-1"},
+        {"t", "k2", "x.b", "/s", NULL},
+        {"t", "k1", "x.c", "/s", "req-3"},
+    };
     for (int i = 0; i < 3; i++) {
-        struct cloudevent ev;
-        const char *payload = PQgetvalue(r, i, 4);
-        ck_assert_str_eq(PQgetvalue(r, i, 1), "t");
-        ck_assert_str_eq(PQgetvalue(r, i, 2), keys[i]);
-        ck_assert_str_eq(PQgetvalue(r, i, 3), types[i]);
-        ck_assert_int_eq(cloudevent_parse(payload, strlen(payload), &ev, why, sizeof why),
-                         STATUS_OK);
-        ck_assert_str_eq(ev.id, PQgetvalue(r, i, 0));
-        ck_assert_str_eq(ev.source, "/s");
-        ck_assert_str_eq(ev.type, types[i]);
-        ck_assert_str_eq(ev.subject, keys[i]);
-        if (rids[i])
-            ck_assert_str_eq(ev.request_id, rids[i]);
-        else
-            ck_assert_ptr_null(ev.request_id);
+        json_t *data = check_row(r, i, &rows[i]);
         if (i == 0)
-            ck_assert_str_eq(json_string_value(json_object_get(ev.data, "quote")),
-                             "a \"b\" {c}, \\d");
-        cloudevent_clear(&ev);
+            ck_assert_str_eq(json_string_value(json_object_get(data, "quote")), "a \"b\" {c}, \\d");
+        json_decref(data);
     }
+    PQclear(r);
+}
+END_TEST
+
+/* 1 when a NOTIFY reaches listener within two seconds. */
+static int notified(struct db_conn *listener)
+{
+    for (int i = 0; i < 20; i++) {
+        PQconsumeInput(listener->pg);
+        PGnotify *n = PQnotifies(listener->pg);
+        if (n) {
+            PQfreemem(n);
+            return 1;
+        }
+        usleep(100000);
+    }
+    return 0;
+}
+
+/*
+ * Appends held back are built at the call (id, request id) and written by the flush, all with
+ * one statement, in the order of the calls, batches and topics mixed; the relay is notified.
+ */
+START_TEST(test_outbox_defer_flush_writes_in_call_order)
+{
+    struct db_conn *conn, *listener;
+    char id0[UUID_STR_LEN] = "", id3[UUID_STR_LEN] = "", listen[128];
+    struct outbox_event evs[2] = {
+        {"x.b", "k2", json_pack("{s:i}", "n", 1), "req-b"},
+        {"x.c", "k1", NULL, NULL},
+    };
+
+    ck_assert_int_eq(db_acquire(pool, &listener), STATUS_OK);
+    snprintf(listen, sizeof listen, "LISTEN \"%s_outbox\"", schema);
+    ck_assert_int_eq(db_command(listener, listen), STATUS_OK);
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    ck_assert_int_eq(db_begin(conn), STATUS_OK);
+    outbox_defer_begin(conn);
+    log_set_request_id("req-a");
+    ck_assert_int_eq(outbox_append(conn, "t1", "/s", "x.a", "k1", json_object(), id0), STATUS_OK);
+    ck_assert_int_eq(uuid_is_valid(id0), 1); /* known at once, before the row exists */
+    ck_assert_int_eq(outbox_append_batch(conn, "t2", "/s2", evs, 2), STATUS_OK);
+    log_set_request_id("req-d");
+    ck_assert_int_eq(outbox_append(conn, "t1", "/s", "x.d", "k2", NULL, id3), STATUS_OK);
+    log_set_request_id(NULL);
+    /* held back: not even this session sees them */
+    ck_assert_int_eq(count_on(conn, &q_count, 0), 0);
+    ck_assert_int_eq(outbox_defer_flush(conn), STATUS_OK);
+    ck_assert_ptr_null(conn->outbox_deferred);
+    ck_assert_int_eq(count_on(conn, &q_count, 0), 4);
+    ck_assert_int_eq(db_commit(conn), STATUS_OK);
+    ck_assert_int_eq(notified(listener), 1);
+    ck_assert_int_eq(db_command(listener, "UNLISTEN *"), STATUS_OK);
+    db_release(pool, listener);
+    /* one transaction, one statement */
+    ck_assert_int_eq(count_on(conn, &q_statements, 0), 1);
+    ck_assert_int_eq(count_on(conn, &q_statements, 1), 1);
+    db_release(pool, conn);
+
+    PGresult *r = outbox_rows();
+    ck_assert_int_eq(PQntuples(r), 4);
+    static const struct expected_row rows[] = {
+        {"t1", "k1", "x.a", "/s", "req-a"},
+        {"t2", "k2", "x.b", "/s2", "req-b"},
+        {"t2", "k1", "x.c", "/s2", NULL},
+        {"t1", "k2", "x.d", "/s", "req-d"},
+    };
+    for (int i = 0; i < 4; i++)
+        json_decref(check_row(r, i, &rows[i]));
+    ck_assert_str_eq(PQgetvalue(r, 0, 0), id0);
+    ck_assert_str_eq(PQgetvalue(r, 3, 0), id3);
     PQclear(r);
 }
 END_TEST
@@ -365,6 +482,7 @@ static Suite *outbox_suite(void)
     tcase_add_test(tc, test_outbox_append_keeps_order);
     tcase_add_test(tc, test_outbox_append_batch_keeps_order_and_request_ids);
     tcase_add_test(tc, test_outbox_append_without_table_fails);
+    tcase_add_test(tc, test_outbox_defer_flush_writes_in_call_order);
     tcase_add_test(tc, test_outbox_relay_publishes_in_order);
     tcase_add_test(tc, test_outbox_relay_recovers_from_failed_round);
     suite_add_tcase(s, tc);
