@@ -104,7 +104,12 @@ struct outbox_relay {
  * (kill_prior_tuple) and skips them afterwards, and stops at the round's LIMIT. So the relay's
  * own connection never plans a bitmap scan.
  */
-#define OUTBOX_SESSION_SQL "SET enable_bitmapscan = off"
+/*
+ * The relay's own commits (rows marked sent, attempts counted) do not wait for their WAL flush:
+ * a mark lost with a crash of the server only sends its row again, which every consumer's inbox
+ * absorbs, while a round that waits for the flush holds back every commit behind it.
+ */
+#define OUTBOX_SESSION_SQL "SET enable_bitmapscan = off; SET synchronous_commit = off"
 #define OUTBOX_BACKLOG_EVERY_MS 1000
 
 static struct outbox_batch *outbox_batch_new(int n)

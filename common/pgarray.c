@@ -2,6 +2,7 @@
 #include "pgarray.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 void pgarray_init(struct pgarray *a)
 {
@@ -28,10 +29,15 @@ void pgarray_add_text(struct pgarray *a, const char *s)
     }
     pgarray_next(a);
     buf_append(&a->b, "\"", 1);
-    for (const char *p = s; *p; p++) {
-        if (*p == '"' || *p == '\\')
+    /* the runs between the characters to escape in one copy each: documents are kilobytes */
+    for (const char *p = s; *p;) {
+        size_t run = strcspn(p, "\"\\");
+        buf_append(&a->b, p, run);
+        p += run;
+        if (*p) {
             buf_append(&a->b, "\\", 1);
-        buf_append(&a->b, p, 1);
+            buf_append(&a->b, p++, 1);
+        }
     }
     buf_append(&a->b, "\"", 1);
 }

@@ -53,8 +53,9 @@ static const struct config_var service_vars[] = {
      "relay wake-up without NOTIFY"},
     {"PTCE_INBOX_MAX_ATTEMPTS", CONFIG_INT, "5", 1, 1000, CFG(inbox_max_attempts),
      "handler failures before an event is set aside"},
-    {"PTCE_INBOX_CONSUMERS", CONFIG_INT, "2", 1, 16, CFG(inbox_consumers),
-     "consumers of the group in this process, each its own thread and connection"},
+    {"PTCE_INBOX_CONSUMERS", CONFIG_INT, "0", 0, 16, CFG(inbox_consumers),
+     "consumers of the group in this process, each its own thread and connection; 0: the"
+     " service's own default"},
     {"PTCE_AUTH_CACHE_TTL_MS", CONFIG_INT, "2000", 0, 600000, CFG(auth_cache_ttl_ms),
      "how long a checked key is trusted"},
     {"PTCE_RATE_LIMIT_RPS", CONFIG_INT, "500", 0, 100000000, CFG(rate_limit_rps),
@@ -359,7 +360,8 @@ static enum status service_kafka_start(struct service *svc)
                               .exit_after_commits = svc->cfg.failpoint_inbox_exit_after,
                               .max_attempts = svc->cfg.inbox_max_attempts,
                               .statement_timeout_ms = svc->cfg.db_statement_timeout_ms,
-                              .consumers = svc->cfg.inbox_consumers};
+                              .consumers = svc->cfg.inbox_consumers ? svc->cfg.inbox_consumers
+                                                                    : svc->def->inbox_consumers};
     svc->inbox = inbox_start(&ic);
     return svc->inbox ? STATUS_OK : STATUS_INTERNAL;
 }

@@ -76,6 +76,8 @@ struct service_def {
     inbox_handler_fn on_event;              /* one handler for every event, or: */
     const struct inbox_route *event_routes; /* a handler per event type (inbox_dispatch) */
     size_t nevent_routes;
+    /* Members of the consumer group per process when PTCE_INBOX_CONSUMERS is 0 (0 means 1). */
+    long inbox_consumers;
     /* Extra configuration read into extra_out, after the common table. */
     const struct config_var *extra_config;
     size_t nextra;

@@ -86,6 +86,8 @@ int main(int argc, char **argv)
         .nconsume = sizeof funding_consumes / sizeof *funding_consumes,
         .event_routes = funding_event_routes,
         .nevent_routes = funding_event_nroutes,
+        /* it applies decisions and skips the rest: a second member would only fetch */
+        .inbox_consumers = 1,
         .extra_config = funding_vars,
         .nextra = sizeof funding_vars / sizeof funding_vars[0],
         .extra_out = &funding_cfg_storage,

@@ -106,6 +106,8 @@ int main(int argc, char **argv)
         .nconsume = 1,
         .event_routes = instruction_event_routes,
         .nevent_routes = instruction_event_nroutes,
+        /* every deposit comes through: two partitions applied at once */
+        .inbox_consumers = 2,
         .extra_config = instruction_vars,
         .nextra = sizeof instruction_vars / sizeof instruction_vars[0],
         .extra_out = &instruction_cfg,

@@ -78,6 +78,7 @@ struct deposits *deposits_start(const char *conninfo, const char *schema, long s
                                 .statement_timeout_ms = statement_timeout_ms,
                                 .threads = writers,
                                 .max_batch = DEPOSITS_MAX_BATCH,
+                                .spare_after_us = 2000,
                                 .fn = deposits_write};
     d->batcher = batcher_start(&bc);
     return d;
