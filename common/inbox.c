@@ -359,6 +359,17 @@ static enum status inbox_batch_handle(struct inbox *inbox, const struct inbox_it
     enum status st = STATUS_OK;
 
     outbox_defer_begin(&inbox->db);
+    if (inbox->cfg.prepare) {
+        const struct cloudevent *evs[INBOX_BATCH_MAX];
+        size_t k = 0;
+        for (size_t i = 0; i < m; i++)
+            if (items[i].fresh)
+                evs[k++] = &items[i].ev;
+        if (k > 0 && (st = inbox->cfg.prepare(&inbox->db, evs, k, inbox->cfg.ud)) != STATUS_OK) {
+            outbox_defer_discard(&inbox->db);
+            return st; /* no event to blame: the batch is taken one by one */
+        }
+    }
     for (size_t i = 0; i < m && st == STATUS_OK; i++) {
         if (!items[i].fresh)
             continue;
@@ -390,6 +401,8 @@ static enum status inbox_batch_run(struct inbox *inbox, struct inbox_item *items
     st = inbox_batch_record(inbox, items, m);
     if (st == STATUS_OK)
         st = inbox_batch_handle(inbox, items, m, applied, failed_at, failed_st);
+    if (inbox->cfg.prepare) /* what it left is for this batch's handlers only */
+        inbox->cfg.prepare(&inbox->db, NULL, 0, inbox->cfg.ud);
     if (st != STATUS_OK) {
         db_rollback(&inbox->db); /* an aborted transaction would make every later BEGIN fail */
         return st;

@@ -36,6 +36,17 @@ struct inbox_route {
 enum status inbox_dispatch(const struct inbox_route *routes, size_t nroutes, struct db_conn *conn,
                            const struct cloudevent *ev, void *ud);
 
+/*
+ * Optional, for a batch (inbox_config.prepare): called in the batch's open transaction with its
+ * fresh events, in order, before their handlers run. It may do part of their work set-based (one
+ * statement for many events) and leave its results for their handlers, which must then find
+ * them (per thread: each member of the inbox runs its own batches). A failure fails the batch,
+ * which is then taken one event at a time without it. Called again with n == 0 once the batch
+ * is over, committed or not, to drop what it left: a handler outside a batch finds nothing.
+ */
+typedef enum status (*inbox_prepare_fn)(struct db_conn *conn, const struct cloudevent *const *evs,
+                                        size_t n, void *ud);
+
 struct inbox_config {
     const char *conninfo;
     const char *schema;
@@ -46,6 +57,7 @@ struct inbox_config {
     inbox_handler_fn handler;         /* used when routes is NULL */
     const struct inbox_route *routes; /* dispatch by type; must outlive the inbox */
     size_t nroutes;
+    inbox_prepare_fn prepare; /* may be NULL */
     void *ud;
     /*
      * Fault injection for the system tests: when > 0, the process exits abruptly right after

@@ -53,7 +53,12 @@ rd_kafka_t *kafka_producer_new(const struct kafka_config *cfg,
         kafka_set(conf, "acks", "all", errstr, errlen) ||
         kafka_set(conf, "message.timeout.ms", timeout, errstr, errlen) ||
         kafka_set(conf, "message.max.bytes", max_bytes, errstr, errlen) ||
-        kafka_set(conf, "linger.ms", "2", errstr, errlen) ||
+        /*
+         * No linger: the relay produces a whole round at once and waits for its reports, so
+         * what is queued already goes out together; waiting 2 ms more only delayed every event
+         * (deposit -> visible p99 about 5 ms lower at 1 000/s, for a few more produce requests).
+         */
+        kafka_set(conf, "linger.ms", "0", errstr, errlen) ||
         kafka_set(conf, "compression.codec", "lz4", errstr, errlen)) {
         rd_kafka_conf_destroy(conf);
         return NULL;

@@ -356,6 +356,7 @@ static enum status service_kafka_start(struct service *svc)
                               .handler = svc->def->on_event,
                               .routes = svc->def->event_routes,
                               .nroutes = svc->def->nevent_routes,
+                              .prepare = svc->def->event_prepare,
                               .ud = svc,
                               .exit_after_commits = svc->cfg.failpoint_inbox_exit_after,
                               .max_attempts = svc->cfg.inbox_max_attempts,

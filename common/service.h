@@ -76,6 +76,7 @@ struct service_def {
     inbox_handler_fn on_event;              /* one handler for every event, or: */
     const struct inbox_route *event_routes; /* a handler per event type (inbox_dispatch) */
     size_t nevent_routes;
+    inbox_prepare_fn event_prepare; /* may be NULL: inbox_config.prepare */
     /* Members of the consumer group per process when PTCE_INBOX_CONSUMERS is 0 (0 means 1). */
     long inbox_consumers;
     /* Extra configuration read into extra_out, after the common table. */

@@ -4,16 +4,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "lifecycle.h"
 #include "log.h"
 #include "outbox.h"
+#include "pgarray.h"
 #include "uuid.h"
 
 /* The content a carrier edits: the document without what changes with every fetch. */
-#define EVENTS_CONTENT_HASH                                                                        \
-    "md5(($6::jsonb - ARRAY['state', 'version', 'updated_at', 'ds_updated_at', 'eligibility',"     \
+#define EVENTS_CONTENT_HASH_OF(DOC)                                                                \
+    "md5((" DOC " - ARRAY['state', 'version', 'updated_at', 'ds_updated_at', 'eligibility',"       \
     " 'checks', 'rules_version'])::text)"
+#define EVENTS_CONTENT_HASH EVENTS_CONTENT_HASH_OF("$6::jsonb")
 /* The instruction group of a region: its first routing rule's, or the default group. */
 #define EVENTS_GROUP_OF(REGION)                                                                    \
     "coalesce((SELECT group_id FROM routing_rule WHERE region = " REGION                           \
@@ -25,37 +28,55 @@
  * The projection's upsert; a new dossier, routed by its insert, gets its assignment in the same
  * statement ($12 and $13: the reasons of the default group and of a region's rule).
  */
+/* What a newer version changes in the projection's row; an older one only counts as stale. */
+#define EVENTS_UPSERT_SET                                                                          \
+    " ON CONFLICT (id) DO UPDATE SET events_applied = dossier.events_applied + 1,"                 \
+    " last_event_id = EXCLUDED.last_event_id, updated_at = now(),"                                 \
+    " stale_events = dossier.stale_events + CASE WHEN " EVENTS_FRESH " THEN 0 ELSE 1 END,"         \
+    " region = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.region ELSE dossier.region END,"           \
+    " wave = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.wave ELSE dossier.wave END,"                 \
+    " title = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.title ELSE dossier.title END,"              \
+    " source_state = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.source_state"                        \
+    "   ELSE dossier.source_state END,"                                                            \
+    " snapshot = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.snapshot ELSE dossier.snapshot END,"     \
+    " content_hash = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.content_hash"                        \
+    "   ELSE dossier.content_hash END,"                                                            \
+    " ds_number = coalesce(EXCLUDED.ds_number, dossier.ds_number),"                                \
+    " withdrawn = dossier.withdrawn OR (" EVENTS_FRESH " AND EXCLUDED.withdrawn),"                 \
+    " doc_version = greatest(dossier.doc_version, EXCLUDED.doc_version)"                           \
+    " RETURNING id, (xmax = 0) OR group_id IS NULL AS route, state,"                               \
+    " content_hash IS DISTINCT FROM correction_hash AS edited, withdrawn,"                         \
+    " xmax = 0 AS inserted, group_id),"                                                            \
+    " a AS (INSERT INTO assignment (dossier_id, group_id, actor, reason)"                          \
+    " SELECT id, group_id, 'system', CASE WHEN group_id = 'default' THEN $12"                      \
+    " ELSE $13 END FROM up WHERE inserted AND group_id IS NOT NULL)"                               \
+    " SELECT route, state, edited, withdrawn, inserted, group_id, id FROM up"
+
+/*
+ * The projection's upsert; a new dossier, routed by its insert, gets its assignment in the same
+ * statement ($12 and $13: the reasons of the default group and of a region's rule).
+ */
 DB_STMT(events_upsert_dossier,
         "WITH up AS (INSERT INTO dossier (id, region, wave, title, source_state, snapshot,"
         " events_applied, last_event_id, doc_version, content_hash, ds_number, withdrawn,"
         " deposited_at, group_id)"
         " VALUES ($1, $2, $3, $4, $5, $6::jsonb, 1, $7, $8::bigint, " EVENTS_CONTENT_HASH ","
         " $9::bigint, $10::boolean, coalesce($11::timestamptz, now()), " EVENTS_GROUP_OF(
-            "$2") ")"
-                  " ON CONFLICT (id) DO UPDATE SET events_applied = dossier.events_applied + 1,"
-                  " last_event_id = EXCLUDED.last_event_id, updated_at = now(),"
-                  " stale_events = dossier.stale_events + CASE WHEN " EVENTS_FRESH
-                  " THEN 0 ELSE 1 END,"
-                  " region = CASE WHEN " EVENTS_FRESH
-                  " THEN EXCLUDED.region ELSE dossier.region END,"
-                  " wave = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.wave ELSE dossier.wave END,"
-                  " title = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.title ELSE dossier.title END,"
-                  " source_state = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.source_state"
-                  "   ELSE dossier.source_state END,"
-                  " snapshot = CASE WHEN " EVENTS_FRESH
-                  " THEN EXCLUDED.snapshot ELSE dossier.snapshot END,"
-                  " content_hash = CASE WHEN " EVENTS_FRESH " THEN EXCLUDED.content_hash"
-                  "   ELSE dossier.content_hash END,"
-                  " ds_number = coalesce(EXCLUDED.ds_number, dossier.ds_number),"
-                  " withdrawn = dossier.withdrawn OR (" EVENTS_FRESH " AND EXCLUDED.withdrawn),"
-                  " doc_version = greatest(dossier.doc_version, EXCLUDED.doc_version)"
-                  " RETURNING id, (xmax = 0) OR group_id IS NULL AS route, state,"
-                  " content_hash IS DISTINCT FROM correction_hash AS edited, withdrawn,"
-                  " xmax = 0 AS inserted, group_id),"
-                  " a AS (INSERT INTO assignment (dossier_id, group_id, actor, reason)"
-                  " SELECT id, group_id, 'system', CASE WHEN group_id = 'default' THEN $12"
-                  " ELSE $13 END FROM up WHERE inserted AND group_id IS NOT NULL)"
-                  " SELECT route, state, edited, withdrawn, inserted, group_id FROM up");
+            "$2") ")" EVENTS_UPSERT_SET);
+/* The same for many dossiers (each once), $1 to $11 arrays of the parameters above. */
+DB_STMT(events_upsert_many,
+        "WITH x AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],"
+        " $5::text[], $6::text[], $7::uuid[], $8::bigint[], $9::bigint[], $10::boolean[],"
+        " $11::text[]) AS x(id, region, wave, title, source_state, snapshot, last_event_id,"
+        " doc_version, ds_number, withdrawn, deposited_at)),"
+        " up AS (INSERT INTO dossier (id, region, wave, title, source_state, snapshot,"
+        " events_applied, last_event_id, doc_version, content_hash, ds_number, withdrawn,"
+        " deposited_at, group_id)"
+        " SELECT id, region, wave, title, source_state, snapshot::jsonb, 1, last_event_id,"
+        " doc_version, " EVENTS_CONTENT_HASH_OF(
+            "snapshot::jsonb") ", ds_number, withdrawn,"
+                               " coalesce(deposited_at::timestamptz, now()), " EVENTS_GROUP_OF(
+                                   "x.region") " FROM x" EVENTS_UPSERT_SET);
 DB_STMT(events_route, "WITH g AS (SELECT " EVENTS_GROUP_OF(
                           "$2") " AS id)"
                                 " UPDATE dossier SET group_id = g.id FROM g WHERE dossier.id = $1"
@@ -146,58 +167,193 @@ static enum status events_follow_up(struct db_conn *conn, const char *id, const 
     return st;
 }
 
-static enum status events_dossier(struct db_conn *conn, const struct cloudevent *ev)
+/* The upsert's parameters of a dossier event; strings borrowed from ev, but snapshot (to free). */
+struct events_params {
+    const char *p[13];
+    char version[24], ds_number[24];
+    char *snapshot;
+};
+
+/* STATUS_INVALID when ev is no dossier event the projection can take. */
+static enum status events_params_make(const struct cloudevent *ev, struct events_params *e)
 {
     json_t *dossier = json_object_get(ev->data, "dossier");
-    char version[24], ds_number[24];
 
     if (!json_is_object(dossier) || !ev->subject || !uuid_is_valid(ev->subject))
         return STATUS_INVALID;
     int withdrawn = strcmp(ev->type, "dossier.withdrawn") == 0;
     const char *state = withdrawn ? "withdrawn" : events_str(dossier, "state");
     json_t *dsn = json_object_get(dossier, "ds_number");
-    snprintf(version, sizeof version, "%lld",
+    snprintf(e->version, sizeof e->version, "%lld",
              (long long)json_integer_value(json_object_get(dossier, "version")));
-    snprintf(ds_number, sizeof ds_number, "%lld", (long long)json_integer_value(dsn));
-    char *snapshot = json_dumps(dossier, JSON_COMPACT);
-    const char *params[] = {ev->subject,
-                            events_str(dossier, "region"),
-                            events_str(dossier, "wave"),
-                            events_str(dossier, "title"),
-                            state ? state : "deposited",
-                            snapshot,
-                            ev->id,
-                            version,
-                            json_is_integer(dsn) ? ds_number : NULL,
-                            withdrawn ? "true" : "false",
-                            events_str(dossier, "deposited_at"),
-                            EVENTS_WHY_DEFAULT,
-                            EVENTS_WHY_RULE};
-    PGresult *r;
-    enum status st = db_exec(conn, &events_upsert_dossier, 13, params, &r);
-    free(snapshot);
-    if (st != STATUS_OK)
-        return st;
-    int route = PQgetvalue(r, 0, 0)[0] == 't';
-    int edited = PQgetvalue(r, 0, 2)[0] == 't';
-    int follow =
-        PQgetvalue(r, 0, 3)[0] == 't' || !strcmp(PQgetvalue(r, 0, 1), "correction_requested");
-    /* a new dossier was routed and assigned by its insert: only the event is left */
+    snprintf(e->ds_number, sizeof e->ds_number, "%lld", (long long)json_integer_value(dsn));
+    e->snapshot = json_dumps(dossier, JSON_COMPACT);
+    const char *p[13] = {ev->subject,
+                         events_str(dossier, "region"),
+                         events_str(dossier, "wave"),
+                         events_str(dossier, "title"),
+                         state ? state : "deposited",
+                         e->snapshot,
+                         ev->id,
+                         e->version,
+                         json_is_integer(dsn) ? e->ds_number : NULL,
+                         withdrawn ? "true" : "false",
+                         events_str(dossier, "deposited_at"),
+                         EVENTS_WHY_DEFAULT,
+                         EVENTS_WHY_RULE};
+    memcpy(e->p, p, sizeof p);
+    return STATUS_OK;
+}
+
+/* What the upsert said of one dossier. */
+struct events_upserted {
+    int route, edited, follow, inserted;
     char group[64];
-    int inserted = PQgetvalue(r, 0, 4)[0] == 't' && !PQgetisnull(r, 0, 5);
-    snprintf(group, sizeof group, "%s", PQgetvalue(r, 0, 5));
-    PQclear(r);
-    if (route && inserted)
+};
+
+static void events_upserted_read(PGresult *r, int row, struct events_upserted *u)
+{
+    u->route = PQgetvalue(r, row, 0)[0] == 't';
+    u->edited = PQgetvalue(r, row, 2)[0] == 't';
+    u->follow =
+        PQgetvalue(r, row, 3)[0] == 't' || !strcmp(PQgetvalue(r, row, 1), "correction_requested");
+    /* a new dossier was routed and assigned by its insert: only the event is left */
+    u->inserted = PQgetvalue(r, row, 4)[0] == 't' && !PQgetisnull(r, row, 5);
+    snprintf(u->group, sizeof u->group, "%s", PQgetvalue(r, row, 5));
+}
+
+/*
+ * The upserts a batch made at once (events_prepare), for its handlers, by event id: per thread,
+ * as each member of the inbox runs its own batches; emptied when the batch is over.
+ */
+#define EVENTS_PREPARED_MAX 64
+static _Thread_local struct {
+    char event_id[40];
+    struct events_upserted u;
+} events_prepared[EVENTS_PREPARED_MAX];
+static _Thread_local size_t events_nprepared;
+
+/* Takes the batch's upsert of event id into *u; 0 when there is none. */
+static int events_prepared_take(const char *id, struct events_upserted *u)
+{
+    for (size_t i = 0; i < events_nprepared; i++) {
+        if (events_prepared[i].event_id[0] && !strcmp(events_prepared[i].event_id, id)) {
+            *u = events_prepared[i].u;
+            events_prepared[i].event_id[0] = '\0'; /* once */
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static enum status events_dossier(struct db_conn *conn, const struct cloudevent *ev)
+{
+    json_t *dossier = json_object_get(ev->data, "dossier");
+    struct events_upserted u;
+    enum status st = STATUS_OK;
+
+    if (!events_prepared_take(ev->id, &u)) {
+        struct events_params e;
+        PGresult *r;
+        if ((st = events_params_make(ev, &e)) != STATUS_OK)
+            return st;
+        st = db_exec(conn, &events_upsert_dossier, 13, e.p, &r);
+        free(e.snapshot);
+        if (st != STATUS_OK)
+            return st;
+        events_upserted_read(r, 0, &u);
+        PQclear(r);
+    }
+    if (u.route && u.inserted)
         st = events_publish_routed(conn, ev->subject, events_str(dossier, "region"), "system",
-                                   group, EVENTS_ROUTED_WHY(group));
-    else if (route)
+                                   u.group, EVENTS_ROUTED_WHY(u.group));
+    else if (u.route)
         st = events_route_dossier(conn, ev->subject, events_str(dossier, "region"), "system", NULL,
                                   NULL);
-    if (st == STATUS_OK && follow)
-        st = events_follow_up(conn, ev->subject, ev->type, edited);
+    if (st == STATUS_OK && u.follow)
+        st = events_follow_up(conn, ev->subject, ev->type, u.edited);
     if (st == STATUS_OK)
         log_event(LOG_DEBUG, "dossier.projected", "{s:s, s:s}", "dossier", ev->subject, "type",
                   ev->type);
+    return st;
+}
+
+/* 1 for the types events_dossier applies. */
+static int events_is_dossier(const char *type)
+{
+    return !strcmp(type, "dossier.deposited") || !strcmp(type, "dossier.updated") ||
+           !strcmp(type, "dossier.withdrawn");
+}
+
+/* 1 when another dossier event of evs[0..n) has the subject of evs[i]. */
+static int events_subject_repeats(const struct cloudevent *const *evs, size_t n, size_t i)
+{
+    for (size_t j = 0; j < n; j++)
+        if (j != i && events_is_dossier(evs[j]->type) && evs[j]->subject && evs[i]->subject &&
+            !strcmp(evs[j]->subject, evs[i]->subject))
+            return 1;
+    return 0;
+}
+
+enum status events_prepare(struct db_conn *conn, const struct cloudevent *const *evs, size_t n,
+                           void *ud)
+{
+    struct pgarray cols[11];
+    struct events_params e[EVENTS_PREPARED_MAX];
+    size_t k = 0;
+    PGresult *r;
+
+    (void)ud;
+    events_nprepared = 0;
+    if (n == 0)
+        return STATUS_OK;
+    /*
+     * The dossier events whose dossier comes once in the batch, in one statement (one upsert
+     * cannot touch a row twice); the others' handlers run their own, in the batch's order.
+     */
+    for (size_t i = 0; i < n && k < EVENTS_PREPARED_MAX; i++) {
+        if (!events_is_dossier(evs[i]->type) || events_subject_repeats(evs, n, i) ||
+            events_params_make(evs[i], &e[k]) != STATUS_OK)
+            continue;
+        snprintf(events_prepared[k].event_id, sizeof events_prepared[k].event_id, "%s", evs[i]->id);
+        k++;
+    }
+    if (k < 2) { /* one alone gains nothing */
+        for (size_t i = 0; i < k; i++)
+            free(e[i].snapshot);
+        return STATUS_OK;
+    }
+    for (int c = 0; c < 11; c++) {
+        pgarray_init(&cols[c]);
+        for (size_t i = 0; i < k; i++)
+            pgarray_add_text(&cols[c], e[i].p[c]);
+    }
+    const char *params[13];
+    for (int c = 0; c < 11; c++)
+        params[c] = pgarray_text(&cols[c]);
+    params[11] = EVENTS_WHY_DEFAULT;
+    params[12] = EVENTS_WHY_RULE;
+    enum status st = db_exec(conn, &events_upsert_many, 13, params, &r);
+    for (int c = 0; c < 11; c++)
+        pgarray_free(&cols[c]);
+    for (size_t i = 0; i < k; i++)
+        free(e[i].snapshot);
+    if (st != STATUS_OK)
+        return st;
+    /* each row by its dossier's id: the subjects are distinct */
+    for (int row = 0; row < PQntuples(r); row++) {
+        const char *id = PQgetvalue(r, row, 6);
+        for (size_t i = 0; i < k; i++) {
+            if (!strcasecmp(e[i].p[0], id)) {
+                events_upserted_read(r, row, &events_prepared[i].u);
+                break;
+            }
+        }
+    }
+    st = (size_t)PQntuples(r) == k ? STATUS_OK : STATUS_INTERNAL;
+    PQclear(r);
+    if (st == STATUS_OK)
+        events_nprepared = k;
     return st;
 }
 

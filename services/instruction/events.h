@@ -16,6 +16,13 @@
  * correction), wave.published → the wave table.
  */
 extern const struct inbox_route instruction_event_routes[];
+
+/*
+ * The inbox's batch hook (inbox_prepare_fn): the projection's upserts of a batch's dossier
+ * events, each dossier once, in one statement; their handlers then take the results.
+ */
+enum status events_prepare(struct db_conn *conn, const struct cloudevent *const *evs, size_t n,
+                           void *ud);
 extern const size_t instruction_event_nroutes;
 
 /* Applies one event as the inbox does (inbox_dispatch over instruction_event_routes). */

@@ -106,6 +106,7 @@ int main(int argc, char **argv)
         .nconsume = 1,
         .event_routes = instruction_event_routes,
         .nevent_routes = instruction_event_nroutes,
+        .event_prepare = events_prepare,
         /* every deposit comes through: two partitions applied at once */
         .inbox_consumers = 2,
         .extra_config = instruction_vars,

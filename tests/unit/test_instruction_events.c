@@ -131,6 +131,83 @@ START_TEST(test_a_wave_fills_the_wave_table)
 }
 END_TEST
 
+/* Parses a new event of type for subject (caller clears). */
+static void event_make(struct cloudevent *ev, const char *type, const char *subject, json_t *data)
+{
+    char why[128];
+    json_t *env = cloudevent_new("/ptce/test", type, subject, data, NULL, NULL);
+    char *text = json_dumps(env, JSON_COMPACT);
+
+    json_decref(env);
+    ck_assert_int_eq(cloudevent_parse(text, strlen(text), ev, why, sizeof why), STATUS_OK);
+    free(text);
+}
+
+/*
+ * A batch as the inbox runs it: events_prepare upserts the dossiers that come once in one
+ * statement, then every handler runs in order and takes its result; a dossier that comes twice
+ * is left to its handlers. The rows are those the events one by one would have made.
+ */
+START_TEST(test_a_batch_upserts_its_dossiers_together)
+{
+    char a[UUID_STR_LEN], b[UUID_STR_LEN], c[UUID_STR_LEN], twice[UUID_STR_LEN], old[UUID_STR_LEN];
+    struct cloudevent evs[7];
+    const struct cloudevent *list[7];
+
+    uuid_new(a);
+    uuid_new(b);
+    uuid_new(c);
+    uuid_new(twice);
+    uuid_new(old);
+    ck_assert_int_eq(apply("dossier.deposited", old, dossier("newer", 2)), STATUS_OK);
+    event_make(&evs[0], "dossier.deposited", a, dossier("a", 1));
+    event_make(&evs[1], "dossier.deposited", twice, dossier("twice 1", 1));
+    event_make(
+        &evs[2], "wave.published", "w9",
+        json_pack("{s:{s:s, s:s, s:i}}", "wave", "id", "w9", "label", "W9", "phase2_slots", 2));
+    event_make(&evs[3], "dossier.deposited", b, dossier("b", 1));
+    event_make(&evs[4], "dossier.updated", old, dossier("older", 1));
+    event_make(&evs[5], "dossier.updated", twice, dossier("twice 2", 2));
+    event_make(&evs[6], "dossier.deposited", c, dossier("c", 1));
+    for (int i = 0; i < 7; i++)
+        list[i] = &evs[i];
+    ck_assert_int_eq(db_begin(&conn), STATUS_OK);
+    ck_assert_int_eq(events_prepare(&conn, list, 7, NULL), STATUS_OK);
+    for (int i = 0; i < 7; i++)
+        ck_assert_int_eq(instruction_on_event(&conn, &evs[i], NULL), STATUS_OK);
+    ck_assert_int_eq(events_prepare(&conn, NULL, 0, NULL), STATUS_OK);
+    ck_assert_int_eq(db_commit(&conn), STATUS_OK);
+
+    /* a, b, c and the older update were one statement (one command id); twice was not */
+    char in[512];
+    snprintf(in, sizeof in,
+             "SELECT count(DISTINCT cmin::text) FROM dossier WHERE id IN ('%s', '%s', '%s')", a, b,
+             c);
+    assert_scalar(in, NULL, "1");
+    const char *ids[] = {a, b, c};
+    for (int i = 0; i < 3; i++) {
+        assert_scalar("SELECT events_applied FROM dossier WHERE id = $1", ids[i], "1");
+        assert_scalar("SELECT count(*) FROM assignment WHERE dossier_id = $1", ids[i], "1");
+        assert_scalar("SELECT count(*) FROM outbox WHERE key = $1 AND type = 'dossier.routed'",
+                      ids[i], "1");
+    }
+    assert_scalar("SELECT title || ' ' || events_applied FROM dossier WHERE id = $1", twice,
+                  "twice 2 2");
+    assert_scalar("SELECT count(*) FROM assignment WHERE dossier_id = $1", twice, "1");
+    assert_scalar("SELECT title || ' ' || stale_events FROM dossier WHERE id = $1", old, "newer 1");
+    assert_scalar("SELECT phase2_slots FROM wave WHERE id = $1", "w9", "2");
+    /* the routed events in the order of the batch */
+    snprintf(in, sizeof in,
+             "SELECT string_agg(CASE key WHEN '%s' THEN 'a' WHEN '%s' THEN 'b' WHEN '%s' THEN 'c'"
+             " WHEN '%s' THEN 't' END, '' ORDER BY id) FROM outbox WHERE type = 'dossier.routed'"
+             " AND key <> '%s'",
+             a, b, c, twice, old);
+    assert_scalar(in, NULL, "atbc");
+    for (int i = 0; i < 7; i++)
+        cloudevent_clear(&evs[i]);
+}
+END_TEST
+
 START_TEST(test_an_unknown_type_is_skipped)
 {
     char id[UUID_STR_LEN];
@@ -159,6 +236,7 @@ int main(void)
     tcase_add_test(tc, test_an_invalid_dossier_event_is_refused);
     tcase_add_test(tc, test_a_wave_fills_the_wave_table);
     tcase_add_test(tc, test_an_unknown_type_is_skipped);
+    tcase_add_test(tc, test_a_batch_upserts_its_dossiers_together);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
