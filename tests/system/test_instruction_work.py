@@ -76,13 +76,13 @@ def new_wave(db, slots, wid=None, **parameters):
 
 def injected(db, api, k, wave, region="84", n=1):
     ids = [str(uuid.uuid4()) for _ in range(n)]
-    last = None
-    for did in ids:
-        last = inject(db, did, "dossier.deposited",
-                      {"id": did, "state": "deposited", "region": region, "wave": wave,
-                       "title": "inj", "version": 1, "eligibility": "eligible",
-                       "carrier": {"siret": SIRET, "name": "Carrier"}})
-    wait_until(lambda: applied(db, last) == 1, what="the dossiers")
+    events = [inject(db, did, "dossier.deposited",
+                     {"id": did, "state": "deposited", "region": region, "wave": wave,
+                      "title": "inj", "version": 1, "eligibility": "eligible",
+                      "carrier": {"siret": SIRET, "name": "Carrier"}}) for did in ids]
+    # every one: the consumers apply partitions side by side, so the last one produced may be
+    # applied before the others
+    wait_until(lambda: all(applied(db, e) == 1 for e in events), what="the dossiers")
     return ids
 
 
