@@ -172,9 +172,20 @@ struct writeback {
     long long interval_us;
     long long next_send_us; /* monotonic: no request starts before it */
     struct ds_client *client;
-    atomic_int stop;
+    atomic_int stop;    /* no new request starts */
+    atomic_int abandon; /* the request under way is given up too (WB_STOP_GRACE_MS after stop) */
+    atomic_int running; /* the thread has not returned yet */
     pthread_t thread;
 };
+
+/*
+ * How long a stop lets the request under way finish before it is given up. A request takes
+ * milliseconds, so a stop between two paced requests waits for nothing and one during a request
+ * lets DS answer it: given up, it may still have landed on DS, and the next sender would send it
+ * again (DS's refusal then reads as done, but DS saw the command twice). A DS that does not
+ * answer holds the stop no longer than this (the stack kills a service 10 s after SIGTERM).
+ */
+#define WB_STOP_GRACE_MS 2000
 
 /* One queued command, as the worker read it. */
 struct wb_item {
@@ -300,7 +311,7 @@ static enum ds_result wb_send(struct writeback *w, const struct wb_item *it, cha
         return DS_RETRY;
     }
     return ds_client_mutate(w->client, it->m->name, it->m->name, json_pack("{s:o}", "input", input),
-                            NULL, err, errlen, &w->stop);
+                            NULL, err, errlen, &w->abandon);
 }
 
 /*
@@ -318,7 +329,7 @@ static enum ds_result wb_check_done(struct writeback *w, const struct wb_item *i
         return DS_RETRY;
     enum ds_result r = ds_client_query(w->client, "writebackDossierState",
                                        json_pack("{s:I}", "number", (json_int_t)it->number), &data,
-                                       why, sizeof why, &w->stop);
+                                       why, sizeof why, &w->abandon);
     if (r != DS_OK) {
         snprintf(err + strlen(err), errlen - strlen(err), " (state check: %s)", why);
         return r == DS_NOT_FOUND ? DS_REFUSED : r;
@@ -425,6 +436,7 @@ static void *wb_main(void *arg)
         free(it.motivation);
     }
     db_conn_close(&conn);
+    atomic_store(&w->running, 0);
     return NULL;
 }
 
@@ -456,6 +468,7 @@ struct writeback *writeback_start(const struct writeback_config *cfg)
         log_event(LOG_WARN, "ds.writeback_disabled", "{s:s}", "reason",
                   "PTCE_DS_API_URL unset: decisions are queued and wait");
     }
+    atomic_store(&w->running, 1);
     if (pthread_create(&w->thread, NULL, wb_main, w) != 0)
         abort();
     return w;
@@ -466,6 +479,9 @@ void writeback_stop(struct writeback *w)
     if (!w)
         return;
     atomic_store(&w->stop, 1);
+    for (long waited = 0; atomic_load(&w->running) && waited < WB_STOP_GRACE_MS; waited += 10)
+        clock_sleep_ms(10);
+    atomic_store(&w->abandon, 1);
     pthread_join(w->thread, NULL);
     ds_client_free(w->client);
     free(w->conninfo);

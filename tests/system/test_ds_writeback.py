@@ -196,8 +196,9 @@ def test_a_permission_error_is_a_dead_letter(db, dsfake, urls):
 
 
 def test_a_stop_does_not_wait_for_ds(db, dsfake, stack, urls):
-    # A request in flight when the service stops is abandoned (within a second), not waited for
-    # until DS answers or the timeout; the command stays pending and is delivered after the start.
+    # A request in flight when the service stops is abandoned (after a grace of two seconds for
+    # DS to answer), not waited for until DS answers or the timeout; the command stays pending
+    # and is delivered after the start.
     restart_instruction(stack, urls, PTCE_DS_TIMEOUT_MS="20000")
     try:
         put_dossiers(dsfake, [845001], "en_instruction")
