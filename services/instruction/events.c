@@ -278,11 +278,16 @@ static enum status events_dossier(struct db_conn *conn, const struct cloudevent 
     return st;
 }
 
-/* 1 for the types events_dossier applies. */
+static enum status events_route_dossier_event(struct db_conn *conn, const struct cloudevent *ev,
+                                              void *ud);
+
+/* 1 for the types events_dossier applies: those the route table gives to it. */
 static int events_is_dossier(const char *type)
 {
-    return !strcmp(type, "dossier.deposited") || !strcmp(type, "dossier.updated") ||
-           !strcmp(type, "dossier.withdrawn");
+    for (size_t i = 0; i < instruction_event_nroutes; i++)
+        if (!strcmp(instruction_event_routes[i].type, type))
+            return instruction_event_routes[i].handler == events_route_dossier_event;
+    return 0;
 }
 
 /* 1 when another dossier event of evs[0..n) has the subject of evs[i]. */

@@ -289,15 +289,24 @@ static enum status store_wave_for(struct db_conn *conn, const char *when, char *
     return STATUS_OK;
 }
 
+/* The detail of a version's history line, as text (caller frees). */
+static char *store_history_detail(const struct dossier_meta *m)
+{
+    json_t *detail = json_pack("{s:s, s:s, s:i}", "state", m->state, "eligibility", m->eligibility,
+                               "version", m->version);
+    char *text = json_dumps(detail, JSON_COMPACT);
+
+    json_decref(detail);
+    return text;
+}
+
 /* Checks, history and event of a version; the dossier row itself is written by the caller. */
 static enum status store_version_extras(struct db_conn *conn, const struct store_version *v,
                                         json_t *document)
 {
     char version[16];
     char *checks = json_dumps(v->checks, JSON_COMPACT);
-    json_t *detail = json_pack("{s:s, s:s, s:i}", "state", v->meta.state, "eligibility",
-                               v->meta.eligibility, "version", v->meta.version);
-    char *detail_text = json_dumps(detail, JSON_COMPACT);
+    char *detail_text = store_history_detail(&v->meta);
 
     snprintf(version, sizeof version, "%d", v->meta.version);
     const char *params[] = {v->meta.id,      version,    v->meta.rules_version, checks, v->actor,
@@ -308,7 +317,6 @@ static enum status store_version_extras(struct db_conn *conn, const struct store
                            json_pack("{s:O}", "dossier", document), NULL);
     free(checks);
     free(detail_text);
-    json_decref(detail);
     return st;
 }
 
@@ -431,8 +439,6 @@ static void store_partner_row(struct store_many_row *row, struct store_deposit *
 
     store_partner_version(&v, id, now, wave, rules, d->who, d->content);
     json_t *doc = dossier_document(&v.meta, v.content, v.checks);
-    json_t *detail = json_pack("{s:s, s:s, s:i}", "state", v.meta.state, "eligibility",
-                               v.meta.eligibility, "version", v.meta.version);
     const char *region = json_string_value(json_object_get(doc, "region"));
     free(d->document); /* NULL unless d came twice */
     d->document = json_dumps(doc, JSON_COMPACT);
@@ -442,11 +448,10 @@ static void store_partner_row(struct store_many_row *row, struct store_deposit *
     row->cells[3] = xstrdup(v.meta.eligibility);
     row->cells[4] = xstrdup(d->document);
     row->cells[5] = json_dumps(v.checks, JSON_COMPACT);
-    row->cells[6] = json_dumps(detail, JSON_COMPACT);
+    row->cells[6] = store_history_detail(&v.meta);
     snprintf(d->id, sizeof d->id, "%s", id);
     row->ev = (struct outbox_event){v.event_type, d->id, json_pack("{s:o}", "dossier", doc),
                                     d->request_id};
-    json_decref(detail);
     json_decref(v.checks);
 }
 
