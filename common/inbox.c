@@ -229,6 +229,16 @@ static int inbox_failure_is_final(const struct inbox *inbox, enum status handler
     return inbox->db.pg && PQstatus(inbox->db.pg) == CONNECTION_OK;
 }
 
+/* 1 when the inbox's connection is up, opened again first if it was lost (or never opened). */
+static int inbox_connect(struct inbox *inbox)
+{
+    if (inbox->db.pg && PQstatus(inbox->db.pg) == CONNECTION_OK)
+        return 1;
+    db_conn_close(&inbox->db);
+    return db_conn_open(&inbox->db, inbox->conninfo, inbox->schema,
+                        inbox->cfg.statement_timeout_ms) == STATUS_OK;
+}
+
 /*
  * Keeps trying one message until it is applied or set aside, or the inbox stops. Transient
  * failures are retried for as long as it takes; a handler that keeps failing otherwise has its
@@ -242,14 +252,10 @@ static int inbox_apply_until_done(struct inbox *inbox, const rd_kafka_message_t 
     char reason[128];
 
     while (!atomic_load(&inbox->stop)) {
-        if (!inbox->db.pg || PQstatus(inbox->db.pg) != CONNECTION_OK) {
-            db_conn_close(&inbox->db);
-            if (db_conn_open(&inbox->db, inbox->conninfo, inbox->schema,
-                             inbox->cfg.statement_timeout_ms) != STATUS_OK) {
-                clock_sleep_ms(backoff);
-                backoff = backoff < 5000 ? backoff * 2 : 5000;
-                continue;
-            }
+        if (!inbox_connect(inbox)) {
+            clock_sleep_ms(backoff);
+            backoff = backoff < 5000 ? backoff * 2 : 5000;
+            continue;
         }
         enum status handler_st;
         if (inbox_apply(inbox, msg, &handler_st) == STATUS_OK)
@@ -484,6 +490,9 @@ static void inbox_round(struct inbox *inbox)
     }
     if (n == 0)
         return;
+    /* the first round, or the first after a lost link: a closed connection is not a reason to
+       take a burst one by one (the one-by-one pass waits for the database if it is down) */
+    (void)inbox_connect(inbox);
     size_t done = 0, failed_at = n;
     enum status failed_st = STATUS_OK;
     if (n > 1 && inbox_apply_batch(inbox, batch, n, &failed_at, &failed_st)) {
