@@ -47,8 +47,23 @@ RESULTS=$PTCE_STATE_DIR/results
 mkdir -p "$RESULTS"
 
 # Every measurement starts from a fresh checkpoint, so none pays for the WAL of the one before
-# (pgbench's 1M-row initialisation, the webhooks' inserts) with a checkpoint in the middle.
+# (pgbench's 1M-row initialisation, the webhooks' inserts) with a checkpoint in the middle, and
+# once the relays have published what the set-up wrote (the funding seeds write tens of thousands
+# of events in one go, which the relay and the broker would otherwise be publishing during the
+# load that follows; 60 s at most, then it says so and goes on).
+outbox_backlog() {
+    psql "$DB" -X -qAt -c "SELECT (SELECT count(*) FROM submission.outbox WHERE sent_at IS NULL AND dead_at IS NULL AND discarded_at IS NULL)
+        + (SELECT count(*) FROM instruction.outbox WHERE sent_at IS NULL AND dead_at IS NULL AND discarded_at IS NULL)
+        + (SELECT count(*) FROM funding.outbox WHERE sent_at IS NULL AND dead_at IS NULL AND discarded_at IS NULL)"
+}
 settle() {
+    local left
+    for _ in $(seq 600); do
+        left=$(outbox_backlog)
+        [ "$left" = 0 ] && break
+        sleep 0.1
+    done
+    [ "$left" = 0 ] || echo "settle: $left events still unpublished after 60 s" >&2
     psql "$DB" -qc CHECKPOINT
 }
 

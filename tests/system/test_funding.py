@@ -545,6 +545,45 @@ def test_refused_signatures_and_year3_beyond_the_envelope(fund, officer, db):
     assert ledger_problems(db) == []
 
 
+def test_signatures_sent_together_draw_on_their_regions_envelope(fund, officer, db):
+    """The State's signatures of one wave sent at once, as one batch reads its envelopes: a region
+    with an envelope of its own draws on it, the others on the national one, and a wave with no
+    envelope is refused."""
+    wave, bare = new_wave(), new_wave()
+    own = open_envelope(fund, officer, wave, 5 * AMOUNT, region="11")
+    national = open_envelope(fund, officer, wave, 5 * AMOUNT)
+    regions = ["11", "84", "11", "93", "84"]
+    dossiers = [str(uuid.uuid4()) for _ in range(len(regions) + 1)]
+    publish(db, *[decision_event(d, wave, region=r, siret=SIRETS[i])
+                  for i, (d, r) in enumerate(zip(dossiers, regions))],
+            decision_event(dossiers[-1], bare, region="11", siret=SIRETS[0]))
+    aids = [agreement_of(db, d) for d in dossiers]
+    for aid in aids:
+        assert sign(fund, officer, aid, "carrier").status_code == 200
+    answers = [None] * len(aids)
+    barrier = threading.Barrier(len(aids))
+
+    def commit(i):
+        barrier.wait()
+        answers[i] = sign(fund, officer, aids[i], "state", etag='"v2"')
+
+    threads = [threading.Thread(target=commit, args=(i,)) for i in range(len(aids))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert [r.status_code for r in answers] == [200] * len(regions) + [409], \
+        [r.text for r in answers]
+    assert answers[-1].json()["detail"] == f"no envelope for wave {bare}: one must be opened first"
+    drawn = dict(sql(db, "SELECT id::text, envelope_id::text FROM funding.agreement WHERE wave = %s",
+                     wave))
+    assert [drawn[a] for a in aids[:-1]] == \
+        [own["id"] if r == "11" else national["id"] for r in regions]
+    assert sql(db, "SELECT region, committed_cents FROM funding.envelope WHERE wave = %s"
+                   " ORDER BY region NULLS LAST", wave) == [("11", 2 * AMOUNT), (None, 3 * AMOUNT)]
+    assert ledger_problems(db) == []
+
+
 def test_signatures_and_payments_sent_together_answer_as_alone(fund, officer, db, keys):
     """Signatures and payments arriving at once are applied in batches (money_batch.h); each
     still gets the answer it would have had alone, whichever batch and round it falls in: the
