@@ -229,14 +229,13 @@ static int inbox_failure_is_final(const struct inbox *inbox, enum status handler
     return inbox->db.pg && PQstatus(inbox->db.pg) == CONNECTION_OK;
 }
 
-/* 1 when the inbox's connection is up, opened again first if it was lost (or never opened). */
+/* 1 when the inbox's connection is up: opened the first time, made again when it was lost. */
 static int inbox_connect(struct inbox *inbox)
 {
-    if (inbox->db.pg && PQstatus(inbox->db.pg) == CONNECTION_OK)
-        return 1;
-    db_conn_close(&inbox->db);
-    return db_conn_open(&inbox->db, inbox->conninfo, inbox->schema,
-                        inbox->cfg.statement_timeout_ms) == STATUS_OK;
+    enum status st = inbox->db.conninfo ? db_conn_check(&inbox->db)
+                                        : db_conn_open(&inbox->db, inbox->conninfo, inbox->schema,
+                                                       inbox->cfg.statement_timeout_ms);
+    return st == STATUS_OK;
 }
 
 /*

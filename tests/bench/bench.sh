@@ -52,9 +52,12 @@ mkdir -p "$RESULTS"
 # of events in one go, which the relay and the broker would otherwise be publishing during the
 # load that follows; 60 s at most, then it says so and goes on).
 outbox_backlog() {
-    psql "$DB" -X -qAt -c "SELECT (SELECT count(*) FROM submission.outbox WHERE sent_at IS NULL AND dead_at IS NULL AND discarded_at IS NULL)
-        + (SELECT count(*) FROM instruction.outbox WHERE sent_at IS NULL AND dead_at IS NULL AND discarded_at IS NULL)
-        + (SELECT count(*) FROM funding.outbox WHERE sent_at IS NULL AND dead_at IS NULL AND discarded_at IS NULL)"
+    local sum="" s
+    for s in submission instruction funding; do
+        sum+="${sum:+ + }(SELECT count(*) FROM $s.outbox"
+        sum+=" WHERE sent_at IS NULL AND dead_at IS NULL AND discarded_at IS NULL)"
+    done
+    psql "$DB" -X -qAt -c "SELECT $sum"
 }
 settle() {
     local left
