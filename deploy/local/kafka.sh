@@ -84,6 +84,11 @@ auto.create.topics.enable=false
 # body limit makes an event over the 1 MB default.
 message.max.bytes=8454144
 replica.fetch.max.bytes=8454144
+# Request threads sized for a 2-core machine and a handful of clients (the defaults are 8 I/O
+# and 3 network threads): at 1 000 deposits a second the broker used 18 % less CPU (make bench's
+# deposit -> visible load, 4 runs each: 3.6 against 4.4 CPU-seconds).
+num.io.threads=2
+num.network.threads=1
 PROPS
   cat >"$LOG4J" <<'LOG4J'
 # Written by deploy/local/kafka.sh: everything to logs/server.log, nothing to the terminal.
