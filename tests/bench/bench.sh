@@ -72,12 +72,26 @@ settle() {
 
 # wrk's summary → "rps p99_ms non2xx", after a 3 s warm-up (connections, prepared plans).
 # WRK_CONNS overrides the connection count for one call.
+# The machine's CPU over a measured run, from /proc/stat: how busy the cores were, and how much
+# of the time the hypervisor gave to other guests (steal), the noise a figure was measured in.
+cpu_mark() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+cpu_since() {
+    local b0 s0 t0 b1 s1 t1
+    read -r b0 s0 t0 <<<"$1"
+    read -r b1 s1 t1 <<<"$(cpu_mark)"
+    awk -v b="$((b1 - b0))" -v s="$((s1 - s0))" -v t="$((t1 - t0))" \
+        'BEGIN {printf "CPU %.0f%% busy, %.0f%% stolen", t ? 100 * b / t : 0, t ? 100 * s / t : 0}'
+}
+
+# wrk_run NAME ARGS...: a warm-up, then the measured run (RESULTS/NAME.txt, its CPU in NAME.cpu).
 wrk_run() {
-    local name=$1 conns=${WRK_CONNS:-$CONNS}
+    local name=$1 conns=${WRK_CONNS:-$CONNS} mark
     shift
     wrk -t2 -c"$conns" -d3s "$@" >/dev/null
     settle
+    mark=$(cpu_mark)
     wrk -t2 -c"$conns" -d"${SECS}s" --latency "$@" >"$RESULTS/$name.txt"
+    cpu_since "$mark" >"$RESULTS/$name.cpu"
     local rps p99
     rps=$(awk '/Requests\/sec/ {print $2}' "$RESULTS/$name.txt")
     p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' "$RESULTS/$name.txt")
@@ -101,14 +115,16 @@ echo "== pgbench (database alone, ${CONNS} clients, ${SECS}s each, fsync on)"
 psql "$DB" -qc "CREATE TABLE IF NOT EXISTS bench_insert (id bigserial PRIMARY KEY, procedure_id bigint, dossier_number bigint, payload text, received_at timestamptz DEFAULT now())"
 pgbench -q -i -s 10 "$DB" >/dev/null 2>&1
 settle
+PG_MARK=$(cpu_mark)
 pgbench -n -M prepared -c "$CONNS" -j 2 -T "$SECS" -f "$HERE/insert.sql" -D aid=1 "$DB" >"$RESULTS/pg_insert.txt" 2>&1 || true
+PG_INSERT_CPU=$(cpu_since "$PG_MARK")
 settle
 pgbench -n -M prepared -S -c "$CONNS" -j 2 -T "$SECS" "$DB" >"$RESULTS/pg_select.txt" 2>&1
 pgbench -n -M prepared -S -c 16 -j 2 -T "$SECS" "$DB" >"$RESULTS/pg_select16.txt" 2>&1
 PG_INSERT=$(pgbench_tps "$RESULTS/pg_insert.txt")
 PG_SELECT=$(pgbench_tps "$RESULTS/pg_select.txt")
 PG_SELECT16=$(pgbench_tps "$RESULTS/pg_select16.txt")
-echo "pgbench single-row insert: $PG_INSERT tps"
+echo "pgbench single-row insert: $PG_INSERT tps ($PG_INSERT_CPU)"
 echo "pgbench prepared point select: $PG_SELECT tps ($CONNS clients), $PG_SELECT16 tps (16 clients)"
 
 if [[ -z ${PTCE_BENCH_ONLY:-} || $PTCE_BENCH_ONLY == submission ]]; then

@@ -39,7 +39,7 @@ MO_SIGNED=$(fund_sql "SELECT count(*) FROM agreement WHERE wave = '$MONEY_WAVE' 
 MO_PAID=$(fund_sql "SELECT count(*) FROM tranche t JOIN agreement a ON a.id = t.agreement_id
                      WHERE a.wave = '$MONEY_WAVE' AND t.state = 'paid'")
 echo "POST signatures (state) + payments, mixed: $MO_RPS req/s, p99 ${MO_P99} ms ($(dist money)), non-2xx $MO_BAD;" \
-    "$((MO_SIGNED - HALF)) commitments and $MO_PAID payments made, of $FUND_IDS prepared"
+    "$((MO_SIGNED - HALF)) commitments and $MO_PAID payments made, of $FUND_IDS prepared; $(cat "$RESULTS/money.cpu")"
 
 # The invariants, over every wave: each line counts what breaks one (ledger_check() compares
 # the ledger with the envelopes' and agreements' balances, and those with money_stats).
@@ -66,5 +66,5 @@ read -r ST_RPS ST_P99 ST_BAD <<<"$(WRK_CONNS=16 wrk_run stats -s "$HERE/stats_mo
 echo "GET /v1/stats/money?wave= (10 waves x 1000 agreements), 16 connections: $ST_RPS req/s, p99 ${ST_P99} ms ($(dist stats)), non-2xx $ST_BAD"
 
 echo "== figures of the issues (same run, funding)"
-echo "committing and paying, $CONNS connections / pgbench insert: $(ratio "$MO_RPS" "$PG_INSERT") (target >= 0.50), p99 ${MO_P99} ms, non-2xx $MO_BAD, invariant $MO_INV"
+echo "committing and paying, $CONNS connections / pgbench insert: $(ratio "$MO_RPS" "$PG_INSERT") (target >= 0.50), p99 ${MO_P99} ms, non-2xx $MO_BAD, invariant $MO_INV, $(cat "$RESULTS/money.cpu") (pgbench insert: $PG_INSERT_CPU)"
 echo "GET /v1/stats/money, 16 connections: p99 ${ST_P99} ms (target <= 10), $ST_RPS req/s, non-2xx $ST_BAD"

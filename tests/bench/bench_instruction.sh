@@ -70,7 +70,9 @@ paced 3 visible-warmup >/dev/null # connections, prepared plans, the consumer's 
 visible_wait 60
 psql "$DB" -qc "TRUNCATE public.bench_visible"
 settle
+VI_MARK=$(cpu_mark)
 paced "$SECS" visible >"$RESULTS/visible_load.json"
+VI_CPU=$(cpu_since "$VI_MARK")
 visible_wait 60
 read -r VI_N VI_MISSING VI_P50 VI_P99 VI_MAX <<<"$(psql "$DB" -At -F ' ' -c "
     SELECT count(i.at), count(*) - count(i.at),
@@ -96,7 +98,7 @@ read -r VI_PUB50 VI_PUB99 <<<"$(psql "$DB" -At -F ' ' -c "
         GROUP BY key) o ON o.key = s.id::text,
     LATERAL (SELECT extract(epoch FROM o.sent_at - s.at) * 1000 AS ms) x
     WHERE s.side = 'submission' AND x.ms IS NOT NULL")"
-echo "deposit → visible in instruction: p50 ${VI_P50} ms, p99 ${VI_P99} ms, max ${VI_MAX} ms over $VI_N deposits ($VI_MISSING not visible after 60 s); paced at $DEPOSIT_RATE/s, sent at $VI_HELD/s, committed at $VI_RATE/s; $VI_201 answered 201, answer p99 ${VI_ANS99} ms from each request's due time; acknowledged by Kafka to submission's relay p50 ${VI_PUB50} ms, p99 ${VI_PUB99} ms after the commit"
+echo "deposit → visible in instruction: p50 ${VI_P50} ms, p99 ${VI_P99} ms, max ${VI_MAX} ms over $VI_N deposits ($VI_MISSING not visible after 60 s); paced at $DEPOSIT_RATE/s, sent at $VI_HELD/s, committed at $VI_RATE/s; $VI_201 answered 201, answer p99 ${VI_ANS99} ms from each request's due time; acknowledged by Kafka to submission's relay p50 ${VI_PUB50} ms, p99 ${VI_PUB99} ms after the commit; $VI_CPU during the load"
 # Deposits not visible: where they stand (never sent, sent but not in instruction's inbox, in
 # the inbox but not projected), and instruction's dead letters.
 if [ "${VI_MISSING:-0}" -gt 0 ]; then
@@ -184,7 +186,7 @@ read -r WB_N WB_OK WB_SPAN WB_TOTAL WB_WIN WB_RATE WB_429 <<<"$("$VENV_PY" "$HER
 echo "DS write-back: $WB_N of 500 mutations received ($WB_OK accepted) within ${DRAIN_SECS} s, the last ${WB_TOTAL} s after the decision; ${WB_RATE}/min between the first and the last, at most $WB_WIN in any 60 s, $WB_429 answered 429"
 
 echo "== figures of the issues, instruction (same run)"
-echo "deposit → visible in instruction at ${VI_RATE}/s held (paced at $DEPOSIT_RATE/s, submission answered $VI_201 of $((DEPOSIT_RATE * SECS))): p50 ${VI_P50} ms, p99 ${VI_P99} ms (target <= 50 at 1000/s)"
+echo "deposit → visible in instruction at ${VI_RATE}/s held (paced at $DEPOSIT_RATE/s, submission answered $VI_201 of $((DEPOSIT_RATE * SECS))): p50 ${VI_P50} ms, p99 ${VI_P99} ms (target <= 50 at 1000/s), $VI_CPU"
 echo "GET /v1/rankings with a region filter, $RK_N dossiers, 16 connections: p99 ${RK_P99} ms (target <= 20), $RK_RPS req/s, $(ratio "$RK_RPS" "$PG_SELECT16") of pgbench point select at 16 clients"
 echo "bulk decision of 500: ${BD_MS} ms, HTTP $BD_CODE (target <= 1000, 200)"
 echo "its DS write-back: $WB_N of 500 drained in ${WB_SPAN} s at ${WB_RATE}/min, at most $WB_WIN in any 60 s window, $WB_429 × 429 (target <= 400 a minute, never above)"
