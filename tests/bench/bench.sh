@@ -70,8 +70,6 @@ settle() {
     psql "$DB" -qc CHECKPOINT
 }
 
-# wrk's summary → "rps p99_ms non2xx", after a 3 s warm-up (connections, prepared plans).
-# WRK_CONNS overrides the connection count for one call.
 # The machine's CPU over a measured run, from /proc/stat: how busy the cores were, and how much
 # of the time the hypervisor gave to other guests (steal), the noise a figure was measured in.
 cpu_mark() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
@@ -83,7 +81,9 @@ cpu_since() {
         'BEGIN {printf "CPU %.0f%% busy, %.0f%% stolen", t ? 100 * b / t : 0, t ? 100 * s / t : 0}'
 }
 
-# wrk_run NAME ARGS...: a warm-up, then the measured run (RESULTS/NAME.txt, its CPU in NAME.cpu).
+# wrk's summary → "rps p99_ms non2xx", after a 3 s warm-up (connections, prepared plans); the
+# machine's CPU over the measured run in RESULTS/NAME.cpu. WRK_CONNS overrides the connection
+# count for one call.
 wrk_run() {
     local name=$1 conns=${WRK_CONNS:-$CONNS} mark
     shift
