@@ -35,11 +35,12 @@ fund_sql "SELECT line FROM (
 rm -f "$RESULTS/money_ids.next"
 read -r MO_RPS MO_P99 MO_BAD <<<"$(wrk_run money -s "$HERE/funding_money.lua" "$FUND" -- \
     "$RESULTS/money_ids.txt" "$RESULTS/money_ids.next" "$FKEY" 2)"
+MO_CPU=$(<"$RESULTS/money.cpu")
 MO_SIGNED=$(fund_sql "SELECT count(*) FROM agreement WHERE wave = '$MONEY_WAVE' AND state <> 'carrier_signed'")
 MO_PAID=$(fund_sql "SELECT count(*) FROM tranche t JOIN agreement a ON a.id = t.agreement_id
                      WHERE a.wave = '$MONEY_WAVE' AND t.state = 'paid'")
 echo "POST signatures (state) + payments, mixed: $MO_RPS req/s, p99 ${MO_P99} ms ($(dist money)), non-2xx $MO_BAD;" \
-    "$((MO_SIGNED - HALF)) commitments and $MO_PAID payments made, of $FUND_IDS prepared; $(cat "$RESULTS/money.cpu")"
+    "$((MO_SIGNED - HALF)) commitments and $MO_PAID payments made, of $FUND_IDS prepared; $MO_CPU"
 
 # The invariants, over every wave: each line counts what breaks one (ledger_check() compares
 # the ledger with the envelopes' and agreements' balances, and those with money_stats).
@@ -66,5 +67,5 @@ read -r ST_RPS ST_P99 ST_BAD <<<"$(WRK_CONNS=16 wrk_run stats -s "$HERE/stats_mo
 echo "GET /v1/stats/money?wave= (10 waves x 1000 agreements), 16 connections: $ST_RPS req/s, p99 ${ST_P99} ms ($(dist stats)), non-2xx $ST_BAD"
 
 echo "== figures of the issues (same run, funding)"
-echo "committing and paying, $CONNS connections / pgbench insert: $(ratio "$MO_RPS" "$PG_INSERT") (target >= 0.50), p99 ${MO_P99} ms, non-2xx $MO_BAD, invariant $MO_INV, $(cat "$RESULTS/money.cpu") (pgbench insert: $PG_INSERT_CPU)"
+echo "committing and paying, $CONNS connections / pgbench insert: $(ratio "$MO_RPS" "$PG_INSERT") (target >= 0.50), p99 ${MO_P99} ms, non-2xx $MO_BAD, invariant $MO_INV, $MO_CPU (pgbench insert: $PG_INSERT_CPU)"
 echo "GET /v1/stats/money, 16 connections: p99 ${ST_P99} ms (target <= 10), $ST_RPS req/s, non-2xx $ST_BAD"
