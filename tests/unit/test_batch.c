@@ -29,6 +29,7 @@ static atomic_int fail_next;
 static atomic_int backend_pid;           /* of the last batch's connection */
 static atomic_int running, most_running; /* batches being served at once, and the most seen */
 static atomic_int stall_next;            /* the next batch first sleeps 400 ms: a stuck statement */
+static atomic_int stalling;              /* that batch has taken its items and sleeps */
 static long spare_us;                    /* start()'s spare_after_us */
 
 /* Doubles each item's number with one statement for the whole batch; slow enough to queue. */
@@ -43,8 +44,10 @@ static enum status double_all(struct db_conn *conn, struct batch_item **items, s
     int now = atomic_fetch_add(&running, 1) + 1, most = atomic_load(&most_running);
     while (now > most && !atomic_compare_exchange_weak(&most_running, &most, now))
         ;
-    if (atomic_exchange(&stall_next, 0))
+    if (atomic_exchange(&stall_next, 0)) {
+        atomic_store(&stalling, 1);
         usleep(400000);
+    }
     len += (size_t)snprintf(array + len, sizeof array - len, "{");
     for (size_t i = 0; i < n; i++)
         len += (size_t)snprintf(array + len, sizeof array - len, "%s%d", i ? "," : "",
@@ -82,6 +85,7 @@ static struct batcher *start(long threads, size_t max_batch)
     atomic_store(&batches, 0);
     atomic_store(&most_running, 0);
     atomic_store(&stall_next, 0);
+    atomic_store(&stalling, 0);
     atomic_store(&items_served, 0);
     atomic_store(&largest, 0);
     atomic_store(&fail_next, 0);
@@ -191,7 +195,13 @@ START_TEST(test_batch_spare_takes_over_a_stuck_batch)
     ck_assert_int_eq(batcher_submit(b, &item), STATUS_OK); /* a first connection is made */
     atomic_store(&stall_next, 1);
     ck_assert_int_eq(pthread_create(&stuck, NULL, submit_one, b), 0);
-    usleep(20000); /* its batch has started, and stalls */
+    /*
+     * Until its batch has started and stalls (a fixed sleep was too short on a loaded machine:
+     * the next item then joined the stuck batch and waited its 400 ms with it).
+     */
+    for (int i = 0; i < 2000 && !atomic_load(&stalling); i++)
+        usleep(1000);
+    ck_assert_int_eq(atomic_load(&stalling), 1);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     out = -1;
     ck_assert_int_eq(batcher_submit(b, &item), STATUS_OK);
