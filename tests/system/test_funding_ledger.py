@@ -174,6 +174,27 @@ def test_a_schedule_that_does_not_add_up_is_refused(fund, officer, db, admin_url
         sql(db, "DELETE FROM funding.ledger WHERE false")  # the journal is append-only
 
 
+def test_the_references_to_envelopes_hold_without_foreign_keys(db):
+    """Migration 016 dropped the foreign keys to envelope (their row locks on the hot envelope
+    were a sixth of a money batch): an envelope cannot be deleted, and a ledger row or an
+    agreement naming no envelope is refused with foreign_key_violation, as the keys did."""
+    wave = new_wave()
+    dossier = str(uuid.uuid4())
+    publish(db, decision_event(dossier, wave))
+    aid = agreement_of(db, dossier)
+    nowhere = str(uuid.uuid4())
+    with pytest.raises(psycopg.errors.RestrictViolation):
+        sql(db, "DELETE FROM funding.envelope WHERE false")
+    with pytest.raises(psycopg.errors.RestrictViolation):
+        sql(db, "TRUNCATE funding.envelope CASCADE")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="names no envelope"):
+        sql(db, "INSERT INTO funding.ledger (kind, envelope_id, agreement_id, amount_cents, actor)"
+                " VALUES ('commitment', %s, %s, 1, 'test')", nowhere, aid)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="names no envelope"):
+        sql(db, "UPDATE funding.agreement SET envelope_id = %s WHERE id = %s", nowhere, aid)
+    # (that an envelope which exists is taken, every money test shows)
+
+
 def test_an_agreement_without_its_clauses_is_refused(db, admin_url):
     """GET /v1/agreements promises FundingClauses (legal_basis, objet, montant…): an agreement
     handed to agreement_create without them is refused by the database, so that no creation
