@@ -131,7 +131,9 @@ def test_ds_down_then_back_delivers_exactly_once(db, dsfake, urls):
     status, attempts, error = rows(db, ids)[cid]
     assert status == "pending" and error
     assert received(dsfake, 820001) == [] and ds_state(dsfake, 820001) == "en_instruction"
-    assert metric(urls["instruction"], "ptce_ds_writeback_backlog") >= 1
+    # The gauges are read from the table once a second, not at each attempt.
+    wait_until(lambda: metric(urls["instruction"], "ptce_ds_writeback_backlog") >= 1,
+               timeout=5, what="the backlog gauge counting the pending command")
     assert metric(urls["instruction"], "ptce_ds_writeback_failed_total") - failed_before >= 2
     dsfake.clear_faults()
     wait_status(db, ids, "sent")
