@@ -14,10 +14,15 @@ char *ttlcache_get(struct ttlcache *c, const char *key)
 
     clock_gettime(CLOCK_MONOTONIC, &now);
     pthread_mutex_lock(&c->lock);
-    for (size_t i = 0; i < TTLCACHE_SLOTS && !text; i++) {
-        const struct ttlcache_entry *e = &c->e[i];
-        if (e->text && !strcmp(e->key, key) && clock_ts_before(&now, &e->expires))
+    for (size_t i = 0; i < TTLCACHE_SLOTS; i++) {
+        struct ttlcache_entry *e = &c->e[i];
+        if (!e->text || strcmp(e->key, key) != 0 || !clock_ts_before(&now, &e->expires))
+            continue;
+        if (!e->renewing && !clock_ts_before(&now, &e->renew))
+            e->renewing = 1; /* this reader computes the next text */
+        else
             text = xstrdup(e->text);
+        break;
     }
     pthread_mutex_unlock(&c->lock);
     return text;
@@ -45,6 +50,8 @@ void ttlcache_put(struct ttlcache *c, const char *key, const char *text, long tt
     e->text = copy;
     memcpy(e->key, key, strlen(key) + 1);
     clock_deadline(CLOCK_MONOTONIC, ttl_ms, &e->expires);
+    clock_deadline(CLOCK_MONOTONIC, ttl_ms - ttl_ms / 4, &e->renew);
+    e->renewing = 0;
     pthread_mutex_unlock(&c->lock);
 }
 

@@ -35,6 +35,34 @@ START_TEST(test_ttlcache_fresh_then_expired)
 }
 END_TEST
 
+START_TEST(test_ttlcache_one_reader_renews_ahead_of_expiry)
+{
+    struct ttlcache c = TTLCACHE_INIT;
+
+    ttlcache_put(&c, "w1", "old", 1000);
+    char *t = ttlcache_get(&c, "w1");
+    ck_assert_str_eq(t, "old"); /* in its first three quarters: everyone is served */
+    free(t);
+    sleep_ms(800);
+    ck_assert_ptr_null(ttlcache_get(&c, "w1")); /* the first reader of the last quarter renews */
+    for (int i = 0; i < 3; i++) {               /* while the others are still served */
+        t = ttlcache_get(&c, "w1");
+        ck_assert_str_eq(t, "old");
+        free(t);
+    }
+    ttlcache_put(&c, "w1", "new", 1000);
+    t = ttlcache_get(&c, "w1");
+    ck_assert_str_eq(t, "new");
+    free(t);
+    sleep_ms(800);
+    ck_assert_ptr_null(ttlcache_get(&c, "w1")); /* the new text's last quarter: one reader again */
+    sleep_ms(300);
+    ck_assert_ptr_null(ttlcache_get(&c, "w1")); /* never renewed: gone at its expiry for all */
+    ck_assert_ptr_null(ttlcache_get(&c, "w1"));
+    ttlcache_clear(&c);
+}
+END_TEST
+
 START_TEST(test_ttlcache_keeps_nothing_it_should_not)
 {
     struct ttlcache c = TTLCACHE_INIT;
@@ -123,6 +151,7 @@ static Suite *ttlcache_suite(void)
 
     tcase_set_timeout(tc, 10);
     tcase_add_test(tc, test_ttlcache_fresh_then_expired);
+    tcase_add_test(tc, test_ttlcache_one_reader_renews_ahead_of_expiry);
     tcase_add_test(tc, test_ttlcache_keeps_nothing_it_should_not);
     tcase_add_test(tc, test_ttlcache_full_gives_up_the_closest_to_expiry);
     tcase_add_test(tc, test_ttlcache_threads);
