@@ -70,25 +70,17 @@ settle() {
     psql "$DB" -qc CHECKPOINT
 }
 
-# The machine's CPU over a measured run, from /proc/stat: how busy the cores were, and how much
-# of the time the hypervisor gave to other guests (steal), the noise a figure was measured in;
-# then where it went, per process group (cpu_procs.py: each service, PostgreSQL's backends per
-# role, the broker, the load generator), each as a share of the cores.
-cpu_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+# The machine's CPU over a measured run (cpu_procs.py, from /proc): how busy the cores were, how
+# much of the time the hypervisor gave to other guests (steal), the noise a figure was measured
+# in; then where it went, per process group (each service, PostgreSQL's backends per role, the
+# broker, the load generator), each as a share of the cores. cpu_mark prints the mark's file.
 cpu_mark() {
     local procs
     procs=$(mktemp "$PTCE_STATE_DIR/cpu.XXXXXX")
     python3 "$HERE/cpu_procs.py" mark "$procs"
-    echo "$(cpu_ticks) $procs"
+    echo "$procs"
 }
-cpu_since() {
-    local b0 s0 t0 procs b1 s1 t1
-    read -r b0 s0 t0 procs <<<"$1"
-    read -r b1 s1 t1 <<<"$(cpu_ticks)"
-    awk -v b="$((b1 - b0))" -v s="$((s1 - s0))" -v t="$((t1 - t0))" \
-        'BEGIN {printf "CPU %.0f%% busy, %.0f%% stolen", t ? 100 * b / t : 0, t ? 100 * s / t : 0}'
-    echo " ($(python3 "$HERE/cpu_procs.py" since "$procs"))"
-}
+cpu_since() { python3 "$HERE/cpu_procs.py" since "$1"; }
 
 # wrk's summary → "rps p99_ms non2xx", after a 3 s warm-up (connections, prepared plans); the
 # machine's CPU over the measured run in RESULTS/NAME.cpu. WRK_CONNS overrides the connection

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""cpu_procs: where a measured run's CPU went, per process group, for `make bench`.
+"""cpu_procs: the machine's CPU over a measured run, and where it went, for `make bench`.
 
-    cpu_procs.py mark FILE     notes every process's CPU time so far in FILE
-    cpu_procs.py since FILE    prints each group's CPU since the mark, as a share of the cores
+    cpu_procs.py mark FILE     notes the cores' and every process's CPU time so far in FILE
+    cpu_procs.py since FILE    prints, since the mark, how busy the cores were, the share the
+                               hypervisor gave to other guests (steal), and each process
+                               group's share of the cores:
+                               "CPU 93% busy, 0% stolen (postgres/ptce_funding 53%, …)"
 
 A group is a process's command name, except PostgreSQL's: its backends are grouped by the role
 they are connected as (the cmdline "postgres: ptce_funding ptce 127.0.0.1(…) idle" groups as
@@ -15,9 +18,6 @@ Reads /proc only (Linux). Standard library only.
 import json
 import os
 import sys
-
-TICK = os.sysconf("SC_CLK_TCK")
-
 
 def group(pid, comm):
     try:
@@ -41,11 +41,12 @@ def group(pid, comm):
     return "postgres/server"
 
 
-def busy_ticks():
-    """The cores' busy time so far, as cpu_ticks in bench.sh counts it (user, nice, system, irq, softirq)."""
+def cores_ticks():
+    """The cores' time so far, from /proc/stat: busy (user, nice, system, irq, softirq), stolen,
+    and in all (those, idle and iowait)."""
     with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return v[0] + v[1] + v[2] + v[5] + v[6]
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return {"busy": v[0] + v[1] + v[2] + v[5] + v[6], "steal": v[7], "total": sum(v)}
 
 
 def snapshot():
@@ -72,26 +73,26 @@ def main():
     path = sys.argv[2]
     if sys.argv[1] == "mark":
         with open(path, "w") as f:
-            json.dump({"uptime": open("/proc/uptime").read().split()[0], "busy": busy_ticks(),
-                       "procs": snapshot()}, f)
+            json.dump({"cores": cores_ticks(), "procs": snapshot()}, f)
         return
     with open(path) as f:
         mark = json.load(f)
-    elapsed = float(open("/proc/uptime").read().split()[0]) - float(mark["uptime"])
-    cores = os.cpu_count() or 1
     used = {}
     for pid, p in snapshot().items():
         before = mark["procs"].get(pid)
         # The same pid with another start time is another process: it counts from zero.
         base = before["ticks"] if before and before["start"] == p["start"] else 0
         used[p["group"]] = used.get(p["group"], 0) + p["ticks"] - base
-    total = elapsed * cores * TICK
-    rest = busy_ticks() - mark["busy"] - sum(used.values())
+    now = cores_ticks()
+    busy, steal, total = (now[k] - mark["cores"][k] for k in ("busy", "steal", "total"))
+    total = max(total, 1)
+    rest = busy - sum(used.values())
     shares = sorted(((t / total * 100, g) for g, t in used.items() if t > 0), reverse=True)
     listed = [f"{g} {s:.0f}%" for s, g in shares if s >= 1]
     if rest / total >= 0.01:
         listed.append(f"gone or unlisted {rest / total * 100:.0f}%")
-    print(", ".join(listed) or "nothing measurable")
+    print(f"CPU {busy / total * 100:.0f}% busy, {steal / total * 100:.0f}% stolen"
+          f" ({', '.join(listed) or 'nothing measurable'})")
 
 
 if __name__ == "__main__":
