@@ -11,6 +11,7 @@
 #   PTCE_PG_PORT             TCP port (default: 15432)
 #   PTCE_PG_ADMIN_PASSWORD   password of superuser ptce_admin (default: ptce_admin; used at initdb)
 #   PTCE_PG_BIN              PostgreSQL binaries (default: /usr/lib/postgresql/15/bin)
+#   PTCE_PG_STATEMENTS       when 1, pg_stat_statements is loaded (make bench's statement figures)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -99,6 +100,10 @@ max_connections = 200
 fsync = on
 synchronous_commit = on
 CONF
+  if [[ ${PTCE_PG_STATEMENTS:-} == 1 ]]; then
+    printf "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n" |
+      as_pg tee -a "$DATA/ptce.conf" >/dev/null
+  fi
 }
 
 start() {

@@ -39,6 +39,7 @@ export DSFAKE_URL=http://127.0.0.1:$DSFAKE_PORT
 export BENCH_DS_ENV="PTCE_DS_API_URL=$DSFAKE_URL PTCE_DS_TOKEN=bench-ds-token PTCE_DS_ALLOW_HTTP=1 \
 PTCE_DS_INSTRUCTEUR_ID=SW5zdHJ1Y3RldXItMQ=="
 
+[ "${PTCE_BENCH_STATEMENTS:-}" != 1 ] || export PTCE_PG_STATEMENTS=1 # (statements_top below)
 "$STACK" up "$BUILD" >/dev/null
 eval "$("$STACK" env | sed 's/^/export /')"
 DB=$PTCE_ADMIN_DATABASE_URL
@@ -81,6 +82,25 @@ cpu_mark() {
     echo "$procs"
 }
 cpu_since() { python3 "$HERE/cpu_procs.py" since "$1"; }
+
+# PTCE_BENCH_STATEMENTS=1: PostgreSQL runs with pg_stat_statements, and a measured load can print
+# the statements that took the most time (statements_reset before it, statements_top NAME after
+# it). Their times are elapsed times, waits for a busy CPU included: compare calls and rows, and
+# the shares of one run, not one run's times with another's.
+statements_reset() {
+    [ "${PTCE_BENCH_STATEMENTS:-}" = 1 ] || return 0
+    psql "$DB" -X -qAt -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+        -c "SELECT pg_stat_statements_reset()" >/dev/null
+}
+statements_top() {
+    [ "${PTCE_BENCH_STATEMENTS:-}" = 1 ] || return 0
+    echo "statements of $1, by elapsed time (role, calls, ms, ms a call, rows, statement):"
+    psql "$DB" -X -At -F ' | ' -c "SELECT r.rolname, s.calls, round(s.total_exec_time::numeric),
+            round((s.total_exec_time / s.calls)::numeric, 3), s.rows,
+            left(regexp_replace(s.query, '\s+', ' ', 'g'), 140)
+        FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+        ORDER BY s.total_exec_time DESC LIMIT 15"
+}
 
 # wrk's summary → "rps p99_ms non2xx", after a 3 s warm-up (connections, prepared plans); the
 # machine's CPU over the measured run in RESULTS/NAME.cpu. WRK_CONNS overrides the connection

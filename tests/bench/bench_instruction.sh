@@ -70,9 +70,11 @@ paced 3 visible-warmup >/dev/null # connections, prepared plans, the consumer's 
 visible_wait 60
 psql "$DB" -qc "TRUNCATE public.bench_visible"
 settle
+statements_reset
 VI_MARK=$(cpu_mark)
 paced "$SECS" visible >"$RESULTS/visible_load.json"
 VI_CPU=$(cpu_since "$VI_MARK")
+statements_top "deposit → visible"
 visible_wait 60
 read -r VI_N VI_MISSING VI_P50 VI_P99 VI_MAX <<<"$(psql "$DB" -At -F ' ' -c "
     SELECT count(i.at), count(*) - count(i.at),
@@ -98,7 +100,20 @@ read -r VI_PUB50 VI_PUB99 <<<"$(psql "$DB" -At -F ' ' -c "
         GROUP BY key) o ON o.key = s.id::text,
     LATERAL (SELECT extract(epoch FROM o.sent_at - s.at) * 1000 AS ms) x
     WHERE s.side = 'submission' AND x.ms IS NOT NULL")"
-echo "deposit → visible in instruction: p50 ${VI_P50} ms, p99 ${VI_P99} ms, max ${VI_MAX} ms over $VI_N deposits ($VI_MISSING not visible after 60 s); paced at $DEPOSIT_RATE/s, sent at $VI_HELD/s, committed at $VI_RATE/s; $VI_201 answered 201, answer p99 ${VI_ANS99} ms from each request's due time; acknowledged by Kafka to submission's relay p50 ${VI_PUB50} ms, p99 ${VI_PUB99} ms after the commit; $VI_CPU during the load"
+# And past the relay: the acknowledgement to the start of instruction's transaction (its inbox
+# row's applied_at), and that transaction's start to its commit.
+read -r VI_FLY50 VI_FLY99 VI_TX50 VI_TX99 <<<"$(psql "$DB" -At -F ' ' -c "
+    SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY fly)::numeric, 1),
+           round(percentile_cont(0.99) WITHIN GROUP (ORDER BY fly)::numeric, 1),
+           round(percentile_cont(0.5) WITHIN GROUP (ORDER BY tx)::numeric, 1),
+           round(percentile_cont(0.99) WITHIN GROUP (ORDER BY tx)::numeric, 1)
+    FROM public.bench_visible s JOIN public.bench_visible i ON i.id = s.id AND i.side = 'instruction'
+    JOIN submission.outbox o ON o.key = s.id::text
+    JOIN instruction.inbox ib ON ib.event_id = o.event_id,
+    LATERAL (SELECT extract(epoch FROM ib.applied_at - o.sent_at) * 1000 AS fly,
+                    extract(epoch FROM i.at - ib.applied_at) * 1000 AS tx) x
+    WHERE s.side = 'submission'")"
+echo "deposit → visible in instruction: p50 ${VI_P50} ms, p99 ${VI_P99} ms, max ${VI_MAX} ms over $VI_N deposits ($VI_MISSING not visible after 60 s); paced at $DEPOSIT_RATE/s, sent at $VI_HELD/s, committed at $VI_RATE/s; $VI_201 answered 201, answer p99 ${VI_ANS99} ms from each request's due time; acknowledged by Kafka to submission's relay p50 ${VI_PUB50} ms, p99 ${VI_PUB99} ms after the commit; from that acknowledgement to the start of instruction's transaction p50 ${VI_FLY50} ms, p99 ${VI_FLY99} ms, that transaction p50 ${VI_TX50} ms, p99 ${VI_TX99} ms; $VI_CPU during the load"
 # Deposits not visible: where they stand (never sent, sent but not in instruction's inbox, in
 # the inbox but not projected), and instruction's dead letters.
 if [ "${VI_MISSING:-0}" -gt 0 ]; then
