@@ -248,9 +248,8 @@ DB_STMT(st_history_insert,
         "INSERT INTO dossier_history (dossier_id, actor, kind, detail) VALUES ($1, $2, $3, $4)");
 /* A version's rule checks and its history line: one round trip for both. */
 DB_STMT(st_checks_history_insert,
-        "WITH c AS (INSERT INTO dossier_check (dossier_id, version, rules_version, rule, outcome,"
-        " evidence) SELECT $1, $2, $3, c->>'rule', c->>'outcome', c->'evidence'"
-        " FROM jsonb_array_elements($4::jsonb) c)"
+        "WITH c AS (INSERT INTO dossier_check_set (dossier_id, version, rules_version, checks)"
+        " VALUES ($1, $2, $3, $4::jsonb))"
         " INSERT INTO dossier_history (dossier_id, actor, kind, detail) VALUES ($1, $5, $6, $7)");
 DB_STMT(st_attachment_upsert,
         "INSERT INTO attachment (dossier_id, role, filename, content_type, byte_size, checksum,"
@@ -415,9 +414,8 @@ DB_STMT(st_partner_insert_many,
         " d AS (INSERT INTO dossier (id, origin, partner_key_id, wave_id, state, region,"
         " eligibility, document, deposited_at) SELECT id, 'partner', key_id, $8, 'deposited',"
         " region, eligibility, document::json, $10::timestamptz FROM x ORDER BY n),"
-        " c AS (INSERT INTO dossier_check (dossier_id, version, rules_version, rule, outcome,"
-        " evidence) SELECT x.id, 1, $9, c->>'rule', c->>'outcome', c->'evidence'"
-        " FROM x, jsonb_array_elements(x.checks::jsonb) c)"
+        " c AS (INSERT INTO dossier_check_set (dossier_id, version, rules_version, checks)"
+        " SELECT id, 1, $9, checks::jsonb FROM x ORDER BY n)"
         " INSERT INTO dossier_history (dossier_id, actor, kind, detail)"
         " SELECT id, key_id, 'deposited', detail::jsonb FROM x ORDER BY n");
 

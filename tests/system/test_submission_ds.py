@@ -12,13 +12,15 @@ import json
 import os
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 import requests
 
-from conftest import ROOT, bearer, sql, wait_until
+from conftest import ROOT, bearer, partner_body, sql, wait_until
 
 WEBHOOK_TOKEN = os.environ.get("PTCE_DS_WEBHOOK_TOKEN", "test-webhook-secret")
 DEMARCHE = 12345
@@ -212,6 +214,10 @@ def test_webhook_to_event_happy_path(urls, db, dsfake, admin_key):
     stored_checks = sql(db, "SELECT rule, outcome FROM submission.dossier_check"
                             " WHERE dossier_id = %s AND version = 1", row["id"])
     assert sorted(stored_checks) == sorted((rule, "pass") for rule in RULES)
+    # ... from one row per version, in the order the rules ran, as the document shows them.
+    [(stored_set,)] = sql(db, "SELECT checks FROM submission.dossier_check_set"
+                              " WHERE dossier_id = %s AND version = 1", row["id"])
+    assert stored_set == doc["checks"]
     # (the control API's view leaves out keys starting with "_", __typename included)
     fake_file = next(c for c in dsfake.get(f"/_control/dossiers/{number}")["champs"]
                      if c["champDescriptorId"] == MAIN_DOCUMENT_CHAMP)["files"][0]
@@ -693,3 +699,27 @@ def test_waves_list_and_create(urls, keys, admin_key):
     assert r.status_code == 403, r.text
     assert requests.get(base, headers=bearer(keys.create("partner")), timeout=10).status_code == 200
     assert requests.get(base, timeout=10).status_code == 401
+
+
+@pytest.mark.parametrize("bad", [
+    [{"rule": "carrier.siret", "outcome": "pass", "evidence": {}}, 1],  # not a check
+    [{"rule": "carrier.siret", "outcome": "maybe", "evidence": {}}],  # no such outcome
+    [{"rule": "carrier.siret", "outcome": "pass"}],  # no evidence
+    [{"outcome": "pass", "evidence": {}}],  # no rule
+    [{"rule": 7, "outcome": "pass", "evidence": {}}],  # a rule not named
+    {"carrier.siret": "pass"},  # not a list
+])
+def test_a_check_set_out_of_the_rules_shape_is_refused(db, urls, keys, bad):
+    """The constraint of dossier_check_set keeps what the columns and the outcome's check kept
+    when each rule had its row: a named rule, a known outcome, its evidence."""
+    r = requests.post(f"{urls['submission']}/v1/dossiers", json=partner_body(),
+                      headers={**bearer(keys.create("partner", regions="84")),
+                               "Idempotency-Key": str(uuid.uuid4())}, timeout=10)
+    assert r.status_code == 201, r.text
+    dossier_id = r.json()["id"]
+    # the deposit's own set has the shape (the constraint does not refuse everything)
+    assert sql(db, "SELECT count(*) FROM submission.dossier_check_set WHERE dossier_id = %s"
+                   " AND version = 1", dossier_id) == [(1,)]
+    with pytest.raises(psycopg.errors.CheckViolation):
+        sql(db, "INSERT INTO submission.dossier_check_set (dossier_id, version, rules_version,"
+                " checks) VALUES (%s, 999, 'test', %s::jsonb)", dossier_id, json.dumps(bad))

@@ -54,6 +54,10 @@ START_TEST(test_eligible_content_passes_every_rule)
     json_array_foreach(checks, i, c)
     {
         ck_assert_str_eq(json_string_value(json_object_get(c, "outcome")), "pass");
+        /* each rule once: dossier_check_set relies on it (no key per rule any more) */
+        for (size_t j = 0; j < i; j++)
+            ck_assert_str_ne(json_string_value(json_object_get(c, "rule")),
+                             json_string_value(json_object_get(json_array_get(checks, j), "rule")));
     }
     json_decref(checks);
     json_decref(content);
