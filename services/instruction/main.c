@@ -107,8 +107,8 @@ int main(int argc, char **argv)
         .event_routes = instruction_event_routes,
         .nevent_routes = instruction_event_nroutes,
         .event_prepare = events_prepare,
-        /* every deposit comes through: two partitions applied at once */
-        .inbox_consumers = 2,
+        /* every deposit comes through: three of the six partitions applied at once (README) */
+        .inbox_consumers = 3,
         .extra_config = instruction_vars,
         .nextra = sizeof instruction_vars / sizeof instruction_vars[0],
         .extra_out = &instruction_cfg,

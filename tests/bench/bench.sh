@@ -28,7 +28,8 @@ trap '[ -z "${PTCE_BENCH_KEEP_LOGS:-}" ] || cp "$PTCE_STATE_DIR"/services/*.log 
 # The DS fake, for instruction's write-back of decisions (bench_instruction.sh), with DS's
 # rate limit of 400 requests a minute and token. Only instruction is pointed at it (BENCH_DS_ENV,
 # given when that part restarts instruction): submission keeps running without DS, so the
-# webhook loads above do not start fetches.
+# webhook loads above do not start fetches. PTCE_BENCH_INSTRUCTION_ENV adds instruction's own
+# settings to it (PTCE_INBOX_CONSUMERS=2, to compare with the default).
 mkfifo "$PTCE_STATE_DIR/dsfake.ready"
 "${PTCE_CACHE_DIR:-$ROOT/.cache}/venv/bin/python" "$ROOT/tests/dsfake/dsfake.py" --port 0 \
     --token bench-ds-token --rate-limit 400 >"$PTCE_STATE_DIR/dsfake.ready" \
@@ -37,7 +38,7 @@ DSFAKE_PID=$!
 read -r _ DSFAKE_PORT <"$PTCE_STATE_DIR/dsfake.ready"
 export DSFAKE_URL=http://127.0.0.1:$DSFAKE_PORT
 export BENCH_DS_ENV="PTCE_DS_API_URL=$DSFAKE_URL PTCE_DS_TOKEN=bench-ds-token PTCE_DS_ALLOW_HTTP=1 \
-PTCE_DS_INSTRUCTEUR_ID=SW5zdHJ1Y3RldXItMQ=="
+PTCE_DS_INSTRUCTEUR_ID=SW5zdHJ1Y3RldXItMQ== ${PTCE_BENCH_INSTRUCTION_ENV:-}"
 
 [ "${PTCE_BENCH_STATEMENTS:-}" != 1 ] || export PTCE_PG_STATEMENTS=1 # (statements_top below)
 "$STACK" up "$BUILD" >/dev/null
