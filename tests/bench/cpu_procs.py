@@ -19,6 +19,7 @@ import json
 import os
 import sys
 
+
 def group(pid, comm):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
