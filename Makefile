@@ -72,6 +72,10 @@ $(foreach s,$(SERVICES),$(eval $(call service_rules,$(s))))
 $(BUILD)/ptce-admin: $(BUILD)/tools/ptce_admin.o $(BUILD)/libptce.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# make bench's open-loop load generator (tools/paced_post.c): libc only.
+$(BUILD)/paced-post: $(BUILD)/tools/paced_post.o
+	$(CC) $(LDFLAGS) -o $@ $^
+
 # Unit tests: one Check binary per common module test, plus the services' domain tests.
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -97,7 +101,7 @@ test: deps
 lint: deps
 	@tools/lint.sh
 
-bench: deps all
+bench: deps all $(BUILD)/paced-post
 	@tests/bench/bench.sh $(BUILD)
 
 clean:

@@ -49,7 +49,7 @@ visible_wait() {
     done
 }
 paced() {
-    "$VENV_PY" "$HERE/paced_post.py" "$PTCE_URL_SUBMISSION/v1/dossiers" "$IKEY" "$ibody" \
+    "$BUILD/paced-post" "$PTCE_URL_SUBMISSION/v1/dossiers" "$IKEY" "$ibody" \
         --rate "$DEPOSIT_RATE" --seconds "$1" --id-prefix "$2"
 }
 # The submission part before leaves instruction a backlog (its deposits, tens of thousands):
@@ -85,9 +85,9 @@ read -r VI_N VI_MISSING VI_P50 VI_P99 VI_MAX <<<"$(psql "$DB" -At -F ' ' -c "
         AND i.side = 'instruction',
     LATERAL (SELECT extract(epoch FROM i.at - s.at) * 1000 AS ms) x
     WHERE s.side = 'submission'")"
-VI_SENT=$("$VENV_PY" -c 'import json,sys; d=json.load(sys.stdin); print(d["rate_held"], d["status"].get("201", 0), d["latency_p99_ms"])' \
+VI_SENT=$("$VENV_PY" -c 'import json,sys; d=json.load(sys.stdin); print(d["rate_held"], d["status"].get("201", 0), d["latency_p99_ms"], d["cpu_ms"])' \
     <"$RESULTS/visible_load.json")
-read -r VI_HELD VI_201 VI_ANS99 <<<"$VI_SENT"
+read -r VI_HELD VI_201 VI_ANS99 VI_GEN_MS <<<"$VI_SENT"
 # The deposit rate really held: deposits committed per second, from the first commit to the last.
 VI_RATE=$(psql "$DB" -Atc "SELECT round(count(*) / greatest(extract(epoch FROM max(at) - min(at)), 0.001))
     FROM public.bench_visible WHERE side = 'submission'")
@@ -111,7 +111,19 @@ read -r VI_PUB50 VI_PUB99 VI_FLY50 VI_FLY99 VI_TX50 VI_TX99 <<<"$(psql "$DB" -At
                     extract(epoch FROM ib.applied_at - o.sent_at) * 1000 AS fly,
                     extract(epoch FROM i.at - ib.applied_at) * 1000 AS tx) x
     WHERE s.side = 'submission'")"
-echo "deposit → visible in instruction: p50 ${VI_P50} ms, p99 ${VI_P99} ms, max ${VI_MAX} ms over $VI_N deposits ($VI_MISSING not visible after 60 s); paced at $DEPOSIT_RATE/s, sent at $VI_HELD/s, committed at $VI_RATE/s; $VI_201 answered 201, answer p99 ${VI_ANS99} ms from each request's due time; acknowledged by Kafka to submission's relay p50 ${VI_PUB50} ms, p99 ${VI_PUB99} ms after the commit; from that acknowledgement to the start of instruction's transaction p50 ${VI_FLY50} ms, p99 ${VI_FLY99} ms, that transaction p50 ${VI_TX50} ms, p99 ${VI_TX99} ms; $VI_CPU during the load"
+echo "deposit → visible in instruction: p50 ${VI_P50} ms, p99 ${VI_P99} ms, max ${VI_MAX} ms over $VI_N deposits ($VI_MISSING not visible after 60 s); paced at $DEPOSIT_RATE/s, sent at $VI_HELD/s, committed at $VI_RATE/s; $VI_201 answered 201, answer p99 ${VI_ANS99} ms from each request's due time (the generator took ${VI_GEN_MS} ms of CPU); acknowledged by Kafka to submission's relay p50 ${VI_PUB50} ms, p99 ${VI_PUB99} ms after the commit; from that acknowledgement to the start of instruction's transaction p50 ${VI_FLY50} ms, p99 ${VI_FLY99} ms, that transaction p50 ${VI_TX50} ms, p99 ${VI_TX99} ms; $VI_CPU during the load"
+# Second by second (from the first deposit): the p99 and the max, to tell a steady queue from
+# stalls (a checkpoint, a pause of the broker's JVM, a vacuum) that a run-wide p99 would hide.
+psql "$DB" -At -c "
+    SELECT 'deposit → visible, second by second (p99/max ms): ' || string_agg(p99 || '/' || mx, ' ' ORDER BY sec)
+      FROM (SELECT floor(extract(epoch FROM s.at - t0.at))::int AS sec,
+                   round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric) AS p99,
+                   round(max(ms)::numeric) AS mx
+              FROM public.bench_visible s
+              JOIN public.bench_visible i ON i.id = s.id AND i.side = 'instruction'
+              CROSS JOIN (SELECT min(at) AS at FROM public.bench_visible WHERE side = 'submission') t0,
+              LATERAL (SELECT extract(epoch FROM i.at - s.at) * 1000 AS ms) x
+             WHERE s.side = 'submission' GROUP BY 1) y"
 # Deposits not visible: where they stand (never sent, sent but not in instruction's inbox, in
 # the inbox but not projected), and instruction's dead letters.
 if [ "${VI_MISSING:-0}" -gt 0 ]; then

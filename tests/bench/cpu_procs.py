@@ -28,7 +28,7 @@ def group(pid, comm):
         argv = []
     if comm != "postgres":
         # The kernel's name is cut at 15 characters ("ptce-instructio"); a script is named by
-        # its file (paced_post.py, dsfake.py), the broker by its main class.
+        # its file (dsfake.py, writeback_drain.py), the broker by its main class.
         if comm.startswith("python"):
             return next((os.path.basename(a) for a in argv if a.endswith(".py")), comm)
         if comm == "java" and "kafka.Kafka" in argv:
