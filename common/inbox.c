@@ -138,6 +138,27 @@ static int inbox_routed(const struct inbox *inbox, const struct cloudevent *ev)
     return !inbox->cfg.routes || inbox_route_of(inbox->cfg.routes, inbox->cfg.nroutes, ev->type);
 }
 
+/*
+ * 1 when msg's ce_type header (outbox_relay.c sets it) names a type no route takes: skipped
+ * without parsing its value. Without the header (another producer), the value decides. A type
+ * that is not a C string (empty, NUL inside, too long) is left to the value too.
+ */
+static int inbox_skipped_by_header(const struct inbox *inbox, const rd_kafka_message_t *msg)
+{
+    rd_kafka_headers_t *hdrs;
+    const void *value;
+    size_t size;
+    char type[128];
+
+    if (!inbox->cfg.routes || rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(hdrs, "ce_type", &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        !value || size == 0 || size >= sizeof type || memchr(value, '\0', size))
+        return 0;
+    memcpy(type, value, size);
+    type[size] = '\0';
+    return inbox_route_of(inbox->cfg.routes, inbox->cfg.nroutes, type) == NULL;
+}
+
 /* The event's effect, by its type's route (or the one handler), in the open transaction. */
 static enum status inbox_handle(struct inbox *inbox, const struct cloudevent *ev)
 {
@@ -158,6 +179,10 @@ static enum status inbox_apply(struct inbox *inbox, const rd_kafka_message_t *ms
     PGresult *r;
 
     *handler_st = STATUS_OK;
+    if (inbox_skipped_by_header(inbox, msg)) {
+        metric_add(&m_skipped, 1);
+        return STATUS_OK;
+    }
     if (cloudevent_parse(msg->payload, msg->len, &ev, why, sizeof why) != STATUS_OK)
         return inbox_dead_letter(inbox, msg, why, 1, NULL);
     if (!inbox_routed(inbox, &ev)) {
@@ -300,6 +325,10 @@ static int inbox_batch_parse(const struct inbox *inbox, rd_kafka_message_t *cons
     *skipped = 0;
     for (size_t i = 0; i < n; i++) {
         struct inbox_item *it = &items[*m];
+        if (inbox_skipped_by_header(inbox, msgs[i])) {
+            (*skipped)++;
+            continue;
+        }
         if (cloudevent_parse(msgs[i]->payload, msgs[i]->len, &it->ev, why, sizeof why) !=
             STATUS_OK) {
             while (*m > 0)

@@ -25,11 +25,12 @@ DB_STMT(outbox_lock, "SELECT pg_try_advisory_xact_lock(hashtext('ptce.outbox.' |
  * 002_commit_order.sql), which serves only changes older than every transaction in flight.
  * The round's only writes come after its delivery reports.
  */
-DB_STMT(outbox_pending,
-        "SELECT id, topic, key, payload FROM outbox o WHERE sent_at IS NULL AND dead_at IS NULL"
-        " AND discarded_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox d WHERE d.key = o.key"
-        " AND d.dead_at IS NOT NULL AND d.id < o.id)"
-        " ORDER BY id LIMIT $1");
+DB_STMT(
+    outbox_pending,
+    "SELECT id, topic, key, payload, type FROM outbox o WHERE sent_at IS NULL AND dead_at IS NULL"
+    " AND discarded_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox d WHERE d.key = o.key"
+    " AND d.dead_at IS NOT NULL AND d.id < o.id)"
+    " ORDER BY id LIMIT $1");
 DB_STMT(outbox_mark_sent, "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])");
 DB_STMT(outbox_mark_failed, "UPDATE outbox SET attempts = attempts + 1, last_error = $2,"
                             " dead_at = CASE WHEN $3::boolean THEN now() END WHERE id = $1");
@@ -149,7 +150,7 @@ static void outbox_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *op
 
 /* Produces one row, waiting while librdkafka's queue is full; the error when it was refused. */
 static rd_kafka_resp_err_t outbox_produce(struct outbox_relay *relay, const char *topic,
-                                          const char *key, const char *payload,
+                                          const char *key, const char *payload, const char *type,
                                           struct outbox_slot *slot)
 {
     for (;;) {
@@ -157,9 +158,13 @@ static rd_kafka_resp_err_t outbox_produce(struct outbox_relay *relay, const char
             relay->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
             RD_KAFKA_V_VALUE((void *)payload, strlen(payload)),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            /* The CloudEvents Kafka binding, structured mode: the value is the whole event. */
+            /*
+             * The CloudEvents Kafka binding, structured mode: the value is the whole event. The
+             * type again as a ce_type header, binary mode's name for it: a consumer that routes
+             * by type skips what it does not handle without parsing the value (inbox.c).
+             */
             RD_KAFKA_V_HEADER("content-type", "application/cloudevents+json", -1),
-            RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
+            RD_KAFKA_V_HEADER("ce_type", type, -1), RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             if (err)
                 log_event(LOG_ERROR, "outbox.produce_failed", "{s:s, s:s, s:i}", "topic", topic,
@@ -211,8 +216,8 @@ static void outbox_produce_all(struct outbox_relay *relay, PGresult *r, struct o
             continue;
         }
         atomic_fetch_add(&b->refs, 1);
-        rd_kafka_resp_err_t err =
-            outbox_produce(relay, PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), payload, slot);
+        rd_kafka_resp_err_t err = outbox_produce(relay, PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+                                                 payload, PQgetvalue(r, i, 4), slot);
         if (err) {
             atomic_fetch_sub(&b->refs, 1); /* no report will come for it */
             slot->err = err;

@@ -33,9 +33,11 @@ fund_sql "SELECT line FROM (
                WHERE a.wave = '$MONEY_WAVE' AND t.state = 'due') AS ids (line)
           ORDER BY random()" >"$RESULTS/money_ids.txt"
 rm -f "$RESULTS/money_ids.next"
+statements_reset
 read -r MO_RPS MO_P99 MO_BAD <<<"$(wrk_run money -s "$HERE/funding_money.lua" "$FUND" -- \
     "$RESULTS/money_ids.txt" "$RESULTS/money_ids.next" "$FKEY" 2)"
 MO_CPU=$(<"$RESULTS/money.cpu")
+statements_top "signatures and payments"
 MO_SIGNED=$(fund_sql "SELECT count(*) FROM agreement WHERE wave = '$MONEY_WAVE' AND state <> 'carrier_signed'")
 MO_PAID=$(fund_sql "SELECT count(*) FROM tranche t JOIN agreement a ON a.id = t.agreement_id
                      WHERE a.wave = '$MONEY_WAVE' AND t.state = 'paid'")

@@ -123,6 +123,24 @@ static struct inbox *inbox_open(void)
     return inbox;
 }
 
+/* A message, with a ce_type header when ce_type is not NULL (as outbox_relay.c sends them). */
+static void produce_typed(const char *key, const char *payload, const char *ce_type)
+{
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(1);
+
+    if (ce_type)
+        rd_kafka_header_add(hdrs, "ce_type", -1, ce_type, -1);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        producer, RD_KAFKA_V_TOPIC(TOPIC), RD_KAFKA_V_KEY(key, strlen(key)),
+        RD_KAFKA_V_VALUE((void *)payload, strlen(payload)),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+
+    if (err)
+        rd_kafka_headers_destroy(hdrs); /* only a refused message leaves them to the caller */
+    ck_assert_int_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR);
+    ck_assert_int_eq(rd_kafka_flush(producer, 5000), RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
 static void produce(const char *key, const char *payload)
 {
     rd_kafka_resp_err_t err =
@@ -563,6 +581,44 @@ START_TEST(test_inbox_dispatch_by_type)
 }
 END_TEST
 
+/*
+ * With routes, a message whose ce_type header names a type no route takes is skipped unread:
+ * its value, not even JSON here, is no dead letter. A routed type's header, or no header, leaves
+ * the value to decide: the routed event is applied, the unparsable one without a header set aside.
+ */
+START_TEST(test_inbox_skips_by_the_type_header)
+{
+    static const char *const topics[] = {TOPIC};
+    static const struct inbox_route routes[] = {{"unit.ok", handle}};
+    struct inbox_config cfg = {
+        .conninfo = testdb_url(),
+        .schema = schema,
+        .kafka = {rd_kafka_mock_cluster_bootstraps(mock), "unit-inbox", 5000, 1, 1},
+        .group = "unit-inbox",
+        .topics = topics,
+        .ntopics = 1,
+        .routes = routes,
+        .nroutes = 1,
+    };
+    struct inbox *inbox = inbox_start(&cfg);
+    char text[512];
+
+    ck_assert_ptr_nonnull(inbox);
+    produce_typed("k", "not JSON: never parsed", "unit.other");
+    produce("k", "not JSON, no header");
+    snprintf(text, sizeof text,
+             "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"/unit\",\"type\":"
+             "\"unit.ok\",\"subject\":\"k\",\"data\":{}}",
+             E1);
+    produce_typed("k", text, "unit.ok");
+    wait_applied(E1);
+    ck_assert_str_eq(scalar("SELECT string_agg(kafka_offset::text, ',') FROM inbox_dead_letter"),
+                     "1");
+    ck_assert_str_eq(scalar("SELECT count(*) FROM inbox"), "1");
+    inbox_stop(inbox);
+}
+END_TEST
+
 #define WIDE "unit.wide"
 
 /*
@@ -644,6 +700,7 @@ static Suite *inbox_suite(void)
     tcase_add_test(tc, test_inbox_sets_aside_a_lasting_failure);
     tcase_add_test(tc, test_inbox_retries_a_transient_failure);
     tcase_add_test(tc, test_inbox_dispatch_by_type);
+    tcase_add_test(tc, test_inbox_skips_by_the_type_header);
     tcase_add_test(tc, test_inbox_members_share_the_partitions);
     suite_add_tcase(s, tc);
     return s;

@@ -420,6 +420,17 @@ static void check_published(char ids[][UUID_STR_LEN], int n)
             ck_assert_int_eq(((const char *)m->key)[0], 'k');
             ck_assert_int_eq(cloudevent_parse(m->payload, m->len, &ev, why, sizeof why), STATUS_OK);
             ck_assert_str_eq(ev.id, ids[seen++]);
+            /* structured mode's content type, and the type again for consumers that route */
+            rd_kafka_headers_t *hdrs;
+            const void *v;
+            size_t size;
+            ck_assert_int_eq(rd_kafka_message_headers(m, &hdrs), RD_KAFKA_RESP_ERR_NO_ERROR);
+            ck_assert_int_eq(rd_kafka_header_get_last(hdrs, "content-type", &v, &size), 0);
+            ck_assert_int_eq((int)size, (int)strlen("application/cloudevents+json"));
+            ck_assert(memcmp(v, "application/cloudevents+json", size) == 0);
+            ck_assert_int_eq(rd_kafka_header_get_last(hdrs, "ce_type", &v, &size), 0);
+            ck_assert_int_eq((int)size, (int)strlen(ev.type));
+            ck_assert(memcmp(v, ev.type, size) == 0);
             cloudevent_clear(&ev);
         }
         rd_kafka_message_destroy(m);
