@@ -71,9 +71,16 @@ visible_wait 60
 psql "$DB" -qc "TRUNCATE public.bench_visible"
 settle
 statements_reset
+# What PostgreSQL ran in the background during the load (a stall's usual suspects).
+pg_background() {
+    psql "$DB" -XAt -F ' ' -c "SELECT (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter),
+        (SELECT sum(autovacuum_count) FROM pg_stat_all_tables), (SELECT sum(autoanalyze_count) FROM pg_stat_all_tables)"
+}
+read -r BG_CK0 BG_AV0 BG_AA0 <<<"$(pg_background)"
 VI_MARK=$(cpu_mark)
 paced "$SECS" visible >"$RESULTS/visible_load.json"
 VI_CPU=$(cpu_since "$VI_MARK")
+read -r BG_CK1 BG_AV1 BG_AA1 <<<"$(pg_background)"
 statements_top "deposit → visible"
 visible_wait 60
 read -r VI_N VI_MISSING VI_P50 VI_P99 VI_MAX <<<"$(psql "$DB" -At -F ' ' -c "
@@ -124,6 +131,7 @@ psql "$DB" -At -c "
               CROSS JOIN (SELECT min(at) AS at FROM public.bench_visible WHERE side = 'submission') t0,
               LATERAL (SELECT extract(epoch FROM i.at - s.at) * 1000 AS ms) x
              WHERE s.side = 'submission' GROUP BY 1) y"
+echo "during the load, PostgreSQL ran $((BG_CK1 - BG_CK0)) checkpoints, $((BG_AV1 - BG_AV0)) autovacuums and $((BG_AA1 - BG_AA0)) autoanalyzes"
 # Deposits not visible: where they stand (never sent, sent but not in instruction's inbox, in
 # the inbox but not projected), and instruction's dead letters.
 if [ "${VI_MISSING:-0}" -gt 0 ]; then
