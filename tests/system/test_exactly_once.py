@@ -426,7 +426,7 @@ def test_relay_recovers_from_a_cancelled_statement(db, admin_url, stack):
         with psycopg.connect(admin_url) as holder:
             holder.execute("LOCK TABLE submission.outbox IN ACCESS EXCLUSIVE MODE")
             # The relay's next round (it wakes every second) waits on the lock.
-            cancel_blocked(db, holder, "ptce_submission", "SELECT id, topic, key, payload FROM outbox")
+            cancel_blocked(db, holder, "ptce_submission", "SELECT id, topic, key, payload, type FROM outbox")
         insert_all(db, run)
         drained = wait_drained(db, run, timeout=12)
         check_exactly_once(db, run)
