@@ -77,9 +77,12 @@ rd_kafka_t *kafka_consumer_new(const struct kafka_config *cfg, const char *group
                                char *errstr, size_t errlen)
 {
     rd_kafka_conf_t *conf = kafka_conf_base(cfg, errstr, errlen);
+    char fetch_wait[24];
 
     if (!conf)
         return NULL;
+    snprintf(fetch_wait, sizeof fetch_wait, "%ld",
+             cfg->fetch_wait_ms > 0 ? cfg->fetch_wait_ms : 10);
     if (kafka_set(conf, "group.id", group, errstr, errlen) ||
         kafka_set(conf, "enable.auto.offset.store", "false", errstr, errlen) ||
         kafka_set(conf, "enable.auto.commit", "true", errstr, errlen) ||
@@ -90,12 +93,13 @@ rd_kafka_t *kafka_consumer_new(const struct kafka_config *cfg, const char *group
         kafka_set(conf, "session.timeout.ms", "10000", errstr, errlen) ||
         kafka_set(conf, "heartbeat.interval.ms", "3000", errstr, errlen) ||
         /*
-         * A fetch waits for 32 KiB or 10 ms, not for the first byte: under a thousand events a
-         * second the broker answers a hundred fetches a second per consumer instead of one
-         * for nearly every produce, which cost the broker more CPU than anything else it did.
+         * A fetch waits for 32 KiB or fetch_wait_ms (10 by default), not for the first byte:
+         * under a thousand events a second the broker answers a hundred fetches a second per
+         * consumer instead of one for nearly every produce, which cost the broker more CPU than
+         * anything else it did. A consumer in no hurry waits longer and costs the broker less.
          */
         kafka_set(conf, "fetch.min.bytes", "32768", errstr, errlen) ||
-        kafka_set(conf, "fetch.wait.max.ms", "10", errstr, errlen) ||
+        kafka_set(conf, "fetch.wait.max.ms", fetch_wait, errstr, errlen) ||
         (stats_cb && kafka_set(conf, "statistics.interval.ms", "5000", errstr, errlen))) {
         rd_kafka_conf_destroy(conf);
         return NULL;

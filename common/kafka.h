@@ -23,6 +23,7 @@ struct kafka_config {
     long message_timeout_ms; /* how long the producer keeps trying to deliver one message */
     long partitions;         /* for topics this service creates */
     long replication;        /* likewise */
+    long fetch_wait_ms;      /* a consumer's fetch.wait.max.ms; 0: 10 ms */
 };
 
 /*

@@ -47,6 +47,9 @@ static const struct config_var service_vars[] = {
      "replication factor of topics created"},
     {"PTCE_KAFKA_MESSAGE_TIMEOUT_MS", CONFIG_INT, "60000", 1000, 3600000,
      CFG(kafka_message_timeout_ms), "producer delivery timeout"},
+    {"PTCE_KAFKA_FETCH_WAIT_MS", CONFIG_INT, "0", 0, 1000, CFG(kafka_fetch_wait_ms),
+     "how long the broker holds a consumer's fetch for more events (fetch.wait.max.ms); 0: the"
+     " service's own default"},
     {"PTCE_OUTBOX_BATCH", CONFIG_INT, "500", 1, 10000, CFG(outbox_batch),
      "outbox rows per relay round"},
     {"PTCE_OUTBOX_POLL_MS", CONFIG_INT, "1000", 10, 60000, CFG(outbox_poll_ms),
@@ -314,9 +317,13 @@ static void service_probe_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *
 
 static struct kafka_config service_kafka(const struct service *svc)
 {
-    struct kafka_config k = {svc->cfg.kafka_brokers, svc->def->name,
-                             svc->cfg.kafka_message_timeout_ms, svc->cfg.kafka_partitions,
-                             svc->cfg.kafka_replication};
+    struct kafka_config k = {svc->cfg.kafka_brokers,
+                             svc->def->name,
+                             svc->cfg.kafka_message_timeout_ms,
+                             svc->cfg.kafka_partitions,
+                             svc->cfg.kafka_replication,
+                             svc->cfg.kafka_fetch_wait_ms ? svc->cfg.kafka_fetch_wait_ms
+                                                          : svc->def->kafka_fetch_wait_ms};
     return k;
 }
 

@@ -27,6 +27,7 @@ struct service_config {
     long kafka_partitions;
     long kafka_replication;
     long kafka_message_timeout_ms;
+    long kafka_fetch_wait_ms;
     long outbox_batch;
     long outbox_poll_ms;
     long auth_cache_ttl_ms;
@@ -79,6 +80,8 @@ struct service_def {
     inbox_prepare_fn event_prepare; /* may be NULL: inbox_config.prepare */
     /* Members of the consumer group per process when PTCE_INBOX_CONSUMERS is 0 (0 means 1). */
     long inbox_consumers;
+    /* The consumers' fetch.wait.max.ms when PTCE_KAFKA_FETCH_WAIT_MS is 0 (0 means 10). */
+    long kafka_fetch_wait_ms;
     /* Extra configuration read into extra_out, after the common table. */
     const struct config_var *extra_config;
     size_t nextra;

@@ -88,6 +88,11 @@ int main(int argc, char **argv)
         .nevent_routes = funding_event_nroutes,
         /* it applies decisions and skips the rest: a second member would only fetch */
         .inbox_consumers = 1,
+        /*
+         * Funding's events (a phase-2 decision, a wave) are rare and in no hurry: its consumer
+         * waits up to 100 ms for more, ten times fewer empty fetches for the broker to answer.
+         */
+        .kafka_fetch_wait_ms = 100,
         .extra_config = funding_vars,
         .nextra = sizeof funding_vars / sizeof funding_vars[0],
         .extra_out = &funding_cfg_storage,

@@ -111,7 +111,7 @@ static struct inbox *inbox_open(void)
     struct inbox_config cfg = {
         .conninfo = testdb_url(),
         .schema = schema,
-        .kafka = {rd_kafka_mock_cluster_bootstraps(mock), "unit-inbox", 5000, 1, 1},
+        .kafka = {rd_kafka_mock_cluster_bootstraps(mock), "unit-inbox", 5000, 1, 1, 0},
         .group = "unit-inbox",
         .topics = topics,
         .ntopics = 1,
@@ -593,7 +593,7 @@ START_TEST(test_inbox_skips_by_the_type_header)
     struct inbox_config cfg = {
         .conninfo = testdb_url(),
         .schema = schema,
-        .kafka = {rd_kafka_mock_cluster_bootstraps(mock), "unit-inbox", 5000, 1, 1},
+        .kafka = {rd_kafka_mock_cluster_bootstraps(mock), "unit-inbox", 5000, 1, 1, 0},
         .group = "unit-inbox",
         .topics = topics,
         .ntopics = 1,
@@ -636,7 +636,7 @@ START_TEST(test_inbox_members_share_the_partitions)
     struct inbox_config cfg = {
         .conninfo = testdb_url(),
         .schema = schema,
-        .kafka = {rd_kafka_mock_cluster_bootstraps(mock), "unit-inbox", 5000, 1, 1},
+        .kafka = {rd_kafka_mock_cluster_bootstraps(mock), "unit-inbox", 5000, 1, 1, 0},
         .group = "unit-wide",
         .topics = topics,
         .ntopics = 1,

@@ -87,7 +87,7 @@ static void mock_teardown(void)
 static rd_kafka_t *producer_on(const char *brokers)
 {
     char errstr[256];
-    struct kafka_config cfg = {brokers, "unit-test", 5000, 3, 1};
+    struct kafka_config cfg = {brokers, "unit-test", 5000, 3, 1, 0};
     rd_kafka_t *rk = kafka_producer_new(&cfg, NULL, NULL, errstr, sizeof errstr);
 
     ck_assert_msg(rk != NULL, "kafka_producer_new: %s", errstr);
@@ -126,7 +126,7 @@ END_TEST
 START_TEST(test_kafka_producer_bad_config)
 {
     char errstr[256] = "";
-    struct kafka_config cfg = {"127.0.0.1:1", "unit-test", -5, 1, 1};
+    struct kafka_config cfg = {"127.0.0.1:1", "unit-test", -5, 1, 1, 0};
 
     ck_assert_ptr_null(kafka_producer_new(&cfg, NULL, NULL, errstr, sizeof errstr));
     ck_assert_msg(strstr(errstr, "message.timeout.ms") != NULL, "errstr: %s", errstr);
@@ -137,7 +137,7 @@ START_TEST(test_kafka_consumer_on_mock)
 {
     static const char *const topics[] = {"unit.consumed"};
     char errstr[256];
-    struct kafka_config cfg = {rd_kafka_mock_cluster_bootstraps(mock), "unit-test", 5000, 1, 1};
+    struct kafka_config cfg = {rd_kafka_mock_cluster_bootstraps(mock), "unit-test", 5000, 1, 1, 0};
     rd_kafka_t *rk =
         kafka_consumer_new(&cfg, "unit-group", topics, 1, NULL, NULL, errstr, sizeof errstr);
     rd_kafka_topic_partition_list_t *subs = NULL;
@@ -149,6 +149,32 @@ START_TEST(test_kafka_consumer_on_mock)
     rd_kafka_topic_partition_list_destroy(subs);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
+}
+END_TEST
+
+/* A consumer's fetch.wait.max.ms: 10 ms unless its configuration says otherwise. */
+static void check_fetch_wait(long fetch_wait_ms, const char *expected)
+{
+    static const char *const topics[] = {"unit.consumed"};
+    char errstr[256], value[32];
+    size_t size = sizeof value;
+    struct kafka_config cfg = {
+        rd_kafka_mock_cluster_bootstraps(mock), "unit-test", 5000, 1, 1, fetch_wait_ms};
+    rd_kafka_t *rk =
+        kafka_consumer_new(&cfg, "unit-group", topics, 1, NULL, NULL, errstr, sizeof errstr);
+
+    ck_assert_msg(rk != NULL, "kafka_consumer_new: %s", errstr);
+    ck_assert_int_eq(rd_kafka_conf_get(rd_kafka_conf(rk), "fetch.wait.max.ms", value, &size),
+                     RD_KAFKA_CONF_OK);
+    ck_assert_str_eq(value, expected);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+}
+
+START_TEST(test_kafka_consumer_fetch_wait)
+{
+    check_fetch_wait(0, "10");
+    check_fetch_wait(100, "100");
 }
 END_TEST
 
@@ -237,6 +263,7 @@ static Suite *kafka_suite(void)
     tcase_add_test(mocked, test_kafka_unreachable_closed_port);
     tcase_add_test(mocked, test_kafka_producer_bad_config);
     tcase_add_test(mocked, test_kafka_consumer_on_mock);
+    tcase_add_test(mocked, test_kafka_consumer_fetch_wait);
     tcase_add_test(mocked, test_kafka_topics_ensure_bounded_on_mock);
     suite_add_tcase(s, mocked);
 

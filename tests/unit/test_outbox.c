@@ -347,7 +347,7 @@ static struct outbox_relay *relay_open(long message_timeout_ms, long poll_ms)
     struct outbox_relay_config cfg = {
         testdb_url(),
         schema,
-        {rd_kafka_mock_cluster_bootstraps(mock), "unit-relay", message_timeout_ms, 1, 1},
+        {rd_kafka_mock_cluster_bootstraps(mock), "unit-relay", message_timeout_ms, 1, 1, 0},
         10,
         poll_ms,
         5000};
