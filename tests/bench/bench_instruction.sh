@@ -77,10 +77,16 @@ pg_background() {
         (SELECT sum(autovacuum_count) FROM pg_stat_all_tables), (SELECT sum(autoanalyze_count) FROM pg_stat_all_tables)"
 }
 read -r BG_CK0 BG_AV0 BG_AA0 <<<"$(pg_background)"
+# The broker's collector pauses during the load: the lines its gc.log gains (deploy/local/kafka.sh).
+GC_LOG=$PTCE_STATE_DIR/kafka/logs/gc.log
+GC_LINES0=$(wc -l <"$GC_LOG" 2>/dev/null || echo 0)
 VI_MARK=$(cpu_mark)
 paced "$SECS" visible >"$RESULTS/visible_load.json"
 VI_CPU=$(cpu_since "$VI_MARK")
 read -r BG_CK1 BG_AV1 BG_AA1 <<<"$(pg_background)"
+GC_PAUSES=$(tail -n +"$((GC_LINES0 + 1))" "$GC_LOG" 2>/dev/null | awk '/Pause/ && $NF ~ /ms$/ {
+    ms = $NF + 0; n++; sum += ms; if (ms > max) max = ms }
+    END { printf "%d pauses, %.1f ms in all, the longest %.1f ms", n, sum, max }')
 statements_top "deposit → visible"
 visible_wait 60
 read -r VI_N VI_MISSING VI_P50 VI_P99 VI_MAX <<<"$(psql "$DB" -At -F ' ' -c "
@@ -132,6 +138,7 @@ psql "$DB" -At -c "
               LATERAL (SELECT extract(epoch FROM i.at - s.at) * 1000 AS ms) x
              WHERE s.side = 'submission' GROUP BY 1) y"
 echo "during the load, PostgreSQL ran $((BG_CK1 - BG_CK0)) checkpoints, $((BG_AV1 - BG_AV0)) autovacuums and $((BG_AA1 - BG_AA0)) autoanalyzes"
+echo "during the load, the broker's collector made ${GC_PAUSES:-no log}"
 # Deposits not visible: where they stand (never sent, sent but not in instruction's inbox, in
 # the inbox but not projected), and instruction's dead letters.
 if [ "${VI_MISSING:-0}" -gt 0 ]; then
