@@ -445,6 +445,15 @@ void http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (x->post)
         MHD_destroy_post_processor(x->post);
     x->post = NULL;
+    /*
+     * Ended while deferred: MHD may close a resumed connection whose client went away (a load
+     * generator's close at its end) without calling the handler again, which is where a deferred
+     * request stops being counted. Resumed or expired, it is out of the waiting lists by now.
+     */
+    if (x->resume) {
+        x->resume = NULL;
+        atomic_fetch_sub(&x->srv->deferred, 1);
+    }
     atomic_fetch_sub(&x->srv->inflight, 1);
     *con_cls = NULL;
     http_exchange_unref(x); /* the resumer's reference may outlive the request */
