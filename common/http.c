@@ -18,6 +18,7 @@
 #include "log.h"
 #include "utf8.h"
 #include "uuid.h"
+#include "xalloc.h"
 
 #define PROBLEM_TYPE_PREFIX "urn:ptce:problem:"
 
@@ -76,6 +77,39 @@ int http_reply_json(struct http_ctx *ctx, int code, json_t *body)
     }
     int rc = http_reply_raw(ctx, code, "application/json", text, strlen(text));
     free(text);
+    return rc;
+}
+
+size_t http_json_compact(const char *text, char *out)
+{
+    size_t n = 0;
+    int in_string = 0;
+
+    for (const char *p = text; *p; p++) {
+        if (in_string) {
+            out[n++] = *p;
+            if (*p == '\\' && p[1])
+                out[n++] = *++p; /* the escaped character, a quote included */
+            else if (*p == '"')
+                in_string = 0;
+        } else if (*p == '"') {
+            out[n++] = *p;
+            in_string = 1;
+        } else if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') {
+            out[n++] = *p;
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
+int http_reply_json_text(struct http_ctx *ctx, int code, const char *text)
+{
+    char *out = xmalloc(strlen(text) + 1);
+    size_t n = http_json_compact(text, out);
+    int rc = http_reply_raw(ctx, code, "application/json", out, n);
+
+    free(out);
     return rc;
 }
 

@@ -256,6 +256,15 @@ int http_defer_handler(struct http_ctx *ctx, http_handler_fn handler);
 
 /* Answers `code` with body serialised as JSON. Takes the reference to body. */
 int http_reply_json(struct http_ctx *ctx, int code, json_t *body);
+/*
+ * Answers `code` with JSON already serialised (text, borrowed), as PostgreSQL's jsonb output
+ * writes it: the blanks it puts after each ':' and ',' are dropped, so that the bytes are what
+ * http_reply_json would have sent for the same document, without parsing it. text must be one
+ * valid JSON value (the database's own output; not a client's).
+ */
+int http_reply_json_text(struct http_ctx *ctx, int code, const char *text);
+/* text without the blanks between its tokens into out (room for strlen(text) + 1); its length. */
+size_t http_json_compact(const char *text, char *out);
 /* Answers `code` with raw bytes of the given content type (copied). */
 int http_reply_raw(struct http_ctx *ctx, int code, const char *content_type, const char *data,
                    size_t len);

@@ -413,11 +413,21 @@ static int routes_signing_answer(struct http_ctx *ctx)
     }
     if (op->st == STATUS_PRECONDITION_FAILED)
         store_agreement_stale_why(op->version_now, op->why, sizeof op->why);
-    json_t *doc = op->st == STATUS_OK ? json_loads(op->doc, 0, NULL) : NULL;
-    if (!doc)
+    if (op->st != STATUS_OK || !op->doc)
         return funding_reply_refusal(ctx, op->st == STATUS_OK ? STATUS_INTERNAL : op->st, op->why,
                                      "the signature could not be recorded");
-    return routes_reply_agreement_doc(ctx, 200, doc);
+    /* the batch's text as the answer, unparsed: it is the agreement at version_now */
+    char etag[PRECOND_ETAG_LEN];
+    int not_modified = 0;
+    precond_etag(op->version_now, etag);
+    http_set_header(ctx, "ETag", etag);
+    enum status st =
+        precond_if_none_match(http_header(ctx, "If-None-Match"), op->version_now, &not_modified);
+    if (st != STATUS_OK) /* as routes_reply_agreement_doc answers it */
+        return http_reply_problem(ctx, st, "If-None-Match is not a list of entity tags");
+    if (not_modified)
+        return http_reply_raw(ctx, 304, NULL, "", 0);
+    return http_reply_json_text(ctx, 200, op->doc);
 }
 
 /* The one transition of the agreement's machine to `to`, when who may take it; else NULL. */

@@ -88,12 +88,11 @@ static void money_paying_free(void *p)
 static int money_paying_answer(struct http_ctx *ctx)
 {
     struct money_op *op = http_state(ctx);
-    json_t *doc = op->st == STATUS_OK ? json_loads(op->doc, 0, NULL) : NULL;
 
-    if (!doc)
+    if (op->st != STATUS_OK || !op->doc)
         return funding_reply_refusal(ctx, op->st == STATUS_OK ? STATUS_INTERNAL : op->st, op->why,
                                      "the payment could not be recorded");
-    return http_reply_json(ctx, 200, doc);
+    return http_reply_json_text(ctx, 200, op->doc); /* the batch's text, unparsed */
 }
 
 /*

@@ -17,6 +17,35 @@
 #include "testdb.h"
 #include "uuid.h"
 
+/* http_json_compact: the bytes jansson's compact dump gives for the same document. */
+START_TEST(test_http_json_compact)
+{
+    static const char *const texts[] = {
+        "{}",
+        "[]",
+        "{\"a\": 1, \"b\": [1, 2, {\"c\": null}], \"d\": true}",
+        "{\"name\": \"Pôle : a, b\", \"q\": \"say \\\"hi\\\" , ok\"}",
+        "{\"back\": \"a\\\\\", \"after\": \"x y\"}", /* a string ending in \\ */
+        "{\"ctl\": \"tab\\there\\nline\\u0001\", \"sp\": \"  lead\"}",
+        "{\"n\": -12.5, \"big\": 10000000, \"nested\": {\"k\": {\"l\": [\"\", \" \"]}}}",
+        "\n{\r\n\t\"a\" :\t[ 1 ,2 ] }\n",
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+        json_error_t err;
+        json_t *doc = json_loads(texts[i], JSON_DECODE_ANY, &err);
+        ck_assert_msg(doc, "case %zu: %s", i, err.text);
+        char *want = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY);
+        char *got = malloc(strlen(texts[i]) + 1);
+        size_t n = http_json_compact(texts[i], got);
+        ck_assert_str_eq(got, want);
+        ck_assert_uint_eq(n, strlen(want));
+        free(got);
+        free(want);
+        json_decref(doc);
+    }
+}
+END_TEST
+
 /* ---- http_json_parse_object: no server ---- */
 
 START_TEST(test_http_json_parse_object)
@@ -1300,6 +1329,7 @@ static Suite *http_suite(void)
     tcase_set_timeout(json, 10);
     tcase_add_test(json, test_http_json_parse_object);
     tcase_add_test(json, test_http_fields_unknown);
+    tcase_add_test(json, test_http_json_compact);
     suite_add_tcase(s, json);
 
     tcase_set_timeout(tc, 30);
