@@ -101,24 +101,39 @@ char *funding_scope_regions(const struct http_ctx *ctx)
     return text;
 }
 
-/* Answers an agreement's document (taken) with its ETag, or 304 for a matching If-None-Match. */
-static int routes_reply_agreement_doc(struct http_ctx *ctx, int code, json_t *doc)
+/*
+ * An agreement's answer at `version`: sets its ETag and, for a 200, answers a matching
+ * If-None-Match (304) or a malformed one; returns 1 with *rc when it answered, 0 when the
+ * document is to be sent.
+ */
+static int routes_agreement_preconditions(struct http_ctx *ctx, int code, long long version,
+                                          int *rc)
 {
     char etag[PRECOND_ETAG_LEN];
     int not_modified = 0;
-    long long version = json_integer_value(json_object_get(doc, "version"));
 
     precond_etag(version, etag);
     http_set_header(ctx, "ETag", etag);
-    if (code == 200) {
-        enum status st =
-            precond_if_none_match(http_header(ctx, "If-None-Match"), version, &not_modified);
-        if (st != STATUS_OK || not_modified)
-            json_decref(doc);
-        if (st != STATUS_OK) /* as submission and instruction answer it */
-            return http_reply_problem(ctx, st, "If-None-Match is not a list of entity tags");
-        if (not_modified)
-            return http_reply_raw(ctx, 304, NULL, "", 0);
+    if (code != 200)
+        return 0;
+    enum status st =
+        precond_if_none_match(http_header(ctx, "If-None-Match"), version, &not_modified);
+    if (st != STATUS_OK) /* as submission and instruction answer it */
+        *rc = http_reply_problem(ctx, st, "If-None-Match is not a list of entity tags");
+    else if (not_modified)
+        *rc = http_reply_raw(ctx, 304, NULL, "", 0);
+    return st != STATUS_OK || not_modified;
+}
+
+/* Answers an agreement's document (taken) with its ETag, or 304 for a matching If-None-Match. */
+static int routes_reply_agreement_doc(struct http_ctx *ctx, int code, json_t *doc)
+{
+    int rc;
+
+    if (routes_agreement_preconditions(ctx, code,
+                                       json_integer_value(json_object_get(doc, "version")), &rc)) {
+        json_decref(doc);
+        return rc;
     }
     return http_reply_json(ctx, code, doc);
 }
@@ -417,16 +432,9 @@ static int routes_signing_answer(struct http_ctx *ctx)
         return funding_reply_refusal(ctx, op->st == STATUS_OK ? STATUS_INTERNAL : op->st, op->why,
                                      "the signature could not be recorded");
     /* the batch's text as the answer, unparsed: it is the agreement at version_now */
-    char etag[PRECOND_ETAG_LEN];
-    int not_modified = 0;
-    precond_etag(op->version_now, etag);
-    http_set_header(ctx, "ETag", etag);
-    enum status st =
-        precond_if_none_match(http_header(ctx, "If-None-Match"), op->version_now, &not_modified);
-    if (st != STATUS_OK) /* as routes_reply_agreement_doc answers it */
-        return http_reply_problem(ctx, st, "If-None-Match is not a list of entity tags");
-    if (not_modified)
-        return http_reply_raw(ctx, 304, NULL, "", 0);
+    int rc;
+    if (routes_agreement_preconditions(ctx, 200, op->version_now, &rc))
+        return rc;
     return http_reply_json_text(ctx, 200, op->doc);
 }
 
