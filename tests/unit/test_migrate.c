@@ -53,6 +53,31 @@ static const char *recorded(struct db_conn *c)
     return names;
 }
 
+/*
+ * Rows the size of a deposit's event fill an outbox page as the relay finds them, then each is
+ * marked sent: the page of every row (ctid's block) before and after its mark, as the number of
+ * rows whose new version left their page.
+ */
+DB_STMT(q_outbox_fill,
+        "INSERT INTO outbox (event_id, topic, key, type, payload) SELECT gen_random_uuid(), 't', "
+        "'k', 'x', repeat('p', 1700) FROM generate_series(1, 40)");
+DB_STMT(q_outbox_moved, "WITH b AS (SELECT id, (ctid::text::point)[0] AS page FROM outbox), "
+                        "u AS (UPDATE outbox o SET sent_at = now() FROM b WHERE o.id = b.id "
+                        "RETURNING b.page AS before, (o.ctid::text::point)[0] AS after) "
+                        "SELECT count(*) FILTER (WHERE before <> after), count(*) FROM u");
+
+static long outbox_rows_moved_by_their_sent_mark(struct db_conn *c)
+{
+    PGresult *r;
+
+    ck_assert_int_eq(db_exec(c, &q_outbox_fill, 0, NULL, NULL), STATUS_OK);
+    ck_assert_int_eq(db_exec(c, &q_outbox_moved, 0, NULL, &r), STATUS_OK);
+    long moved = atol(PQgetvalue(r, 0, 0));
+    ck_assert_int_eq(atol(PQgetvalue(r, 0, 1)), 40);
+    PQclear(r);
+    return moved;
+}
+
 static enum status apply_one_list(struct db_conn *c, const struct migration *list, size_t count,
                                   size_t *applied)
 {
@@ -75,15 +100,19 @@ START_TEST(test_migrate_common_once)
     ck_assert(relation_exists(&conn, "inbox"));
     ck_assert(relation_exists(&conn, "inbox_dead_letter"));
     ck_assert_str_eq(recorded(&conn),
-                     "001_outbox_inbox.sql,002_dead_letters.sql,003_idempotency.sql");
+                     "001_outbox_inbox.sql,002_dead_letters.sql,003_idempotency.sql,"
+                     "004_outbox_fillfactor.sql");
     ck_assert_int_eq(PQtransactionStatus(conn.pg), PQTRANS_IDLE); /* committed */
+    /* 004: a sent mark keeps the row on its page (its WAL then carries only what changed). */
+    ck_assert_int_eq(outbox_rows_moved_by_their_sent_mark(&conn), 0);
 
     ck_assert_int_eq(
         apply_one_list(&conn, sql_common_migrations, sql_common_migrations_count, &applied),
         STATUS_OK);
     ck_assert_uint_eq(applied, 0);
     ck_assert_str_eq(recorded(&conn),
-                     "001_outbox_inbox.sql,002_dead_letters.sql,003_idempotency.sql");
+                     "001_outbox_inbox.sql,002_dead_letters.sql,003_idempotency.sql,"
+                     "004_outbox_fillfactor.sql");
 }
 END_TEST
 
