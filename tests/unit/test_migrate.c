@@ -72,8 +72,8 @@ static long outbox_rows_moved_by_their_sent_mark(struct db_conn *c)
 
     ck_assert_int_eq(db_exec(c, &q_outbox_fill, 0, NULL, NULL), STATUS_OK);
     ck_assert_int_eq(db_exec(c, &q_outbox_moved, 0, NULL, &r), STATUS_OK);
-    long moved = atol(PQgetvalue(r, 0, 0));
-    ck_assert_int_eq(atol(PQgetvalue(r, 0, 1)), 40);
+    long moved = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    ck_assert_int_eq(strtol(PQgetvalue(r, 0, 1), NULL, 10), 40);
     PQclear(r);
     return moved;
 }
