@@ -13,11 +13,17 @@ CFLAGS  := -std=c17 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -W
            -Wshadow -Wstrict-prototypes -Wformat=2 -g -Icommon -I$(BUILD)/gen \
            $(shell pkg-config --cflags libpq libulfius 2>/dev/null)
 LDLIBS  := -lulfius -lmicrohttpd -lorcania -ljansson -lpq -lrdkafka -lcurl -lcrypto -lqpdf -lpthread -lm
+# JEMALLOC=1 (the default outside sanitizer builds) links jemalloc, the services' allocator
+# (README, "Allocator"); JEMALLOC=0 keeps glibc's.
+JEMALLOC ?= 1
 ifeq ($(SANITIZE),1)
 CFLAGS  += -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 else
 CFLAGS  += -O2
+ifeq ($(JEMALLOC),1)
+LDLIBS  := -ljemalloc $(LDLIBS)
+endif
 endif
 
 COMMON_SRC := $(wildcard common/*.c)
