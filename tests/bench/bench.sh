@@ -136,14 +136,20 @@ pgbench_tps() {
 echo "== pgbench (database alone, ${CONNS} clients, ${SECS}s each, fsync on)"
 psql "$DB" -qc "CREATE TABLE IF NOT EXISTS bench_insert (id bigserial PRIMARY KEY, procedure_id bigint, dossier_number bigint, payload text, received_at timestamptz DEFAULT now())"
 pgbench -q -i -s 10 "$DB" >/dev/null 2>&1
-settle
-PG_MARK=$(cpu_mark)
-pgbench -n -M prepared -c "$CONNS" -j 2 -T "$SECS" -f "$HERE/insert.sql" -D aid=1 "$DB" >"$RESULTS/pg_insert.txt" 2>&1 || true
-PG_INSERT_CPU=$(cpu_since "$PG_MARK")
+# pgbench_insert NAME: the single-row insert at CONNS clients → "tps|cpu" (RESULTS/NAME.txt).
+# The funding part runs it a second time, right before its own load (bench_funding.sh).
+pgbench_insert() {
+    local mark
+    settle
+    mark=$(cpu_mark)
+    pgbench -n -M prepared -c "$CONNS" -j 2 -T "$SECS" -f "$HERE/insert.sql" -D aid=1 "$DB" \
+        >"$RESULTS/$1.txt" 2>&1 || true
+    echo "$(pgbench_tps "$RESULTS/$1.txt")|$(cpu_since "$mark")"
+}
+IFS='|' read -r PG_INSERT PG_INSERT_CPU <<<"$(pgbench_insert pg_insert)"
 settle
 pgbench -n -M prepared -S -c "$CONNS" -j 2 -T "$SECS" "$DB" >"$RESULTS/pg_select.txt" 2>&1
 pgbench -n -M prepared -S -c 16 -j 2 -T "$SECS" "$DB" >"$RESULTS/pg_select16.txt" 2>&1
-PG_INSERT=$(pgbench_tps "$RESULTS/pg_insert.txt")
 PG_SELECT=$(pgbench_tps "$RESULTS/pg_select.txt")
 PG_SELECT16=$(pgbench_tps "$RESULTS/pg_select16.txt")
 echo "pgbench single-row insert: $PG_INSERT tps ($PG_INSERT_CPU)"

@@ -41,6 +41,13 @@ fund_sql "SELECT line FROM (
                WHERE a.wave = '$MONEY_WAVE' AND t.state = 'due') AS ids (line)
           ORDER BY random()" >"$RESULTS/money_ids.txt"
 rm -f "$RESULTS/money_ids.next"
+# pgbench's insert again, just before the money load: the machine's speed drifts over a run of
+# several minutes (a host neighbour: once 10 725 tps at the start against 22 000-25 000 in other
+# runs, 4 % stolen, which made the ratio 0.40), and one figure taken minutes earlier can say
+# more about that drift than about the service. Both ratios are printed; the issue's figure is
+# the lower one (against the faster pgbench), so that neither drift flatters it.
+IFS='|' read -r PG_INSERT2 PG_INSERT2_CPU <<<"$(pgbench_insert pg_insert_funding)"
+echo "pgbench single-row insert, just before the money load: $PG_INSERT2 tps ($PG_INSERT2_CPU)"
 statements_reset
 read -r MO_RPS MO_P99 MO_BAD <<<"$(wrk_run money -s "$HERE/funding_money.lua" "$FUND" -- \
     "$RESULTS/money_ids.txt" "$RESULTS/money_ids.next" "$FKEY" 2)"
@@ -77,5 +84,6 @@ read -r ST_RPS ST_P99 ST_BAD <<<"$(WRK_CONNS=16 wrk_run stats -s "$HERE/stats_mo
 echo "GET /v1/stats/money?wave= (10 waves x 1000 agreements), 16 connections: $ST_RPS req/s, p99 ${ST_P99} ms ($(dist stats)), non-2xx $ST_BAD"
 
 echo "== figures of the issues (same run, funding)"
-echo "committing and paying, $CONNS connections / pgbench insert: $(ratio "$MO_RPS" "$PG_INSERT") (target >= 0.50), p99 ${MO_P99} ms, non-2xx $MO_BAD, invariant $MO_INV, $MO_CPU (pgbench insert: $PG_INSERT_CPU)"
+PG_INSERT_HI=$(awk -v a="$PG_INSERT" -v b="$PG_INSERT2" 'BEGIN {print (a > b ? a : b)}')
+echo "committing and paying, $CONNS connections / pgbench insert: $(ratio "$MO_RPS" "$PG_INSERT_HI") (target >= 0.50; $MO_RPS req/s against the faster of the run's two pgbench inserts: $(ratio "$MO_RPS" "$PG_INSERT") of the first, $PG_INSERT tps, $(ratio "$MO_RPS" "$PG_INSERT2") of the one just before, $PG_INSERT2 tps), p99 ${MO_P99} ms, non-2xx $MO_BAD, invariant $MO_INV, $MO_CPU (pgbench insert just before: $PG_INSERT2_CPU)"
 echo "GET /v1/stats/money, 16 connections: p99 ${ST_P99} ms (target <= 10), $ST_RPS req/s, non-2xx $ST_BAD"
