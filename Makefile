@@ -97,7 +97,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/tests/testdb.o $(DOMAIN_OBJ) $(BUILD)/
 
 unit-bins: $(UNIT_BINS)
 
-run: deps all
+# The build runs in a make of its own, started once deps has installed the packages: this one
+# read pkg-config's flags before they were there (on a fresh machine, none at all).
+run: deps
+	@$(MAKE) --no-print-directory all
 	@deploy/local/run.sh
 
 test: deps
@@ -107,7 +110,8 @@ test: deps
 lint: deps
 	@tools/lint.sh
 
-bench: deps all $(BUILD)/paced-post
+bench: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/paced-post
 	@tests/bench/bench.sh $(BUILD)
 
 clean:

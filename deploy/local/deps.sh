@@ -15,7 +15,7 @@ REQS=$ROOT/tests/requirements.txt
 
 PACKAGES=(
   libulfius-dev libmicrohttpd-dev librdkafka-dev check libqpdf-dev qpdf wrk cppcheck clang-format clang-tidy
-  libjansson-dev libcurl4-gnutls-dev uuid-dev libssl-dev pkg-config libjemalloc-dev
+  libjansson-dev libcurl4-gnutls-dev uuid-dev libssl-dev pkg-config libjemalloc-dev libpq-dev
   postgresql postgresql-contrib openjdk-17-jre-headless maven
   python3 python3-venv curl ca-certificates
 )
