@@ -242,8 +242,8 @@ DB_STMT(st_dossier_insert,
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::json, $12)");
 DB_STMT(st_dossier_update,
         "UPDATE dossier SET state = $2, region = $3, eligibility = $4, version = $5,"
-        " document = $6::json, ds_updated_at = $7, change_seq = nextval('dossier_change_seq'),"
-        " updated_at = now(), withdrawn_at = NULL WHERE id = $1");
+        " document = $6::json, ds_updated_at = $7, updated_at = now(), withdrawn_at = NULL"
+        " WHERE id = $1");
 DB_STMT(st_history_insert,
         "INSERT INTO dossier_history (dossier_id, actor, kind, detail) VALUES ($1, $2, $3, $4)");
 /* A version's rule checks and its history line: one round trip for both. */
@@ -403,9 +403,9 @@ enum status store_partner_create(struct db_conn *conn, const struct auth_princip
 }
 
 /*
- * The rows of many first versions in one statement: the dossiers (in the list's order, which
- * is their change_seq order), their checks and their history lines. $8 wave, $9 rules version,
- * $10 the deposit time; the others one array element per deposit.
+ * The rows of many first versions in one statement: the dossiers (in the batch's order, which
+ * their history lines' ids follow), their checks and their history lines. $8 wave, $9 rules
+ * version, $10 the deposit time; the others one array element per deposit.
  */
 DB_STMT(st_partner_insert_many,
         "WITH x AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],"
@@ -692,7 +692,7 @@ DB_STMT(st_notice_close, "UPDATE ds_notification SET status = 'done', done_at = 
 DB_STMT(
     st_ds_withdraw,
     "UPDATE dossier SET state = 'withdrawn', withdrawn_at = $2, version = version + 1,"
-    " change_seq = nextval('dossier_change_seq'), updated_at = now(),"
+    " updated_at = now(),"
     " document = (document::jsonb || jsonb_build_object('state', 'withdrawn', 'version',"
     " version + 1,"
     " 'updated_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')))::json"

@@ -4,7 +4,7 @@ Three dossiers A, B, C are changed by writers that commit out of order: A's tran
 place in the order first but commits last, while B and C commit in between and a reader pages
 through (limit=1, so that its cursor moves past B to C). The writers are sessions of the
 database owner running the statement the service runs for a new version (an UPDATE of the
-row, as store.c's st_dossier_update does, change_seq included). Once A has committed, the
+row, as store.c's st_dossier_update does). Once A has committed, the
 reader goes on from its cursor: it must have seen the new version of every one of them.
 """
 import time
@@ -16,8 +16,7 @@ import requests
 
 from conftest import bearer, partner_body, sql, wait_until
 
-UPDATE = ("UPDATE submission.dossier SET updated_at = now(),"
-          " change_seq = nextval('submission.dossier_change_seq') WHERE id = %s")
+UPDATE = "UPDATE submission.dossier SET updated_at = now() WHERE id = %s"
 
 
 def deposit(urls, partner, region):
