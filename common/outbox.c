@@ -96,6 +96,34 @@ enum status outbox_append(struct db_conn *conn, const char *topic, const char *s
     return st;
 }
 
+/*
+ * The envelope of an event whose data is already text: the envelope without its data member,
+ * then `"data":` and that text spliced in before its closing brace (the members' order is no
+ * part of the contract). Takes data_json.
+ */
+static char *outbox_payload_text(const char *source, const char *type, const char *subject,
+                                 char *data_json, const char *request_id, char *id_out)
+{
+    json_t *ev = cloudevent_new(source, type, subject, NULL, request_id, id_out);
+    json_object_del(ev, "data");
+    char *head = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    if (!head) {
+        free(data_json);
+        return NULL;
+    }
+    struct buf b;
+    size_t len = strlen(head); /* "{…}": at least the seven members cloudevent_new writes */
+    buf_init(&b, 0);
+    buf_append(&b, head, len - 1);
+    buf_append(&b, ",\"data\":", 8);
+    buf_append(&b, data_json, strlen(data_json));
+    buf_append(&b, "}", 1);
+    free(head);
+    free(data_json);
+    return b.data;
+}
+
 /* Adds events[0..n) to rows as outbox_append_batch describes; takes every data reference. */
 static enum status outbox_rows_add_events(struct outbox_rows *rows, const char *topic,
                                           const char *source, struct outbox_event *events, size_t n)
@@ -104,8 +132,15 @@ static enum status outbox_rows_add_events(struct outbox_rows *rows, const char *
 
     for (size_t i = 0; i < n; i++) {
         char id[UUID_STR_LEN];
-        char *payload = outbox_payload(source, events[i].type, events[i].subject, events[i].data,
-                                       events[i].request_id, id); /* takes data */
+        char *payload;
+        if (events[i].data_json) { /* takes data_json; data, if any, is dropped */
+            json_decref(events[i].data);
+            payload = outbox_payload_text(source, events[i].type, events[i].subject,
+                                          events[i].data_json, events[i].request_id, id);
+        } else {
+            payload = outbox_payload(source, events[i].type, events[i].subject, events[i].data,
+                                     events[i].request_id, id); /* takes data */
+        }
         if (payload)
             outbox_rows_add(rows, id, topic, events[i].subject, events[i].type, payload);
         else

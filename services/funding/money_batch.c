@@ -98,13 +98,14 @@ static size_t money_events(const struct money_op *op, const json_t *list, struct
         struct fsm_result res = {.version = op->version_now};
         snprintf(res.from, sizeof res.from, "%s", op->from_state);
         evs[n++] = (struct outbox_event){funding_agreement_fsm.event_type, op->id,
-                                         fsm_event_data(op->rq, &res), op->request_id};
+                                         fsm_event_data(op->rq, &res), op->request_id, NULL};
     }
     for (size_t i = 0; i < json_array_size(list) && n < cap; i++) {
         const json_t *e = json_array_get(list, i);
-        evs[n++] = (struct outbox_event){json_string_value(json_object_get(e, "type")),
-                                         json_string_value(json_object_get(e, "subject")),
-                                         json_incref(json_object_get(e, "data")), op->request_id};
+        evs[n++] =
+            (struct outbox_event){json_string_value(json_object_get(e, "type")),
+                                  json_string_value(json_object_get(e, "subject")),
+                                  json_incref(json_object_get(e, "data")), op->request_id, NULL};
     }
     return n;
 }

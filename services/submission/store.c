@@ -448,8 +448,12 @@ static void store_partner_row(struct store_many_row *row, struct store_deposit *
     row->cells[5] = json_dumps(v.checks, JSON_COMPACT);
     row->cells[6] = store_history_detail(&v.meta);
     snprintf(d->id, sizeof d->id, "%s", id);
-    row->ev = (struct outbox_event){v.event_type, d->id, json_pack("{s:o}", "dossier", doc),
-                                    d->request_id};
+    /* the event's data is {"dossier": the document}, from the text just made, not dumped again */
+    struct buf data;
+    buf_init(&data, 0);
+    buf_printf(&data, "{\"dossier\":%s}", d->document);
+    row->ev = (struct outbox_event){v.event_type, d->id, NULL, d->request_id, data.data};
+    json_decref(doc);
     json_decref(v.checks);
 }
 
@@ -490,7 +494,8 @@ static enum status store_many_write(struct db_conn *conn, struct store_many *m, 
         for (int c = 0; c < STORE_MANY_COLS; c++)
             pgarray_add_text(&cols[c], m->rows[i].cells[c]);
         evs[nev++] = m->rows[i].ev;
-        m->rows[i].ev.data = NULL; /* taken by outbox_append_batch */
+        m->rows[i].ev.data = NULL; /* both taken by outbox_append_batch */
+        m->rows[i].ev.data_json = NULL;
     }
     for (int c = 0; c < STORE_MANY_COLS; c++)
         params[c] = pgarray_text(&cols[c]);
@@ -502,8 +507,10 @@ static enum status store_many_write(struct db_conn *conn, struct store_many *m, 
     if (st == STATUS_OK)
         st = outbox_append_batch(conn, SUBMISSION_TOPIC, SUBMISSION_SOURCE, evs, nev);
     else
-        for (size_t i = 0; i < nev; i++)
+        for (size_t i = 0; i < nev; i++) {
             json_decref(evs[i].data);
+            free(evs[i].data_json);
+        }
     for (int c = 0; c < STORE_MANY_COLS; c++)
         pgarray_free(&cols[c]);
     free(evs);
@@ -516,6 +523,7 @@ static void store_many_free(struct store_many *m, size_t n)
         for (int c = 0; c < STORE_MANY_COLS; c++)
             free(m->rows[i].cells[c]);
         json_decref(m->rows[i].ev.data);
+        free(m->rows[i].ev.data_json);
     }
     free(m->rows);
 }

@@ -10,6 +10,7 @@
 #include "outbox.h"
 #include "sql_common.h"
 #include "testdb.h"
+#include "xalloc.h"
 
 #include <librdkafka/rdkafka_mock.h> /* must follow rdkafka.h, which outbox.h includes */
 
@@ -198,9 +199,9 @@ START_TEST(test_outbox_append_batch_keeps_order_and_request_ids)
 {
     struct db_conn *conn;
     struct outbox_event evs[3] = {
-        {"x.a", "k1", json_pack("{s:s}", "quote", "a \"b\" {c}, \\d"), "req-1"},
-        {"x.b", "k2", json_pack("{s:i}", "n", 2), NULL},
-        {"x.c", "k1", json_pack("{s:i}", "n", 3), "req-3"},
+        {"x.a", "k1", json_pack("{s:s}", "quote", "a \"b\" {c}, \\d"), "req-1", NULL},
+        {"x.b", "k2", json_pack("{s:i}", "n", 2), NULL, NULL},
+        {"x.c", "k1", json_pack("{s:i}", "n", 3), "req-3", NULL},
     };
 
     ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
@@ -222,6 +223,44 @@ START_TEST(test_outbox_append_batch_keeps_order_and_request_ids)
             ck_assert_str_eq(json_string_value(json_object_get(data, "quote")), "a \"b\" {c}, \\d");
         json_decref(data);
     }
+    PQclear(r);
+}
+END_TEST
+
+/*
+ * An event whose data is already text (data_json) is published with that text as its data, in
+ * an envelope like any other: its request id, one data member (the parse refuses duplicates),
+ * escapes kept as they were; data given beside it is dropped, not leaked.
+ */
+START_TEST(test_outbox_append_batch_data_json)
+{
+    struct db_conn *conn;
+    struct outbox_event evs[2] = {
+        {"x.j", "k1", json_pack("{s:i}", "ignored", 1), "req-j",
+         xstrdup("{\"dossier\":{\"title\":\"a \\\"b\\\" \\u00e9\",\"n\":[1,2]}}")},
+        {"x.k", "k2", NULL, NULL, xstrdup("{}")},
+    };
+
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    ck_assert_int_eq(db_begin(conn), STATUS_OK);
+    ck_assert_int_eq(outbox_append_batch(conn, "t", "/s", evs, 2), STATUS_OK);
+    ck_assert_int_eq(db_commit(conn), STATUS_OK);
+    db_release(pool, conn);
+    PGresult *r = outbox_rows();
+    ck_assert_int_eq(PQntuples(r), 2);
+    static const struct expected_row rows[] = {
+        {"t", "k1", "x.j", "/s", "req-j"},
+        {"t", "k2", "x.k", "/s", NULL},
+    };
+    json_t *data = check_row(r, 0, &rows[0]);
+    json_t *dossier = json_object_get(data, "dossier");
+    ck_assert_str_eq(json_string_value(json_object_get(dossier, "title")), "a \"b\" \u00e9");
+    ck_assert_int_eq(json_array_size(json_object_get(dossier, "n")), 2);
+    ck_assert_ptr_null(json_object_get(data, "ignored"));
+    json_decref(data);
+    data = check_row(r, 1, &rows[1]);
+    ck_assert(json_is_object(data) && json_object_size(data) == 0);
+    json_decref(data);
     PQclear(r);
 }
 END_TEST
@@ -250,8 +289,8 @@ START_TEST(test_outbox_defer_flush_writes_in_call_order)
     struct db_conn *conn, *listener;
     char id0[UUID_STR_LEN] = "", id3[UUID_STR_LEN] = "", listen[128];
     struct outbox_event evs[2] = {
-        {"x.b", "k2", json_pack("{s:i}", "n", 1), "req-b"},
-        {"x.c", "k1", NULL, NULL},
+        {"x.b", "k2", json_pack("{s:i}", "n", 1), "req-b", NULL},
+        {"x.c", "k1", NULL, NULL, NULL},
     };
 
     ck_assert_int_eq(db_acquire(pool, &listener), STATUS_OK);
@@ -492,6 +531,7 @@ static Suite *outbox_suite(void)
     tcase_add_test(tc, test_outbox_append_rollback_leaves_nothing);
     tcase_add_test(tc, test_outbox_append_keeps_order);
     tcase_add_test(tc, test_outbox_append_batch_keeps_order_and_request_ids);
+    tcase_add_test(tc, test_outbox_append_batch_data_json);
     tcase_add_test(tc, test_outbox_append_without_table_fails);
     tcase_add_test(tc, test_outbox_defer_flush_writes_in_call_order);
     tcase_add_test(tc, test_outbox_relay_publishes_in_order);
