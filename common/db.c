@@ -37,6 +37,7 @@ struct db_pool {
 
 static atomic_int db_stmt_next_id = 1;
 static atomic_ulong db_commits;
+static void (*_Atomic db_outbox_hook)(void);
 
 enum status db_status_from_sqlstate(const char *sqlstate)
 {
@@ -154,6 +155,7 @@ void db_conn_close(struct db_conn *conn)
 /* A connection is lost: every other idle one of its pool is suspect too (a restart). */
 static void db_conn_lost(struct db_conn *conn)
 {
+    conn->outbox_appended = 0; /* the transaction is gone with the connection */
     memset(conn->prepared, 0, sizeof conn->prepared);
     if (conn->pool)
         atomic_fetch_add(&conn->pool->generation, 1);
@@ -457,14 +459,25 @@ enum status db_begin(struct db_conn *conn)
     return db_command(conn, "BEGIN");
 }
 
+void db_set_outbox_hook(void (*hook)(void))
+{
+    atomic_store(&db_outbox_hook, hook);
+}
+
 enum status db_commit(struct db_conn *conn)
 {
     if (conn->outbox_deferred)
         abort(); /* outbox_defer_flush was forgotten: the events would vanish with the commit */
     enum status st = db_command(conn, "COMMIT");
+    int appended = conn->outbox_appended;
 
-    if (st == STATUS_OK)
+    conn->outbox_appended = 0;
+    if (st == STATUS_OK) {
         atomic_fetch_add(&db_commits, 1);
+        void (*hook)(void) = atomic_load(&db_outbox_hook);
+        if (appended && hook)
+            hook();
+    }
     return st;
 }
 
@@ -475,6 +488,7 @@ unsigned long db_commit_count(void)
 
 void db_rollback(struct db_conn *conn)
 {
+    conn->outbox_appended = 0;
     if (conn->pg && PQstatus(conn->pg) == CONNECTION_OK)
         (void)db_command(conn, "ROLLBACK");
 }

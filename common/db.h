@@ -38,6 +38,8 @@ struct db_conn {
      * and outbox_defer_flush or outbox_defer_discard; NULL when appends are written at once.
      */
     struct outbox_rows *outbox_deferred;
+    /* Set by outbox.c: the open transaction appended events, so its commit wakes the relay. */
+    int outbox_appended;
 };
 
 /*
@@ -116,6 +118,12 @@ enum status db_commit(struct db_conn *conn);
  * moved: a cache keyed by it sees the process's own writes at once.
  */
 unsigned long db_commit_count(void);
+/*
+ * What db_commit calls, on the committing thread, after the commit of a transaction that
+ * appended to the outbox (outbox_appended): outbox.c sets it to the wake-up of its process's
+ * relay. Process-wide; NULL (the default) calls nothing.
+ */
+void db_set_outbox_hook(void (*hook)(void));
 void db_rollback(struct db_conn *conn);
 /* Ends a unit of work: commits when st is STATUS_OK, rolls back otherwise. Returns st, or the
  * commit's failure. */

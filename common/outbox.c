@@ -1,22 +1,86 @@
 /* outbox: events appended in the caller's transaction, at once or held back for one statement. */
 #include "outbox.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "cloudevent.h"
 #include "log.h"
 #include "pgarray.h"
 #include "xalloc.h"
 
+/*
+ * $6 is 'on' when this process's relay is woken by the commit itself (outbox_wake_open): the
+ * outbox's trigger (common 006) then sends no NOTIFY. A notifying commit holds a database-wide
+ * lock from its commit record to its end, WAL flush included, so every service's commits that
+ * notified went through their flushes one at a time. The setting is the transaction's own
+ * (set_config's third argument), read by the statement's AFTER trigger; the WHERE makes the
+ * planner run the volatile set_config whatever columns it reads.
+ */
 DB_STMT(outbox_insert, "INSERT INTO outbox (event_id, topic, key, type, payload)"
-                       " VALUES ($1, $2, $3, $4, $5)");
+                       " SELECT $1::uuid, $2::text, $3::text, $4::text, $5::text"
+                       " FROM (SELECT set_config('ptce.outbox_wakes_relay', $6::text, true)) w (v)"
+                       " WHERE w.v IS NOT NULL");
 /* ORDER BY the arrays' order: the ids the events get, and so the relay's order per key. */
 DB_STMT(outbox_insert_many,
-        "INSERT INTO outbox (event_id, topic, key, type, payload)"
+        "WITH w (v) AS (SELECT set_config('ptce.outbox_wakes_relay', $6::text, true))"
+        " INSERT INTO outbox (event_id, topic, key, type, payload)"
         " SELECT e.id, e.topic, e.key, e.type, e.payload FROM unnest($1::uuid[], $2::text[],"
         " $3::text[], $4::text[], $5::text[]) WITH ORDINALITY"
-        " AS e (id, topic, key, type, payload, n) ORDER BY e.n");
+        " AS e (id, topic, key, type, payload, n), w WHERE w.v IS NOT NULL ORDER BY e.n");
+
+/* The eventfd this process's relay polls (outbox_wake_open), -1 before any. */
+static atomic_int outbox_wake_fd = -1;
+static pthread_once_t outbox_wake_once = PTHREAD_ONCE_INIT;
+
+/* Wakes the relay: called after a commit that appended events (db_commit's hook). */
+static void outbox_wake(void)
+{
+    int fd = atomic_load(&outbox_wake_fd);
+    uint64_t one = 1;
+
+    if (fd >= 0 && write(fd, &one, sizeof one) < 0) {
+        /* EAGAIN: the counter is full, the relay has wake-ups enough */
+    }
+}
+
+static void outbox_wake_init(void)
+{
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+
+    if (fd < 0) {
+        log_event(LOG_WARN, "outbox.wake_unavailable", "{s:s}", "reason",
+                  "eventfd failed: commits notify the relay through the database");
+        return;
+    }
+    atomic_store(&outbox_wake_fd, fd);
+    db_set_outbox_hook(outbox_wake);
+}
+
+int outbox_wake_open(void)
+{
+    pthread_once(&outbox_wake_once, outbox_wake_init);
+    return atomic_load(&outbox_wake_fd);
+}
+
+/* The rows are in: a commit in autocommit is already done, a transaction's wakes at db_commit. */
+static void outbox_appended(struct db_conn *conn)
+{
+    if (conn->pg && PQtransactionStatus(conn->pg) == PQTRANS_IDLE)
+        outbox_wake();
+    else
+        conn->outbox_appended = 1;
+}
+
+static const char *outbox_wakes_relay(void)
+{
+    return atomic_load(&outbox_wake_fd) >= 0 ? "on" : "off";
+}
 
 /*
  * Rows for outbox_insert_many, column by column in their order: a batch's, or the appends a
@@ -55,13 +119,17 @@ static void outbox_rows_add(struct outbox_rows *rows, const char *id, const char
 /* Writes the rows with one statement (none: nothing), in the open transaction. */
 static enum status outbox_rows_insert(struct db_conn *conn, struct outbox_rows *rows)
 {
-    const char *params[5];
+    const char *params[6];
 
     if (rows->n == 0)
         return STATUS_OK;
     for (size_t c = 0; c < 5; c++)
         params[c] = pgarray_text(&rows->cols[c]);
-    return db_exec(conn, &outbox_insert_many, 5, params, NULL);
+    params[5] = outbox_wakes_relay();
+    enum status st = db_exec(conn, &outbox_insert_many, 6, params, NULL);
+    if (st == STATUS_OK)
+        outbox_appended(conn);
+    return st;
 }
 
 /* The event's envelope as published (the caller frees it), or NULL. Takes data. */
@@ -87,8 +155,10 @@ enum status outbox_append(struct db_conn *conn, const char *topic, const char *s
     if (conn->outbox_deferred) {
         outbox_rows_add(conn->outbox_deferred, id, topic, subject, type, payload);
     } else {
-        const char *params[] = {id, topic, subject, type, payload};
-        st = db_exec(conn, &outbox_insert, 5, params, NULL);
+        const char *params[] = {id, topic, subject, type, payload, outbox_wakes_relay()};
+        st = db_exec(conn, &outbox_insert, 6, params, NULL);
+        if (st == STATUS_OK)
+            outbox_appended(conn);
     }
     free(payload);
     if (st == STATUS_OK && event_id_out)

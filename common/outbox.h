@@ -56,6 +56,14 @@ enum status outbox_defer_flush(struct db_conn *conn);
 /* Drops the appends held back, for a transaction being rolled back, and ends the deferral. */
 void outbox_defer_discard(struct db_conn *conn);
 
+/*
+ * The process's wake-up of its relay (an eventfd, made once, never closed; -1 when none can be
+ * made). From the first call on, a commit through db_commit of a transaction that appended
+ * events, or an append in autocommit, makes it readable, and those appends send no NOTIFY: the
+ * relay that polls it is woken without the database. The relay calls it at its start.
+ */
+int outbox_wake_open(void);
+
 /* ---- the relay (outbox_relay.c) ---- */
 
 struct outbox_relay_config {
@@ -65,6 +73,11 @@ struct outbox_relay_config {
     long batch;                /* rows per round */
     long poll_ms;              /* fallback wake-up when no NOTIFY arrives */
     long statement_timeout_ms; /* of the relay's own connection; 0: none */
+    /*
+     * 1: woken by this process's commits (outbox_wake_open), whose appends then send no NOTIFY;
+     * 0: by NOTIFYs and the poll only, in rounds as large as the poll gathers.
+     */
+    int wake;
 };
 
 struct outbox_relay;

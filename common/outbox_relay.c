@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,8 @@ DB_STMT(
 DB_STMT(outbox_mark_sent, "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])");
 DB_STMT(outbox_mark_failed, "UPDATE outbox SET attempts = attempts + 1, last_error = $2,"
                             " dead_at = CASE WHEN $3::boolean THEN now() END WHERE id = $1");
+/* Wakes another replica's relay, the one holding the schema's round (see outbox_round_begin). */
+DB_STMT(outbox_forward, "SELECT pg_notify(current_schema() || '_outbox', '')");
 DB_STMT(outbox_backlog, "SELECT count(*), count(dead_at) FROM outbox WHERE sent_at IS NULL"
                         " AND discarded_at IS NULL");
 
@@ -94,6 +97,8 @@ struct outbox_relay {
     long statement_timeout_ms;
     int backlog_counted;         /* the gauges were counted once */
     struct timespec backlog_due; /* and may be counted again from then */
+    int wake_fd;                 /* outbox_wake_open's: this process's commits, -1: none */
+    int woken;                   /* a commit of this process woke the relay since its last round */
 };
 
 /*
@@ -306,9 +311,20 @@ static int outbox_round_begin(struct outbox_relay *relay)
         return -1;
     }
     int leader = PQgetvalue(lock, 0, 0)[0] == 't';
+    int woken = relay->woken;
+
     PQclear(lock);
-    if (!leader) /* another replica is relaying this schema right now */
+    relay->woken = 0;
+    if (!leader) { /* another replica is relaying this schema right now */
         db_rollback(&relay->db);
+        /*
+         * Woken by a commit of this process, whose appends sent no NOTIFY: tell the replica
+         * that holds the round, or its rows would wait for its poll. One NOTIFY per wake-up,
+         * however many commits it gathered; outside any transaction of the data's.
+         */
+        if (woken)
+            (void)db_exec(&relay->db, &outbox_forward, 0, NULL, NULL);
+    }
     return leader;
 }
 
@@ -381,35 +397,50 @@ static long outbox_update_backlog(struct outbox_relay *relay)
     return 0;
 }
 
-/* Drops the NOTIFYs libpq holds; 1 when there was one. */
+/* Drops the NOTIFYs libpq holds; 1 when there was one, not counting the relay's own. */
 static int outbox_notified(struct outbox_relay *relay)
 {
     PGnotify *n;
-    int any = 0;
+    int any = 0, self = PQbackendPID(relay->db.pg);
 
     while ((n = PQnotifies(relay->db.pg)) != NULL) {
+        any |= n->be_pid != self; /* a forward (outbox_round_begin) comes back to its sender */
         PQfreemem(n);
-        any = 1;
     }
     return any;
 }
 
+/* Takes the wake-ups of this process's commits; 1 when there was one. */
+static int outbox_woken(struct outbox_relay *relay)
+{
+    uint64_t count;
+
+    if (relay->wake_fd < 0 || read(relay->wake_fd, &count, sizeof count) != sizeof count)
+        return 0;
+    relay->woken = 1;
+    return 1;
+}
+
 /*
- * Sleeps until a NOTIFY arrives on the connection or wait_ms passes. A NOTIFY that came while
- * the round's own statements ran was read off the socket with their results: libpq holds it,
- * and the socket stays quiet. It wakes the relay at once, or the commit it announces would
- * wait for the poll (a second, at the end of a burst).
+ * Sleeps until a NOTIFY arrives on the connection, a commit of this process wakes the relay
+ * (outbox_wake_open), or wait_ms passes. A NOTIFY that came while the round's own statements
+ * ran was read off the socket with their results: libpq holds it, and the socket stays quiet.
+ * It wakes the relay at once, or the commit it announces would wait for the poll (a second, at
+ * the end of a burst).
  */
 static void outbox_wait_notify(struct outbox_relay *relay, long wait_ms)
 {
-    struct pollfd pfd = {PQsocket(relay->db.pg), POLLIN, 0};
+    struct pollfd pfd[2] = {{PQsocket(relay->db.pg), POLLIN, 0}, {relay->wake_fd, POLLIN, 0}};
 
     PQconsumeInput(relay->db.pg); /* what is on the socket already, without waiting */
-    if (outbox_notified(relay))
+    int notified = outbox_notified(relay), woken = outbox_woken(relay);
+    if (notified || woken)
         return;
-    if (pfd.fd >= 0 && poll(&pfd, 1, (int)wait_ms) > 0)
+    /* a negative fd is left out by poll: a relay without a socket sleeps on its wake-up alone */
+    if (poll(pfd, 2, (int)wait_ms) > 0 && pfd[0].revents)
         PQconsumeInput(relay->db.pg);
     outbox_notified(relay);
+    outbox_woken(relay);
 }
 
 static int outbox_connect(struct outbox_relay *relay)
@@ -471,6 +502,7 @@ struct outbox_relay *outbox_relay_start(const struct outbox_relay_config *cfg)
     relay->batch = cfg->batch;
     relay->poll_ms = cfg->poll_ms;
     relay->statement_timeout_ms = cfg->statement_timeout_ms;
+    relay->wake_fd = cfg->wake ? outbox_wake_open() : -1;
     metrics_register(&m_published);
     metrics_register(&m_failed);
     metrics_register(&m_backlog);

@@ -53,7 +53,7 @@ static const struct config_var service_vars[] = {
     {"PTCE_OUTBOX_BATCH", CONFIG_INT, "500", 1, 10000, CFG(outbox_batch),
      "outbox rows per relay round"},
     {"PTCE_OUTBOX_POLL_MS", CONFIG_INT, "1000", 10, 60000, CFG(outbox_poll_ms),
-     "relay wake-up without NOTIFY"},
+     "relay wake-up when nothing else woke it"},
     {"PTCE_INBOX_MAX_ATTEMPTS", CONFIG_INT, "5", 1, 1000, CFG(inbox_max_attempts),
      "handler failures before an event is set aside"},
     {"PTCE_INBOX_CONSUMERS", CONFIG_INT, "0", 0, 16, CFG(inbox_consumers),
@@ -342,8 +342,9 @@ static enum status service_kafka_start(struct service *svc)
     if (st != STATUS_OK)
         return st;
     struct outbox_relay_config rc = {
-        svc->cfg.database_url, svc->def->schema,        k,
-        svc->cfg.outbox_batch, svc->cfg.outbox_poll_ms, svc->cfg.db_statement_timeout_ms};
+        svc->cfg.database_url,    svc->def->schema,        k,
+        svc->cfg.outbox_batch,    svc->cfg.outbox_poll_ms, svc->cfg.db_statement_timeout_ms,
+        !svc->def->outbox_by_poll};
     svc->relay = outbox_relay_start(&rc);
     if (!svc->relay)
         return STATUS_INTERNAL;

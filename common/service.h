@@ -82,6 +82,12 @@ struct service_def {
     long inbox_consumers;
     /* The consumers' fetch.wait.max.ms when PTCE_KAFKA_FETCH_WAIT_MS is 0 (0 means 10). */
     long kafka_fetch_wait_ms;
+    /*
+     * 1: the relay is not woken by the service's commits and publishes at its poll
+     * (PTCE_OUTBOX_POLL_MS), in rounds as large as the poll gathers: for events in no hurry
+     * whose commits come by thousands a second. 0: each commit that appended wakes it.
+     */
+    int outbox_by_poll;
     /* Extra configuration read into extra_out, after the common table. */
     const struct config_var *extra_config;
     size_t nextra;

@@ -90,7 +90,7 @@ static enum status apply_one_list(struct db_conn *c, const struct migration *lis
 /* What common/sql holds, in order: the names schema_migrations records. */
 #define COMMON_MIGRATIONS                                                                          \
     "001_outbox_inbox.sql,002_dead_letters.sql,003_idempotency.sql,004_outbox_fillfactor.sql,"     \
-    "005_inbox_seq_unindexed.sql"
+    "005_inbox_seq_unindexed.sql,006_outbox_wake_in_process.sql"
 
 START_TEST(test_migrate_common_once)
 {

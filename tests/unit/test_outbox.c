@@ -26,7 +26,7 @@ static void schema_setup(void)
     size_t applied;
 
     testdb_schema_create(schema, sizeof schema);
-    ck_assert_int_eq(db_pool_open(&pool, testdb_url(), schema, 2, 1000, 5000), STATUS_OK);
+    ck_assert_int_eq(db_pool_open(&pool, testdb_url(), schema, 4, 1000, 5000), STATUS_OK);
     ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
     ck_assert_int_eq(migrate_apply(conn, lists, counts, 1, &applied), STATUS_OK);
     db_release(pool, conn);
@@ -389,7 +389,8 @@ static struct outbox_relay *relay_open(long message_timeout_ms, long poll_ms)
         {rd_kafka_mock_cluster_bootstraps(mock), "unit-relay", message_timeout_ms, 1, 1, 0},
         10,
         poll_ms,
-        5000};
+        5000,
+        1};
     struct outbox_relay *relay = outbox_relay_start(&cfg);
 
     ck_assert_ptr_nonnull(relay);
@@ -498,6 +499,114 @@ START_TEST(test_outbox_relay_publishes_in_order)
 }
 END_TEST
 
+/* The backend pid of the NOTIFY that reaches listener within two seconds, or 0. */
+static int notified_by(struct db_conn *listener)
+{
+    for (int i = 0; i < 20; i++) {
+        PQconsumeInput(listener->pg);
+        PGnotify *n = PQnotifies(listener->pg);
+        if (n) {
+            int pid = n->be_pid;
+            PQfreemem(n);
+            return pid;
+        }
+        usleep(100000);
+    }
+    return 0;
+}
+
+static struct db_conn *listen_outbox(void)
+{
+    struct db_conn *listener;
+    char listen[128];
+
+    ck_assert_int_eq(db_acquire(pool, &listener), STATUS_OK);
+    snprintf(listen, sizeof listen, "LISTEN \"%s_outbox\"", schema);
+    ck_assert_int_eq(db_command(listener, listen), STATUS_OK);
+    return listener;
+}
+
+/* Appends one event with key "k" on conn and commits; the backend's pid. */
+static int append_one(struct db_conn *conn, char id[UUID_STR_LEN])
+{
+    ck_assert_int_eq(db_begin(conn), STATUS_OK);
+    ck_assert_int_eq(outbox_append(conn, TOPIC, "/unit", "unit.t", "k", NULL, id), STATUS_OK);
+    ck_assert_int_eq(conn->outbox_appended, 1);
+    ck_assert_int_eq(db_commit(conn), STATUS_OK);
+    ck_assert_int_eq(conn->outbox_appended, 0);
+    return PQbackendPID(conn->pg);
+}
+
+/*
+ * Once the relay runs, a commit of its process wakes it without the database: the row goes out
+ * well within the 5 s poll, and no NOTIFY is sent (the commit took no database-wide lock). An
+ * append in autocommit wakes it too.
+ */
+START_TEST(test_outbox_relay_woken_by_its_process)
+{
+    char ids[2][UUID_STR_LEN];
+    struct db_conn *conn;
+
+    mock_start();
+    struct outbox_relay *relay = relay_open(5000, 5000);
+    wait_all_sent(5); /* its first round, on an empty table */
+    struct db_conn *listener = listen_outbox();
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    sleep(1); /* the relay is in its idle wait */
+    append_one(conn, ids[0]);
+    wait_all_sent(2);
+    ck_assert_int_eq(notified_by(listener), 0);
+    ck_assert_int_eq(outbox_append(conn, TOPIC, "/unit", "unit.t", "k", NULL, ids[1]), STATUS_OK);
+    ck_assert_int_eq(conn->outbox_appended, 0); /* autocommit: committed, woken at once */
+    wait_all_sent(2);
+    ck_assert_int_eq(notified_by(listener), 0);
+    db_release(pool, conn);
+    ck_assert_int_eq(db_command(listener, "UNLISTEN *"), STATUS_OK);
+    db_release(pool, listener);
+    outbox_relay_stop(relay);
+    check_published(ids, 2);
+    mock_stop();
+}
+END_TEST
+
+/*
+ * While another replica holds the round (its advisory lock, held here by a session of the
+ * test), the woken relay cannot publish: it sends the NOTIFY the commit did not, from its own
+ * session, so that the holder wakes. Once the lock is free the row goes out.
+ */
+START_TEST(test_outbox_relay_forwards_to_the_holder)
+{
+    char ids[1][UUID_STR_LEN];
+    struct db_conn *conn, *holder;
+
+    mock_start();
+    struct outbox_relay *relay = relay_open(5000, 500);
+    wait_all_sent(5);
+    ck_assert_int_eq(db_acquire(pool, &holder), STATUS_OK);
+    ck_assert_int_eq(db_begin(holder), STATUS_OK);
+    ck_assert_int_eq(db_command(holder, "SELECT pg_advisory_xact_lock(hashtext('ptce.outbox.' ||"
+                                        " current_schema()))"),
+                     STATUS_OK);
+    struct db_conn *listener = listen_outbox();
+    ck_assert_int_eq(db_acquire(pool, &conn), STATUS_OK);
+    int appender = append_one(conn, ids[0]);
+    int from = notified_by(listener);
+    ck_assert_int_ne(from, 0);
+    ck_assert_int_ne(from, appender); /* the relay's, not the commit's */
+    ck_assert_int_ne(from, PQbackendPID(holder->pg));
+    ck_assert_int_eq(unsent(), 1); /* the holder's to send */
+    db_rollback(holder);
+    db_release(pool, holder);
+    wait_all_sent(5); /* the relay's next poll finds the round free */
+    db_release(pool, conn);
+    ck_assert_int_eq(db_command(listener, "UNLISTEN *"), STATUS_OK);
+    db_release(pool, listener);
+    outbox_relay_stop(relay);
+    check_published(ids, 1);
+    mock_stop();
+}
+END_TEST
+
 START_TEST(test_outbox_relay_recovers_from_failed_round)
 {
     char ids[1][UUID_STR_LEN];
@@ -536,6 +645,8 @@ static Suite *outbox_suite(void)
     tcase_add_test(tc, test_outbox_defer_flush_writes_in_call_order);
     tcase_add_test(tc, test_outbox_relay_publishes_in_order);
     tcase_add_test(tc, test_outbox_relay_recovers_from_failed_round);
+    tcase_add_test(tc, test_outbox_relay_woken_by_its_process);
+    tcase_add_test(tc, test_outbox_relay_forwards_to_the_holder);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -177,8 +177,8 @@ START_TEST(test_relay_marks_only_delivered)
 
     /* Every produce is refused: nothing may be marked sent. */
     rd_kafka_mock_topic_set_error(mc, TOPIC, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
-    struct outbox_relay_config rc = {db_url, schema, {boot, "unit-relay", 1000, 2, 1, 0},
-                                     500,    50,     5000};
+    struct outbox_relay_config rc = {db_url, schema, {boot, "unit-relay", 1000, 2, 1, 0}, 500, 50,
+                                     5000,   1};
     struct outbox_relay *relay = outbox_relay_start(&rc);
     ck_assert_ptr_nonnull(relay);
     append_events(&conn);
@@ -279,8 +279,8 @@ START_TEST(test_relay_dead_letter_blocks_only_its_key)
     mock_open(&m);
     /* key-0's first event is larger than any message the producer may send. */
     append_padded(&conn, NKEYS, NDEAD_EVENTS, KAFKA_MESSAGE_MAX_BYTES + 1024);
-    struct outbox_relay_config rc = {db_url, schema, {m.boot, "unit-relay", 5000, 2, 1, 0},
-                                     500,    50,     5000};
+    struct outbox_relay_config rc = {db_url, schema, {m.boot, "unit-relay", 5000, 2, 1, 0}, 500, 50,
+                                     5000,   1};
     struct outbox_relay *relay = outbox_relay_start(&rc);
     ck_assert_ptr_nonnull(relay);
 
@@ -324,8 +324,8 @@ START_TEST(test_relay_dead_letter_from_the_broker)
                                    json_pack("{s:i}", "seq", 1), NULL),
                      STATUS_OK);
     ck_assert_int_eq(db_commit(&conn), STATUS_OK);
-    struct outbox_relay_config rc = {db_url, schema, {m.boot, "unit-relay", 5000, 2, 1, 0},
-                                     500,    50,     5000};
+    struct outbox_relay_config rc = {db_url, schema, {m.boot, "unit-relay", 5000, 2, 1, 0}, 500, 50,
+                                     5000,   1};
     struct outbox_relay *relay = outbox_relay_start(&rc);
     ck_assert_ptr_nonnull(relay);
     ck_assert_int_eq(wait_count(&conn, "dead_at IS NOT NULL", 1), 1);
@@ -357,8 +357,8 @@ START_TEST(test_relay_large_row_goes_alone)
     /* The broker refuses the first produce request, as one still at 1 MB would (API key 0). */
     rd_kafka_mock_push_request_errors(m.mc, 0, 1, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
     append_padded(&conn, 1, 3, 1200000); /* key-0: a 1.2 MB event, then two small ones */
-    struct outbox_relay_config rc = {db_url, schema, {m.boot, "unit-relay", 5000, 2, 1, 0},
-                                     500,    50,     5000};
+    struct outbox_relay_config rc = {db_url, schema, {m.boot, "unit-relay", 5000, 2, 1, 0}, 500, 50,
+                                     5000,   1};
     struct outbox_relay *relay = outbox_relay_start(&rc);
     ck_assert_ptr_nonnull(relay);
     ck_assert_int_eq(wait_count(&conn, "dead_at IS NOT NULL", 1), 1);
@@ -389,7 +389,8 @@ START_TEST(test_relay_wakes_for_a_notify_read_during_its_round)
     setup_schema(&conn);
     mock_open(&m);
     struct outbox_relay_config rc = {db_url, schema, {m.boot, "unit-relay", 5000, 2, 1, 0},
-                                     500,    60000,  5000};
+                                     500,    60000,  5000,
+                                     0}; /* NOTIFY alone */
     struct outbox_relay *relay = outbox_relay_start(&rc);
     ck_assert_ptr_nonnull(relay);
     for (int burst = 0; burst < 15; burst++) {
@@ -422,8 +423,8 @@ START_TEST(test_relay_stop_with_reports_outstanding)
     mock_open(&m);
     ck_assert_int_eq(rd_kafka_mock_broker_set_down(m.mc, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
     append_events(&conn);
-    struct outbox_relay_config rc = {db_url, schema, {m.boot, "unit-relay", 12000, 2, 1, 0},
-                                     500,    50,     5000};
+    struct outbox_relay_config rc = {
+        db_url, schema, {m.boot, "unit-relay", 12000, 2, 1, 0}, 500, 50, 5000, 1};
     struct outbox_relay *relay = outbox_relay_start(&rc);
     ck_assert_ptr_nonnull(relay);
     sleep_ms(1000); /* the round has produced and waits for reports */
