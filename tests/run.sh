@@ -20,6 +20,9 @@ export PTCE_KAFKA_CONTROLLER_PORT=${PTCE_TEST_KAFKA_CONTROLLER_PORT:-29093}
 export PTCE_PORT_BASE=${PTCE_TEST_PORT_BASE:-18080}
 export PTCE_BUILD=$BUILD PTCE_STACK=$STACK PTCE_ROOT=$ROOT
 export PTCE_DS_WEBHOOK_TOKEN=test-webhook-secret
+# A broker that lives for one run: C1 only, ready at once, with no C2 compiler taking CPU from
+# the tests for its first minutes (deploy/local/kafka.sh).
+export PTCE_KAFKA_JIT_OPTS=${PTCE_KAFKA_JIT_OPTS--XX:TieredStopAtLevel=1}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 DSFAKE_PID=

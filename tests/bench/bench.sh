@@ -72,6 +72,29 @@ settle() {
     psql "$DB" -qc CHECKPOINT
 }
 
+# The broker's JIT warm-up (PTCE_BENCH_WARMUP_S, default 60; 0: none), before anything is
+# measured: the broker runs the JVM's tiered JIT (deploy/local/kafka.sh), whose C2 compiler
+# takes about half the broker's CPU for its first minutes under load. A minute of deposits at
+# 1 000 a second through the whole path (submission, its relay, instruction's consumers and
+# relay, funding's consumer) compiles the broker's produce and fetch paths, then everything
+# those deposits set off is published and applied, so that no figure pays for either.
+broker_warmup() {
+    local secs=${PTCE_BENCH_WARMUP_S:-60} wkey left
+    [ "$secs" -gt 0 ] || return 0
+    wkey=$(PTCE_ADMIN_DATABASE_URL=$DB "$BUILD/ptce-admin" key create --role national_admin \
+        --regions all --label bench-warmup)
+    "$BUILD/paced-post" "$SUB/v1/dossiers" "$wkey" '{"carrier":{"siret":"73282932000074","name":"Warm-up"},"territory":{"name":"T","region":"84"},"members":[{"name":"a","kind":"ess_enterprise"},{"name":"b","kind":"other_enterprise"},{"name":"c","kind":"local_authority"}],"summary":"warm-up","legal_person_private":true,"prior_state_support":false}' \
+        --rate 1000 --seconds "$secs" --id-prefix warmup >/dev/null
+    for _ in $(seq 300); do
+        left=$(psql "$DB" -XAt -c "SELECT (SELECT count(*) FROM submission.outbox)
+                - (SELECT count(*) FROM instruction.inbox WHERE topic = 'ptce.submission.events')")
+        [ "${left:-1}" -le 0 ] && break
+        sleep 1
+    done
+    settle
+    echo "broker warm-up: ${secs} s of deposits at 1 000/s, applied by instruction (${left:-?} left)"
+}
+
 # The machine's CPU over a measured run (cpu_procs.py, from /proc): how busy the cores were, how
 # much of the time the hypervisor gave to other guests (steal), the noise a figure was measured
 # in; then where it went, per process group (each service, PostgreSQL's backends per role, the
@@ -146,6 +169,7 @@ pgbench_insert() {
         >"$RESULTS/$1.txt" 2>&1 || true
     echo "$(pgbench_tps "$RESULTS/$1.txt")|$(cpu_since "$mark")"
 }
+broker_warmup
 IFS='|' read -r PG_INSERT PG_INSERT_CPU <<<"$(pgbench_insert pg_insert)"
 settle
 pgbench -n -M prepared -S -c "$CONNS" -j 2 -T "$SECS" "$DB" >"$RESULTS/pg_select.txt" 2>&1
