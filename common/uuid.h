@@ -1,4 +1,4 @@
-/* uuid: random (version 4) UUIDs, their textual validation, random bytes and hex. */
+/* uuid: time-ordered (version 7) UUIDs, their textual validation, random bytes and hex. */
 #ifndef PTCE_UUID_H
 #define PTCE_UUID_H
 
@@ -6,7 +6,11 @@
 
 #define UUID_STR_LEN 37 /* 36 characters and the terminator */
 
-/* Writes a new random UUID in lower-case canonical form into out (UUID_STR_LEN bytes). */
+/*
+ * Writes a new UUID in lower-case canonical form into out (UUID_STR_LEN bytes): version 7, the
+ * current Unix time in milliseconds then 74 random bits, so that ids sort by creation time to
+ * the millisecond (within one, in no order).
+ */
 void uuid_new(char out[UUID_STR_LEN]);
 
 /* 1 when s is a canonical 8-4-4-4-12 hexadecimal UUID (any case), else 0. */

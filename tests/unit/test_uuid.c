@@ -2,6 +2,7 @@
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "uuid.h"
 
@@ -30,10 +31,39 @@ START_TEST(test_uuid_new_format)
             else
                 ck_assert_msg(hex_value(id[i]) >= 0, "%s: not lower-case hex at %d", id, i);
         }
-        ck_assert_int_eq(id[14], '4');                  /* version 4 */
+        ck_assert_int_eq(id[14], '7');                  /* version 7 */
         ck_assert_int_eq(hex_value(id[19]) & 0xc, 0x8); /* variant 10xx: 8, 9, a or b */
         ck_assert_int_eq(uuid_is_valid(id), 1);
     }
+}
+END_TEST
+
+static unsigned long long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (unsigned long long)ts.tv_sec * 1000ULL + (unsigned long long)ts.tv_nsec / 1000000ULL;
+}
+
+/* The first 48 bits are the time of the call in Unix milliseconds; later ids sort after. */
+START_TEST(test_uuid_new_time_ordered)
+{
+    char a[UUID_STR_LEN], b[UUID_STR_LEN], hex[13];
+    unsigned long long before = now_ms();
+
+    uuid_new(a);
+    unsigned long long after = now_ms();
+    memcpy(hex, a, 8);
+    memcpy(hex + 8, a + 9, 4);
+    hex[12] = '\0';
+    unsigned long long ms = strtoull(hex, NULL, 16);
+    ck_assert_msg(ms >= before && ms <= after, "%s: %llu outside [%llu, %llu]", a, ms, before,
+                  after);
+    struct timespec pause = {0, 2000000}; /* 2 ms: the next id is in a later millisecond */
+    nanosleep(&pause, NULL);
+    uuid_new(b);
+    ck_assert_msg(strcmp(a, b) < 0, "%s made before %s sorts after it", a, b);
 }
 END_TEST
 
@@ -58,7 +88,10 @@ END_TEST
 
 START_TEST(test_uuid_random_bits_vary)
 {
-    /* Apart from the fixed version and variant bits, every hex position should change. */
+    /*
+     * After the 48 bits of time (positions 0 to 12, which 200 ids made at once mostly share) and
+     * the version digit, every hex position is random and should change.
+     */
     char first[UUID_STR_LEN], id[UUID_STR_LEN];
     int changed[36] = {0};
 
@@ -68,8 +101,8 @@ START_TEST(test_uuid_random_bits_vary)
         for (int i = 0; i < 36; i++)
             changed[i] |= id[i] != first[i];
     }
-    for (int i = 0; i < 36; i++) {
-        int fixed = i == 8 || i == 13 || i == 14 || i == 18 || i == 23;
+    for (int i = 14; i < 36; i++) {
+        int fixed = i == 14 || i == 18 || i == 23;
         ck_assert_msg(changed[i] == !fixed, "position %d %s", i, fixed ? "moved" : "never moved");
     }
 }
@@ -138,6 +171,7 @@ static Suite *uuid_suite(void)
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, test_uuid_new_format);
     tcase_add_test(tc, test_uuid_new_unique);
+    tcase_add_test(tc, test_uuid_new_time_ordered);
     tcase_add_test(tc, test_uuid_random_bits_vary);
     tcase_add_test(tc, test_uuid_is_valid);
     tcase_add_test(tc, test_random_bytes_fills);
