@@ -15,18 +15,14 @@
 #include "xalloc.h"
 
 /*
- * $6 is 'on' when this process's relay is woken by the commit itself (outbox_wake_open): the
- * outbox's trigger (common 006) then sends no NOTIFY. A notifying commit holds a database-wide
- * lock from its commit record to its end, WAL flush included, so every service's commits that
- * notified went through their flushes one at a time. The setting is the transaction's own
- * (set_config's third argument), read by the statement's AFTER trigger; the WHERE makes the
- * planner run the volatile set_config whatever columns it reads.
+ * Every append, one event or many. ORDER BY the arrays' order: the ids the events get, and so
+ * the relay's order per key. $6 is 'on' when this process's relay is woken by the commit itself
+ * (outbox_wake_open): the outbox's trigger (common 006) then sends no NOTIFY. A notifying commit
+ * holds a database-wide lock from its commit record to its end, WAL flush included, so every
+ * service's commits that notified went through their flushes one at a time. The setting is the
+ * transaction's own (set_config's third argument), read by the statement's AFTER trigger; the
+ * WHERE makes the planner run the volatile set_config whatever columns it reads.
  */
-DB_STMT(outbox_insert, "INSERT INTO outbox (event_id, topic, key, type, payload)"
-                       " SELECT $1::uuid, $2::text, $3::text, $4::text, $5::text"
-                       " FROM (SELECT set_config('ptce.outbox_wakes_relay', $6::text, true)) w (v)"
-                       " WHERE w.v IS NOT NULL");
-/* ORDER BY the arrays' order: the ids the events get, and so the relay's order per key. */
 DB_STMT(outbox_insert_many,
         "WITH w (v) AS (SELECT set_config('ptce.outbox_wakes_relay', $6::text, true))"
         " INSERT INTO outbox (event_id, topic, key, type, payload)"
@@ -68,15 +64,6 @@ int outbox_wake_open(void)
     return atomic_load(&outbox_wake_fd);
 }
 
-/* The rows are in: a commit in autocommit is already done, a transaction's wakes at db_commit. */
-static void outbox_appended(struct db_conn *conn)
-{
-    if (conn->pg && PQtransactionStatus(conn->pg) == PQTRANS_IDLE)
-        outbox_wake();
-    else
-        conn->outbox_appended = 1;
-}
-
 static const char *outbox_wakes_relay(void)
 {
     return atomic_load(&outbox_wake_fd) >= 0 ? "on" : "off";
@@ -116,7 +103,7 @@ static void outbox_rows_add(struct outbox_rows *rows, const char *id, const char
     rows->n++;
 }
 
-/* Writes the rows with one statement (none: nothing), in the open transaction. */
+/* Writes the rows with one statement (none: nothing), in the open transaction or autocommit. */
 static enum status outbox_rows_insert(struct db_conn *conn, struct outbox_rows *rows)
 {
     const char *params[6];
@@ -127,9 +114,14 @@ static enum status outbox_rows_insert(struct db_conn *conn, struct outbox_rows *
         params[c] = pgarray_text(&rows->cols[c]);
     params[5] = outbox_wakes_relay();
     enum status st = db_exec(conn, &outbox_insert_many, 6, params, NULL);
-    if (st == STATUS_OK)
-        outbox_appended(conn);
-    return st;
+    if (st != STATUS_OK)
+        return st;
+    /* The rows are in: in autocommit they are committed already, in a transaction at db_commit. */
+    if (conn->pg && PQtransactionStatus(conn->pg) == PQTRANS_IDLE)
+        outbox_wake();
+    else
+        conn->outbox_appended = 1;
+    return STATUS_OK;
 }
 
 /* The event's envelope as published (the caller frees it), or NULL. Takes data. */
@@ -155,10 +147,11 @@ enum status outbox_append(struct db_conn *conn, const char *topic, const char *s
     if (conn->outbox_deferred) {
         outbox_rows_add(conn->outbox_deferred, id, topic, subject, type, payload);
     } else {
-        const char *params[] = {id, topic, subject, type, payload, outbox_wakes_relay()};
-        st = db_exec(conn, &outbox_insert, 6, params, NULL);
-        if (st == STATUS_OK)
-            outbox_appended(conn);
+        struct outbox_rows one;
+        outbox_rows_init(&one);
+        outbox_rows_add(&one, id, topic, subject, type, payload);
+        st = outbox_rows_insert(conn, &one);
+        outbox_rows_free(&one);
     }
     free(payload);
     if (st == STATUS_OK && event_id_out)
