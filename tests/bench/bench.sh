@@ -46,6 +46,8 @@ eval "$("$STACK" env | sed 's/^/export /')"
 DB=$PTCE_ADMIN_DATABASE_URL
 SUB=$PTCE_URL_SUBMISSION
 RESULTS=$PTCE_STATE_DIR/results
+# The partner deposit every deposit load sends (the warm-up, POST /v1/dossiers, deposit -> visible).
+DEPOSIT_BODY='{"carrier":{"siret":"73282932000074","name":"Bench"},"territory":{"name":"T","region":"84"},"members":[{"name":"a","kind":"ess_enterprise"},{"name":"b","kind":"other_enterprise"},{"name":"c","kind":"local_authority"}],"summary":"bench","legal_person_private":true,"prior_state_support":false}'
 mkdir -p "$RESULTS"
 
 # Every measurement starts from a fresh checkpoint, so none pays for the WAL of the one before
@@ -72,6 +74,21 @@ settle() {
     psql "$DB" -qc CHECKPOINT
 }
 
+# drained_wait SECONDS: until instruction has applied every event submission sent, or SECONDS have
+# passed (the warm-up's deposits, the submission part's: tens of thousands). A figure is measured
+# from an idle consumer.
+drained_wait() {
+    local i left
+    for i in $(seq 1 "$1"); do
+        left=$(psql "$DB" -Atc "SELECT (SELECT count(*) FROM submission.outbox
+                WHERE sent_at IS NOT NULL) - (SELECT count(*) FROM instruction.inbox
+                WHERE topic = (SELECT topic FROM submission.outbox LIMIT 1))")
+        [ "${left:-1}" -le 0 ] && { echo "instruction's backlog applied after ${i} s"; return 0; }
+        sleep 1
+    done
+    echo "instruction still had $left events to apply after $1 s"
+}
+
 # The broker's JIT warm-up (PTCE_BENCH_WARMUP_S, default 60; 0: none), before anything is
 # measured: the broker runs the JVM's tiered JIT (deploy/local/kafka.sh), whose C2 compiler
 # takes about half the broker's CPU for its first minutes under load. A minute of deposits at
@@ -79,20 +96,14 @@ settle() {
 # relay, funding's consumer) compiles the broker's produce and fetch paths, then everything
 # those deposits set off is published and applied, so that no figure pays for either.
 broker_warmup() {
-    local secs=${PTCE_BENCH_WARMUP_S:-60} wkey left
+    local secs=${PTCE_BENCH_WARMUP_S:-60} wkey
     [ "$secs" -gt 0 ] || return 0
     wkey=$(PTCE_ADMIN_DATABASE_URL=$DB "$BUILD/ptce-admin" key create --role national_admin \
         --regions all --label bench-warmup)
-    "$BUILD/paced-post" "$SUB/v1/dossiers" "$wkey" '{"carrier":{"siret":"73282932000074","name":"Warm-up"},"territory":{"name":"T","region":"84"},"members":[{"name":"a","kind":"ess_enterprise"},{"name":"b","kind":"other_enterprise"},{"name":"c","kind":"local_authority"}],"summary":"warm-up","legal_person_private":true,"prior_state_support":false}' \
+    "$BUILD/paced-post" "$SUB/v1/dossiers" "$wkey" "$DEPOSIT_BODY" \
         --rate 1000 --seconds "$secs" --id-prefix warmup >/dev/null
-    for _ in $(seq 300); do
-        left=$(psql "$DB" -XAt -c "SELECT (SELECT count(*) FROM submission.outbox)
-                - (SELECT count(*) FROM instruction.inbox WHERE topic = 'ptce.submission.events')")
-        [ "${left:-1}" -le 0 ] && break
-        sleep 1
-    done
     settle
-    echo "broker warm-up: ${secs} s of deposits at 1 000/s, applied by instruction (${left:-?} left)"
+    echo "broker warm-up: ${secs} s of deposits at 1 000/s; $(drained_wait 300)"
 }
 
 # The machine's CPU over a measured run (cpu_procs.py, from /proc): how busy the cores were, how
@@ -189,10 +200,9 @@ if [[ -z ${PTCE_BENCH_ONLY:-} || $PTCE_BENCH_ONLY == submission ]]; then
 
     # Dossiers to read: partner deposits through the API, as a partner platform would make them.
     KEY=$(PTCE_ADMIN_DATABASE_URL=$DB "$BUILD/ptce-admin" key create --role national_admin --regions all --label bench)
-    body='{"carrier":{"siret":"73282932000074","name":"Bench"},"territory":{"name":"T","region":"84"},"members":[{"name":"a","kind":"ess_enterprise"},{"name":"b","kind":"other_enterprise"},{"name":"c","kind":"local_authority"}],"summary":"bench","legal_person_private":true,"prior_state_support":false}'
     for i in $(seq 1 200); do
         curl -fsS -o /dev/null -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
-            -H "Idempotency-Key: bench-$i" -d "$body" "$SUB/v1/dossiers"
+            -H "Idempotency-Key: bench-$i" -d "$DEPOSIT_BODY" "$SUB/v1/dossiers"
     done
     psql "$DB" -Atc "SELECT id FROM submission.dossier LIMIT 200" >"$RESULTS/ids.txt"
     read -r GD_RPS GD_P99 GD_BAD <<<"$(wrk_run get_dossier -s "$HERE/get_dossier.lua" "$SUB" -- "$RESULTS/ids.txt" "$KEY")"
@@ -205,7 +215,7 @@ if [[ -z ${PTCE_BENCH_ONLY:-} || $PTCE_BENCH_ONLY == submission ]]; then
     read -r LI_RPS LI_P99 LI_BAD <<<"$(wrk_run list -H "Authorization: Bearer $KEY" "$SUB/v1/dossiers?limit=50")"
     echo "GET /v1/dossiers?limit=50: $LI_RPS req/s, p99 ${LI_P99} ms ($(dist list)), non-2xx $LI_BAD"
     # Last: every request deposits a new dossier, which would change what the reads above see.
-    read -r CR_RPS CR_P99 CR_BAD <<<"$(wrk_run create -s "$HERE/create_dossier.lua" "$SUB" -- "$KEY" "$body")"
+    read -r CR_RPS CR_P99 CR_BAD <<<"$(wrk_run create -s "$HERE/create_dossier.lua" "$SUB" -- "$KEY" "$DEPOSIT_BODY")"
     echo "POST /v1/dossiers: $CR_RPS req/s, p99 ${CR_P99} ms ($(dist create)), non-2xx $CR_BAD"
 
     echo "== figures of the issues (same run)"

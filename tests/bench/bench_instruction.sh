@@ -15,7 +15,6 @@ PTCE_SERVICE_ENV="$PTCE_SERVICE_ENV $BENCH_DS_ENV" "$STACK" stop-service instruc
 PTCE_SERVICE_ENV="$PTCE_SERVICE_ENV $BENCH_DS_ENV" "$STACK" start-service instruction "$BUILD"
 IKEY=$(PTCE_ADMIN_DATABASE_URL=$DB "$BUILD/ptce-admin" key create --role national_admin \
     --regions all --label bench-instruction)
-ibody='{"carrier":{"siret":"73282932000074","name":"Bench"},"territory":{"name":"T","region":"84"},"members":[{"name":"a","kind":"ess_enterprise"},{"name":"b","kind":"other_enterprise"},{"name":"c","kind":"local_authority"}],"summary":"bench","legal_person_private":true,"prior_state_support":false}'
 
 echo "== instruction"
 # ---- 1. deposit → visible ----
@@ -49,21 +48,8 @@ visible_wait() {
     done
 }
 paced() {
-    "$BUILD/paced-post" "$PTCE_URL_SUBMISSION/v1/dossiers" "$IKEY" "$ibody" \
+    "$BUILD/paced-post" "$PTCE_URL_SUBMISSION/v1/dossiers" "$IKEY" "$DEPOSIT_BODY" \
         --rate "$DEPOSIT_RATE" --seconds "$1" --id-prefix "$2"
-}
-# The submission part before leaves instruction a backlog (its deposits, tens of thousands):
-# the figure is measured from an idle consumer, once every event submission sent is applied.
-drained_wait() {
-    local i left
-    for i in $(seq 1 "$1"); do
-        left=$(psql "$DB" -Atc "SELECT (SELECT count(*) FROM submission.outbox
-                WHERE sent_at IS NOT NULL) - (SELECT count(*) FROM instruction.inbox
-                WHERE topic = (SELECT topic FROM submission.outbox LIMIT 1))")
-        [ "${left:-1}" -le 0 ] && { echo "instruction's backlog applied after ${i} s"; return 0; }
-        sleep 1
-    done
-    echo "instruction still had $left events to apply after $1 s"
 }
 drained_wait 300
 paced 3 visible-warmup >/dev/null # connections, prepared plans, the consumer's fetch
